@@ -1,0 +1,1 @@
+include!("../build-support/link_libtorch.rs");

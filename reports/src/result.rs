@@ -1,0 +1,86 @@
+//! The trial record: what one trial process writes to `DIR/trials/ID/result.json` and what the report reads.
+//!
+//! This is the only contract between the trainer (which links libtorch) and the report (which must not),
+//! so it lives here, in the crate without libtorch, and is plain serde data.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// How a trial ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Trained until its FLOP budget was spent.
+    Completed,
+    /// The loss became NaN/inf or exploded; training stopped early.
+    Diverged,
+    /// The trial process failed (out of memory, crash, bad checkpoint): see `reason`.
+    Failed,
+}
+
+/// One evaluation point on a trial's training curve (one line of `curve.jsonl`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CurvePoint {
+    /// Optimiser steps taken so far.
+    pub step: u64,
+    /// Training FLOPs spent so far (3 x forward FLOPs per token x tokens, see operators::flops).
+    pub flops: f64,
+    /// Training tokens seen so far.
+    pub tokens: u64,
+    /// Mean training loss over the steps since the previous point.
+    pub train_loss: f64,
+    /// Loss on the held-out set at this point.
+    pub eval_loss: Option<f64>,
+    /// Task metrics on the held-out set (for example `accuracy`).
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// Everything the report needs to know about one finished (or failed) trial.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct TrialResult {
+    /// Content hash of everything that determines the result (see workbench::store).
+    pub id: String,
+    /// The candidate's architecture name from the space (one fitted law per `arch` and task).
+    pub arch: String,
+    /// A short human label: the architecture with its size, e.g. `transformer d128 x4`.
+    pub label: String,
+    /// The task's name, e.g. `mqar` or `bytes`.
+    pub task: String,
+    pub status: Status,
+    /// Why the trial diverged or failed.
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub d_model: u64,
+    /// Number of blocks in the stack.
+    pub depth: u64,
+    /// The mixers of the stack, layer by layer (e.g. `["attention", "swiglu", ...]`).
+    pub layers: Vec<String>,
+    /// All trainable parameters.
+    pub params: u64,
+    /// Parameters outside the token embedding and the output head.
+    pub non_embedding_params: u64,
+    /// Forward FLOPs per token at `seq_len` (training spends 3x this).
+    pub flops_per_token: f64,
+    /// Recurrent state elements per sequence at `seq_len` (KV cache for attention).
+    pub state_size: u64,
+    pub seq_len: u64,
+    pub batch_size: u64,
+    /// The FLOP budget the trial was planned for.
+    pub budget_flops: f64,
+    /// FLOPs actually spent (at most the budget; a whole number of steps).
+    pub flops_spent: f64,
+    pub tokens_seen: u64,
+    pub steps: u64,
+    /// Held-out loss at the end (None when the trial failed before its first evaluation).
+    pub final_eval_loss: Option<f64>,
+    /// Final held-out task metrics.
+    #[serde(default)]
+    pub final_metrics: BTreeMap<String, f64>,
+    pub learning_rate: f64,
+    pub seed: u64,
+    pub curve: Vec<CurvePoint>,
+    pub wall_seconds: f64,
+    /// Where it ran, e.g. `cpu` or `cuda:0`.
+    pub device: String,
+}

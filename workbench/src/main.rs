@@ -1,0 +1,130 @@
+//! # workbench (CLI)
+//!
+//! Find and scale sequence-model architectures: a YAML search space in, trained candidates and a
+//! scaling-law report out. This binary is the CLI; the libraries under it do the work.
+//!
+//! Key design decision: every trial is its own process (`workbench trial`), reading and writing only
+//! the sweep directory, so one crash kills one trial and any executor (a local pool, a Slurm array)
+//! runs the same command.
+
+mod commands;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use workbench::error::UsageError;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "workbench",
+    version,
+    about = "Compare sequence-model architectures by loss per FLOP: sweep a YAML search space, fit scaling laws, read one HTML report.",
+    after_help = "Start with:\n  workbench plan experiments/quickstart.yaml     # what would run, and what it costs\n  workbench sweep experiments/quickstart.yaml    # train everything, write runs/quickstart/report.html\n  workbench mixers                               # the sequence and channel mixers you can use"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+/// Where trials run.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+/// Which implementation the mixers use.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum KernelsArg {
+    /// The fastest available (fused libtorch ops; CUDA kernels when built).
+    Auto,
+    /// The plain-tch references, for comparison.
+    Reference,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Cmd {
+    /// Train every candidate of a search space at every FLOP budget, then write the report.
+    #[command(
+        after_help = "Example:\n  workbench sweep experiments/quickstart.yaml --out runs/qs --jobs 2\n  workbench sweep experiments/quickstart.yaml --out runs/qs --resume   # after an interruption"
+    )]
+    Sweep {
+        /// The search space (YAML).
+        space: PathBuf,
+        /// Sweep directory; default `runs/<space name>`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue a sweep in --out: finished trials are kept, unfinished ones continue from their last checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// Use --out even if it holds a sweep of a different space.
+        #[arg(long)]
+        force: bool,
+        #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+        device: DeviceArg,
+        /// Trial processes at once (default 1; each gets cores/jobs threads).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        #[arg(long, value_enum, default_value_t = KernelsArg::Auto)]
+        kernels: KernelsArg,
+    },
+    /// List every candidate with its parameters, FLOPs per token, tokens per budget and the sweep's total FLOPs; trains nothing.
+    #[command(after_help = "Example:\n  workbench plan experiments/quickstart.yaml")]
+    Plan { space: PathBuf },
+    /// Rebuild DIR/report.html from the trial files alone.
+    #[command(after_help = "Example:\n  workbench report runs/quickstart && xdg-open runs/quickstart/report.html")]
+    Report { dir: PathBuf },
+    /// Print the mixer registry: names, families, parameters with defaults, FLOP and state formulas.
+    #[command(after_help = "Example:\n  workbench mixers\n  workbench mixers --json | jq '.[].name'")]
+    Mixers {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one trial of a sweep directory (what every executor invokes).
+    #[command(after_help = "Example:\n  workbench trial --sweep runs/quickstart --id 3f2a9c0d1b7e4a55")]
+    Trial {
+        #[arg(long)]
+        sweep: PathBuf,
+        #[arg(long)]
+        id: String,
+        /// `cpu`, `cuda` or `cuda:N`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// CPU threads for this trial (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long, value_enum, default_value_t = KernelsArg::Auto)]
+        kernels: KernelsArg,
+        /// Print progress as JSON lines on stdout (for executors).
+        #[arg(long)]
+        events: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    // A panic is a bug, not a user error: say so in one line, without a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        let first = msg.lines().next().unwrap_or("");
+        eprintln!("internal error: {first} ({})", info.location().map(|l| l.to_string()).unwrap_or_default());
+    }));
+    let cli = Cli::parse();
+    match commands::run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(u) = e.downcast_ref::<UsageError>() {
+                eprintln!("error: {u}");
+                ExitCode::from(2)
+            } else {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The trial store: the only thing the sweep driver and the trial processes share, so a sweep can be
+//! resumed by another process or from another node on a shared filesystem.
+//!
+//! ```text
+//! DIR/sweep.json                  name, hash of the space text, trial ids
+//! DIR/space.yaml                  the space as written
+//! DIR/trials/ID/spec.json         TrialSpec, written before the trial starts
+//! DIR/trials/ID/curve.jsonl       one CurvePoint per evaluation, appended as it trains
+//! DIR/trials/ID/checkpoint.*      weights + optimiser state (safetensors) and the step (json), at each evaluation
+//! DIR/trials/ID/result.json       TrialResult, written atomically, last
+//! DIR/report.html
+//! ```
+
+use crate::error::UsageError;
+use crate::trial::TrialSpec;
+use anyhow::{Context, Result};
+use reports::{CurvePoint, Status, TrialResult};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// `DIR/sweep.json`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct SweepMeta {
+    pub name: String,
+    /// SHA-256 of the space file's text.
+    pub space_hash: String,
+    pub trials: Vec<String>,
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+/// Hex SHA-256 of a text.
+pub fn text_hash(text: &str) -> String {
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A sweep directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub root: PathBuf,
+}
+
+impl Store {
+    pub fn new(root: impl Into<PathBuf>) -> Store {
+        Store { root: root.into() }
+    }
+
+    /// Prepares `root` for a sweep of `space_text`. An existing sweep from the same space needs
+    /// `resume`; one from a different space is refused unless `force`.
+    pub fn prepare(
+        &self,
+        name: &str,
+        space_text: &str,
+        trial_ids: Vec<String>,
+        resume: bool,
+        force: bool,
+    ) -> Result<()> {
+        let meta_path = self.root.join("sweep.json");
+        let hash = text_hash(space_text);
+        if meta_path.exists() {
+            let old: SweepMeta = serde_json::from_slice(&std::fs::read(&meta_path)?)
+                .with_context(|| format!("reading {}", meta_path.display()))?;
+            if old.space_hash != hash && !force {
+                return Err(UsageError::new(format!(
+                    "{} holds a sweep made from a different space (`{}`); pass --force to add this space's trials to it, or choose another --out",
+                    self.root.display(),
+                    old.name
+                ))
+                .into());
+            }
+            if old.space_hash == hash && !resume && !force {
+                return Err(UsageError::new(format!(
+                    "{} already holds this sweep; pass --resume to continue it (finished trials are kept), or choose another --out",
+                    self.root.display()
+                ))
+                .into());
+            }
+        }
+        std::fs::create_dir_all(self.root.join("trials"))
+            .with_context(|| format!("creating {}", self.root.display()))?;
+        write_atomic(&self.root.join("space.yaml"), space_text.as_bytes())?;
+        let meta = SweepMeta { name: name.to_string(), space_hash: hash, trials: trial_ids };
+        write_atomic(&meta_path, &serde_json::to_vec_pretty(&meta)?)
+    }
+
+    pub fn meta(&self) -> Result<SweepMeta> {
+        let p = self.root.join("sweep.json");
+        let bytes = std::fs::read(&p)
+            .map_err(|e| UsageError::new(format!("{}: not a sweep directory ({e})", self.root.display())))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", p.display()))
+    }
+
+    pub fn trial_dir(&self, id: &str) -> PathBuf {
+        self.root.join("trials").join(id)
+    }
+
+    /// Writes `spec.json` unless it is already there.
+    pub fn write_spec(&self, spec: &TrialSpec) -> Result<String> {
+        let id = spec.id();
+        let dir = self.trial_dir(&id);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("spec.json");
+        if !path.exists() {
+            write_atomic(&path, &serde_json::to_vec_pretty(spec)?)?;
+        }
+        Ok(id)
+    }
+
+    pub fn read_spec(&self, id: &str) -> Result<TrialSpec> {
+        let path = self.trial_dir(id).join("spec.json");
+        let bytes =
+            std::fs::read(&path).map_err(|e| UsageError::new(format!("{}: no such trial ({e})", path.display())))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// The trial's result, if it has finished (in any status).
+    pub fn read_result(&self, id: &str) -> Option<TrialResult> {
+        let bytes = std::fs::read(self.trial_dir(id).join("result.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// True when the trial needs no more work: completed or diverged (failed trials are retried).
+    pub fn is_done(&self, id: &str) -> bool {
+        matches!(self.read_result(id).map(|r| r.status), Some(Status::Completed | Status::Diverged))
+    }
+
+    pub fn write_result(&self, result: &TrialResult) -> Result<()> {
+        let path = self.trial_dir(&result.id).join("result.json");
+        write_atomic(&path, &serde_json::to_vec_pretty(result)?)
+    }
+
+    /// Appends one evaluation point to `curve.jsonl` (flushed and synced: it survives a SIGKILL).
+    pub fn append_curve(&self, id: &str, point: &CurvePoint) -> Result<()> {
+        let path = self.trial_dir(id).join("curve.jsonl");
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut line = serde_json::to_vec(point)?;
+        line.push(b'\n');
+        f.write_all(&line)?;
+        f.sync_data()?;
+        Ok(())
+    }
+
+    /// The curve so far, keeping only points at or before `max_step` (points after the last checkpoint
+    /// will be recomputed by a resumed trial) and rewriting the file if any were dropped.
+    pub fn curve_until(&self, id: &str, max_step: u64) -> Result<Vec<CurvePoint>> {
+        let path = self.trial_dir(id).join("curve.jsonl");
+        let Ok(text) = std::fs::read_to_string(&path) else { return Ok(Vec::new()) };
+        let all: Vec<CurvePoint> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let kept: Vec<CurvePoint> = all.iter().filter(|p| p.step <= max_step).cloned().collect();
+        if kept.len() != text.lines().count() {
+            let mut out = Vec::new();
+            for p in &kept {
+                out.extend(serde_json::to_vec(p)?);
+                out.push(b'\n');
+            }
+            write_atomic(&path, &out)?;
+        }
+        Ok(kept)
+    }
+}

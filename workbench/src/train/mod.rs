@@ -1,0 +1,278 @@
+//! The training loop of one trial (runs inside `workbench trial`): build the stack, stream the task's
+//! batches, AdamW with warmup and cosine, stop when the FLOP budget is spent, evaluate and checkpoint at
+//! fixed FLOP points, write the result last.
+
+pub mod optim;
+
+use crate::store::Store;
+use crate::tasks::{Batch, Task, IGNORE};
+use crate::trial::TrialSpec;
+use anyhow::{Context, Result};
+use kernels::KernelPath;
+use operators::Stack;
+use optim::AdamW;
+use reports::{CurvePoint, Status, TrialResult};
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tch::nn::VarStore;
+use tch::{Device, Kind, Reduction, Tensor};
+
+/// What a running trial tells whoever watches it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Progress { step: u64, steps: u64, loss: f64, flops: f64 },
+    Eval { step: u64, eval_loss: f64, accuracy: Option<f64> },
+}
+
+/// Where and how to run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    pub device: Device,
+    pub kernel_path: KernelPath,
+}
+
+/// The state of one training run, kept in one place.
+struct Run<'a> {
+    spec: &'a TrialSpec,
+    task: Box<dyn Task>,
+    eval: Vec<Batch>,
+    stack: Stack,
+    opt: AdamW,
+    device: Device,
+    steps: u64,
+    /// Sum and count of training losses since the last evaluation (a device tensor: no sync per step).
+    loss_sum: Tensor,
+    loss_count: u64,
+}
+
+/// Runs (or resumes) the trial `id` and writes its result. Errors inside training become a failed
+/// result; only errors reading the spec or writing files are returned.
+pub fn run_trial(store: &Store, id: &str, opts: RunOptions, on_event: &mut dyn FnMut(Event)) -> Result<TrialResult> {
+    let spec = store.read_spec(id)?;
+    let start = Instant::now();
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train(store, id, &spec, opts, start, on_event)));
+    let result = match outcome {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => failed(&spec, id, opts, format!("{e:#}"), start),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the trial panicked".into());
+            failed(&spec, id, opts, first_line(&msg), start)
+        }
+    };
+    store.write_result(&result)?;
+    Ok(result)
+}
+
+fn first_line(msg: &str) -> String {
+    msg.lines().find(|l| !l.trim().is_empty()).unwrap_or(msg).to_string()
+}
+
+fn device_name(d: Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+fn base_result(spec: &TrialSpec, id: &str, opts: RunOptions) -> TrialResult {
+    let t = spec.seq_len();
+    TrialResult {
+        id: id.to_string(),
+        arch: spec.arch.clone(),
+        label: spec.label.clone(),
+        task: spec.task.name().to_string(),
+        status: Status::Failed,
+        reason: None,
+        d_model: spec.stack.d_model as u64,
+        depth: spec.stack.layers.len() as u64,
+        layers: spec.stack.layer_names(),
+        params: spec.stack.params() as u64,
+        non_embedding_params: (spec.stack.params() - spec.stack.embedding_params()) as u64,
+        flops_per_token: spec.stack.flops_per_token(t),
+        state_size: spec.stack.state_size(t) as u64,
+        seq_len: t as u64,
+        batch_size: spec.train.batch_size as u64,
+        budget_flops: spec.budget_flops,
+        flops_spent: 0.0,
+        tokens_seen: 0,
+        steps: 0,
+        final_eval_loss: None,
+        final_metrics: BTreeMap::new(),
+        learning_rate: spec.optim.lr,
+        seed: spec.seed,
+        curve: Vec::new(),
+        wall_seconds: 0.0,
+        device: device_name(opts.device),
+    }
+}
+
+/// A failed result with the trial's static facts filled in (for a process that died without one).
+pub fn empty_result(spec: &TrialSpec, id: &str, device: &str) -> TrialResult {
+    TrialResult {
+        device: device.to_string(),
+        ..base_result(spec, id, RunOptions { device: Device::Cpu, kernel_path: KernelPath::Auto })
+    }
+}
+
+fn failed(spec: &TrialSpec, id: &str, opts: RunOptions, reason: String, start: Instant) -> TrialResult {
+    TrialResult { reason: Some(reason), wall_seconds: start.elapsed().as_secs_f64(), ..base_result(spec, id, opts) }
+}
+
+/// `[B, T]` int64 tensors of a batch on `device`.
+fn to_tensors(b: &Batch, device: Device) -> (Tensor, Tensor) {
+    let shape = [b.batch as i64, b.seq_len as i64];
+    let x = Tensor::from_slice(&b.inputs).view(shape).to_device(device);
+    let y = Tensor::from_slice(&b.targets).view(shape).to_device(device);
+    (x, y)
+}
+
+/// Mean cross-entropy over labelled positions of `logits [B, T, V]` against `targets [B, T]`.
+fn loss(logits: &Tensor, targets: &Tensor, reduction: Reduction) -> Tensor {
+    let v = logits.size()[2];
+    logits.view([-1, v]).to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
+        &targets.view([-1]),
+        None,
+        reduction,
+        IGNORE,
+        0.0,
+    )
+}
+
+impl Run<'_> {
+    fn train_step(&mut self, step: u64) {
+        let batch = self.task.train_batch(step, self.spec.train.batch_size);
+        let (x, y) = to_tensors(&batch, self.device);
+        let lr = self.spec.optim.lr_at(step, self.steps);
+        self.opt.zero_grad();
+        let l = loss(&self.stack.forward(&x), &y, Reduction::Mean);
+        l.backward();
+        self.opt.clip_grad_norm(self.spec.optim.grad_clip);
+        self.opt.step(lr);
+        self.loss_sum += l.detach();
+        self.loss_count += 1;
+    }
+
+    /// Held-out loss (mean over labelled tokens) and accuracy (per example over its labelled positions,
+    /// then over examples).
+    fn evaluate(&self) -> (f64, f64) {
+        tch::no_grad(|| {
+            let (mut loss_sum, mut tokens, mut acc_sum, mut examples) = (0.0, 0.0, 0.0, 0.0);
+            for b in &self.eval {
+                let (x, y) = to_tensors(b, self.device);
+                let logits = self.stack.forward(&x);
+                loss_sum += loss(&logits, &y, Reduction::Sum).double_value(&[]);
+                let mask = y.ne(IGNORE);
+                let labelled = mask.sum_dim_intlist(1, false, Kind::Float); // [B]
+                let correct =
+                    logits.argmax(-1, false).eq_tensor(&y).logical_and(&mask).sum_dim_intlist(1, false, Kind::Float);
+                let has = labelled.gt(0.0);
+                let per_example = (correct / labelled.clamp_min(1.0)).masked_select(&has);
+                tokens += labelled.sum(Kind::Float).double_value(&[]);
+                acc_sum += per_example.sum(Kind::Float).double_value(&[]);
+                examples += has.sum(Kind::Float).double_value(&[]);
+            }
+            (loss_sum / tokens.max(1.0), acc_sum / examples.max(1.0))
+        })
+    }
+
+    fn take_train_loss(&mut self) -> f64 {
+        let mean = self.loss_sum.double_value(&[]) / self.loss_count.max(1) as f64;
+        self.loss_sum = Tensor::zeros([], (Kind::Float, self.device));
+        self.loss_count = 0;
+        mean
+    }
+}
+
+fn train(
+    store: &Store,
+    id: &str,
+    spec: &TrialSpec,
+    opts: RunOptions,
+    start: Instant,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<TrialResult> {
+    let dir = store.trial_dir(id);
+    let ckpt = dir.join("checkpoint.safetensors");
+    tch::manual_seed(spec.seed as i64);
+    let task = spec.task.build(spec.seed).context("building the task")?;
+    let eval = task.eval_set(spec.train.batch_size);
+    let vs = VarStore::new(opts.device);
+    let stack = Stack::new(&vs.root(), &spec.stack, opts.kernel_path);
+    let opt = AdamW::new(&vs, &spec.optim);
+    let steps = spec.steps();
+    let mut run = Run {
+        spec,
+        task,
+        eval,
+        stack,
+        opt,
+        device: opts.device,
+        steps,
+        loss_sum: Tensor::zeros([], (Kind::Float, opts.device)),
+        loss_count: 0,
+    };
+    let (mut step, mut wall_before) = (0u64, 0.0);
+    if ckpt.exists() {
+        (step, wall_before) = run.opt.load(&ckpt)?;
+    }
+    let mut curve = store.curve_until(id, step)?;
+    let per_step = spec.flops_per_step();
+    let tokens_per_step = (spec.train.batch_size as i64 * spec.seq_len()) as u64;
+    let eval_steps = spec.eval_steps();
+    let mut last_report = Instant::now();
+    let mut status = Status::Completed;
+    let mut reason = None;
+    while step < steps {
+        run.train_step(step);
+        step += 1;
+        if last_report.elapsed().as_secs_f64() > 0.5 || step == steps {
+            let loss = run.loss_sum.double_value(&[]) / run.loss_count.max(1) as f64;
+            on_event(Event::Progress { step, steps, loss, flops: step as f64 * per_step });
+            last_report = Instant::now();
+        }
+        if eval_steps.contains(&step) {
+            let train_loss = run.take_train_loss();
+            let (eval_loss, accuracy) = run.evaluate();
+            let point = CurvePoint {
+                step,
+                flops: step as f64 * per_step,
+                tokens: step * tokens_per_step,
+                train_loss,
+                eval_loss: Some(eval_loss),
+                metrics: BTreeMap::from([("accuracy".to_string(), accuracy)]),
+            };
+            store.append_curve(id, &point)?;
+            curve.push(point);
+            on_event(Event::Eval { step, eval_loss, accuracy: Some(accuracy) });
+            if !train_loss.is_finite() || !eval_loss.is_finite() {
+                status = Status::Diverged;
+                reason = Some(format!(
+                    "loss became {} at step {step}",
+                    if train_loss.is_finite() { eval_loss } else { train_loss }
+                ));
+                break;
+            }
+            run.opt.save(&ckpt, step, wall_before + start.elapsed().as_secs_f64())?;
+        }
+    }
+    let last = curve.last().cloned();
+    Ok(TrialResult {
+        status,
+        reason,
+        flops_spent: step as f64 * per_step,
+        tokens_seen: step * tokens_per_step,
+        steps: step,
+        final_eval_loss: last.as_ref().and_then(|p| p.eval_loss),
+        final_metrics: last.map(|p| p.metrics).unwrap_or_default(),
+        curve,
+        wall_seconds: wall_before + start.elapsed().as_secs_f64(),
+        ..base_result(spec, id, opts)
+    })
+}

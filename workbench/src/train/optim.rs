@@ -1,0 +1,154 @@
+//! AdamW (Loshchilov & Hutter 2019) with explicit parameter groups and its state in plain tensors, so
+//! a checkpoint holds everything needed to continue exactly where a trial stopped.
+//!
+//! ```text
+//! p <- p * (1 - lr * wd)                    decay group only (projection matrices)
+//! m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
+//! p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+//! ```
+//! Checkpoint keys: the parameter path for weights (`layers.0.mixer.q_proj.weight`, so a checkpoint can
+//! seed another run), `optim.m.<path>` and `optim.v.<path>` for the moments, `meta.step` for the step.
+
+use crate::trial::OptimSpec;
+use anyhow::{bail, Context, Result};
+use operators::nn::DECAY;
+use std::collections::HashMap;
+use std::path::Path;
+use tch::nn::VarStore;
+use tch::{Kind, Tensor};
+
+struct Param {
+    name: String,
+    tensor: Tensor,
+    decay: bool,
+    m: Tensor,
+    v: Tensor,
+}
+
+/// The optimiser and its state.
+pub struct AdamW {
+    params: Vec<Param>,
+    spec: OptimSpec,
+    /// Updates applied so far (t in the bias corrections).
+    pub steps: u64,
+}
+
+impl AdamW {
+    /// Takes every trainable variable of `vs`, decaying only the [`DECAY`] group.
+    pub fn new(vs: &VarStore, spec: &OptimSpec) -> AdamW {
+        let vars = vs.variables_.lock().expect("var store lock");
+        let names: HashMap<usize, &String> =
+            vars.named_variables.iter().map(|(n, t)| (t.data_ptr() as usize, n)).collect();
+        let mut params: Vec<Param> = vars
+            .trainable_variables
+            .iter()
+            .map(|v| Param {
+                name: names[&(v.tensor.data_ptr() as usize)].clone(),
+                tensor: v.tensor.shallow_clone(),
+                decay: v.group == DECAY,
+                m: v.tensor.zeros_like(),
+                v: v.tensor.zeros_like(),
+            })
+            .collect();
+        params.sort_by(|a, b| a.name.cmp(&b.name));
+        AdamW { params, spec: spec.clone(), steps: 0 }
+    }
+
+    pub fn zero_grad(&mut self) {
+        for p in &mut self.params {
+            let mut g = p.tensor.grad();
+            if g.defined() {
+                let _ = g.detach_().zero_();
+            }
+        }
+    }
+
+    /// Rescales gradients so their global L2 norm is at most `max` (no host synchronisation).
+    pub fn clip_grad_norm(&mut self, max: f64) {
+        let grads: Vec<Tensor> = self.params.iter().map(|p| p.tensor.grad()).filter(|g| g.defined()).collect();
+        if grads.is_empty() || max <= 0.0 {
+            return;
+        }
+        let norms: Vec<Tensor> = grads.iter().map(|g| g.norm().to_kind(Kind::Float)).collect();
+        let total = Tensor::stack(&norms, 0).norm();
+        let scale = (total + 1e-6).reciprocal().g_mul_scalar(max).clamp_max(1.0);
+        for mut g in grads {
+            let _ = g.g_mul_(&scale.to_kind(g.kind()));
+        }
+    }
+
+    /// One update at learning rate `lr`.
+    pub fn step(&mut self, lr: f64) {
+        self.steps += 1;
+        let s = &self.spec;
+        let t = self.steps as i32;
+        let (bc1, bc2) = (1.0 - s.beta1.powi(t), 1.0 - s.beta2.powi(t));
+        tch::no_grad(|| {
+            for p in &mut self.params {
+                let g = p.tensor.grad();
+                if !g.defined() {
+                    continue;
+                }
+                if p.decay && s.weight_decay > 0.0 {
+                    let _ = p.tensor.g_mul_scalar_(1.0 - lr * s.weight_decay);
+                }
+                let _ = p.m.g_mul_scalar_(s.beta1).g_add_(&(&g * (1.0 - s.beta1)));
+                let _ = p.v.g_mul_scalar_(s.beta2).g_add_(&(g.square() * (1.0 - s.beta2)));
+                let denom = (&p.v / bc2).sqrt() + s.eps;
+                let update = (&p.m / bc1) / denom * lr;
+                let _ = p.tensor.g_sub_(&update);
+            }
+        });
+    }
+
+    /// Writes weights, moments and `step` (the trial's step count) to one safetensors file, atomically.
+    pub fn save(&self, path: &Path, step: u64, wall_seconds: f64) -> Result<()> {
+        let mut named: Vec<(String, Tensor)> = Vec::with_capacity(3 * self.params.len() + 2);
+        for p in &self.params {
+            named.push((p.name.clone(), p.tensor.detach().to_device(tch::Device::Cpu)));
+            named.push((format!("optim.m.{}", p.name), p.m.to_device(tch::Device::Cpu)));
+            named.push((format!("optim.v.{}", p.name), p.v.to_device(tch::Device::Cpu)));
+        }
+        named.push(("meta.step".into(), Tensor::from_slice(&[step as i64, self.steps as i64])));
+        named.push(("meta.wall_seconds".into(), Tensor::from_slice(&[wall_seconds])));
+        let tmp = path.with_extension("safetensors.tmp");
+        Tensor::write_safetensors(&named, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Restores weights and moments; returns (trial step, wall seconds so far).
+    pub fn load(&mut self, path: &Path) -> Result<(u64, f64)> {
+        let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+            .with_context(|| format!("reading checkpoint {}", path.display()))?
+            .into_iter()
+            .collect();
+        let get =
+            |k: &str| tensors.get(k).with_context(|| format!("checkpoint {} has no tensor `{k}`", path.display()));
+        tch::no_grad(|| -> Result<()> {
+            for p in &mut self.params {
+                for (dst, key) in [
+                    (&mut p.tensor, p.name.clone()),
+                    (&mut p.m, format!("optim.m.{}", p.name)),
+                    (&mut p.v, format!("optim.v.{}", p.name)),
+                ] {
+                    let src = get(&key)?;
+                    if src.size() != dst.size() {
+                        bail!(
+                            "checkpoint {}: tensor `{key}` has shape {:?}, the model expects {:?}",
+                            path.display(),
+                            src.size(),
+                            dst.size()
+                        );
+                    }
+                    dst.copy_(src);
+                }
+            }
+            Ok(())
+        })?;
+        let meta: Vec<i64> = get("meta.step")?.try_into()?;
+        self.steps = meta[1] as u64;
+        let wall: Vec<f64> = get("meta.wall_seconds")?.try_into()?;
+        Ok((meta[0] as u64, wall[0]))
+    }
+}
