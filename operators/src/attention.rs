@@ -21,7 +21,7 @@
 use crate::flops::mean_causal_keys;
 use crate::mixer::{SequenceMixer, State};
 use crate::nn::{residual_std, Linear, INIT_STD};
-use crate::registry::BuildCtx;
+use crate::registry::{BuildCtx, Built, Family, MixerSpec};
 use kernels::attention::{attention, Mask};
 use kernels::KernelPath;
 use serde::{Deserialize, Serialize};
@@ -82,10 +82,12 @@ impl Default for AttentionSpec {
     }
 }
 
-impl AttentionSpec {
-    pub const DESCRIPTION: &'static str =
+impl MixerSpec for AttentionSpec {
+    const NAME: &'static str = "attention";
+    const FAMILY: Family = Family::Attention;
+    const DESCRIPTION: &'static str =
         "causal multi-head softmax attention with RoPE, grouped KV heads and an optional sliding window (fused SDPA)";
-    pub const PARAMS: crate::registry::ParamTable = &[
+    const PARAMS: crate::registry::ParamTable = &[
         ("heads", "int", "query heads"),
         ("kv_heads", "int?", "key/value heads (grouped-query; 1 = multi-query); default: heads"),
         ("head_dim", "int?", "width per head; default: d_model / heads"),
@@ -94,19 +96,11 @@ impl AttentionSpec {
         ("window", "int?", "sliding-window size in tokens; default: unlimited"),
         ("bias", "bool", "biases on the q, k, v, o projections"),
     ];
-    pub const FLOPS_FORMULA: &'static str =
+    const FLOPS_FORMULA: &'static str =
         "2*d*D*(2H + 2KV) + 4*H*D*keys(T), keys(T) = mean_t min(t, window) = (T+1)/2 unwindowed";
-    pub const STATE_FORMULA: &'static str = "2*KV*D*min(T, window)";
+    const STATE_FORMULA: &'static str = "2*KV*D*min(T, window)";
 
-    pub fn kv_heads(&self) -> i64 {
-        self.kv_heads.unwrap_or(self.heads)
-    }
-
-    pub fn head_dim(&self, d_model: i64) -> i64 {
-        self.head_dim.unwrap_or(d_model / self.heads.max(1))
-    }
-
-    pub fn check(&self, d_model: i64) -> Result<(), (String, String)> {
+    fn check(&self, d_model: i64) -> Result<(), (String, String)> {
         let err = |p: &str, m: String| Err((p.to_string(), m));
         if self.heads < 1 {
             return err("heads", format!("must be at least 1, got {}", self.heads));
@@ -149,21 +143,35 @@ impl AttentionSpec {
         Ok(())
     }
 
-    pub fn params(&self, d: i64) -> i64 {
+    fn params(&self, d: i64) -> i64 {
         let (h, kv, hd) = (self.heads, self.kv_heads(), self.head_dim(d));
         let b = self.bias;
         Linear::params(d, h * hd, b) + 2 * Linear::params(d, kv * hd, b) + Linear::params(h * hd, d, b)
     }
 
-    pub fn flops_per_token(&self, d: i64, seq_len: i64) -> f64 {
+    fn flops_per_token(&self, d: i64, seq_len: i64) -> f64 {
         let (h, kv, hd) = (self.heads as f64, self.kv_heads() as f64, self.head_dim(d) as f64);
         let proj = 2.0 * d as f64 * hd * (2.0 * h + 2.0 * kv);
         proj + 4.0 * h * hd * mean_causal_keys(seq_len, self.window)
     }
 
-    pub fn state_size(&self, d: i64, seq_len: i64) -> i64 {
+    fn state_size(&self, d: i64, seq_len: i64) -> i64 {
         let t = self.window.map_or(seq_len, |w| seq_len.min(w));
         2 * self.kv_heads() * self.head_dim(d) * t
+    }
+
+    fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
+        Built::Sequence(Box::new(Attention::new(p, self, ctx)))
+    }
+}
+
+impl AttentionSpec {
+    pub fn kv_heads(&self) -> i64 {
+        self.kv_heads.unwrap_or(self.heads)
+    }
+
+    pub fn head_dim(&self, d_model: i64) -> i64 {
+        self.head_dim.unwrap_or(d_model / self.heads.max(1))
     }
 }
 

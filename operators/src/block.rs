@@ -29,6 +29,14 @@ impl Block {
         x + y
     }
 
+    /// The mixer's auxiliary loss from the last forward, if it has one.
+    pub fn aux_loss(&self) -> Option<Tensor> {
+        match &self.mixer {
+            Built::Channel(m) => m.aux_loss(),
+            Built::Sequence(_) => None,
+        }
+    }
+
     pub fn init_state(&self, batch: i64) -> State {
         match &self.mixer {
             Built::Sequence(m) => m.init_state(batch),

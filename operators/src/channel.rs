@@ -12,7 +12,7 @@
 
 use crate::mixer::ChannelMixer;
 use crate::nn::{residual_std, Linear, INIT_STD};
-use crate::registry::BuildCtx;
+use crate::registry::{BuildCtx, Built, Family, MixerSpec};
 use serde::{Deserialize, Serialize};
 use tch::nn::Path;
 use tch::Tensor;
@@ -70,27 +70,39 @@ fn check_expand(expand: f64) -> Result<(), (String, String)> {
     Ok(())
 }
 
-impl MlpSpec {
-    pub const DESCRIPTION: &'static str = "two-layer feed-forward network with a GELU/ReLU/SiLU nonlinearity";
-    pub const PARAMS: crate::registry::ParamTable = &[
+impl MixerSpec for MlpSpec {
+    const NAME: &'static str = "mlp";
+    const FAMILY: Family = Family::Channel;
+    const STATE_FORMULA: &'static str = "0";
+    const DESCRIPTION: &'static str = "two-layer feed-forward network with a GELU/ReLU/SiLU nonlinearity";
+    const PARAMS: crate::registry::ParamTable = &[
         ("expand", "float", "hidden width as a multiple of d_model"),
         ("activation", "gelu|relu|silu", "nonlinearity"),
         ("bias", "bool", "biases on both projections"),
     ];
-    pub const FLOPS_FORMULA: &'static str = "4*d*h, h = round(expand*d)";
+    const FLOPS_FORMULA: &'static str = "4*d*h, h = round(expand*d)";
 
-    pub fn hidden(&self, d: i64) -> i64 {
-        hidden(self.expand, d, 1)
-    }
-    pub fn check(&self, _d: i64) -> Result<(), (String, String)> {
+    fn check(&self, _d: i64) -> Result<(), (String, String)> {
         check_expand(self.expand)
     }
-    pub fn params(&self, d: i64) -> i64 {
+    fn params(&self, d: i64) -> i64 {
         let h = self.hidden(d);
         Linear::params(d, h, self.bias) + Linear::params(h, d, self.bias)
     }
-    pub fn flops_per_token(&self, d: i64) -> f64 {
+    fn flops_per_token(&self, d: i64, _seq_len: i64) -> f64 {
         4.0 * (d * self.hidden(d)) as f64
+    }
+    fn state_size(&self, _d: i64, _seq_len: i64) -> i64 {
+        0
+    }
+    fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
+        Built::Channel(Box::new(Mlp::new(p, self, ctx)))
+    }
+}
+
+impl MlpSpec {
+    pub fn hidden(&self, d: i64) -> i64 {
+        hidden(self.expand, d, 1)
     }
 }
 
@@ -121,30 +133,42 @@ impl Default for SwigluSpec {
     }
 }
 
-impl SwigluSpec {
-    pub const DESCRIPTION: &'static str =
+impl MixerSpec for SwigluSpec {
+    const NAME: &'static str = "swiglu";
+    const FAMILY: Family = Family::Channel;
+    const STATE_FORMULA: &'static str = "0";
+    const DESCRIPTION: &'static str =
         "gated feed-forward network silu(x W_gate) * (x W_up) -> W_down (LLaMA's channel mixer)";
-    pub const PARAMS: crate::registry::ParamTable = &[
+    const PARAMS: crate::registry::ParamTable = &[
         ("expand", "float", "hidden width as a multiple of d_model before rounding"),
         ("multiple_of", "int", "round the hidden width up to a multiple of this"),
     ];
-    pub const FLOPS_FORMULA: &'static str = "6*d*h, h = roundup(expand*d, multiple_of)";
+    const FLOPS_FORMULA: &'static str = "6*d*h, h = roundup(expand*d, multiple_of)";
 
-    pub fn hidden(&self, d: i64) -> i64 {
-        hidden(self.expand, d, self.multiple_of)
-    }
-    pub fn check(&self, _d: i64) -> Result<(), (String, String)> {
+    fn check(&self, _d: i64) -> Result<(), (String, String)> {
         check_expand(self.expand)?;
         if self.multiple_of < 1 {
             return Err(("multiple_of".into(), format!("must be at least 1, got {}", self.multiple_of)));
         }
         Ok(())
     }
-    pub fn params(&self, d: i64) -> i64 {
+    fn params(&self, d: i64) -> i64 {
         3 * d * self.hidden(d)
     }
-    pub fn flops_per_token(&self, d: i64) -> f64 {
+    fn flops_per_token(&self, d: i64, _seq_len: i64) -> f64 {
         6.0 * (d * self.hidden(d)) as f64
+    }
+    fn state_size(&self, _d: i64, _seq_len: i64) -> i64 {
+        0
+    }
+    fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
+        Built::Channel(Box::new(Swiglu::new(p, self, ctx)))
+    }
+}
+
+impl SwigluSpec {
+    pub fn hidden(&self, d: i64) -> i64 {
+        hidden(self.expand, d, self.multiple_of)
     }
 }
 

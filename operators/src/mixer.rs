@@ -34,4 +34,9 @@ pub trait SequenceMixer: std::fmt::Debug + Send {
 pub trait ChannelMixer: std::fmt::Debug + Send {
     /// `x [B, T, d] -> [B, T, d]`, each position independently.
     fn forward(&self, x: &Tensor) -> Tensor;
+    /// An auxiliary training loss from the last `forward` (the load-balancing loss of a mixture of
+    /// experts), already scaled by its coefficient; `None` for most mixers.
+    fn aux_loss(&self) -> Option<Tensor> {
+        None
+    }
 }

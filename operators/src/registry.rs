@@ -1,22 +1,15 @@
 //! The mixer registry: every mixer's name (its YAML and CLI name), family, parameter schema with
-//! defaults, one-line description and accounting formulas. The `match` in [`build`] is the only place
-//! a mixer is constructed.
+//! defaults, one-line description and accounting formulas.
+//!
+//! Adding a mixer: write its file (a `*Spec` implementing [`MixerSpec`] and the built mixer), add
+//! `pub mod` in lib.rs and one line to the `registry!` list at the bottom of this file. The macro
+//! generates [`MixerKind`], [`LayerSpec`] and every dispatch; [`LayerSpec::build`] is the only place a
+//! mixer is constructed.
 
-use crate::attention::{Attention, AttentionSpec};
-use crate::channel::{Mlp, MlpSpec, Swiglu, SwigluSpec};
 use crate::mixer::{ChannelMixer, SequenceMixer};
-use crate::spec::LayerSpec;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use tch::nn::Path;
-
-/// Every mixer the workbench knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MixerKind {
-    Attention,
-    Mlp,
-    Swiglu,
-}
 
 /// The families researchers compare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -51,6 +44,33 @@ pub struct MixerInfo {
     pub state_formula: &'static str,
 }
 
+/// Static documentation of a mixer's parameters: (name, type, doc). Defaults come from the spec's serde defaults.
+pub type ParamTable = &'static [(&'static str, &'static str, &'static str)];
+
+/// What every mixer's parameter struct provides: its registry entry, validation, accounting and construction.
+/// The accounting functions are the formulas in the mixer file's header; tests check them against counted
+/// operations, allocated parameters and the state `step` holds.
+pub trait MixerSpec: Serialize + DeserializeOwned + Default + Clone + std::fmt::Debug + PartialEq {
+    /// The YAML/CLI name (must equal the registry variant's snake_case name).
+    const NAME: &'static str;
+    const FAMILY: Family;
+    /// One line for `workbench mixers`.
+    const DESCRIPTION: &'static str;
+    const PARAMS: ParamTable;
+    const FLOPS_FORMULA: &'static str;
+    const STATE_FORMULA: &'static str;
+    /// `Err((param, message))` naming the parameter and what would be valid at this width.
+    fn check(&self, d_model: i64) -> Result<(), (String, String)>;
+    /// Trainable parameters of the mixer (the block's norm is counted by the stack).
+    fn params(&self, d_model: i64) -> i64;
+    /// Forward FLOPs per token at `seq_len` (see `flops` for the convention).
+    fn flops_per_token(&self, d_model: i64, seq_len: i64) -> f64;
+    /// Recurrent state elements per sequence held after `seq_len` tokens (0 for channel mixers).
+    fn state_size(&self, d_model: i64, seq_len: i64) -> i64;
+    /// Creates the mixer's parameters under `p`, initialised as its paper says.
+    fn build(&self, p: &Path, ctx: &BuildCtx) -> Built;
+}
+
 /// A mixer name that is not in the registry, with the closest valid ones.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("unknown mixer `{name}`{}; valid mixers: {}", suggest(.suggestions), MixerKind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "))]
@@ -67,39 +87,96 @@ fn suggest(s: &[&'static str]) -> String {
     }
 }
 
-/// Static documentation of a mixer's parameters: (name, type, doc). Defaults come from the spec's serde defaults.
-pub type ParamTable = &'static [(&'static str, &'static str, &'static str)];
+fn info_of<S: MixerSpec>() -> MixerInfo {
+    let defaults = serde_json::to_value(S::default()).unwrap_or_default();
+    let params = S::PARAMS
+        .iter()
+        .map(|(name, ty, doc)| ParamDoc {
+            name,
+            ty,
+            default: defaults.get(*name).cloned().unwrap_or(serde_json::Value::Null),
+            doc,
+        })
+        .collect();
+    MixerInfo {
+        name: S::NAME,
+        family: S::FAMILY,
+        description: S::DESCRIPTION,
+        params,
+        flops_formula: S::FLOPS_FORMULA,
+        state_formula: S::STATE_FORMULA,
+    }
+}
+
+macro_rules! registry {
+    ($($variant:ident => $spec:ty),* $(,)?) => {
+        /// Every mixer the workbench knows.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum MixerKind { $($variant),* }
+
+        /// One block of a stack: the mixer and its parameters (the block adds the pre-norm and the residual).
+        /// JSON form: `{"mixer": "attention", "params": {"heads": 4, ...}}`.
+        #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+        #[serde(tag = "mixer", content = "params", rename_all = "snake_case")]
+        pub enum LayerSpec { $($variant($spec)),* }
+
+        impl MixerKind {
+            pub const ALL: &'static [MixerKind] = &[$(MixerKind::$variant),*];
+
+            pub fn name(self) -> &'static str {
+                match self { $(MixerKind::$variant => <$spec as MixerSpec>::NAME),* }
+            }
+            pub fn family(self) -> Family {
+                match self { $(MixerKind::$variant => <$spec as MixerSpec>::FAMILY),* }
+            }
+            /// The mixer with its default parameters.
+            pub fn default_spec(self) -> LayerSpec {
+                match self { $(MixerKind::$variant => LayerSpec::$variant(<$spec>::default())),* }
+            }
+            /// Deserialises this mixer's parameters straight from a serde source (so YAML errors keep their
+            /// line and column); unknown parameter names are rejected.
+            pub fn deserialize_spec<'de, D: Deserializer<'de>>(self, d: D) -> Result<LayerSpec, D::Error> {
+                Ok(match self { $(MixerKind::$variant => LayerSpec::$variant(<$spec>::deserialize(d)?)),* })
+            }
+            /// Registry entry with documentation and defaults.
+            pub fn info(self) -> MixerInfo {
+                match self { $(MixerKind::$variant => info_of::<$spec>()),* }
+            }
+        }
+
+        impl LayerSpec {
+            pub fn kind(&self) -> MixerKind {
+                match self { $(LayerSpec::$variant(_) => MixerKind::$variant),* }
+            }
+            /// Checks the parameters against the model width: `Err((param, message))`; the caller adds the layer.
+            pub fn check(&self, d_model: i64) -> Result<(), (String, String)> {
+                match self { $(LayerSpec::$variant(s) => s.check(d_model)),* }
+            }
+            /// Trainable parameters of the mixer (the block's norm is counted by the stack).
+            pub fn params(&self, d_model: i64) -> i64 {
+                match self { $(LayerSpec::$variant(s) => s.params(d_model)),* }
+            }
+            /// Forward FLOPs per token at `seq_len`.
+            pub fn flops_per_token(&self, d_model: i64, seq_len: i64) -> f64 {
+                match self { $(LayerSpec::$variant(s) => s.flops_per_token(d_model, seq_len)),* }
+            }
+            /// Recurrent state elements per sequence after `seq_len` tokens.
+            pub fn state_size(&self, d_model: i64, seq_len: i64) -> i64 {
+                match self { $(LayerSpec::$variant(s) => s.state_size(d_model, seq_len)),* }
+            }
+            /// Builds the mixer under `p`; the spec must have been validated. The only place mixers are built.
+            pub fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
+                match self { $(LayerSpec::$variant(s) => s.build(p, ctx)),* }
+            }
+        }
+    };
+}
 
 impl MixerKind {
-    pub const ALL: &'static [MixerKind] = &[MixerKind::Attention, MixerKind::Mlp, MixerKind::Swiglu];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            MixerKind::Attention => "attention",
-            MixerKind::Mlp => "mlp",
-            MixerKind::Swiglu => "swiglu",
-        }
-    }
-
-    pub fn family(self) -> Family {
-        match self {
-            MixerKind::Attention => Family::Attention,
-            MixerKind::Mlp | MixerKind::Swiglu => Family::Channel,
-        }
-    }
-
     /// Sequence mixers move information between positions; channel mixers do not.
     pub fn is_sequence_mixer(self) -> bool {
         self.family() != Family::Channel
-    }
-
-    /// The mixer with its default parameters.
-    pub fn default_spec(self) -> LayerSpec {
-        match self {
-            MixerKind::Attention => LayerSpec::Attention(AttentionSpec::default()),
-            MixerKind::Mlp => LayerSpec::Mlp(MlpSpec::default()),
-            MixerKind::Swiglu => LayerSpec::Swiglu(SwigluSpec::default()),
-        }
     }
 
     /// Parses a registry name; the error lists the closest valid names.
@@ -114,44 +191,6 @@ impl MixerKind {
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
         Err(UnknownMixer { name: name.to_string(), suggestions: scored.into_iter().take(3).map(|(_, n)| n).collect() })
-    }
-
-    /// Deserialises this mixer's parameters straight from a serde source (so YAML errors keep their
-    /// line and column); unknown parameter names are rejected.
-    pub fn deserialize_spec<'de, D: Deserializer<'de>>(self, d: D) -> Result<LayerSpec, D::Error> {
-        Ok(match self {
-            MixerKind::Attention => LayerSpec::Attention(AttentionSpec::deserialize(d)?),
-            MixerKind::Mlp => LayerSpec::Mlp(MlpSpec::deserialize(d)?),
-            MixerKind::Swiglu => LayerSpec::Swiglu(SwigluSpec::deserialize(d)?),
-        })
-    }
-
-    /// Registry entry with documentation and defaults.
-    pub fn info(self) -> MixerInfo {
-        let (description, table, flops_formula, state_formula): (&str, ParamTable, &str, &str) = match self {
-            MixerKind::Attention => (
-                AttentionSpec::DESCRIPTION,
-                AttentionSpec::PARAMS,
-                AttentionSpec::FLOPS_FORMULA,
-                AttentionSpec::STATE_FORMULA,
-            ),
-            MixerKind::Mlp => (MlpSpec::DESCRIPTION, MlpSpec::PARAMS, MlpSpec::FLOPS_FORMULA, "0"),
-            MixerKind::Swiglu => (SwigluSpec::DESCRIPTION, SwigluSpec::PARAMS, SwigluSpec::FLOPS_FORMULA, "0"),
-        };
-        let defaults = match serde_json::to_value(self.default_spec()) {
-            Ok(serde_json::Value::Object(mut m)) => m.remove("params").unwrap_or_default(),
-            _ => serde_json::Value::Null,
-        };
-        let params = table
-            .iter()
-            .map(|(name, ty, doc)| ParamDoc {
-                name,
-                ty,
-                default: defaults.get(*name).cloned().unwrap_or(serde_json::Value::Null),
-                doc,
-            })
-            .collect();
-        MixerInfo { name: self.name(), family: self.family(), description, params, flops_formula, state_formula }
     }
 }
 
@@ -171,15 +210,19 @@ pub enum Built {
     Channel(Box<dyn ChannelMixer>),
 }
 
-/// Builds the mixer a spec describes under the path `p` (its parameters are created, and initialised as
-/// the mixer's paper says, right here). The spec must have been validated.
+/// Builds the mixer a spec describes under the path `p`. The spec must have been validated.
 pub fn build(spec: &LayerSpec, p: &Path, ctx: &BuildCtx) -> Built {
-    match spec {
-        LayerSpec::Attention(s) => Built::Sequence(Box::new(Attention::new(p, s, ctx))),
-        LayerSpec::Mlp(s) => Built::Channel(Box::new(Mlp::new(p, s, ctx))),
-        LayerSpec::Swiglu(s) => Built::Channel(Box::new(Swiglu::new(p, s, ctx))),
-    }
+    spec.build(p, ctx)
 }
+
+// The registry. One line per mixer: `Variant => its Spec type` (the variant's snake_case name is the mixer's
+// YAML name and must equal `Spec::NAME`).
+registry! {
+    Attention => crate::attention::AttentionSpec,
+    Mlp => crate::channel::MlpSpec,
+    Swiglu => crate::channel::SwigluSpec,
+}
+
 
 #[cfg(test)]
 mod tests {
@@ -196,6 +239,7 @@ mod tests {
     fn documented_params_match_the_spec_fields() {
         for kind in MixerKind::ALL {
             let info = kind.info();
+            assert_eq!(serde_json::to_value(kind).unwrap(), serde_json::json!(kind.name()), "variant name and NAME differ");
             let v = serde_json::to_value(kind.default_spec()).unwrap();
             let fields: Vec<String> = v["params"].as_object().unwrap().keys().cloned().collect();
             let mut documented: Vec<String> = info.params.iter().map(|p| p.name.to_string()).collect();

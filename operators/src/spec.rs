@@ -1,21 +1,8 @@
 //! Plain-data specifications: what a layer and a stack are, serde-serialisable and hashable, with the
 //! accounting (parameters, FLOPs per token, state size) as pure functions of them.
 
-use crate::attention::AttentionSpec;
-use crate::channel::{MlpSpec, SwigluSpec};
-use crate::registry::MixerKind;
+pub use crate::registry::LayerSpec;
 use serde::{Deserialize, Serialize};
-
-/// One block of a stack: the mixer and its parameters (the block adds the pre-norm and the residual).
-///
-/// JSON form: `{"mixer": "attention", "params": {"heads": 4, ...}}`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(tag = "mixer", content = "params", rename_all = "snake_case")]
-pub enum LayerSpec {
-    Attention(AttentionSpec),
-    Mlp(MlpSpec),
-    Swiglu(SwigluSpec),
-}
 
 /// A bad value in a specification, named precisely enough to fix it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -26,52 +13,6 @@ pub enum SpecError {
     NoSequenceMixer { layers: String },
     #[error("`{field}`: {message}")]
     Field { field: &'static str, message: String },
-}
-
-impl LayerSpec {
-    pub fn kind(&self) -> MixerKind {
-        match self {
-            LayerSpec::Attention(_) => MixerKind::Attention,
-            LayerSpec::Mlp(_) => MixerKind::Mlp,
-            LayerSpec::Swiglu(_) => MixerKind::Swiglu,
-        }
-    }
-
-    /// Checks the parameters against the model width; the error names the parameter and what is valid.
-    /// `Err((param, message))`; the caller adds the layer index.
-    pub fn check(&self, d_model: i64) -> Result<(), (String, String)> {
-        match self {
-            LayerSpec::Attention(s) => s.check(d_model),
-            LayerSpec::Mlp(s) => s.check(d_model),
-            LayerSpec::Swiglu(s) => s.check(d_model),
-        }
-    }
-
-    /// Trainable parameters of the mixer (the block's norm is counted by the stack).
-    pub fn params(&self, d_model: i64) -> i64 {
-        match self {
-            LayerSpec::Attention(s) => s.params(d_model),
-            LayerSpec::Mlp(s) => s.params(d_model),
-            LayerSpec::Swiglu(s) => s.params(d_model),
-        }
-    }
-
-    /// Forward FLOPs per token at `seq_len` (see `flops` for the convention).
-    pub fn flops_per_token(&self, d_model: i64, seq_len: i64) -> f64 {
-        match self {
-            LayerSpec::Attention(s) => s.flops_per_token(d_model, seq_len),
-            LayerSpec::Mlp(s) => s.flops_per_token(d_model),
-            LayerSpec::Swiglu(s) => s.flops_per_token(d_model),
-        }
-    }
-
-    /// Recurrent state elements per sequence after `seq_len` tokens (0 for channel mixers).
-    pub fn state_size(&self, d_model: i64, seq_len: i64) -> i64 {
-        match self {
-            LayerSpec::Attention(s) => s.state_size(d_model, seq_len),
-            LayerSpec::Mlp(_) | LayerSpec::Swiglu(_) => 0,
-        }
-    }
 }
 
 /// A whole model: token embedding, `layers` as pre-norm residual blocks, final norm, output head.

@@ -68,6 +68,11 @@ impl Stack {
         self.head.forward(&self.hidden(tokens))
     }
 
+    /// The sum of the blocks' auxiliary losses from the last forward (mixture-of-experts balancing), if any.
+    pub fn aux_loss(&self) -> Option<Tensor> {
+        self.blocks.iter().filter_map(|b| b.aux_loss()).reduce(|a, b| a + b)
+    }
+
     /// Empty recurrent states, one per block.
     pub fn init_states(&self, batch: i64) -> Vec<State> {
         self.blocks.iter().map(|b| b.init_state(batch)).collect()

@@ -152,7 +152,10 @@ impl Run<'_> {
         let lr = self.spec.optim.lr_at(step, self.steps);
         self.opt.zero_grad();
         let l = loss(&self.stack.forward(&x), &y, Reduction::Mean);
-        l.backward();
+        match self.stack.aux_loss() {
+            Some(aux) => (&l + aux).backward(),
+            None => l.backward(),
+        }
         self.opt.clip_grad_norm(self.spec.optim.grad_clip);
         self.opt.step(lr);
         self.loss_sum += l.detach();
