@@ -12,6 +12,7 @@
 
 pub mod attention;
 pub mod flop_count;
+pub mod short_conv;
 
 /// Which implementation a mixer's hot loop uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]

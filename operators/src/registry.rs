@@ -223,7 +223,6 @@ registry! {
     Swiglu => crate::channel::SwigluSpec,
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,7 +238,11 @@ mod tests {
     fn documented_params_match_the_spec_fields() {
         for kind in MixerKind::ALL {
             let info = kind.info();
-            assert_eq!(serde_json::to_value(kind).unwrap(), serde_json::json!(kind.name()), "variant name and NAME differ");
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::json!(kind.name()),
+                "variant name and NAME differ"
+            );
             let v = serde_json::to_value(kind.default_spec()).unwrap();
             let fields: Vec<String> = v["params"].as_object().unwrap().keys().cloned().collect();
             let mut documented: Vec<String> = info.params.iter().map(|p| p.name.to_string()).collect();
