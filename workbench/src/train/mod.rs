@@ -224,6 +224,7 @@ fn train(
     let (mut step, mut wall_before) = (0u64, 0.0);
     if ckpt.exists() {
         (step, wall_before) = run.opt.load(&ckpt)?;
+        eprintln!("resuming from checkpoint at step {step} of {steps}");
     }
     let mut curve = store.curve_until(id, step)?;
     let per_step = spec.flops_per_step();
