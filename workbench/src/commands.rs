@@ -42,11 +42,10 @@ fn kernel_path(k: KernelsArg) -> KernelPath {
 /// Parses `cpu`, `cuda` or `cuda:N` and checks that the device is usable.
 pub fn parse_device(s: &str) -> Result<Device, UsageError> {
     let cuda = |i: usize| -> Result<Device, UsageError> {
+        let loaded = kernels::cuda::load_torch_cuda();
         if !tch::Cuda::is_available() {
-            return Err(UsageError::new(format!(
-                "--device {s}: no usable CUDA GPU (libtorch sees {} devices; check the driver and that libtorch_cuda is on the library path)",
-                tch::Cuda::device_count()
-            )));
+            let why = loaded.err().unwrap_or_else(|| "libtorch sees no CUDA device (driver missing or no GPU)".into());
+            return Err(UsageError::new(format!("--device {s}: no usable CUDA GPU: {why}")));
         }
         let n = tch::Cuda::device_count() as usize;
         if i >= n {

@@ -18,8 +18,14 @@ fn refused(name: &str, text: &str, expect: &[&str]) -> String {
         for e in expect {
             assert!(err.contains(e), "{args:?}: message lacks `{e}`:\n{err}");
         }
-        assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE") && !err.contains("internal error"), "{err}");
-        assert!(!dir.join("out/trials").exists() || std::fs::read_dir(dir.join("out/trials")).unwrap().next().is_none(), "trained before refusing");
+        assert!(
+            !err.contains("panicked") && !err.contains("RUST_BACKTRACE") && !err.contains("internal error"),
+            "{err}"
+        );
+        assert!(
+            !dir.join("out/trials").exists() || std::fs::read_dir(dir.join("out/trials")).unwrap().next().is_none(),
+            "trained before refusing"
+        );
         last = err;
     }
     last
@@ -58,7 +64,11 @@ fn zero_and_negative_budgets_are_refused() {
 
 #[test]
 fn budget_too_small_for_one_step_says_the_minimum() {
-    refused("tiny-budget", &tiny_space("s", "[1000]", 2), &["budgets[0]", "too small for one training step", "use at least"]);
+    refused(
+        "tiny-budget",
+        &tiny_space("s", "[1000]", 2),
+        &["budgets[0]", "too small for one training step", "use at least"],
+    );
 }
 
 #[test]

@@ -12,7 +12,11 @@ fn results(dir: &std::path::Path) -> Vec<(String, Vec<u8>, std::time::SystemTime
     for e in entries {
         let p = e.unwrap().path().join("result.json");
         if let Ok(bytes) = std::fs::read(&p) {
-            out.push((p.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned(), bytes, std::fs::metadata(&p).unwrap().modified().unwrap()));
+            out.push((
+                p.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned(),
+                bytes,
+                std::fs::metadata(&p).unwrap().modified().unwrap(),
+            ));
         }
     }
     out.sort();
@@ -52,7 +56,10 @@ fn sigkill_mid_trial_then_resume_reruns_nothing_finished() {
     let start = Instant::now();
     loop {
         assert!(start.elapsed() < Duration::from_secs(120), "the sweep never reached a mid-trial state");
-        assert!(child.try_wait().unwrap().is_none(), "the sweep finished before it could be killed; make the large budget larger");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the sweep finished before it could be killed; make the large budget larger"
+        );
         let finished = results(&run_dir).len();
         let in_flight = std::fs::read_dir(run_dir.join("trials")).map_or(0, |d| {
             d.filter(|e| {
