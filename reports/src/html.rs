@@ -271,15 +271,15 @@ fn task_section(h: &mut String, i: usize, t: &TaskSummary) -> Result<(), ReportE
                     h,
                     "<td class=\"num\">{:.4}</td><td class=\"num\">{:.3e}</td><td class=\"num\">{:.4}</td>\
                      <td class=\"num\">{}</td><td>{}</td><td class=\"num\">{:.2e}</td>",
-                    f.e,
-                    f.a,
-                    f.alpha,
-                    f.n,
+                    f.e.value,
+                    f.a.value,
+                    f.alpha.value,
+                    f.n_points,
                     if f.converged { "yes" } else { "no" },
                     f.rss
                 );
             }
-            Err(FitError::TooFewPoints { got, need }) => {
+            Err(FitError::TooFewPoints { got, need, .. }) => {
                 let _ = write!(h, "<td colspan=\"6\" class=\"na\">needs {need} budgets, has {got}</td>");
             }
             Err(e) => {

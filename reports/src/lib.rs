@@ -15,7 +15,7 @@ pub mod plot;
 pub mod result;
 pub mod summary;
 
-pub use fit::{fit_power_law, FitError, PowerLawFit};
+pub use fit::{fit_power_law, Estimate, FitError, Law, PowerLawFit};
 pub use html::render_html;
 pub use plot::loss_vs_flops_svg;
 pub use result::{CurvePoint, Status, TrialResult};

@@ -89,7 +89,7 @@ fn collect_series(task: &TaskSummary) -> Vec<ArchSeries> {
                 colour: colour(a.colour),
                 curves,
                 finals,
-                fit: a.fit.as_ref().ok().copied(),
+                fit: a.fit.as_ref().ok().cloned(),
             }
         })
         .collect()
@@ -167,7 +167,7 @@ pub fn loss_vs_flops_svg(task: &TaskSummary) -> Result<String, ReportError> {
             }
             let dots = s.finals.iter().map(|&p| Circle::new(p, 4, c.filled()));
             chart.draw_series(dots).map_err(|e| err(&e))?;
-            if let Some(fit) = s.fit {
+            if let Some(fit) = &s.fit {
                 // The law over the plot's x range, kept where it lies inside the y range.
                 let pts: Vec<(f64, f64)> = (0..FIT_SAMPLES)
                     .map(|i| {
@@ -182,7 +182,7 @@ pub fn loss_vs_flops_svg(task: &TaskSummary) -> Result<String, ReportError> {
                     chart
                         .draw_series(DashedLineSeries::new(pts, 7, 4, style))
                         .map_err(|e| err(&e))?
-                        .label(format!("{} fit, alpha={:.3}", s.label, fit.alpha))
+                        .label(format!("{} fit, alpha={:.3}", s.label, fit.alpha.value))
                         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 6, y)], c.stroke_width(2)));
                 }
             }

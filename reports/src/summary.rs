@@ -158,6 +158,6 @@ mod tests {
         assert_eq!(s[0].task, "other");
         assert_eq!(s[0].arches[0].colour, 0);
         assert_eq!(s[1].arch("zeta").unwrap().colour, 1);
-        assert!(matches!(s[1].arches[0].fit, Err(FitError::TooFewPoints { got: 1, need: 3 })));
+        assert!(matches!(s[1].arches[0].fit, Err(FitError::TooFewPoints { got: 1, need: 3, .. })));
     }
 }
