@@ -10,12 +10,14 @@
 //! or shared sweep directory, while trials are still running or long after.
 
 pub mod fit;
+pub mod fit_csv;
 pub mod html;
 pub mod plot;
 pub mod result;
 pub mod summary;
 
 pub use fit::{fit_power_law, Estimate, FitError, Law, PowerLawFit};
+pub use fit_csv::{fit_csv, render_json, render_text, run_fit, ArchFit, FitCsvError, LawFit};
 pub use html::render_html;
 pub use plot::loss_vs_flops_svg;
 pub use result::{CurvePoint, Status, TrialResult};
