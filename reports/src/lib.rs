@@ -9,10 +9,13 @@
 //! files are the only input, so the report can be rebuilt anywhere (a laptop, a login node, CI) from a copied
 //! or shared sweep directory, while trials are still running or long after.
 
+pub mod export;
 pub mod fit;
 pub mod fit_csv;
 pub mod html;
+mod html_task;
 pub mod plot;
+pub mod plot_scaling;
 pub mod result;
 pub mod summary;
 

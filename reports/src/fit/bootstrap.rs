@@ -7,7 +7,10 @@
 //!
 //! Resample `i` draws from its own ChaCha8 stream (`seed`, stream `i`), so the intervals depend only on the data,
 //! `n_resamples` and `seed`, never on how the resamples are split over threads. A resample whose fit fails or
-//! does not converge (e.g. too few distinct points drawn) is left out and counted in `n_failed`.
+//! does not converge is left out and counted in `n_failed`; so is a resample with fewer
+//! distinct points than the law has parameters (it does not identify the law: with duplicates, a 3-point power
+//! law through 2 distinct budgets is any of a family of curves). With very few points most resamples fail this
+//! way, and the intervals, from the few that remain, say little: `n_failed` is there to show it.
 
 use super::{FitError, Fitted};
 use rand::{Rng, SeedableRng};

@@ -242,7 +242,14 @@ pub fn fit_chinchilla_bootstrap(
     let mut starts = vec![fit.theta()];
     starts.extend(bootstrap_grid());
     let boot = resample_fits(n_resamples, seed, |rng| {
-        let pts: Vec<ChinchillaPoint> = with_replacement(points.len(), rng).into_iter().map(|i| points[i]).collect();
+        let mut idx = with_replacement(points.len(), rng);
+        let pts: Vec<ChinchillaPoint> = idx.iter().map(|&i| points[i]).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        if idx.len() < MIN_POINTS {
+            let why = "distinct points in a resample";
+            return Err(FitError::TooFewPoints { law: Law::Chinchilla, got: idx.len(), need: MIN_POINTS, why });
+        }
         fit_chinchilla_from(&pts, &starts, false)
     });
     boot.attach_to(&mut fit, "points with replacement", BOOTSTRAP_STARTS);

@@ -128,8 +128,16 @@ pub fn fit_power_law_bootstrap(
 ) -> Result<(PowerLawFit, Resamples<PowerLawFit>), FitError> {
     let mut fit = fit_power_law(points)?;
     let boot = resample_fits(n_resamples, seed, |rng| {
-        let idx = with_replacement(points.len(), rng);
-        fit_power_law(&idx.iter().map(|&i| points[i]).collect::<Vec<_>>())
+        let mut idx = with_replacement(points.len(), rng);
+        let pts: Vec<(f64, f64)> = idx.iter().map(|&i| points[i]).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        if idx.len() < MIN_POINTS {
+            // Fewer distinct points than parameters: the law is not identified by this resample.
+            let why = "distinct points in a resample";
+            return Err(FitError::TooFewPoints { law: Law::Power, got: idx.len(), need: MIN_POINTS, why });
+        }
+        fit_power_law(&pts)
     });
     boot.attach_to(&mut fit, "points with replacement", BOOTSTRAP_STARTS);
     Ok((fit, boot))
