@@ -2,7 +2,7 @@
 //!
 //! The columns are [`CSV_COLUMNS`]; `tokens` is `tokens_seen`, `flops` is `flops_spent`, `loss` the final eval
 //! loss (empty when there is none) and `status` one of `completed`, `diverged`, `failed`. The file can be fitted
-//! directly with `workbench fit` (see [`crate::fit_csv`]: rows that did not complete are skipped).
+//! directly with `workbench fit` (see [`mod@crate::fit_csv`]: rows that did not complete are skipped).
 
 use crate::result::{Status, TrialResult};
 

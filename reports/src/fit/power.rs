@@ -30,6 +30,11 @@
 //! argmin's L-BFGS (memory 7) with the More-Thuente line search and the analytic gradient, run from a small grid
 //! of starts: for each `E0 = q * min(L)`, `q` in [`START_FRACTIONS`], `(b0, alpha0)` come from the least-squares
 //! line through `(x̃_i, ln(L_i − E0))`. The start with the lowest final objective is kept.
+//!
+//! ## Bootstrap
+//! [`fit_power_law_bootstrap`] refits on resamples of the points drawn with replacement, from the same five
+//! starts (the fit is cheap), and also returns the resampled fits: the report draws the law's band as the
+//! pointwise percentile interval of their predictions.
 
 use super::bootstrap::{resample_fits, with_replacement, Resamples};
 use super::optim::{best_of, finite, logaddexp, sigmoid, LbfgsSettings};
