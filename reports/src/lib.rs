@@ -13,6 +13,7 @@
 //! files are the only input, so the report can be rebuilt anywhere (a laptop, a login node, CI) from a copied
 //! or shared sweep directory, while trials are still running or long after.
 
+pub mod browser;
 pub mod export;
 pub mod fit;
 pub mod fit_csv;

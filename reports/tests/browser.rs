@@ -8,13 +8,11 @@
 //! the self-test and the console check can fail. Chromium must be installed (`make setup`); the binary can be
 //! overridden with the `CHROMIUM` environment variable.
 
+use reports::browser::{attr, console_errors, run_chromium, unique_tmp};
 use reports::export::percent_decode;
 use reports::{load_results, write_report, CurvePoint, Status, SweepInfo, TrialResult};
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const TASKS: [&str; 2] = ["mqar", "bytes"];
 /// (arch, E, A, alpha) of the synthetic law each arch follows.
@@ -27,13 +25,6 @@ const SIZES: [u64; 4] = [32, 64, 128, 256];
 const PLOTS_PER_TASK: usize = 1 + ARCHES.len() + 1;
 /// Sortable tables per task: leaderboard, extrapolation, candidates.
 const TABLES_PER_TASK: usize = 3;
-
-fn unique_tmp(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let d = std::env::temp_dir().join(format!("reports-{tag}-{}-{nanos}", std::process::id()));
-    fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn trial(task: &str, arch: (&str, f64, f64, f64), budget: f64, d_model: u64) -> TrialResult {
     let (name, e, a, alpha) = arch;
@@ -125,79 +116,11 @@ fn synthetic_results() -> Vec<TrialResult> {
     out
 }
 
-struct Chromium {
-    dom: String,
-    stderr: String,
-}
-
 /// Runs headless Chromium on `file#selftest` and returns the dumped DOM and its stderr.
-fn run_chromium(page: &Path, work: &Path) -> Chromium {
-    let bin = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
-    let profile = unique_tmp("chromium-profile");
-    let (out_path, err_path) = (work.join("chromium.stdout"), work.join("chromium.stderr"));
-    let url = format!("file://{}#selftest", page.display());
-    let spawned = Command::new(&bin)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            &format!("--user-data-dir={}", profile.display()),
-            "--enable-logging=stderr",
-            "--v=0",
-            "--virtual-time-budget=3000",
-            "--dump-dom",
-            &url,
-        ])
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out_path).unwrap())
-        .stderr(fs::File::create(&err_path).unwrap())
-        .spawn();
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = fs::remove_dir_all(&profile);
-            let _ = fs::remove_dir_all(work);
-            panic!(
-                "cannot start chromium at {bin:?} ({e}); the browser test needs it: run `make setup` \
-             (or point the CHROMIUM environment variable at a Chromium binary)"
-            )
-        }
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium did not finish within 120 s on {url}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let dom = fs::read_to_string(&out_path).unwrap();
-    let stderr = fs::read_to_string(&err_path).unwrap();
-    let _ = fs::remove_dir_all(&profile);
-    assert!(status.success(), "chromium exited with {status}\nstderr:\n{stderr}");
-    Chromium { dom, stderr }
-}
 
 /// The value of the first `name="..."` attribute in `dom`.
-fn attr<'a>(dom: &'a str, name: &str) -> Option<&'a str> {
-    let key = format!("{name}=\"");
-    let start = dom.find(&key)? + key.len();
-    dom[start..].find('"').map(|end| &dom[start..start + end])
-}
 
 /// Console lines from the page that report errors.
-fn console_errors(stderr: &str) -> Vec<&str> {
-    stderr.lines().filter(|l| l.contains("CONSOLE") && (l.contains("Uncaught") || l.contains("Error"))).collect()
-}
 
 #[test]
 fn report_renders_and_passes_its_selftest_in_chromium() {

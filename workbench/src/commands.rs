@@ -1,6 +1,6 @@
 //! The CLI's commands: thin glue between the space, the store, the executors and the report.
 
-use crate::{Cmd, DeviceArg, KernelsArg};
+use crate::{Cmd, DeviceArg, KernelsArg, LawArg};
 use anyhow::Result;
 use kernels::KernelPath;
 use operators::MixerKind;
@@ -26,6 +26,17 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Mixers { json } => mixers(json),
+        Cmd::Fit { law, input, bootstrap, seed, json } => {
+            let law = match law {
+                LawArg::Power => reports::Law::Power,
+                LawArg::Isoflop => reports::Law::Isoflop,
+                LawArg::Chinchilla => reports::Law::Chinchilla,
+            };
+            let text = reports::run_fit(&input, law, (bootstrap > 0).then_some(bootstrap), seed, json)
+                .map_err(|e| UsageError::new(e.to_string()))?;
+            println!("{}", text.trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Trial { sweep, id, device, threads, kernels, events } => {
             trial(&sweep, &id, &device, threads, kernels, events)
         }
@@ -120,7 +131,8 @@ fn sweep(
 pub fn report(dir: &Path) -> Result<PathBuf> {
     let store = Store::new(dir);
     let meta = store.meta()?;
-    let results = reports::load_results(dir)?;
+    // Only this sweep's trials: a directory reused with --force may hold trials of an earlier space.
+    let results: Vec<_> = reports::load_results(dir)?.into_iter().filter(|r| meta.trials.contains(&r.id)).collect();
     let info = reports::SweepInfo {
         name: meta.name,
         space_yaml: std::fs::read_to_string(dir.join("space.yaml")).ok(),
