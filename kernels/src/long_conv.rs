@@ -9,15 +9,15 @@
 //! Paths:
 //! - `Reference`: the definition, a loop over lags `s` adding `k[:, s] * u` shifted by `s`.
 //! - `Auto`: of the two fast algorithms, the one with fewer FLOPs at this length ([`algorithm`]):
-//!   - [`Algorithm::Toeplitz`]: one batched matmul per channel with the lower-triangular Toeplitz matrix
-//!     `K[c, t, s] = k[c, t - s]` (s <= t). Exactly causal: the entries above the diagonal are exact zeros.
+//!   - [`Algorithm::Direct`]: a depthwise `conv1d` with the reversed filter over the input left-padded
+//!     with T - 1 zeros. Exactly causal: the padding contributes exact zeros.
 //!   - [`Algorithm::Fft`]: zero-pad u and k to N = 2T, real FFT, multiply the spectra, inverse real FFT,
 //!     keep the first T outputs (no wrap-around since 2T > 2T - 1). Causal only up to rounding: the
 //!     outputs before position t depend on later inputs by about 1e-16 relative, through the transform.
 //!
 //! FLOP convention (on top of `flop_count`'s: a multiply-add is 2 FLOPs), per channel of one sequence:
-//! - Toeplitz: the multiply-adds over the pairs s <= t the mask allows, T(T+1)/2, so `T + 1` FLOPs per token
-//!   (the same convention as causal attention's pairs).
+//! - Direct: the multiply-adds over the causal pairs s <= t, T(T+1)/2, so `T + 1` FLOPs per token (the
+//!   convention of causal attention's pairs; the products with the zero padding are not counted).
 //! - FFT: a real FFT of size N costs `2.5 N log2 N` (half the `5 N log2 N` radix-2 count of a complex FFT,
 //!   the convention of FFTW's benchmarks); the forward FFT of u and the inverse FFT of the product cost
 //!   `2 * 2.5 N log2 N`, the complex product of the `N/2 + 1` bins costs `6 (N/2 + 1)`. Per token:
@@ -36,14 +36,14 @@ use tch::{Kind, Tensor};
 /// The fast algorithm `Auto` runs at a given length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algorithm {
-    /// Batched matmul with the lower-triangular Toeplitz matrix of the filter.
-    Toeplitz,
+    /// Depthwise convolution with the whole filter over the zero-padded input.
+    Direct,
     /// Zero-padded real FFT of size 2T.
     Fft,
 }
 
-/// FLOPs per token per channel of the Toeplitz algorithm: `T + 1`.
-pub fn toeplitz_flops_per_token(seq_len: i64) -> f64 {
+/// FLOPs per token per channel of the direct algorithm: `T + 1`.
+pub fn direct_flops_per_token(seq_len: i64) -> f64 {
     (seq_len.max(1) + 1) as f64
 }
 
@@ -54,10 +54,10 @@ pub fn fft_flops_per_token(seq_len: i64) -> f64 {
     (5.0 * n * n.log2() + 6.0 * (n / 2.0 + 1.0)) / t
 }
 
-/// The algorithm `Auto` runs at length `seq_len`: the one with fewer FLOPs (Toeplitz up to T = 77).
+/// The algorithm `Auto` runs at length `seq_len`: the one with fewer FLOPs (direct up to T = 77).
 pub fn algorithm(seq_len: i64) -> Algorithm {
-    if toeplitz_flops_per_token(seq_len) <= fft_flops_per_token(seq_len) {
-        Algorithm::Toeplitz
+    if direct_flops_per_token(seq_len) <= fft_flops_per_token(seq_len) {
+        Algorithm::Direct
     } else {
         Algorithm::Fft
     }
@@ -66,7 +66,7 @@ pub fn algorithm(seq_len: i64) -> Algorithm {
 /// FLOPs per token per channel that `long_conv` records at length `seq_len` (the `Auto` algorithm's).
 pub fn flops_per_token(seq_len: i64) -> f64 {
     match algorithm(seq_len) {
-        Algorithm::Toeplitz => toeplitz_flops_per_token(seq_len),
+        Algorithm::Direct => direct_flops_per_token(seq_len),
         Algorithm::Fft => fft_flops_per_token(seq_len),
     }
 }
@@ -81,7 +81,7 @@ pub fn long_conv(u: &Tensor, k: &Tensor, d: Option<&Tensor>, path: KernelPath) -
     let k = k.narrow(1, 0, t); // [C, T]
     let y = match path {
         KernelPath::Auto => match algorithm(t) {
-            Algorithm::Toeplitz => toeplitz(u, &k),
+            Algorithm::Direct => direct(u, &k),
             Algorithm::Fft => fft(u, &k),
         },
         KernelPath::Reference => reference(u, &k),
@@ -92,16 +92,13 @@ pub fn long_conv(u: &Tensor, k: &Tensor, d: Option<&Tensor>, path: KernelPath) -
     }
 }
 
-/// The Toeplitz algorithm (no skip, no FLOP recording): `u [B, T, C]`, `k [C, T]`.
-pub fn toeplitz(u: &Tensor, k: &Tensor) -> Tensor {
-    let t = u.size()[1];
-    let i = Tensor::arange(t, (Kind::Int64, u.device()));
-    let lag = i.unsqueeze(1) - i.unsqueeze(0); // [T, T]: t - s
-    let future = lag.lt(0); // s > t
-    let kt = k.index_select(1, &lag.clamp_min(0).view([-1])).view([-1, t, t]); // [C, T, T]: k[c, t - s]
-    let kt = kt.masked_fill(&future, 0.0);
-    let uc = u.permute([2, 1, 0]); // [C, T, B]
-    kt.bmm(&uc).permute([2, 1, 0]) // [B, T, C]
+/// The direct algorithm (no skip, no FLOP recording): `u [B, T, C]`, `k [C, T]`.
+pub fn direct(u: &Tensor, k: &Tensor) -> Tensor {
+    let (_, t, c) = u.size3().expect("u is [B, T, C]");
+    // conv1d correlates: y[t] = sum_j w[j] x_pad[t + j] with x_pad[t + j] = u[t + j - (T-1)], so w = k reversed.
+    let x = u.transpose(1, 2).constant_pad_nd([t - 1, 0]); // [B, C, 2T - 1]
+    x.conv1d(&k.flip([1]).unsqueeze(1), None::<Tensor>, [1], [0], [1], c).transpose(1, 2)
+    // [B, T, C]
 }
 
 /// The FFT algorithm (no skip, no FLOP recording): `u [B, T, C]`, `k [C, T]`.
@@ -160,9 +157,9 @@ mod tests {
             let a = long_conv(&u, &k, Some(&d), KernelPath::Auto);
             let kt = k.narrow(1, 0, t);
             assert!(max_err(&a, &r) < 1e-10, "auto T={t}: {}", max_err(&a, &r));
-            let (ty, fy) = (toeplitz(&u, &kt), fft(&u, &kt));
+            let (dy, fy) = (direct(&u, &kt), fft(&u, &kt));
             let r0 = reference(&u, &kt);
-            assert!(max_err(&ty, &r0) < 1e-10, "toeplitz T={t}: {}", max_err(&ty, &r0));
+            assert!(max_err(&dy, &r0) < 1e-10, "direct T={t}: {}", max_err(&dy, &r0));
             assert!(max_err(&fy, &r0) < 1e-10, "fft T={t}: {}", max_err(&fy, &r0));
         }
     }
@@ -180,8 +177,8 @@ mod tests {
 
     #[test]
     fn auto_picks_the_cheaper_algorithm_and_records_its_flops() {
-        assert_eq!(algorithm(1), Algorithm::Toeplitz);
-        assert_eq!(algorithm(77), Algorithm::Toeplitz);
+        assert_eq!(algorithm(1), Algorithm::Direct);
+        assert_eq!(algorithm(77), Algorithm::Direct);
         assert_eq!(algorithm(78), Algorithm::Fft);
         assert_eq!(algorithm(4096), Algorithm::Fft);
         // N = 2T = 512: 5 * 512 * 9 + 6 * 257 = 24582 per channel, over 256 tokens.
@@ -195,12 +192,12 @@ mod tests {
     }
 
     #[test]
-    fn toeplitz_is_exactly_causal() {
+    fn direct_is_exactly_causal() {
         let (u, k) = (rand(&[1, 9, 2]), rand(&[2, 9]));
-        let y = toeplitz(&u, &k);
+        let y = direct(&u, &k);
         let u2 = u.copy();
         u2.narrow(1, 5, 4).copy_(&rand(&[1, 4, 2]));
-        let y2 = toeplitz(&u2, &k);
+        let y2 = direct(&u2, &k);
         assert_eq!(max_err(&y.narrow(1, 0, 5), &y2.narrow(1, 0, 5)), 0.0);
     }
 
@@ -227,10 +224,10 @@ mod tests {
         };
         let gu_fd = fd(&u, &|u| loss_ref(u, &k));
         let gk_fd = fd(&k, &|k| loss_ref(&u, k));
-        for algo in [Algorithm::Toeplitz, Algorithm::Fft] {
+        for algo in [Algorithm::Direct, Algorithm::Fft] {
             let (ua, ka) = (u.copy().set_requires_grad(true), k.copy().set_requires_grad(true));
             let y = match algo {
-                Algorithm::Toeplitz => toeplitz(&ua, &ka),
+                Algorithm::Direct => direct(&ua, &ka),
                 Algorithm::Fft => fft(&ua, &ka),
             };
             (y * &w).sum(Kind::Double).backward();
