@@ -31,7 +31,7 @@
 
 use crate::flop_count;
 use crate::KernelPath;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// The fast algorithm `Auto` runs at a given length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,7 +138,7 @@ pub fn long_conv_step(history: &Tensor, k: &Tensor, d: Option<&Tensor>) -> Tenso
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
+    use tch::{Device, Kind};
 
     fn rand(shape: &[i64]) -> Tensor {
         Tensor::randn(shape, (Kind::Double, Device::Cpu))

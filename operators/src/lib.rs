@@ -11,6 +11,7 @@
 //! `step` really holds.
 
 pub mod attention;
+pub mod base_conv;
 pub mod block;
 pub mod channel;
 pub mod flops;

@@ -223,7 +223,7 @@ registry! {
     Swiglu => crate::channel::SwigluSpec,
     Hyena => crate::hyena::HyenaSpec,
     H3 => crate::h3::H3Spec,
-    BaseConv => crate::long_conv::BaseConvSpec,
+    BaseConv => crate::base_conv::BaseConvSpec,
     Moe => crate::moe::MoeSpec,
 }
 
