@@ -13,6 +13,7 @@
 pub mod attention;
 pub mod cuda;
 pub mod flop_count;
+pub mod long_conv;
 pub mod short_conv;
 
 /// Which implementation a mixer's hot loop uses.

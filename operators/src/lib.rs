@@ -11,10 +11,15 @@
 //! `step` really holds.
 
 pub mod attention;
+pub mod base_conv;
 pub mod block;
 pub mod channel;
 pub mod flops;
+pub mod h3;
+pub mod hyena;
+pub mod long_conv;
 pub mod mixer;
+pub mod moe;
 pub mod nn;
 pub mod registry;
 pub mod spec;

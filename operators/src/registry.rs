@@ -221,6 +221,10 @@ registry! {
     Attention => crate::attention::AttentionSpec,
     Mlp => crate::channel::MlpSpec,
     Swiglu => crate::channel::SwigluSpec,
+    Hyena => crate::hyena::HyenaSpec,
+    H3 => crate::h3::H3Spec,
+    BaseConv => crate::base_conv::BaseConvSpec,
+    Moe => crate::moe::MoeSpec,
 }
 
 #[cfg(test)]

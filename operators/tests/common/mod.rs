@@ -25,6 +25,19 @@ pub fn test_specs() -> Vec<LayerSpec> {
     out.push(
         serde_json::from_str(r#"{"mixer":"mlp","params":{"expand":2.5,"activation":"relu","bias":false}}"#).unwrap(),
     );
+    for extra in [
+        r#"{"mixer":"hyena","params":{"order":1}}"#,
+        r#"{"mixer":"hyena","params":{"order":3,"emb_dim":4,"filter_order":8,"l_max":4,"short_kernel":1,"decay_shift":0.1}}"#,
+        r#"{"mixer":"h3","params":{"heads":4,"d_state":4,"shift_size":2}}"#,
+        r#"{"mixer":"h3","params":{"heads":8,"d_state":6,"shift_size":1,"dt_min":0.01,"dt_max":0.5}}"#,
+        r#"{"mixer":"base_conv","params":{"filter":"explicit","l_max":12}}"#,
+        r#"{"mixer":"base_conv","params":{"filter":"short","short_kernel":4,"act":true}}"#,
+        r#"{"mixer":"base_conv","params":{"emb_dim":5,"filter_order":8,"act":true}}"#,
+        r#"{"mixer":"moe","params":{"experts":3,"top_k":1}}"#,
+        r#"{"mixer":"moe","params":{"experts":2,"top_k":2,"expand":1.0,"multiple_of":1,"aux_loss_coef":0.0}}"#,
+    ] {
+        out.push(serde_json::from_str(extra).unwrap());
+    }
     out
 }
 
