@@ -12,7 +12,9 @@
 
 pub mod attention;
 pub mod flop_count;
+pub mod selective_scan;
 pub mod short_conv;
+pub mod ssd;
 
 /// Which implementation a mixer's hot loop uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
