@@ -11,7 +11,9 @@
 //! record the multiply-adds they actually perform, and `operators` checks its formulas against them.
 
 pub mod attention;
+pub mod delta_rule;
 pub mod flop_count;
+pub mod s4d;
 pub mod selective_scan;
 pub mod short_conv;
 pub mod ssd;
