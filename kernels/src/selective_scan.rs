@@ -33,7 +33,7 @@
 
 use crate::flop_count;
 use crate::KernelPath;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// Tokens per block of the selective scan's blocked loop: `[B, 16, Dinner, N]` blocks stay in cache at the
 /// bench shape.
@@ -236,7 +236,7 @@ pub(crate) fn max_err(a: &Tensor, b: &Tensor) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
+    use tch::{Device, Kind};
 
     fn rand(shape: &[i64]) -> Tensor {
         Tensor::randn(shape, (Kind::Double, Device::Cpu))

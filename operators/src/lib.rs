@@ -18,6 +18,7 @@ pub mod mixer;
 pub mod nn;
 pub mod registry;
 pub mod spec;
+pub mod ssm;
 pub mod stack;
 
 pub use mixer::{ChannelMixer, SequenceMixer, State};

@@ -221,6 +221,9 @@ registry! {
     Attention => crate::attention::AttentionSpec,
     Mlp => crate::channel::MlpSpec,
     Swiglu => crate::channel::SwigluSpec,
+    Mamba => crate::ssm::mamba::MambaSpec,
+    Mamba2 => crate::ssm::mamba2::Mamba2Spec,
+    S4d => crate::ssm::s4d::S4dSpec,
 }
 
 #[cfg(test)]
