@@ -17,6 +17,7 @@ pub mod flops;
 pub mod mixer;
 pub mod nn;
 pub mod registry;
+pub mod rnn;
 pub mod spec;
 pub mod ssm;
 pub mod stack;

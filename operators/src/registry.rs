@@ -224,6 +224,10 @@ registry! {
     Mamba => crate::ssm::mamba::MambaSpec,
     Mamba2 => crate::ssm::mamba2::Mamba2Spec,
     S4d => crate::ssm::s4d::S4dSpec,
+    Hgrn => crate::rnn::hgrn::HgrnSpec,
+    Rglru => crate::rnn::rglru::RglruSpec,
+    Deltanet => crate::rnn::deltanet::DeltaNetSpec,
+    GatedDeltanet => crate::rnn::deltanet::GatedDeltaNetSpec,
 }
 
 #[cfg(test)]

@@ -27,7 +27,8 @@ impl ShortConv {
     pub fn new(p: &Path, channels: i64, k: i64, bias: bool, act: Activation) -> ShortConv {
         let bound = 1.0 / (k as f64).sqrt();
         let weight = p.set_group(DECAY).var("weight", &[channels, k], Init::Uniform { lo: -bound, up: bound });
-        let bias = bias.then(|| p.set_group(NO_DECAY).var("bias", &[channels], Init::Uniform { lo: -bound, up: bound }));
+        let bias =
+            bias.then(|| p.set_group(NO_DECAY).var("bias", &[channels], Init::Uniform { lo: -bound, up: bound }));
         ShortConv { weight, bias, act }
     }
 

@@ -108,7 +108,8 @@ impl MixerSpec for Mamba2Spec {
         ("dt_min", "float", "smallest initial dt (log-uniform init)"),
         ("dt_max", "float", "largest initial dt (log-uniform init)"),
     ];
-    const FLOPS_FORMULA: &'static str = "2d(2E + 2N + H) + 2K(E + 2N) + 2E*d + (Tp/L)[2L^2 N + H(2L^2 P + 4LPN + 2PN)]/T, \
+    const FLOPS_FORMULA: &'static str =
+        "2d(2E + 2N + H) + 2K(E + 2N) + 2E*d + (Tp/L)[2L^2 N + H(2L^2 P + 4LPN + 2PN)]/T, \
          E = expand*d, H = E/P, L = min(chunk, T), Tp = T rounded up to a multiple of L";
     const STATE_FORMULA: &'static str = "(K-1)*(E + 2N) + E*N";
 
@@ -123,7 +124,11 @@ impl MixerSpec for Mamba2Spec {
             let valid: Vec<String> = (1..=e.min(128)).filter(|p| e % p == 0).map(|p| p.to_string()).collect();
             return Err((
                 "head_dim".into(),
-                format!("must divide the inner width expand * d_model = {e}, got {}; valid: {}", self.head_dim, valid.join(", ")),
+                format!(
+                    "must divide the inner width expand * d_model = {e}, got {}; valid: {}",
+                    self.head_dim,
+                    valid.join(", ")
+                ),
             ));
         }
         check_dt_range(self.dt_min, self.dt_max)
@@ -132,7 +137,11 @@ impl MixerSpec for Mamba2Spec {
     fn params(&self, d: i64) -> i64 {
         let (e, h) = self.dims(d);
         let (n, k) = (self.d_state, self.d_conv);
-        Linear::params(d, 2 * e + 2 * n + h, false) + ShortConv::params(e + 2 * n, k, true) + 3 * h + e + Linear::params(e, d, false)
+        Linear::params(d, 2 * e + 2 * n + h, false)
+            + ShortConv::params(e + 2 * n, k, true)
+            + 3 * h
+            + e
+            + Linear::params(e, d, false)
     }
 
     fn flops_per_token(&self, d: i64, seq_len: i64) -> f64 {

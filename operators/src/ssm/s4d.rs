@@ -154,7 +154,8 @@ impl SequenceMixer for S4d {
 
     /// The complex state `[B, H, N/2]` as real and imaginary parts, zero.
     fn init_state(&self, batch: i64) -> State {
-        let zeros = || Tensor::zeros([batch, self.a_imag.size()[0], self.a_imag.size()[1]], (self.d.kind(), self.d.device()));
+        let zeros =
+            || Tensor::zeros([batch, self.a_imag.size()[0], self.a_imag.size()[1]], (self.d.kind(), self.d.device()));
         State { tensors: vec![zeros(), zeros()], position: 0 }
     }
 
@@ -179,7 +180,8 @@ mod tests {
         let (vs, _m) = build(&LayerSpec::S4d(spec.clone()), KernelPath::Auto);
         let a_re = -param(&vs, "log_a_real").exp();
         assert!((a_re + 0.5).abs().max().double_value(&[]) < 1e-6, "Re A = -1/2");
-        let expect = (Tensor::arange(spec.d_state / 2, (Kind::Double, tch::Device::Cpu)) * std::f64::consts::PI).repeat([D, 1]);
+        let expect =
+            (Tensor::arange(spec.d_state / 2, (Kind::Double, tch::Device::Cpu)) * std::f64::consts::PI).repeat([D, 1]);
         assert!((param(&vs, "a_imag") - expect).abs().max().double_value(&[]) < 1e-4, "Im A = pi n");
         let dt = param(&vs, "log_dt").exp();
         let (lo, hi) = (dt.min().double_value(&[]), dt.max().double_value(&[]));
