@@ -257,8 +257,8 @@ impl MixerSpec for DeltaNetSpec {
     const DESCRIPTION: &'static str =
         "DeltaNet: linear attention with the delta-rule update, L2-normalised q, k after a short conv, chunked UT-transform form";
     const PARAMS: crate::registry::ParamTable = &COMMON_PARAMS;
-    const FLOPS_FORMULA: &'static str = "2d(3H Dk' + H) + 2K(3H Dk') + 2H Dv d [+ 2d H Dv gate] \
-         + (Tp/L) H [4L^2 Dk + L(L-1)(Dk+Dv) + 6L Dk Dv + 2L^2 Dv + 2Dk Dv]/T, 3H Dk' = H(2Dk + Dv)";
+    const FLOPS_FORMULA: &'static str = "2d(H(2Dk + Dv) + H) + 2K H(2Dk + Dv) + 2H Dv d [+ 2d H Dv with gate] \
+         + (Tp/L) H [4L^2 Dk + L(L-1)(Dk+Dv) + 6L Dk Dv + 2L^2 Dv + 2Dk Dv]/T, L = min(chunk, T), Tp = T rounded up to L";
     const STATE_FORMULA: &'static str = "(K-1)*H*(2Dk + Dv) + H*Dk*Dv";
 
     fn check(&self, d_model: i64) -> Result<(), (String, String)> {
@@ -293,8 +293,8 @@ impl MixerSpec for GatedDeltaNetSpec {
         ("dt_min", "float", "smallest initial dt of the decay (log-uniform init)"),
         ("dt_max", "float", "largest initial dt of the decay (log-uniform init)"),
     ];
-    const FLOPS_FORMULA: &'static str = "2d(H(2Dk + Dv) + 2H) + 2K H(2Dk + Dv) + 2H Dv d [+ 2d H Dv gate] \
-         + (Tp/L) H [4L^2 Dk + L(L-1)(Dk+Dv) + 6L Dk Dv + 2L^2 Dv + 2Dk Dv]/T";
+    const FLOPS_FORMULA: &'static str = "2d(H(2Dk + Dv) + 2H) + 2K H(2Dk + Dv) + 2H Dv d [+ 2d H Dv with gate] \
+         + (Tp/L) H [4L^2 Dk + L(L-1)(Dk+Dv) + 6L Dk Dv + 2L^2 Dv + 2Dk Dv]/T, L = min(chunk, T), Tp = T rounded up to L";
     const STATE_FORMULA: &'static str = "(K-1)*H*(2Dk + Dv) + H*Dk*Dv";
 
     fn check(&self, d_model: i64) -> Result<(), (String, String)> {
@@ -388,11 +388,14 @@ impl DeltaNet {
 
     /// `o [..., H, Dv]` -> norm, gate, output projection `[..., d]`.
     fn out(&self, o: &Tensor, x: &Tensor) -> Tensor {
-        let mut o = self.o_norm.forward(o);
-        if let Some(g) = &self.g_proj {
-            let shape = o.size();
-            o = o * g.forward(x).silu().reshape(shape.as_slice());
-        }
+        let o = self.o_norm.forward(o);
+        let o = match &self.g_proj {
+            Some(g) => {
+                let gate = g.forward(x).silu().reshape(o.size().as_slice());
+                o * gate
+            }
+            None => o,
+        };
         self.o_proj.forward(&o.flatten(-2, -1))
     }
 }
