@@ -12,9 +12,13 @@
 
 pub mod attention;
 pub mod cuda;
+pub mod delta_rule;
 pub mod flop_count;
 pub mod long_conv;
+pub mod s4d;
+pub mod selective_scan;
 pub mod short_conv;
+pub mod ssd;
 
 /// Which implementation a mixer's hot loop uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]

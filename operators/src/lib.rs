@@ -22,7 +22,9 @@ pub mod mixer;
 pub mod moe;
 pub mod nn;
 pub mod registry;
+pub mod rnn;
 pub mod spec;
+pub mod ssm;
 pub mod stack;
 
 pub use mixer::{ChannelMixer, SequenceMixer, State};

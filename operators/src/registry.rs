@@ -225,6 +225,13 @@ registry! {
     H3 => crate::h3::H3Spec,
     BaseConv => crate::base_conv::BaseConvSpec,
     Moe => crate::moe::MoeSpec,
+    Mamba => crate::ssm::mamba::MambaSpec,
+    Mamba2 => crate::ssm::mamba2::Mamba2Spec,
+    S4d => crate::ssm::s4d::S4dSpec,
+    Hgrn => crate::rnn::hgrn::HgrnSpec,
+    Rglru => crate::rnn::rglru::RglruSpec,
+    Deltanet => crate::rnn::deltanet::DeltaNetSpec,
+    GatedDeltanet => crate::rnn::deltanet::GatedDeltaNetSpec,
 }
 
 #[cfg(test)]

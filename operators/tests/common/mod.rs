@@ -38,6 +38,19 @@ pub fn test_specs() -> Vec<LayerSpec> {
     ] {
         out.push(serde_json::from_str(extra).unwrap());
     }
+    // State-space and gated-RNN variants: explicit ranks and widths, chunks that do not divide T, no-bound gates.
+    for json in [
+        r#"{"mixer":"mamba","params":{"d_state":4,"d_conv":2,"expand":1,"dt_rank":3,"dt_min":0.01,"dt_max":0.5}}"#,
+        r#"{"mixer":"mamba2","params":{"d_state":8,"head_dim":8,"chunk":3,"d_conv":2}}"#,
+        r#"{"mixer":"mamba2","params":{"d_state":5,"head_dim":4,"expand":1,"chunk":1,"d_conv":1}}"#,
+        r#"{"mixer":"s4d","params":{"d_state":2,"dt_min":0.01,"dt_max":0.5}}"#,
+        r#"{"mixer":"hgrn","params":{"expand":2,"lower_bound":0.0}}"#,
+        r#"{"mixer":"rglru","params":{"lru_width":24,"heads":3,"d_conv":2}}"#,
+        r#"{"mixer":"deltanet","params":{"heads":3,"head_dim":5,"expand_v":2,"chunk":3,"gate":true}}"#,
+        r#"{"mixer":"gated_deltanet","params":{"heads":2,"expand_v":1,"chunk":4,"gate":false}}"#,
+    ] {
+        out.push(serde_json::from_str(json).unwrap());
+    }
     out
 }
 
