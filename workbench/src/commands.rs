@@ -80,7 +80,7 @@ fn sweep(
     resume: bool,
     force: bool,
     device: DeviceArg,
-    jobs: usize,
+    jobs: Option<usize>,
     kernels: KernelsArg,
 ) -> Result<ExitCode> {
     let space = Space::load(path)?;
@@ -89,6 +89,8 @@ fn sweep(
         DeviceArg::Cuda => "cuda",
     };
     parse_device(device)?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let jobs = jobs.unwrap_or(cores);
     if jobs < 1 {
         return Err(UsageError::new("--jobs must be at least 1").into());
     }

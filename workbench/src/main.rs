@@ -70,9 +70,10 @@ pub(crate) enum Cmd {
         force: bool,
         #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
         device: DeviceArg,
-        /// Trial processes at once (default 1; each gets cores/jobs threads).
-        #[arg(long, default_value_t = 1)]
-        jobs: usize,
+        /// Trial processes at once, each with cores/jobs threads (default: one per core, one thread each;
+        /// small models train faster as parallel single-threaded trials than as one multi-threaded one).
+        #[arg(long)]
+        jobs: Option<usize>,
         #[arg(long, value_enum, default_value_t = KernelsArg::Auto)]
         kernels: KernelsArg,
     },
