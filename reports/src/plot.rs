@@ -15,7 +15,7 @@ pub const WIDTH: u32 = 760;
 pub const HEIGHT: u32 = 460;
 
 /// Tableau 10: one colour per architecture, chosen by `ArchSummary::colour` (wrapping after ten).
-pub const PALETTE: [(u8, u8, u8); 10] = [
+pub const PALETTE: [(u8, u8, u8); 20] = [
     (31, 119, 180),
     (255, 127, 14),
     (44, 160, 44),
@@ -26,6 +26,17 @@ pub const PALETTE: [(u8, u8, u8); 10] = [
     (127, 127, 127),
     (188, 189, 34),
     (23, 190, 207),
+    // A second ten, darker or lighter, so a zoo of up to 20 architectures keeps distinct colours.
+    (0, 63, 92),
+    (166, 86, 0),
+    (0, 100, 0),
+    (128, 0, 38),
+    (84, 39, 143),
+    (253, 174, 97),
+    (102, 194, 165),
+    (50, 50, 50),
+    (128, 128, 0),
+    (0, 128, 128),
 ];
 
 /// Points of the fitted law drawn per arch (log-spaced over the x range).
