@@ -11,6 +11,7 @@
 //! record the multiply-adds they actually perform, and `operators` checks its formulas against them.
 
 pub mod attention;
+pub mod chunk_linear;
 pub mod flop_count;
 pub mod short_conv;
 
