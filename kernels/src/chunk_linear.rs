@@ -10,6 +10,10 @@
 //! and token (`[B, H, T]`: RetNet's fixed gamma broadcast over tokens, Mamba2's `dt * A`), or one per key
 //! (`[B, H, T, Dk]`: GLA's gates). Shapes: q, k `[B, H, T, Dk]`, v `[B, H, T, Dv]`, state `[B, H, Dk, Dv]`.
 //!
+//! Mamba2's SSD (Dao & Gu 2024, arXiv 2405.21060) is the scalar case: per head `q = C_t`, `k = B_t`,
+//! `v = dt_t x_t`, `log a_t = dt_t A` (`Decay::Scalar`, `[B, H, T]`); the caller adds the `D x_t` skip and
+//! expands shared B/C groups to heads.
+//!
 //! `KernelPath::Reference` runs the per-token recurrence above ([`linear_step`] in a loop). `KernelPath::Auto`
 //! runs the chunked parallel form (Yang et al. 2023, arXiv 2312.06635, section 3): the sequence is cut into
 //! chunks of `C = min(chunk, T)` tokens (the last one zero-padded: `k = v = 0`, `log a = 0`, which leaves the

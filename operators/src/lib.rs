@@ -14,6 +14,8 @@ pub mod attention;
 pub mod block;
 pub mod channel;
 pub mod flops;
+pub mod gated_rnn;
+pub mod linear_attention;
 pub mod mixer;
 pub mod nn;
 pub mod registry;

@@ -221,6 +221,10 @@ registry! {
     Attention => crate::attention::AttentionSpec,
     Mlp => crate::channel::MlpSpec,
     Swiglu => crate::channel::SwigluSpec,
+    LinearAttention => crate::linear_attention::LinearAttentionSpec,
+    Based => crate::linear_attention::BasedSpec,
+    Retnet => crate::gated_rnn::RetnetSpec,
+    Gla => crate::gated_rnn::GlaSpec,
 }
 
 #[cfg(test)]
