@@ -23,11 +23,14 @@
 //! inter:  o_inter = (Q * exp(b)) S_start                                    [C, Dv]
 //! state:  S_end = diag(exp(b_last)) S_start + (K * exp(b_last - b))^T V    [Dk, Dv]
 //! ```
-//! Every decay factor is the exponential of a non-positive number: the ratios `exp(b_i - b_j)` are formed in
-//! log space for `j <= i` only (future pairs are masked to `-inf` before `exp`), never as the product
-//! `exp(b_i) * exp(-b_j)`, so no factor overflows however strong the decay. Without decay `A = (Q K^T)` masked;
-//! with a scalar decay `A = (Q K^T) * exp(b_i - b_j)` (one matmul); with a per-key decay the `[C, C, Dk]`
-//! products are summed over `d` (a contraction that is not a matmul; GLA uses small chunks for it). The
+//! The inter-chunk and state factors are exponentials of non-positive numbers. Without decay `A = (Q K^T)`
+//! masked; with a scalar decay `A = (Q K^T) * exp(b_i - b_j)` (one matmul), the ratios formed in log space
+//! for `j <= i` only (future pairs are masked to `-inf` before `exp`). With a per-key decay the ratio sits
+//! inside the sum over keys: the scores are one matmul `A = (Q * exp(b)) (K * exp(-b))^T` when the chunk's
+//! total log-decay `max(-b)` keeps `exp(-b)` finite and normal in the dtype (40 for float32, 300 for float64;
+//! exact up to rounding), and otherwise the exact ratios `exp(b_i - b_j)` `[C, C, Dk]` in log space, summed
+//! over keys (same FLOPs, more memory traffic). The branch is chosen per call from the whole batch, so a
+//! later token that pushes a chunk past the limit can change earlier outputs by rounding (never more). The
 //! chunk states are passed along in a loop over the `ceil(T / C)` chunks (elementwise work only).
 //!
 //! FLOPs (a multiply-add is 2; the decay factors and the state's decay are elementwise and not counted): per
@@ -94,7 +97,7 @@ pub fn chunk_linear(
     assert_eq!(v.size()[..3], [b, h, t], "chunk_linear: v must be [B, H, T, Dv]");
     assert!(t >= 1 && chunk >= 1, "chunk_linear: needs T >= 1 and chunk >= 1 (T = {t}, chunk = {chunk})");
     match path {
-        KernelPath::Auto => chunked(q, k, v, decay, initial_state, chunk),
+        KernelPath::Auto => chunked(q, k, v, decay, initial_state, chunk, None),
         KernelPath::Reference => {
             flop_count::record(chunk_linear_flops(b * h, t, dk, dv, chunk));
             recurrent(q, k, v, decay, initial_state)
@@ -141,8 +144,26 @@ fn recurrent(q: &Tensor, k: &Tensor, v: &Tensor, decay: Decay, s0: Option<&Tenso
     (Tensor::stack(&outs, 2), state)
 }
 
-/// The chunked parallel form (module note).
-fn chunked(q: &Tensor, k: &Tensor, v: &Tensor, decay: Decay, s0: Option<&Tensor>, chunk: i64) -> (Tensor, Tensor) {
+/// The largest |exponent| whose exponential, times operands of ordinary size, stays finite and normal in `kind`.
+fn safe_exponent(kind: Kind) -> f64 {
+    match kind {
+        Kind::Double => 300.0,
+        Kind::Half => 5.0,
+        _ => 40.0, // float32 and bfloat16: e^40 ~ 2e17, e^-40 ~ 4e-18
+    }
+}
+
+/// The chunked parallel form (module note). `factor_limit` overrides [`safe_exponent`] (tests force each
+/// branch of the per-key scores with it).
+fn chunked(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    decay: Decay,
+    s0: Option<&Tensor>,
+    chunk: i64,
+    factor_limit: Option<f64>,
+) -> (Tensor, Tensor) {
     let (b, h, t, _) = q.size4().expect("q must be [B, H, T, Dk]");
     let dv = v.size()[3];
     let c = effective_chunk(t, chunk);
@@ -154,19 +175,29 @@ fn chunked(q: &Tensor, k: &Tensor, v: &Tensor, decay: Decay, s0: Option<&Tensor>
         x.constant_pad_nd([0, 0, 0, pad]).reshape([b, h, n, c, d])
     };
     let (qc, kc, vc) = (blocks(q), blocks(k), blocks(v));
-    let future = Tensor::ones([c, c], (Kind::Bool, q.device())).triu(1); // [C, C]: true where j > i
-                                                                         // b_i = sum_{s<=i} log a_s within the chunk: [B, H, N, C, Dk or 1]
+    // [C, C]: true where j > i
+    let future = Tensor::ones([c, c], (Kind::Bool, q.device())).triu(1);
+    // b_i = sum_{s<=i} log a_s within the chunk: [B, H, N, C, Dk or 1]
     let cum = decay.with_key_axis().map(|g| blocks(&g).cumsum(3, g.kind()));
 
     // Intra-chunk scores A [B, H, N, C, C], zero for j > i.
     let scores = match (decay, &cum) {
         (Decay::PerKey(_), Some(cum)) => {
-            let ratio = (cum.unsqueeze(4) - cum.unsqueeze(3)) // b_i - b_j: [B, H, N, C(i), C(j), Dk]
-                .masked_fill(&future.unsqueeze(-1), f64::NEG_INFINITY)
-                .exp();
-            let dk = q.size()[3];
-            flop_count::record(2.0 * (b * h * n * c * c * dk) as f64);
-            (qc.unsqueeze(4) * kc.unsqueeze(3) * ratio).sum_dim_intlist(-1, false, q.kind())
+            // exp(b_i - b_j) = exp(b_i) exp(-b_j): one matmul, when no factor exp(-b_j) can overflow (b_i, b_j
+            // are measured from the chunk's start, so each score depends on positions <= i only); otherwise
+            // the ratios themselves, summed over the keys.
+            let spread = tch::no_grad(|| -cum.min().double_value(&[]));
+            if spread <= factor_limit.unwrap_or_else(|| safe_exponent(q.kind())) {
+                let scores = flop_count::matmul(&(&qc * cum.exp()), &(&kc * cum.neg().exp()).transpose(-2, -1));
+                scores.masked_fill(&future, 0.0)
+            } else {
+                let ratio = (cum.unsqueeze(4) - cum.unsqueeze(3)) // b_i - b_j: [B, H, N, C(i), C(j), Dk]
+                    .masked_fill(&future.unsqueeze(-1), f64::NEG_INFINITY)
+                    .exp();
+                let dk = q.size()[3];
+                flop_count::record(2.0 * (b * h * n * c * c * dk) as f64);
+                (qc.unsqueeze(4) * kc.unsqueeze(3) * ratio).sum_dim_intlist(-1, false, q.kind())
+            }
         }
         (Decay::Scalar(_), Some(cum)) => {
             let ratio = (cum - cum.transpose(-2, -1)).masked_fill(&future, f64::NEG_INFINITY).exp(); // [.., C, C]
@@ -250,12 +281,15 @@ mod tests {
             for (strength, (g, kind)) in [0.5, 30.0].into_iter().flat_map(|s| decays(b, h, t, dk, s).map(|d| (s, d))) {
                 for init in [None, Some(&s0)] {
                     let d = as_decay(&g, kind);
-                    let (oa, sa) = chunk_linear(&q, &k, &v, d, init, chunk, KernelPath::Auto);
                     let (or, sr) = chunk_linear(&q, &k, &v, d, init, chunk, KernelPath::Reference);
-                    let (eo, es) = (max_err(&oa, &or), max_err(&sa, &sr));
-                    let case =
-                        format!("{kind} strength {strength} init {} {:?}", init.is_some(), (b, h, t, dk, dv, chunk));
-                    assert!(eo < 1e-10 && es < 1e-10, "{case}: output error {eo}, state error {es}");
+                    // Auto's own choice, then each branch of the per-key scores forced (factorised, exact ratios).
+                    for limit in [None, Some(f64::INFINITY), Some(-1.0)] {
+                        let (oa, sa) = chunked(&q, &k, &v, d, init, chunk, limit);
+                        let (eo, es) = (max_err(&oa, &or), max_err(&sa, &sr));
+                        let shape = (b, h, t, dk, dv, chunk);
+                        let case = format!("{kind} strength {strength} init {} {limit:?} {shape:?}", init.is_some());
+                        assert!(eo < 1e-10 && es < 1e-10, "{case}: output error {eo}, state error {es}");
+                    }
                 }
             }
         }
@@ -312,6 +346,9 @@ mod tests {
                 let _ = chunk_linear(&q, &k, &v, as_decay(&g, kind), None, chunk, path);
                 assert_eq!(counter.total(), chunk_linear_flops(b * h, t, dk, dv, chunk), "{kind} {path:?}");
             }
+            let counter = flop_count::Counter::start();
+            let _ = chunked(&q, &k, &v, as_decay(&g, kind), None, chunk, Some(-1.0)); // exact per-key ratios
+            assert_eq!(counter.total(), chunk_linear_flops(b * h, t, dk, dv, chunk), "{kind} exact ratios");
         }
         // 3 chunks of 4 (the last padded): 2*16*8 + 4*4*15 = 496 per chunk.
         assert_eq!(chunk_linear_flops(1, 10, 5, 3, 4), 3.0 * 496.0);
@@ -355,31 +392,35 @@ mod tests {
                 Tensor::randn([b, h, dk, dv], OPTS),
             ];
             let (w_out, w_state) = (Tensor::randn([b, h, t, dv], OPTS), Tensor::randn([b, h, dk, dv], OPTS));
-            let loss = |x: &[Tensor], path| {
-                let (o, s) = chunk_linear(&x[0], &x[1], &x[2], as_decay(&x[3], kind), Some(&x[4]), chunk, path);
-                (o * &w_out).sum(Kind::Double) + (s * &w_state).sum(Kind::Double)
+            let weigh = |(o, s): (Tensor, Tensor)| (o * &w_out).sum(Kind::Double) + (s * &w_state).sum(Kind::Double);
+            let reference = |x: &[Tensor]| {
+                let d = as_decay(&x[3], kind);
+                weigh(chunk_linear(&x[0], &x[1], &x[2], d, Some(&x[4]), chunk, KernelPath::Reference))
             };
-            let vars: Vec<Tensor> = inputs.iter().map(|x| x.copy().set_requires_grad(true)).collect();
-            loss(&vars, KernelPath::Auto).backward();
-            for (i, var) in vars.iter().enumerate() {
-                if kind == "none" && i == 3 {
-                    continue;
-                }
-                let grad = var.grad().flatten(0, -1);
-                for e in 0..inputs[i].numel() as i64 {
-                    let shifted = |delta: f64| {
-                        let x: Vec<Tensor> = inputs.iter().map(|x| x.copy()).collect();
-                        let flat = x[i].view([-1]);
-                        let _ = flat.get(e).g_add_scalar_(delta);
-                        loss(&x, KernelPath::Reference).double_value(&[])
-                    };
-                    let eps = 1e-6;
-                    let numeric = (shifted(eps) - shifted(-eps)) / (2.0 * eps);
-                    let analytic = grad.double_value(&[e]);
-                    assert!(
-                        (numeric - analytic).abs() < 1e-6 * (1.0 + numeric.abs()),
-                        "{kind} input {i}[{e}]: {analytic} vs {numeric}"
-                    );
+            // Both branches of the per-key scores: factorised (limit infinite) and exact ratios (limit -1).
+            for limit in [f64::INFINITY, -1.0] {
+                let vars: Vec<Tensor> = inputs.iter().map(|x| x.copy().set_requires_grad(true)).collect();
+                let d = as_decay(&vars[3], kind);
+                weigh(chunked(&vars[0], &vars[1], &vars[2], d, Some(&vars[4]), chunk, Some(limit))).backward();
+                for (i, var) in vars.iter().enumerate() {
+                    if kind == "none" && i == 3 {
+                        continue;
+                    }
+                    let grad = var.grad().flatten(0, -1);
+                    for e in 0..inputs[i].numel() as i64 {
+                        let shifted = |delta: f64| {
+                            let x: Vec<Tensor> = inputs.iter().map(|x| x.copy()).collect();
+                            let _ = x[i].view([-1]).get(e).g_add_scalar_(delta);
+                            reference(&x).double_value(&[])
+                        };
+                        let eps = 1e-6;
+                        let numeric = (shifted(eps) - shifted(-eps)) / (2.0 * eps);
+                        let analytic = grad.double_value(&[e]);
+                        assert!(
+                            (numeric - analytic).abs() < 1e-6 * (1.0 + numeric.abs()),
+                            "{kind} limit {limit} input {i}[{e}]: {analytic} vs {numeric}"
+                        );
+                    }
                 }
             }
         }

@@ -112,7 +112,8 @@ pub fn default_gate_rank() -> i64 {
 pub fn default_gate_tau() -> f64 {
     16.0
 }
-/// 16: per-key decay makes the intra-chunk scores a [C, C, Dk] contraction, cheapest with short chunks.
+/// 16: as fast as 64 on CPU (fwd+bwd at B=8, T=256, d=128), fewer FLOPs, and a small `[C, C, Dk]` buffer when
+/// the kernel falls back to exact per-key ratios under very strong decay.
 pub fn default_gla_chunk() -> i64 {
     16
 }

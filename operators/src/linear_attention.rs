@@ -11,7 +11,7 @@
 //! The normaliser runs through the same kernel: `v` gets a column of ones, so the state holds `[S | z]` and
 //! the read-out gives numerator and denominator together (`Dv' = Dv + 1`). Feature maps (D = head width of q, k):
 //! - `identity` (F = D), `elu1`: elu(x) + 1 (F = D, the paper's choice), `relu` (F = D);
-//! - `taylor2` (Based, Zhang et al. 2023 "zoology"): `[1, x / D^(1/4), vec(x x^T) / (sqrt(2) sqrt(D))]`, F = 1 + D
+//! - `taylor2` (Based; Arora et al. 2023, arXiv 2312.04927): `[1, x / D^(1/4), vec(x x^T) / (sqrt(2) sqrt(D))]`, F = 1 + D
 //!   + D^2, so `phi(q) . phi(k) = 1 + s + s^2 / 2` with `s = q.k / sqrt(D)`, the 2nd-order Taylor series of exp(s);
 //! - `hedgehog` (Zhang et al. 2024, arXiv 2402.04347): `softmax([x W_h + b_h, -(x W_h + b_h)])` with a learned
 //!   `[D, D]` map per head (separate for q and k), initialised to the identity with a zero bias; F = 2D.
