@@ -211,7 +211,7 @@ impl MixerSpec for GlaSpec {
     const NAME: &'static str = "gla";
     const FAMILY: Family = Family::GatedRnn;
     const DESCRIPTION: &'static str =
-        "gated linear attention: data-dependent per-key decay sigmoid(low-rank gate)^(1/tau), RMSNorm, swish gate (chunked)";
+        "gated linear attention: per-key decay sigmoid(low-rank gate)^(1/tau), RMSNorm, swish gate (chunked)";
     const PARAMS: crate::registry::ParamTable = &[
         ("heads", "int", "heads"),
         ("expand_k", "float", "key width as a multiple of d_model"),

@@ -11,8 +11,9 @@
 //! The normaliser runs through the same kernel: `v` gets a column of ones, so the state holds `[S | z]` and
 //! the read-out gives numerator and denominator together (`Dv' = Dv + 1`). Feature maps (D = head width of q, k):
 //! - `identity` (F = D), `elu1`: elu(x) + 1 (F = D, the paper's choice), `relu` (F = D);
-//! - `taylor2` (Based; Arora et al. 2023, arXiv 2312.04927): `[1, x / D^(1/4), vec(x x^T) / (sqrt(2) sqrt(D))]`, F = 1 + D
-//!   + D^2, so `phi(q) . phi(k) = 1 + s + s^2 / 2` with `s = q.k / sqrt(D)`, the 2nd-order Taylor series of exp(s);
+//! - `taylor2` (Based; Arora et al. 2023, arXiv 2312.04927): `[1, x / D^(1/4), vec(x x^T) / (sqrt(2) sqrt(D))]`,
+//!   F = 1 + D + D^2, so `phi(q) . phi(k) = 1 + s + s^2 / 2` with `s = q.k / sqrt(D)`, the 2nd-order Taylor
+//!   series of exp(s);
 //! - `hedgehog` (Zhang et al. 2024, arXiv 2402.04347): `softmax([x W_h + b_h, -(x W_h + b_h)])` with a learned
 //!   `[D, D]` map per head (separate for q and k), initialised to the identity with a zero bias; F = 2D.
 //!
@@ -151,7 +152,7 @@ impl MixerSpec for LinearAttentionSpec {
     const NAME: &'static str = "linear_attention";
     const FAMILY: Family = Family::LinearAttention;
     const DESCRIPTION: &'static str =
-        "causal linear attention phi(q) (sum phi(k)^T v) with identity/elu1/relu/taylor2/hedgehog feature maps (chunked)";
+        "causal linear attention phi(q) (sum phi(k)^T v), feature map identity/elu1/relu/taylor2/hedgehog (chunked)";
     const PARAMS: crate::registry::ParamTable = &[
         ("heads", "int", "heads"),
         ("head_dim", "int?", "width of each head's q, k, v; default: d_model / heads"),
