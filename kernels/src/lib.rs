@@ -11,6 +11,7 @@
 //! record the multiply-adds they actually perform, and `operators` checks its formulas against them.
 
 pub mod attention;
+pub mod chunk_linear;
 pub mod cuda;
 pub mod delta_rule;
 pub mod flop_count;

@@ -219,19 +219,23 @@ pub fn build(spec: &LayerSpec, p: &Path, ctx: &BuildCtx) -> Built {
 // YAML name and must equal `Spec::NAME`).
 registry! {
     Attention => crate::attention::AttentionSpec,
-    Mlp => crate::channel::MlpSpec,
-    Swiglu => crate::channel::SwigluSpec,
-    Hyena => crate::hyena::HyenaSpec,
-    H3 => crate::h3::H3Spec,
-    BaseConv => crate::base_conv::BaseConvSpec,
-    Moe => crate::moe::MoeSpec,
-    Mamba => crate::ssm::mamba::MambaSpec,
-    Mamba2 => crate::ssm::mamba2::Mamba2Spec,
-    S4d => crate::ssm::s4d::S4dSpec,
+    LinearAttention => crate::linear_attention::LinearAttentionSpec,
+    Based => crate::linear_attention::BasedSpec,
+    Retnet => crate::gated_rnn::RetnetSpec,
+    Gla => crate::gated_rnn::GlaSpec,
     Hgrn => crate::rnn::hgrn::HgrnSpec,
     Rglru => crate::rnn::rglru::RglruSpec,
     Deltanet => crate::rnn::deltanet::DeltaNetSpec,
     GatedDeltanet => crate::rnn::deltanet::GatedDeltaNetSpec,
+    Mamba => crate::ssm::mamba::MambaSpec,
+    Mamba2 => crate::ssm::mamba2::Mamba2Spec,
+    S4d => crate::ssm::s4d::S4dSpec,
+    Hyena => crate::hyena::HyenaSpec,
+    H3 => crate::h3::H3Spec,
+    BaseConv => crate::base_conv::BaseConvSpec,
+    Mlp => crate::channel::MlpSpec,
+    Swiglu => crate::channel::SwigluSpec,
+    Moe => crate::moe::MoeSpec,
 }
 
 #[cfg(test)]

@@ -51,6 +51,21 @@ pub fn test_specs() -> Vec<LayerSpec> {
     ] {
         out.push(serde_json::from_str(json).unwrap());
     }
+    // Linear-attention variants: every feature map, with and without the normaliser, odd chunks.
+    for json in [
+        r#"{"mixer":"linear_attention","params":{"feature_map":"identity","normalize":false,"chunk":3}}"#,
+        r#"{"mixer":"linear_attention","params":{"heads":2,"head_dim":5,"feature_map":"relu","chunk":4}}"#,
+        r#"{"mixer":"linear_attention","params":{"heads":4,"feature_map":"taylor2","chunk":2}}"#,
+        r#"{"mixer":"linear_attention","params":{"heads":2,"feature_map":"hedgehog","normalize":false,"chunk":3}}"#,
+        r#"{"mixer":"linear_attention","params":{"heads":2,"feature_map":"hedgehog","eps":0.001}}"#,
+        r#"{"mixer":"based","params":{"heads":2,"feature_dim":4,"window":3,"window_heads":2,"chunk":4}}"#,
+        r#"{"mixer":"retnet","params":{"heads":2,"expand_v":1.0,"rotary":true,"chunk":3}}"#,
+        r#"{"mixer":"retnet","params":{"heads":8,"chunk":1}}"#,
+        r#"{"mixer":"gla","params":{"heads":2,"expand_k":1.0,"expand_v":0.5,"gate_rank":4,"gate_tau":8.0,"chunk":3}}"#,
+        r#"{"mixer":"gla","params":{"heads":1,"chunk":64}}"#,
+    ] {
+        out.push(serde_json::from_str(json).unwrap());
+    }
     out
 }
 
