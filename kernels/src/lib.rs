@@ -12,6 +12,7 @@
 
 pub mod attention;
 pub mod cuda;
+pub mod cuda_ext;
 pub mod flop_count;
 pub mod short_conv;
 
