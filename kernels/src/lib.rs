@@ -13,6 +13,7 @@
 pub mod attention;
 pub mod chunk_linear;
 pub mod cuda;
+pub mod cuda_ext;
 pub mod delta_rule;
 pub mod flop_count;
 pub mod long_conv;
