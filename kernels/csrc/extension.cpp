@@ -77,7 +77,7 @@ void short_conv_check(const at::Tensor& x, const at::Tensor& w, const at::Tensor
                 "short_conv: w must be [C, k] with C = ", C, " and 1 <= k <= 4, got ", w.sizes());
     TORCH_CHECK(w.device() == x.device() && w.scalar_type() == x.scalar_type(),
                 "short_conv: w must be on x's device with x's dtype");
-    if (bias.defined()) {
+    if (bias.defined() && bias.numel() > 0) {
         TORCH_CHECK(bias.dim() == 1 && bias.size(0) == C, "short_conv: bias must be [C] with C = ", C, ", got ",
                     bias.sizes());
         TORCH_CHECK(bias.device() == x.device() && bias.scalar_type() == x.scalar_type(),
@@ -138,13 +138,17 @@ std::vector<at::Tensor> short_conv_backward(const at::Tensor& x, const at::Tenso
     return {gx, sums.narrow(0, 0, K).t().contiguous(), sums.select(0, K)};
 }
 
+// "No bias" travels through the autograd function as an empty (0-element) tensor: libtorch 2.11's custom
+// Function records device and layout of every tensor input, which fails for an undefined tensor.
+bool has_bias(const at::Tensor& bias) { return bias.defined() && bias.numel() > 0; }
+
 struct ShortConvFunction : public torch::autograd::Function<ShortConvFunction> {
     static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
                               int64_t act) {
         ctx->save_for_backward({x, w, bias});
         ctx->saved_data["act"] = act;
         const at::Tensor w32 = w.to(at::kFloat).contiguous();
-        const at::Tensor b32 = bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor();
+        const at::Tensor b32 = has_bias(bias) ? bias.to(at::kFloat).contiguous() : at::Tensor();
         return short_conv_forward(x, w32, b32, act);
     }
 
@@ -157,9 +161,9 @@ struct ShortConvFunction : public torch::autograd::Function<ShortConvFunction> {
         const c10::cuda::CUDAGuard guard(x.device());
         const at::Tensor gy = grads[0].to(x.scalar_type()).contiguous();
         const at::Tensor w32 = w.to(at::kFloat).contiguous();
-        const at::Tensor b32 = bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor();
+        const at::Tensor b32 = has_bias(bias) ? bias.to(at::kFloat).contiguous() : at::Tensor();
         std::vector<at::Tensor> g = short_conv_backward(x, w32, b32, gy, act);
-        at::Tensor dbias = bias.defined() ? g[2].to(bias.scalar_type()) : at::Tensor();
+        at::Tensor dbias = has_bias(bias) ? g[2].to(bias.scalar_type()) : at::Tensor();
         return {g[0], g[1].to(w.scalar_type()), dbias, at::Tensor()};
     }
 };
@@ -189,7 +193,7 @@ WB_EXPORT char* wb_short_conv(const at::Tensor* x, const at::Tensor* w, const at
     *out = nullptr;
     return guarded([&] {
         TORCH_CHECK(x != nullptr && w != nullptr, "short_conv: null tensor");
-        const at::Tensor b = bias != nullptr ? *bias : at::Tensor();
+        const at::Tensor b = bias != nullptr ? *bias : at::empty({0}, x->options());
         short_conv_check(*x, *w, b, act);
         const c10::cuda::CUDAGuard guard(x->device());
         at::Tensor y = ShortConvFunction::apply(*x, *w, b, int64_t(act));
