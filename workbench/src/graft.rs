@@ -11,7 +11,7 @@
 //!     grafts:
 //!       - at: 0.3                 # fraction of the FLOP budget (or at_step: N)
 //!         op: transfer            # transfer | regress | distill | grow_depth | grow_width | extend_context
-//!         to: {layout: [hyena, swiglu, attention, swiglu]}   # like a candidate; d_model stays
+//!         to: {layout: [hyena, swiglu, attention, swiglu]}   # like a candidate; d_model and `mixers` carry over
 //!         fallback: fresh         # a changed layer with no known mapping starts fresh (default: error)
 //!         rules: {2: {fresh: true}}   # per-layer overrides: this mixer starts fresh whatever the mapping
 //!         warmup: 0.02            # re-warm the learning rate over this fraction of the budget

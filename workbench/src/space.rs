@@ -322,13 +322,16 @@ impl Space {
         let at = |msg: String| self.err_at("grafts", line, format!("candidate `{}` ({}): {msg}", c.name, t.label));
         let per_step = |s: &StackSpec| TrialSpec { stack: s.clone(), grafts: Vec::new(), ..t.clone() }.flops_per_step();
         let target_of = |g: &crate::graft::GraftTarget| -> Result<StackSpec, UsageError> {
+            // The candidate's `mixers` apply to the target too; the target's own override them.
+            let mut mixers = c.mixers.clone();
+            mixers.0.extend(g.mixers.0.clone());
             let pseudo = Candidate {
                 name: c.name.clone(),
                 layout: g.layout.clone(),
                 layers: g.layers.clone(),
                 depth: g.depth.map(|d| Sizes(vec![d])),
                 d_model: Sizes(vec![t.stack.d_model]),
-                mixers: g.mixers.clone(),
+                mixers,
                 allow_no_mixing: c.allow_no_mixing,
                 grafts: Vec::new(),
             };

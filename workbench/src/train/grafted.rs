@@ -141,6 +141,10 @@ pub(super) fn train(
     }
     for g in &mut grafts {
         let end = g.at_flops + g.stage_flops;
+        if g.spike <= 0.0 {
+            g.recovery_flops = Some(g.stage_flops); // back at the pre-graft loss as soon as training resumes
+            continue;
+        }
         g.recovery_flops = curve
             .iter()
             .filter(|p| p.flops > end)
