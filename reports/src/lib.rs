@@ -18,6 +18,7 @@ pub mod export;
 pub mod fit;
 pub mod fit_csv;
 pub mod html;
+mod html_graft;
 mod html_task;
 pub mod plot;
 pub mod plot_scaling;
