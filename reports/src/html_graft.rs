@@ -77,8 +77,8 @@ fn curves_svg(trials: &[&TrialResult]) -> String {
         }
         let _ = write!(
             s,
-            "<text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"{c}\">{}{}</text>",
-            m + 8.0,
+            "<text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"{c}\" text-anchor=\"end\">{}{}</text>",
+            w - m - 8.0,
             m + 14.0 + 13.0 * i as f64,
             escape(&r.arch),
             if r.grafts.is_empty() { " (from scratch)" } else { " (grafted; dashed: graft)" }

@@ -271,3 +271,37 @@ fn dry_run(from: &StackSpec, g: &ResolvedGraft) -> Result<(), grafting::GraftErr
     let _t = Stack::new(&b.root(), &g.to, KernelPath::Reference);
     g.apply(from, &a, &b).map(|_| ())
 }
+
+/// `--init-from FILE`: a trial starts from weights trained elsewhere (safetensors keyed by parameter path).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InitFrom {
+    pub path: String,
+    /// SHA-256 of the file (part of the trial id: other weights, another trial).
+    pub sha256: String,
+}
+
+impl InitFrom {
+    /// Reads `path`, hashes it and checks it strictly against `stack`: every tensor present with its shape,
+    /// none unused; a mismatch is a usage error naming the tensor (before any training).
+    pub fn check(path: &std::path::Path, stack: &StackSpec) -> Result<InitFrom, UsageError> {
+        use sha2::Digest;
+        let bytes = std::fs::read(path)
+            .map_err(|e| UsageError::new(format!("--init-from {}: cannot read: {e}", path.display())))?;
+        let sha256 = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let init = InitFrom { path: abs.display().to_string(), sha256 };
+        let vs = VarStore::new(Device::Cpu);
+        let _stack = Stack::new(&vs.root(), stack, KernelPath::Reference);
+        init.load(&vs).map_err(|e| UsageError::new(format!("--init-from {}: {e}", path.display())))?;
+        Ok(init)
+    }
+
+    /// Copies the file's weights into `vs` strictly; returns the load report.
+    pub fn load(&self, vs: &VarStore) -> Result<grafting::LoadReport, grafting::GraftError> {
+        let w = grafting::read_weights(std::path::Path::new(&self.path))?;
+        let report = grafting::load_weights(&w, vs);
+        report.check_strict()?;
+        Ok(report)
+    }
+}

@@ -91,6 +91,9 @@ pub struct Candidate {
     /// Permit a stack with no sequence mixer (a token-wise baseline that cannot use context).
     #[serde(default)]
     pub allow_no_mixing: bool,
+    /// Start every trial of this candidate from these weights (safetensors keyed by parameter path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<std::path::PathBuf>,
     /// Graft points: change the architecture mid-training (see `graft`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grafts: Vec<crate::graft::GraftPoint>,
@@ -313,6 +316,14 @@ impl Space {
         Ok(out)
     }
 
+    /// `--init-from FILE`: every candidate without its own `init_from` starts from `file`; re-validates.
+    pub fn set_init_from(&mut self, file: &Path) -> Result<(), UsageError> {
+        for c in &mut self.file.candidates {
+            c.init_from.get_or_insert_with(|| file.to_path_buf());
+        }
+        self.trials().map(|_| ())
+    }
+
     /// A candidate's graft points resolved for trial `t` (its stack, budget and step size).
     fn grafts(&self, c: &Candidate, t: &TrialSpec) -> Result<Vec<crate::graft::ResolvedGraft>, UsageError> {
         if c.grafts.is_empty() {
@@ -333,6 +344,7 @@ impl Space {
                 d_model: Sizes(vec![t.stack.d_model]),
                 mixers,
                 allow_no_mixing: c.allow_no_mixing,
+                init_from: None,
                 grafts: Vec::new(),
             };
             let mut stacks = self.stacks(&pseudo, t.stack.vocab)?;
@@ -386,8 +398,18 @@ impl Space {
                                 train: f.train.clone(),
                                 seed,
                                 grafts: Vec::new(),
+                                init_from: None,
                             };
                             t.grafts = self.grafts(c, &t)?;
+                            if let Some(f) = &c.init_from {
+                                t.init_from = Some(crate::graft::InitFrom::check(f, &t.stack).map_err(|e| {
+                                    self.err_at(
+                                        "init_from",
+                                        self.candidate_line(&c.name),
+                                        format!("candidate `{}`: {e}", c.name),
+                                    )
+                                })?);
+                            }
                             if t.steps() < 1 {
                                 return Err(at(
                                     "budgets",

@@ -171,6 +171,9 @@ pub struct TrialSpec {
     /// Graft points, resolved (empty for a plain trial; see `graft`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grafts: Vec<crate::graft::ResolvedGraft>,
+    /// Start from these weights instead of a fresh initialisation (`--init-from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<crate::graft::InitFrom>,
 }
 
 impl TrialSpec {
@@ -183,6 +186,9 @@ impl TrialSpec {
         });
         if !self.grafts.is_empty() {
             key["grafts"] = serde_json::json!(self.grafts); // plain trials keep their ids
+        }
+        if let Some(init) = &self.init_from {
+            key["init_from"] = serde_json::json!(init.sha256);
         }
         let digest = Sha256::digest(serde_json::to_vec(&key).expect("trial spec serialises"));
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()

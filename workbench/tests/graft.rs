@@ -99,3 +99,30 @@ fn grafted_sweep_records_each_graft_and_spends_at_most_its_budget() {
     assert!(g[1]["stage_flops"].as_f64().unwrap() > 0.0);
     assert!(trials[0].join("graft1.json").exists());
 }
+
+fn plain(d_model: u32) -> String {
+    space("      []").replace("d_model: 16", &format!("d_model: {d_model}"))
+}
+
+#[test]
+fn init_from_a_checkpoint_loads_it_and_a_mismatch_is_refused_naming_the_tensor() {
+    let dir = scratch("init");
+    let file = write(&dir, "space.yaml", &plain(16));
+    let out = run(&["sweep", file.to_str().unwrap(), "--out", "a"], &dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let trial = std::fs::read_dir(dir.join("a/trials")).unwrap().next().unwrap().unwrap().path();
+    let ckpt = trial.join("checkpoint.safetensors");
+    let out = run(&["sweep", file.to_str().unwrap(), "--out", "b", "--init-from", ckpt.to_str().unwrap()], &dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let trial = std::fs::read_dir(dir.join("b/trials")).unwrap().next().unwrap().unwrap().path();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(trial.join("init_report.json")).unwrap()).unwrap();
+    assert!(report["applied"].as_array().unwrap().len() > 5, "{report}");
+    assert!(report["missing"].as_array().unwrap().is_empty());
+    let wide = write(&dir, "wide.yaml", &plain(32));
+    let out = run(&["sweep", wide.to_str().unwrap(), "--out", "c", "--init-from", ckpt.to_str().unwrap()], &dir);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("embed.weight") && err.contains("shape"), "{err}");
+    assert!(!dir.join("c/trials").exists() || std::fs::read_dir(dir.join("c/trials")).unwrap().next().is_none());
+}

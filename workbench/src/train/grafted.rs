@@ -50,6 +50,7 @@ pub(super) fn train(
     let eval = task.eval_set(spec.train.batch_size);
     let mut vs = VarStore::new(opts.device);
     let stack = Stack::new(&vs.root(), &spec.stack, opts.kernel_path);
+    init_from(store, id, spec, &vs)?;
     let opt = AdamW::new(&vs, &spec.optim);
     let mut run = Run {
         spec,
@@ -174,6 +175,15 @@ pub(super) fn train(
         grafts,
         ..result
     })
+}
+
+/// `--init-from`: loads the weights strictly before the first step and writes `init_report.json` (applied,
+/// missing, unused, shape mismatch).
+pub(super) fn init_from(store: &Store, id: &str, spec: &TrialSpec, vs: &VarStore) -> Result<()> {
+    let Some(init) = &spec.init_from else { return Ok(()) };
+    let report = init.load(vs).with_context(|| format!("--init-from {}", init.path))?;
+    eprintln!("initialised from {}: {} tensors applied", init.path, report.applied.len());
+    crate::store::write_atomic(&store.trial_dir(id).join("init_report.json"), &serde_json::to_vec_pretty(&report)?)
 }
 
 /// Evaluates, appends the point to the curve (memory and file) and returns the held-out loss.

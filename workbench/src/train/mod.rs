@@ -213,6 +213,9 @@ fn train(
     let eval = task.eval_set(spec.train.batch_size);
     let vs = VarStore::new(opts.device);
     let stack = Stack::new(&vs.root(), &spec.stack, opts.kernel_path);
+    if !ckpt.exists() {
+        grafted::init_from(store, id, spec, &vs)?;
+    }
     let opt = AdamW::new(&vs, &spec.optim);
     let steps = spec.steps();
     let mut run = Run {
