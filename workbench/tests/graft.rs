@@ -126,3 +126,22 @@ fn init_from_a_checkpoint_loads_it_and_a_mismatch_is_refused_naming_the_tensor()
     assert!(err.contains("embed.weight") && err.contains("shape"), "{err}");
     assert!(!dir.join("c/trials").exists() || std::fs::read_dir(dir.join("c/trials")).unwrap().next().is_none());
 }
+
+#[test]
+fn distill_self_graft_spends_its_stage_inside_the_budget() {
+    let dir = scratch("distill");
+    let grafts = "      - {at: 0.4, op: distill, rules: {0: {fresh: true}}, stage: 0.2, warmup: 0.05}";
+    let file = write(&dir, "space.yaml", &space(grafts));
+    let out = run(&["sweep", file.to_str().unwrap(), "--out", "out"], &dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let trial = std::fs::read_dir(dir.join("out/trials")).unwrap().next().unwrap().unwrap().path();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(trial.join("result.json")).unwrap()).unwrap();
+    let g = &r["grafts"][0];
+    assert_eq!(g["op"], "distill");
+    assert!(g["stage_flops"].as_f64().unwrap() > 0.0 && g["stage_flops"].as_f64().unwrap() <= 0.2 * 4.0e7);
+    assert!(g["params"]["distilled"].as_u64().unwrap() > 0, "{g}");
+    assert!(r["flops_spent"].as_f64().unwrap() <= 4.0e7);
+    let report = std::fs::read_to_string(trial.join("graft0.json")).unwrap();
+    assert!(report.contains("\"distilled\""), "{report}");
+}

@@ -116,9 +116,10 @@ pub(super) fn train(
         let mut report = g.apply(&current, &vs, &new_vs).with_context(|| format!("graft at {flops:.3e} FLOPs"))?;
         let old_stack = std::mem::replace(&mut run.stack, new_stack);
         let lr = spec.optim.lr_at((flops / budget * SCHEDULE_TICKS as f64) as u64, SCHEDULE_TICKS);
-        let stage_flops = stage(&mut run, spec, g, &current, &old_stack, &new_vs, step, lr, &mut report)?;
-        (flops, tokens) =
-            (flops + stage_flops, tokens + (stage_flops / per_step(spec, &g.to)) as u64 * tokens_per_step);
+        let (stage_flops, stage_steps) =
+            stage(&mut run, spec, g, &current, &old_stack, &new_vs, step, lr, &mut report)?;
+        // Stage steps are optimiser steps on their own batches: the main loop continues after them.
+        (flops, step, tokens) = (flops + stage_flops, step + stage_steps, tokens + stage_steps * tokens_per_step);
         drop(old_stack);
         vs = new_vs;
         run.opt = AdamW::new(&vs, &spec.optim);
@@ -211,7 +212,7 @@ fn point(
 }
 
 /// The regress or distill stage of graft `g`: trains the new stack against the old one for `g.stage` of the
-/// budget; returns the FLOPs it spent (teacher forwards included).
+/// budget; returns the FLOPs it spent (teacher forwards included) and its steps.
 #[allow(clippy::too_many_arguments)]
 fn stage(
     run: &mut Run,
@@ -223,13 +224,13 @@ fn stage(
     step: u64,
     lr: f64,
     report: &mut grafting::GraftReport,
-) -> Result<f64> {
+) -> Result<(f64, u64)> {
     if !matches!(g.op, GraftOp::Regress | GraftOp::Distill) || g.stage <= 0.0 {
-        return Ok(0.0);
+        return Ok((0.0, 0));
     }
     let layers = g.new_layers(from);
     if layers.is_empty() {
-        return Ok(0.0);
+        return Ok((0.0, 0));
     }
     let (seq, tokens) = (spec.seq_len(), (spec.train.batch_size as i64 * spec.seq_len()) as f64);
     let top = layers.iter().max().copied().unwrap_or(0) + 1;
@@ -292,5 +293,5 @@ fn stage(
         (spent, k) = (spent + distill_cost, k + 1);
     }
     report.mark_distilled(&layers, g.op.name());
-    Ok(spent)
+    Ok((spent, k))
 }
