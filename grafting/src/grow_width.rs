@@ -1,20 +1,37 @@
 //! `grow_width`: function-preserving widening (Net2Net's wider net, Chen, Goodfellow & Shlens 2015,
-//! arXiv 1511.05641), for the hidden width of channel mixers (`mlp`, `swiglu`: a larger `expand`).
+//! arXiv 1511.05641) of the hidden width of channel mixers (`mlp`, `swiglu`: a larger `expand`) and of
+//! `d_model` for stacks of `attention`, `mlp` and `swiglu`.
 //!
-//! The first h hidden units are copied; the h' - h new units keep the target's own init in their input
-//! rows (`up`, `gate`, and `up.bias`) and get zero columns in `down`, so they contribute nothing at the
-//! graft point and the function is exactly unchanged; they break symmetry because their inputs differ
-//! (Net2Net's duplicate-and-halve would need noise to do so).
+//! Every target tensor starts as the target's own init, or as zeros where the tensor writes into the
+//! residual stream (the mixer's `output_params`, and the embedding); the source tensor is copied into its
+//! leading block. So new hidden units contribute nothing (zero `down` columns) and new residual dimensions
+//! stay exactly zero (zero embedding columns, zero output rows) while their inputs are ignored.
 //!
-//! Not here: widening `d_model`. With RMSNorm, zero-padding the residual changes every norm's mean square by
-//! d/d' (exact only if every norm's gain is scaled by sqrt(d'/d) and its epsilon by d/d', which the mixers'
-//! inner norms do not expose), and attention's default head width d/heads would change RoPE's frequencies.
-//! Heads and state sizes are not here either; such a target is a typed error.
+//! What is exact, and why: with the residual `x' = [x, 0]` of width d', RMSNorm's mean square becomes
+//! (d/d') ms(x). The norm output on the first d dimensions is unchanged when every norm gain is scaled by
+//! sqrt(d/d') and the epsilon by d/d' (the target's `norm_eps` must be `norm_eps * d / d'`; the workbench sets
+//! it). Attention is unchanged when heads, kv_heads and the head width stay (give `head_dim` explicitly, or
+//! RoPE's frequencies would change with d/heads). Mixers with inner norms or width-derived shapes (mamba2,
+//! hyena, deltanet, ...) are refused when d_model changes; heads and state sizes are not widened here.
 
-use crate::{copy_layer, copy_outer, Action, GraftError, GraftReport, Target, Weights};
+use crate::{Action, GraftError, GraftReport, Target, Weights};
 use operators::{LayerSpec, StackSpec};
 use tch::nn::VarStore;
-use tch::Tensor;
+
+/// Whether widening `d_model` keeps `a` (at width d) and `b` (at width d2) the same function.
+fn widenable(a: &LayerSpec, b: &LayerSpec, d: i64, d2: i64) -> bool {
+    match (a, b) {
+        (LayerSpec::Attention(x), LayerSpec::Attention(y)) => {
+            x.heads == y.heads
+                && x.kv_heads() == y.kv_heads()
+                && x.head_dim(d) == y.head_dim(d2)
+                && (x.rope_base, x.rope_scale, x.window, x.bias) == (y.rope_base, y.rope_scale, y.window, y.bias)
+        }
+        (LayerSpec::Swiglu(_), LayerSpec::Swiglu(_)) => true,
+        (LayerSpec::Mlp(x), LayerSpec::Mlp(y)) => x.activation == y.activation && x.bias == y.bias,
+        _ => d == d2 && a == b,
+    }
+}
 
 pub fn grow_width(
     src_spec: &StackSpec,
@@ -22,68 +39,66 @@ pub fn grow_width(
     dst_spec: &StackSpec,
     dst: &VarStore,
 ) -> Result<GraftReport, GraftError> {
-    if src_spec.d_model != dst_spec.d_model || src_spec.vocab != dst_spec.vocab {
-        return Err(GraftError::Unsupported {
-            op: "grow_width",
-            message: format!(
-                "widening d_model ({} -> {}) is not function-preserving with RMSNorm here; widen channel mixers (expand)",
-                src_spec.d_model, dst_spec.d_model
-            ),
-        });
+    let (d, d2) = (src_spec.d_model, dst_spec.d_model);
+    let unsupported = |message: String| GraftError::Unsupported { op: "grow_width", message };
+    if d2 < d || src_spec.vocab != dst_spec.vocab || src_spec.layers.len() != dst_spec.layers.len() {
+        return Err(unsupported(format!(
+            "the target must keep vocab and layer count and not narrow d_model ({d} -> {d2})"
+        )));
     }
-    if src_spec.layers.len() != dst_spec.layers.len() {
-        return Err(GraftError::Unsupported { op: "grow_width", message: "the layer count must stay the same".into() });
+    let ratio = d as f64 / d2 as f64;
+    if ((dst_spec.norm_eps - src_spec.norm_eps * ratio) / src_spec.norm_eps).abs() > 1e-9 {
+        return Err(unsupported(format!(
+            "widening d_model {d} -> {d2} needs norm_eps {} (= {} * d/d') to stay exact",
+            src_spec.norm_eps * ratio,
+            src_spec.norm_eps
+        )));
+    }
+    for (i, (a, b)) in src_spec.layers.iter().zip(&dst_spec.layers).enumerate() {
+        if !widenable(a, b, d, d2) {
+            return Err(unsupported(format!(
+                "layer {i}: {} -> {} cannot be widened exactly (only mlp/swiglu hidden widths, and d_model for \
+                 attention with a fixed head width, mlp and swiglu)",
+                a.kind().name(),
+                b.kind().name()
+            )));
+        }
     }
     let mut t = Target::new(dst);
-    copy_outer(&mut t, src)?;
-    for (i, (a, b)) in src_spec.layers.iter().zip(&dst_spec.layers).enumerate() {
-        let widened = match (a, b) {
-            (LayerSpec::Swiglu(_), LayerSpec::Swiglu(_)) => &["gate.weight", "up.weight"][..],
-            (LayerSpec::Mlp(x), LayerSpec::Mlp(y)) if x.activation == y.activation && x.bias == y.bias => {
-                &["up.weight"][..]
-            }
-            _ if a == b => {
-                copy_layer(&mut t, src, i, i)?;
-                continue;
-            }
-            _ => {
-                return Err(GraftError::Unsupported {
-                    op: "grow_width",
-                    message: format!(
-                        "layer {i}: only mlp/swiglu hidden widths can grow ({} -> {})",
-                        a.kind().name(),
-                        b.kind().name()
-                    ),
-                })
-            }
+    for path in t.paths_under("") {
+        let s = src.get(&path).ok_or_else(|| GraftError::Missing { tensor: path.clone() })?;
+        let cur = t.current(&path)?;
+        let (ss, cs) = (s.size(), cur.size());
+        if ss == cs && d == d2 {
+            t.copy(src, &path, &path)?;
+            continue;
+        }
+        if ss.len() != cs.len() || ss.iter().zip(&cs).any(|(a, b)| a > b) {
+            return Err(GraftError::Shape { tensor: path, message: format!("cannot embed {ss:?} into {cs:?}") });
+        }
+        let zero = path == "embed.weight" || is_output(dst_spec, &path);
+        let norm = path.ends_with("norm.weight");
+        let out = if zero { cur.zeros_like() } else { cur };
+        let value = if norm { s.to_kind(out.kind()) * ratio.sqrt() } else { s.to_kind(out.kind()) };
+        let mut block = out.shallow_clone();
+        for (dim, &n) in ss.iter().enumerate() {
+            block = block.narrow(dim as i64, 0, n);
+        }
+        block.copy_(&value);
+        let how = match (norm, zero) {
+            (true, _) => format!("leading {ss:?} copied, times sqrt(d/d') = {:.6}; the rest at init", ratio.sqrt()),
+            (_, true) => format!("leading {ss:?} copied, the rest zero (writes into the residual)"),
+            _ => format!("leading {ss:?} copied, the rest at init (reads only zero inputs or feeds zero outputs)"),
         };
-        let p = |n: &str| format!("layers.{i}.mixer.{n}");
-        t.copy(src, &format!("layers.{i}.norm.weight"), &format!("layers.{i}.norm.weight"))?;
-        let h = src.get(&p("down.weight")).ok_or(GraftError::Missing { tensor: p("down.weight") })?.size()[1];
-        let h2 = t.shape(&p("down.weight"))?[1];
-        if h2 < h {
-            return Err(GraftError::Shape {
-                tensor: p("down.weight"),
-                message: format!("the hidden width can only grow ({h} -> {h2})"),
-            });
-        }
-        let mut rows = widened.to_vec();
-        if t.shape(&p("up.bias")).is_ok() {
-            rows.push("up.bias");
-            t.copy(src, &p("down.bias"), &p("down.bias"))?;
-        }
-        for name in rows {
-            let cur = t.current(&p(name))?;
-            let s = src.get(&p(name)).ok_or(GraftError::Missing { tensor: p(name) })?;
-            let v = Tensor::cat(&[s.to_kind(cur.kind()), cur.narrow(0, h, h2 - h)], 0);
-            let how = format!("units 0..{h} copied, {h}..{h2} fresh");
-            t.set(&p(name), &v, Action::Transformed { from: vec![p(name)], how })?;
-        }
-        let down = t.current(&p("down.weight"))?;
-        let s = src.get(&p("down.weight")).unwrap().to_kind(down.kind());
-        let v = Tensor::cat(&[s, down.narrow(1, h, h2 - h).zero_()], 1);
-        let how = format!("columns 0..{h} copied, {h}..{h2} zero (new units contribute nothing)");
-        t.set(&p("down.weight"), &v, Action::Transformed { from: vec![p("down.weight")], how })?;
+        t.set(&path, &out, Action::Transformed { from: vec![path.clone()], how })?;
     }
     Ok(t.report("grow_width"))
+}
+
+/// Whether `path` is a residual-writing parameter of its layer's mixer.
+fn is_output(spec: &StackSpec, path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("layers.") else { return false };
+    let Some((i, rel)) = rest.split_once(".mixer.") else { return false };
+    let Some(layer) = i.parse::<usize>().ok().and_then(|i| spec.layers.get(i)) else { return false };
+    layer.output_params().iter().any(|o| rel == *o || rel.ends_with(&format!(".{o}")))
 }

@@ -107,13 +107,29 @@ fn grow_width_of_swiglu_and_mlp_preserves_the_loss() {
 }
 
 #[test]
-fn grow_width_of_d_model_is_refused() {
+fn grow_width_of_d_model_preserves_the_loss_for_attention_mlp_swiglu() {
+    let fixed = r#"{"mixer": "attention", "params": {"heads": 2, "head_dim": 8, "kv_heads": 1}}"#;
+    let src = spec(&[fixed, SWIGLU, fixed, MLP]);
+    let mut dst = spec(&[fixed, WIDE, fixed, MLP]);
+    dst.d_model = 24;
+    dst.norm_eps = src.norm_eps * 16.0 / 24.0;
+    let d = spike(&src, &dst, |w, t| grow_width(&src, w, &dst, t).unwrap());
+    assert!(d.abs() <= 1e-5, "spike {d}");
+}
+
+#[test]
+fn grow_width_refuses_what_it_cannot_keep_exact() {
     let src = spec(&[ATTN, SWIGLU]);
     let mut dst = src.clone();
-    dst.d_model = 32;
+    dst.d_model = 32; // attention's head width would change with d/heads, and norm_eps is not scaled
     let (vs, _) = build(&src, 1);
     let (vs2, _) = build(&dst, 2);
-    assert!(matches!(grow_width(&src, &weights_of(&vs), &dst, &vs2), Err(GraftError::Unsupported { .. })));
+    let e = grow_width(&src, &weights_of(&vs), &dst, &vs2).unwrap_err();
+    assert!(e.to_string().contains("norm_eps"), "{e}");
+    dst.norm_eps = src.norm_eps / 2.0;
+    let (vs2, _) = build(&dst, 2);
+    let e = grow_width(&src, &weights_of(&vs), &dst, &vs2).unwrap_err();
+    assert!(e.to_string().contains("layer 0"), "{e}");
 }
 
 #[test]

@@ -96,6 +96,9 @@ pub struct GraftTarget {
     pub layers: Option<Vec<LayerEntry>>,
     #[serde(default)]
     pub depth: Option<i64>,
+    /// grow_width: the new width (default: the candidate's); the norm epsilon is scaled by d/d' to stay exact.
+    #[serde(default)]
+    pub d_model: Option<i64>,
     #[serde(default)]
     pub mixers: MixerParams,
 }
@@ -232,6 +235,11 @@ pub fn resolve(
             (_, Some(t)) => target_of(t)?,
             (_, None) => current.clone(),
         };
+        let mut to = to;
+        if g.op == GraftOp::GrowWidth && to.d_model != current.d_model {
+            to.norm_eps = current.norm_eps * current.d_model as f64 / to.d_model as f64;
+            // exact widening
+        }
         if g.op == GraftOp::ExtendContext && !(factor > 0.0) {
             return Err(at(format!("{name}: `factor` must be positive")));
         }

@@ -341,7 +341,7 @@ impl Space {
                 layout: g.layout.clone(),
                 layers: g.layers.clone(),
                 depth: g.depth.map(|d| Sizes(vec![d])),
-                d_model: Sizes(vec![t.stack.d_model]),
+                d_model: Sizes(vec![g.d_model.unwrap_or(t.stack.d_model)]),
                 mixers,
                 allow_no_mixing: c.allow_no_mixing,
                 init_from: None,

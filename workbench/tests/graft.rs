@@ -145,3 +145,20 @@ fn distill_self_graft_spends_its_stage_inside_the_budget() {
     let report = std::fs::read_to_string(trial.join("graft0.json")).unwrap();
     assert!(report.contains("\"distilled\""), "{report}");
 }
+
+#[test]
+fn grow_width_of_d_model_keeps_the_loss() {
+    let dir = scratch("width");
+    let text = space(
+        "      - {at: 0.5, op: grow_width, to: {layout: [attention, {swiglu: {expand: 4.0}}], depth: 2, d_model: 24}}",
+    )
+    .replace("mixers: {attention: {heads: 2}}", "mixers: {attention: {heads: 2, head_dim: 8}}");
+    let file = write(&dir, "space.yaml", &text);
+    let out = run(&["sweep", file.to_str().unwrap(), "--out", "out"], &dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let trial = std::fs::read_dir(dir.join("out/trials")).unwrap().next().unwrap().unwrap().path();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(trial.join("result.json")).unwrap()).unwrap();
+    assert_eq!(r["d_model"], 24);
+    assert!(r["grafts"][0]["spike"].as_f64().unwrap().abs() < 1e-4, "{}", r["grafts"][0]);
+}
