@@ -161,6 +161,9 @@ impl MixerSpec for BaseConvSpec {
         }
     }
 
+    fn output_params() -> &'static [&'static str] {
+        &["proj.weight", "proj.bias"]
+    }
     fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
         Built::Sequence(Box::new(BaseConv::new(p, self, ctx)))
     }

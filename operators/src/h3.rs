@@ -143,6 +143,9 @@ impl MixerSpec for H3Spec {
         (self.shift_size - 1) * d + d * self.head_dim(d) * self.d_state
     }
 
+    fn output_params() -> &'static [&'static str] {
+        &["out_proj.weight", "out_proj.bias"]
+    }
     fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
         Built::Sequence(Box::new(H3::new(p, self, ctx)))
     }

@@ -182,6 +182,9 @@ impl MixerSpec for HyenaSpec {
         (self.short_kernel - 1) * (self.order + 1) * d + seq_len * self.order * d
     }
 
+    fn output_params() -> &'static [&'static str] {
+        &["out_proj.weight", "out_proj.bias"]
+    }
     fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
         Built::Sequence(Box::new(Hyena::new(p, self, ctx)))
     }

@@ -127,6 +127,9 @@ impl MixerSpec for MoeSpec {
         0
     }
 
+    fn output_params() -> &'static [&'static str] {
+        &["down.weight"]
+    }
     fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
         Built::Channel(Box::new(Moe::new(p, self, ctx)))
     }

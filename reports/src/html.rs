@@ -245,6 +245,7 @@ pub fn render_html(results: &[TrialResult], info: &SweepInfo) -> Result<String, 
     for (i, t) in tasks.iter().enumerate() {
         task_section(&mut h, i, t)?;
     }
+    crate::html_graft::graft_section(&mut h, results);
     let file = format!("{}-results.csv", info.name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"));
     let _ = writeln!(
         h,

@@ -18,6 +18,7 @@ pub mod export;
 pub mod fit;
 pub mod fit_csv;
 pub mod html;
+mod html_graft;
 mod html_task;
 pub mod plot;
 pub mod plot_scaling;
@@ -28,7 +29,7 @@ pub use fit::{fit_power_law, Estimate, FitError, Law, PowerLawFit};
 pub use fit_csv::{fit_csv, render_json, render_text, run_fit, ArchFit, FitCsvError, LawFit};
 pub use html::render_html;
 pub use plot::loss_vs_flops_svg;
-pub use result::{CurvePoint, Status, TrialResult};
+pub use result::{CurvePoint, GraftResult, Status, TrialResult};
 pub use summary::{envelope, summarise, ArchSummary, EnvelopePoint, TaskSummary};
 
 use serde::{Deserialize, Serialize};
@@ -165,6 +166,7 @@ pub(crate) mod test_support {
             curve: Vec::new(),
             wall_seconds: 1.0,
             device: "cpu".into(),
+            grafts: Vec::new(),
         }
     }
 }

@@ -16,8 +16,8 @@ use workbench::train::{run_trial, Event, RunOptions};
 
 pub fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
-        Cmd::Sweep { space, out, resume, force, device, jobs, kernels } => {
-            sweep(&space, out, resume, force, device, jobs, kernels)
+        Cmd::Sweep { space, out, resume, force, device, jobs, kernels, init_from } => {
+            sweep(&space, out, resume, force, device, jobs, kernels, init_from.as_deref())
         }
         Cmd::Plan { space } => plan(&space),
         Cmd::Report { dir } => {
@@ -74,6 +74,7 @@ pub fn parse_device(s: &str) -> Result<Device, UsageError> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn sweep(
     path: &Path,
     out: Option<PathBuf>,
@@ -82,8 +83,12 @@ fn sweep(
     device: DeviceArg,
     jobs: Option<usize>,
     kernels: KernelsArg,
+    init_from: Option<&Path>,
 ) -> Result<ExitCode> {
-    let space = Space::load(path)?;
+    let mut space = Space::load(path)?;
+    if let Some(file) = init_from {
+        space.set_init_from(file)?;
+    }
     let device = match device {
         DeviceArg::Cpu => "cpu",
         DeviceArg::Cuda => "cuda",

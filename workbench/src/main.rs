@@ -76,6 +76,10 @@ pub(crate) enum Cmd {
         jobs: Option<usize>,
         #[arg(long, value_enum, default_value_t = KernelsArg::Auto)]
         kernels: KernelsArg,
+        /// Start every candidate from these weights (safetensors keyed by parameter path, e.g. a trial's
+        /// checkpoint.safetensors); checked against each stack before training (exit 2 naming the tensor).
+        #[arg(long)]
+        init_from: Option<PathBuf>,
     },
     /// List every candidate with its parameters, FLOPs per token, tokens per budget and the sweep's total FLOPs; trains nothing.
     #[command(after_help = "Example:\n  workbench plan experiments/quickstart.yaml")]

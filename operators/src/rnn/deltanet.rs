@@ -273,6 +273,9 @@ impl MixerSpec for DeltaNetSpec {
     fn state_size(&self, d: i64, _seq_len: i64) -> i64 {
         self.config(d).state_size()
     }
+    fn output_params() -> &'static [&'static str] {
+        &["o_proj.weight"]
+    }
     fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
         Built::Sequence(Box::new(DeltaNet::new(p, &self.config(ctx.d_model), ctx)))
     }
@@ -308,6 +311,9 @@ impl MixerSpec for GatedDeltaNetSpec {
     }
     fn state_size(&self, d: i64, _seq_len: i64) -> i64 {
         self.config(d).state_size()
+    }
+    fn output_params() -> &'static [&'static str] {
+        &["o_proj.weight"]
     }
     fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
         Built::Sequence(Box::new(DeltaNet::new(p, &self.config(ctx.d_model), ctx)))

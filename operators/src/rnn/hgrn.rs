@@ -88,6 +88,9 @@ impl MixerSpec for HgrnSpec {
         self.expand * d
     }
 
+    fn output_params() -> &'static [&'static str] {
+        &["o_proj.weight"]
+    }
     fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
         Built::Sequence(Box::new(Hgrn::new(p, self, ctx)))
     }

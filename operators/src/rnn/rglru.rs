@@ -126,6 +126,9 @@ impl MixerSpec for RglruSpec {
         (self.d_conv - 1) * e + e
     }
 
+    fn output_params() -> &'static [&'static str] {
+        &["linear_out.weight"]
+    }
     fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
         Built::Sequence(Box::new(Rglru::new(p, self, ctx)))
     }

@@ -144,6 +144,9 @@ impl MixerSpec for MambaSpec {
         (self.d_conv - 1) * e + e * self.d_state
     }
 
+    fn output_params() -> &'static [&'static str] {
+        &["out_proj.weight"]
+    }
     fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
         Built::Sequence(Box::new(Mamba::new(p, self, ctx)))
     }

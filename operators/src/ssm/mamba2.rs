@@ -156,6 +156,9 @@ impl MixerSpec for Mamba2Spec {
         (self.d_conv - 1) * (e + 2 * self.d_state) + e * self.d_state
     }
 
+    fn output_params() -> &'static [&'static str] {
+        &["out_proj.weight"]
+    }
     fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
         Built::Sequence(Box::new(Mamba2::new(p, self, ctx)))
     }

@@ -97,6 +97,9 @@ impl MixerSpec for S4dSpec {
         d * self.d_state
     }
 
+    fn output_params() -> &'static [&'static str] {
+        &["out_proj.weight", "out_proj.bias"]
+    }
     fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
         Built::Sequence(Box::new(S4d::new(p, self, ctx)))
     }

@@ -2,6 +2,7 @@
 //! batches, AdamW with warmup and cosine, stop when the FLOP budget is spent, evaluate and checkpoint at
 //! fixed FLOP points, write the result last.
 
+mod grafted;
 pub mod optim;
 
 use crate::store::Store;
@@ -110,6 +111,7 @@ fn base_result(spec: &TrialSpec, id: &str, opts: RunOptions) -> TrialResult {
         curve: Vec::new(),
         wall_seconds: 0.0,
         device: device_name(opts.device),
+        grafts: Vec::new(),
     }
 }
 
@@ -201,6 +203,9 @@ fn train(
     start: Instant,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<TrialResult> {
+    if !spec.grafts.is_empty() {
+        return grafted::train(store, id, spec, opts, start, on_event);
+    }
     let dir = store.trial_dir(id);
     let ckpt = dir.join("checkpoint.safetensors");
     tch::manual_seed(spec.seed as i64);
@@ -208,6 +213,9 @@ fn train(
     let eval = task.eval_set(spec.train.batch_size);
     let vs = VarStore::new(opts.device);
     let stack = Stack::new(&vs.root(), &spec.stack, opts.kernel_path);
+    if !ckpt.exists() {
+        grafted::init_from(store, id, spec, &vs)?;
+    }
     let opt = AdamW::new(&vs, &spec.optim);
     let steps = spec.steps();
     let mut run = Run {
