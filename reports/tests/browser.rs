@@ -117,8 +117,6 @@ fn synthetic_results() -> Vec<TrialResult> {
     out
 }
 
-/// Console lines from the page that report errors.
-
 #[test]
 fn report_renders_and_passes_its_selftest_in_chromium() {
     let work = unique_tmp("browser");
