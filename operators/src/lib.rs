@@ -16,6 +16,7 @@ pub mod block;
 pub mod channel;
 pub mod flops;
 pub mod h3;
+pub mod head;
 pub mod hyena;
 pub mod long_conv;
 pub mod mixer;
@@ -27,5 +28,5 @@ pub mod stack;
 
 pub use mixer::{ChannelMixer, SequenceMixer, State};
 pub use registry::{Family, MixerKind};
-pub use spec::{LayerSpec, SpecError, StackSpec};
+pub use spec::{HeadSpec, LayerSpec, SpecError, StackSpec};
 pub use stack::Stack;

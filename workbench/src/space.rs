@@ -291,7 +291,13 @@ impl Space {
             for &depth in &depths {
                 let layers: Vec<LayerSpec> =
                     (0..depth as usize).map(|i| layer_spec(&entries[i % entries.len()])).collect();
-                let stack = StackSpec { vocab, d_model, layers, norm_eps: operators::spec::default_norm_eps() };
+                let stack = StackSpec {
+                    vocab,
+                    d_model,
+                    layers,
+                    norm_eps: operators::spec::default_norm_eps(),
+                    head: Default::default(),
+                };
                 stack.validate(c.allow_no_mixing).map_err(|e| {
                     let key = match &e {
                         SpecError::Param { mixer, .. } => mixer.to_string(),
