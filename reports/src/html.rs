@@ -15,7 +15,9 @@
 //! browser can check the page (see `tests/browser.rs`).
 
 use crate::export::{data_uri, results_csv, CSV_COLUMNS};
+use crate::html_mad::mad_section;
 use crate::html_task::task_section;
+use crate::mad::MadResults;
 use crate::result::{Status, TrialResult};
 use crate::summary::{summarise, REPORT_BOOTSTRAP, REPORT_SEED};
 use crate::{ReportError, SweepInfo};
@@ -40,6 +42,9 @@ th[data-dir="asc"]::after { content: " \25B2"; } th[data-dir="desc"]::after { co
 p.extrapolation { background: #f3f3f3; border-left: 4px solid #999; padding: .4rem .6rem; }
 table.extrapolated thead th { background: #ececec; font-style: italic; }
 pre.yaml { background: #f7f7f7; padding: 1rem; overflow-x: auto; }
+td.heat { min-width: 4.5rem; } td.heat small { opacity: .85; }
+.ramp { display: inline-block; width: 10rem; height: .8rem; vertical-align: middle;
+        background: linear-gradient(to right, #440154, #3b528b, #21918c, #5ec962, #fde725); }
 "#;
 
 const SCRIPT: &str = r##"
@@ -200,6 +205,15 @@ pub(crate) fn status_text(r: &TrialResult) -> String {
 
 /// Renders the whole report as one HTML document.
 pub fn render_html(results: &[TrialResult], info: &SweepInfo) -> Result<String, ReportError> {
+    render_html_with_mad(results, info, None)
+}
+
+/// Renders the report with a MAD section (before the tasks) when `mad` is given.
+pub fn render_html_with_mad(
+    results: &[TrialResult],
+    info: &SweepInfo,
+    mad: Option<&MadResults>,
+) -> Result<String, ReportError> {
     let tasks = summarise(results);
     let mut h = String::new();
     let title = format!("Sweep {}: scaling report", info.name);
@@ -213,6 +227,9 @@ pub fn render_html(results: &[TrialResult], info: &SweepInfo) -> Result<String, 
         escape(&title)
     );
     let count = |s: Status| results.iter().filter(|r| r.status == s).count();
+    if results.is_empty() && mad.is_some() {
+        h.push_str("<p>This directory holds a MAD run and no sweep trials.</p>\n");
+    }
     let _ = writeln!(
         h,
         "<p>{} trials on {} task(s): {} completed, {} diverged, {} failed.</p>",
@@ -234,6 +251,10 @@ pub fn render_html(results: &[TrialResult], info: &SweepInfo) -> Result<String, 
             let _ = writeln!(h, "<li>{}</li>", escape(n));
         }
         h.push_str("</ul>\n");
+    }
+    if let Some(mad) = mad {
+        h.push_str("<nav><a href=\"#mad\">MAD scores</a></nav>\n");
+        mad_section(&mut h, mad, &tasks)?;
     }
     if !tasks.is_empty() {
         h.push_str("<nav><strong>Tasks:</strong>");
