@@ -229,22 +229,23 @@ pub fn render_html_with_mad(
     let count = |s: Status| results.iter().filter(|r| r.status == s).count();
     if results.is_empty() && mad.is_some() {
         h.push_str("<p>This directory holds a MAD run and no sweep trials.</p>\n");
+    } else {
+        let _ = writeln!(
+            h,
+            "<p>{} trials on {} task(s): {} completed, {} diverged, {} failed.</p>",
+            results.len(),
+            tasks.len(),
+            count(Status::Completed),
+            count(Status::Diverged),
+            count(Status::Failed)
+        );
+        let _ = writeln!(
+            h,
+            "<p class=\"intervals\">Intervals are 95% bootstrap percentile intervals: every fit is repeated on \
+             {REPORT_BOOTSTRAP} resamples of its points drawn with replacement (isoFLOP fits: within each budget), \
+             seed {REPORT_SEED}; resamples whose fit fails are left out and counted.</p>"
+        );
     }
-    let _ = writeln!(
-        h,
-        "<p>{} trials on {} task(s): {} completed, {} diverged, {} failed.</p>",
-        results.len(),
-        tasks.len(),
-        count(Status::Completed),
-        count(Status::Diverged),
-        count(Status::Failed)
-    );
-    let _ = writeln!(
-        h,
-        "<p class=\"intervals\">Intervals are 95% bootstrap percentile intervals: every fit is repeated on \
-         {REPORT_BOOTSTRAP} resamples of its points drawn with replacement (isoFLOP fits: within each budget), \
-         seed {REPORT_SEED}; resamples whose fit fails are left out and counted.</p>"
-    );
     if !info.notes.is_empty() {
         h.push_str("<ul class=\"notes\">\n");
         for n in &info.notes {

@@ -65,11 +65,12 @@ pub(crate) fn mad_section(h: &mut String, mad: &MadResults, tasks: &[TaskSummary
     let _ = writeln!(
         h,
         "<section id=\"mad\">\n<h2>MAD: mechanistic architecture design</h2>\n<p>The MAD protocol (Poli et al. 2024): \
-         each candidate trained on each task setting for {} epochs (batch {}, AdamW, cosine to 1e-6, seed {}) once per \
+         each candidate trained on each task setting for {} epoch{} (batch {}, AdamW, cosine to 1e-6, seed {}) once per \
          learning rate in {{{}}} x weight decay in {{{}}}. A setting's score is the best test accuracy over that grid, \
          a task's score the mean over its settings, the MAD score the mean over the tasks. Accuracy is <code>{}</code> \
          on the positions the task labels{}.</p>",
         p.epochs,
+        if p.epochs == 1 { "" } else { "s" },
         p.batch_size,
         p.seed,
         p.learning_rates.iter().map(|v| format!("{v:e}")).collect::<Vec<_>>().join(", "),
