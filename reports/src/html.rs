@@ -11,8 +11,11 @@
 //! sortable (click a header; numeric columns sort by the cell's `data-v`, empty cells stay last) and sets
 //! `body[data-ready="1"]` when done. With the URL hash `#selftest` it also clicks the first numeric header of
 //! every sortable table twice, checks ascending then descending order, and writes `body[data-selftest]` =
-//! `"pass"` or `"fail: <why>"` and `body[data-selftest-tables]` = how many tables it checked, so a headless
-//! browser can check the page (see `tests/browser.rs`).
+//! `"pass"` or `"fail: <why>"`, `body[data-selftest-tables]` = how many tables it checked and
+//! `body[data-selftest-heat]` = `"painted/all"` heatmap cells of the MAD section (a cell with a value counts as
+//! painted when the browser computes a background colour for it), so a headless browser can check the page (see
+//! `tests/browser.rs`, `tests/browser_mad.rs`). With `mad.json` in the directory a MAD section comes first
+//! (`html_mad`).
 
 use crate::export::{data_uri, results_csv, CSV_COLUMNS};
 use crate::html_mad::mad_section;
@@ -142,6 +145,13 @@ const SCRIPT: &str = r##"
 
   if (window.location.hash === "#selftest") {
     document.body.dataset.selftestTables = String(document.querySelectorAll("table.sortable").length);
+    // Heatmap cells (MAD) that hold a value and are painted: "painted/all".
+    var heat = document.querySelectorAll("td.heat"), painted = 0;
+    Array.prototype.forEach.call(heat, function (td) {
+      var bg = window.getComputedStyle(td).backgroundColor;
+      if (td.getAttribute("data-v") !== "" && bg && bg !== "rgba(0, 0, 0, 0)" && bg !== "transparent") painted++;
+    });
+    document.body.dataset.selftestHeat = painted + "/" + heat.length;
     var why;
     try { why = selftest(); } catch (e) { why = "exception: " + e; }
     document.body.dataset.selftest = why ? "fail: " + why : "pass";
