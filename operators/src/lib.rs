@@ -17,6 +17,7 @@ pub mod channel;
 pub mod flops;
 pub mod gated_rnn;
 pub mod h3;
+pub mod head;
 pub mod hyena;
 pub mod linear_attention;
 pub mod long_conv;
@@ -31,5 +32,5 @@ pub mod stack;
 
 pub use mixer::{ChannelMixer, SequenceMixer, State};
 pub use registry::{Family, MixerKind};
-pub use spec::{LayerSpec, SpecError, StackSpec};
+pub use spec::{HeadSpec, LayerSpec, SpecError, StackSpec};
 pub use stack::Stack;

@@ -1,6 +1,7 @@
 //! Plain-data specifications: what a layer and a stack are, serde-serialisable and hashable, with the
 //! accounting (parameters, FLOPs per token, state size) as pure functions of them.
 
+pub use crate::head::HeadSpec;
 pub use crate::registry::LayerSpec;
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +16,8 @@ pub enum SpecError {
     Field { field: &'static str, message: String },
 }
 
-/// A whole model: token embedding, `layers` as pre-norm residual blocks, final norm, output head.
+/// A whole model: token embedding, `layers` as pre-norm residual blocks, then the output head (by default the
+/// final norm and the next-token projection; see [`HeadSpec`]).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StackSpec {
@@ -25,6 +27,10 @@ pub struct StackSpec {
     /// RMSNorm epsilon.
     #[serde(default = "default_norm_eps")]
     pub norm_eps: f64,
+    /// The output head; absent from the JSON when it is the default next-token head, so the ids of trials
+    /// written before heads existed do not change.
+    #[serde(default, skip_serializing_if = "HeadSpec::is_next")]
+    pub head: HeadSpec,
 }
 
 /// 1e-5, as in LLaMA and most recent stacks.
@@ -50,6 +56,7 @@ impl StackSpec {
         if self.layers.is_empty() {
             return Err(SpecError::Field { field: "layers", message: "the stack has no layers".into() });
         }
+        self.head.check(self.d_model)?;
         for (i, layer) in self.layers.iter().enumerate() {
             layer.check(self.d_model).map_err(|(param, message)| SpecError::Param {
                 layer: i,
@@ -65,23 +72,23 @@ impl StackSpec {
         Ok(())
     }
 
-    /// Parameters of the token embedding plus the output head (untied).
+    /// Parameters of the token embedding plus the head's projection onto the vocabulary (untied).
     pub fn embedding_params(&self) -> i64 {
-        2 * self.vocab * self.d_model
+        self.vocab * self.d_model + self.head.output_params(self.d_model, self.vocab)
     }
 
-    /// All trainable parameters: embeddings, one norm gain per block, the mixers, the final norm.
+    /// All trainable parameters: the embedding, one norm gain per block, the mixers, the head (with its norms).
     pub fn params(&self) -> i64 {
         let d = self.d_model;
         let blocks: i64 = self.layers.iter().map(|l| d + l.params(d)).sum();
-        self.embedding_params() + blocks + d
+        self.vocab * d + blocks + self.head.params(d, self.vocab)
     }
 
-    /// Forward FLOPs per token at `seq_len`: every mixer plus the output head (2 d V).
+    /// Forward FLOPs per token at `seq_len`: every mixer plus the head (2 d V for the next-token head).
     pub fn flops_per_token(&self, seq_len: i64) -> f64 {
         let d = self.d_model;
         let mixers: f64 = self.layers.iter().map(|l| l.flops_per_token(d, seq_len)).sum();
-        mixers + 2.0 * (d * self.vocab) as f64
+        mixers + self.head.flops_per_token(d, self.vocab, seq_len)
     }
 
     /// State elements per sequence held by `step` after `seq_len` tokens, summed over layers.

@@ -6,10 +6,15 @@
 //! Parameter paths (also checkpoint keys and grafting addresses): `embed.weight`,
 //! `layers.{i}.norm.weight`, `layers.{i}.mixer.*`, `norm.weight`, `head.weight`.
 //! Embedding init N(0, 0.02^2), not decayed; head N(0, 0.02^2), decayed.
+//!
+//! With MAD compression's head ([`HeadSpec::Compression`](crate::head::HeadSpec)) the final norm and the
+//! next-token projection are replaced by the decoder (`decoder.*`, see [`crate::head`]), and `forward` gives
+//! `[B, P, V]`: P reconstructed positions, all decoded from the last input position.
 
 use crate::block::Block;
+use crate::head::Head;
 use crate::mixer::State;
-use crate::nn::{Linear, RmsNorm, INIT_STD, NO_DECAY};
+use crate::nn::{INIT_STD, NO_DECAY};
 use crate::registry::BuildCtx;
 use crate::spec::StackSpec;
 use kernels::KernelPath;
@@ -21,8 +26,7 @@ pub struct Stack {
     pub spec: StackSpec,
     embed: Tensor,
     blocks: Vec<Block>,
-    norm: RmsNorm,
-    head: Linear,
+    head: Head,
 }
 
 impl Stack {
@@ -45,13 +49,7 @@ impl Stack {
                 Block::new(&(&layers / i), l, &ctx, spec.norm_eps)
             })
             .collect();
-        Stack {
-            spec: spec.clone(),
-            embed,
-            blocks,
-            norm: RmsNorm::new(&(p / "norm"), d, spec.norm_eps),
-            head: Linear::new(&(p / "head"), d, spec.vocab, INIT_STD, false),
-        }
+        Stack { spec: spec.clone(), embed, blocks, head: Head::new(p, spec.head, d, spec.vocab, spec.norm_eps) }
     }
 
     /// The token embedding: `tokens [B, T] -> [B, T, d]` (the blocks' input; grafting stages use it).
@@ -64,16 +62,16 @@ impl Stack {
         &self.blocks
     }
 
-    /// The final hidden states before the head: `tokens [B, T] -> [B, T, d]`.
+    /// The residual stream after the last block, before the head (and its norm): `tokens [B, T] -> [B, T, d]`.
     pub fn hidden(&self, tokens: &Tensor) -> Tensor {
         let mut x = Tensor::embedding(&self.embed, tokens, -1, false, false); // [B, T, d]
         for block in &self.blocks {
             x = block.forward(&x);
         }
-        self.norm.forward(&x)
+        x
     }
 
-    /// Logits: `tokens [B, T] -> [B, T, V]`.
+    /// Logits: `tokens [B, T] -> [B, T, V]` (next-token head) or `[B, P, V]` (compression head).
     pub fn forward(&self, tokens: &Tensor) -> Tensor {
         self.head.forward(&self.hidden(tokens))
     }
@@ -88,12 +86,12 @@ impl Stack {
         self.blocks.iter().map(|b| b.init_state(batch)).collect()
     }
 
-    /// One token per sequence: `tokens [B] -> logits [B, V]`, advancing `states`.
+    /// One token per sequence: `tokens [B] -> logits [B, V]`, advancing `states` (next-token head only).
     pub fn step(&self, tokens: &Tensor, states: &mut [State]) -> Tensor {
         let mut x = Tensor::embedding(&self.embed, tokens, -1, false, false); // [B, d]
         for (block, state) in self.blocks.iter().zip(states.iter_mut()) {
             x = block.step(&x, state);
         }
-        self.head.forward(&self.norm.forward(&x))
+        self.head.step(&x)
     }
 }

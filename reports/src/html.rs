@@ -11,11 +11,16 @@
 //! sortable (click a header; numeric columns sort by the cell's `data-v`, empty cells stay last) and sets
 //! `body[data-ready="1"]` when done. With the URL hash `#selftest` it also clicks the first numeric header of
 //! every sortable table twice, checks ascending then descending order, and writes `body[data-selftest]` =
-//! `"pass"` or `"fail: <why>"` and `body[data-selftest-tables]` = how many tables it checked, so a headless
-//! browser can check the page (see `tests/browser.rs`).
+//! `"pass"` or `"fail: <why>"`, `body[data-selftest-tables]` = how many tables it checked and
+//! `body[data-selftest-heat]` = `"painted/all"` heatmap cells of the MAD section (a cell with a value counts as
+//! painted when the browser computes a background colour for it), so a headless browser can check the page (see
+//! `tests/browser.rs`, `tests/browser_mad.rs`). With `mad.json` in the directory a MAD section comes first
+//! (`html_mad`).
 
 use crate::export::{data_uri, results_csv, CSV_COLUMNS};
+use crate::html_mad::mad_section;
 use crate::html_task::task_section;
+use crate::mad::MadResults;
 use crate::result::{Status, TrialResult};
 use crate::summary::{summarise, REPORT_BOOTSTRAP, REPORT_SEED};
 use crate::{ReportError, SweepInfo};
@@ -40,6 +45,9 @@ th[data-dir="asc"]::after { content: " \25B2"; } th[data-dir="desc"]::after { co
 p.extrapolation { background: #f3f3f3; border-left: 4px solid #999; padding: .4rem .6rem; }
 table.extrapolated thead th { background: #ececec; font-style: italic; }
 pre.yaml { background: #f7f7f7; padding: 1rem; overflow-x: auto; }
+td.heat { min-width: 4.5rem; } td.heat small { opacity: .85; }
+.ramp { display: inline-block; width: 10rem; height: .8rem; vertical-align: middle;
+        background: linear-gradient(to right, #440154, #3b528b, #21918c, #5ec962, #fde725); }
 "#;
 
 const SCRIPT: &str = r##"
@@ -137,6 +145,13 @@ const SCRIPT: &str = r##"
 
   if (window.location.hash === "#selftest") {
     document.body.dataset.selftestTables = String(document.querySelectorAll("table.sortable").length);
+    // Heatmap cells (MAD) that hold a value and are painted: "painted/all".
+    var heat = document.querySelectorAll("td.heat"), painted = 0;
+    Array.prototype.forEach.call(heat, function (td) {
+      var bg = window.getComputedStyle(td).backgroundColor;
+      if (td.getAttribute("data-v") !== "" && bg && bg !== "rgba(0, 0, 0, 0)" && bg !== "transparent") painted++;
+    });
+    document.body.dataset.selftestHeat = painted + "/" + heat.length;
     var why;
     try { why = selftest(); } catch (e) { why = "exception: " + e; }
     document.body.dataset.selftest = why ? "fail: " + why : "pass";
@@ -200,6 +215,15 @@ pub(crate) fn status_text(r: &TrialResult) -> String {
 
 /// Renders the whole report as one HTML document.
 pub fn render_html(results: &[TrialResult], info: &SweepInfo) -> Result<String, ReportError> {
+    render_html_with_mad(results, info, None)
+}
+
+/// Renders the report with a MAD section (before the tasks) when `mad` is given.
+pub fn render_html_with_mad(
+    results: &[TrialResult],
+    info: &SweepInfo,
+    mad: Option<&MadResults>,
+) -> Result<String, ReportError> {
     let tasks = summarise(results);
     let mut h = String::new();
     let title = format!("Sweep {}: scaling report", info.name);
@@ -213,27 +237,35 @@ pub fn render_html(results: &[TrialResult], info: &SweepInfo) -> Result<String, 
         escape(&title)
     );
     let count = |s: Status| results.iter().filter(|r| r.status == s).count();
-    let _ = writeln!(
-        h,
-        "<p>{} trials on {} task(s): {} completed, {} diverged, {} failed.</p>",
-        results.len(),
-        tasks.len(),
-        count(Status::Completed),
-        count(Status::Diverged),
-        count(Status::Failed)
-    );
-    let _ = writeln!(
-        h,
-        "<p class=\"intervals\">Intervals are 95% bootstrap percentile intervals: every fit is repeated on \
-         {REPORT_BOOTSTRAP} resamples of its points drawn with replacement (isoFLOP fits: within each budget), \
-         seed {REPORT_SEED}; resamples whose fit fails are left out and counted.</p>"
-    );
+    if results.is_empty() && mad.is_some() {
+        h.push_str("<p>This directory holds a MAD run and no sweep trials.</p>\n");
+    } else {
+        let _ = writeln!(
+            h,
+            "<p>{} trials on {} task(s): {} completed, {} diverged, {} failed.</p>",
+            results.len(),
+            tasks.len(),
+            count(Status::Completed),
+            count(Status::Diverged),
+            count(Status::Failed)
+        );
+        let _ = writeln!(
+            h,
+            "<p class=\"intervals\">Intervals are 95% bootstrap percentile intervals: every fit is repeated on \
+             {REPORT_BOOTSTRAP} resamples of its points drawn with replacement (isoFLOP fits: within each budget), \
+             seed {REPORT_SEED}; resamples whose fit fails are left out and counted.</p>"
+        );
+    }
     if !info.notes.is_empty() {
         h.push_str("<ul class=\"notes\">\n");
         for n in &info.notes {
             let _ = writeln!(h, "<li>{}</li>", escape(n));
         }
         h.push_str("</ul>\n");
+    }
+    if let Some(mad) = mad {
+        h.push_str("<nav><a href=\"#mad\">MAD scores</a></nav>\n");
+        mad_section(&mut h, mad, &tasks)?;
     }
     if !tasks.is_empty() {
         h.push_str("<nav><strong>Tasks:</strong>");

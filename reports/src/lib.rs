@@ -19,7 +19,9 @@ pub mod fit;
 pub mod fit_csv;
 pub mod html;
 mod html_graft;
+mod html_mad;
 mod html_task;
+pub mod mad;
 pub mod plot;
 pub mod plot_scaling;
 pub mod result;
@@ -27,7 +29,8 @@ pub mod summary;
 
 pub use fit::{fit_power_law, Estimate, FitError, Law, PowerLawFit};
 pub use fit_csv::{fit_csv, render_json, render_text, run_fit, ArchFit, FitCsvError, LawFit};
-pub use html::render_html;
+pub use html::{render_html, render_html_with_mad};
+pub use mad::{MadResults, MAD_FILE};
 pub use plot::loss_vs_flops_svg;
 pub use result::{CurvePoint, GraftResult, Status, TrialResult};
 pub use summary::{envelope, summarise, ArchSummary, EnvelopePoint, TaskSummary};
@@ -110,11 +113,18 @@ pub fn load_results(dir: &Path) -> Result<Vec<TrialResult>, ReportError> {
 
 /// Renders the report and writes it to `dir/report.html` atomically (a temporary file in `dir`, synced, then
 /// renamed over the old report), so a reader never sees half a file. Returns the report's path.
+///
+/// When `dir` holds a MAD run (`mad.json`), the report has its section, with every number refreshed from the trial
+/// files ([`MadResults::update_from`]), so it also shows a MAD run that is still going.
 pub fn write_report(dir: &Path, results: &[TrialResult], info: &SweepInfo) -> Result<PathBuf, ReportError> {
     if !dir.is_dir() {
         return Err(ReportError::NotADir { path: dir.to_path_buf() });
     }
-    let html = render_html(results, info)?;
+    let mut mad = MadResults::load(dir)?;
+    if let Some(m) = &mut mad {
+        m.update_from(&load_results(dir)?);
+    }
+    let html = render_html_with_mad(results, info, mad.as_ref())?;
     let path = dir.join("report.html");
     let tmp = dir.join(format!(".report.html.tmp.{}", std::process::id()));
     let written = (|| {

@@ -20,6 +20,21 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             sweep(&space, out, resume, force, device, jobs, kernels, init_from.as_deref())
         }
         Cmd::Plan { space } => plan(&space),
+        Cmd::Mad { space, out, baseline_only, epochs, train_fraction, jobs, resume, device, kernels, dry_run } => {
+            let overrides = workbench::mad::MadOverrides { baseline_only, epochs, train_fraction };
+            let device = match device {
+                DeviceArg::Cpu => "cpu",
+                DeviceArg::Cuda => "cuda",
+            };
+            parse_device(device)?;
+            let kernels = format!("{kernels:?}").to_lowercase();
+            let opts =
+                workbench::mad::MadOptions { out, overrides, jobs, resume, device: device.into(), kernels, dry_run };
+            if let Some(dir) = workbench::mad::run(&space, &opts)? {
+                println!("report: {}", report(&dir)?.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Report { dir } => {
             let path = report(&dir)?;
             println!("{}", path.display());
@@ -136,6 +151,9 @@ fn sweep(
 
 /// Rebuilds the report from the trial files.
 pub fn report(dir: &Path) -> Result<PathBuf> {
+    if !dir.join("sweep.json").exists() && dir.join(reports::MAD_FILE).exists() {
+        return workbench::mad::write_report_without_sweep(dir); // a MAD run alone
+    }
     let store = Store::new(dir);
     let meta = store.meta()?;
     // Only this sweep's trials: a directory reused with --force may hold trials of an earlier space.

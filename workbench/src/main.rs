@@ -81,6 +81,40 @@ pub(crate) enum Cmd {
         #[arg(long)]
         init_from: Option<PathBuf>,
     },
+    /// Run the MAD protocol on a space's candidates: six synthetic tasks and their settings, a learning-rate x
+    /// weight-decay grid, best-of per setting; write DIR/mad.json and the report's heatmap.
+    #[command(
+        after_help = "Examples:\n  workbench mad experiments/mad-quick.yaml --baseline-only --jobs 2\n  workbench mad space.yaml --out runs/space --resume      # after an interruption\n  workbench mad space.yaml --dry-run                      # the trials and their FLOPs, nothing trained\n\nThe published protocol: width 128, 200 epochs, batch 128, AdamW (0.9, 0.98), cosine to 1e-6, seed 12345,\nlr {1e-4, 5e-4, 1e-3} x weight decay {0, 0.1}, 66 task settings. A `mad:` section in the space changes it;\nthe report lists every difference."
+    )]
+    Mad {
+        /// The space (YAML): its `candidates`, and an optional `mad:` section.
+        space: PathBuf,
+        /// Output directory; default `runs/<space name>` (shared with the sweep of the same space).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only each task's baseline setting (6 settings instead of 66).
+        #[arg(long)]
+        baseline_only: bool,
+        /// Epochs per trial (published: 200).
+        #[arg(long)]
+        epochs: Option<u64>,
+        /// Scale every training set but memorization's by this fraction, in (0, 1] (published: 1).
+        #[arg(long)]
+        train_fraction: Option<f64>,
+        /// Trial processes at once (default 1; each gets cores/jobs threads).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// Continue the MAD run in --out: finished trials are kept, unfinished ones continue from their last checkpoint.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+        device: DeviceArg,
+        #[arg(long, value_enum, default_value_t = KernelsArg::Auto)]
+        kernels: KernelsArg,
+        /// Print every trial with its steps and FLOPs, and the total; train nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// List every candidate with its parameters, FLOPs per token, tokens per budget and the sweep's total FLOPs; trains nothing.
     #[command(after_help = "Example:\n  workbench plan experiments/quickstart.yaml")]
     Plan { space: PathBuf },

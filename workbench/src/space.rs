@@ -39,14 +39,20 @@ pub struct SpaceFile {
     /// One trial per seed for every (candidate, size, task, budget).
     #[serde(default = "default_seeds")]
     pub seeds: Vec<u64>,
+    /// Required by `sweep` and `plan`; a space only for `workbench mad` may leave it out.
+    #[serde(default)]
     pub tasks: Vec<TaskSpec>,
-    /// Training FLOP budgets, one trial each.
+    /// Training FLOP budgets, one trial each (required by `sweep` and `plan`, like `tasks`).
+    #[serde(default)]
     pub budgets: Vec<Budget>,
     pub candidates: Vec<Candidate>,
     #[serde(default)]
     pub optim: OptimSpec,
     #[serde(default)]
     pub train: TrainSpec,
+    /// How `workbench mad` runs the MAD protocol on the candidates (unused by `sweep`); see [`crate::mad`].
+    #[serde(default)]
+    pub mad: Option<crate::mad::MadSpec>,
 }
 
 /// Seed 0 alone.
@@ -245,7 +251,7 @@ impl Space {
     }
 
     /// An error pointing at the line where `key` first appears (after `from_line`).
-    fn err_at(&self, key: &str, from_line: usize, msg: String) -> UsageError {
+    pub(crate) fn err_at(&self, key: &str, from_line: usize, msg: String) -> UsageError {
         match yaml::line_of_key(&self.text, key, from_line) {
             Some(line) => UsageError::new(format!("{}:{line}: {msg}", self.path.display())),
             None => UsageError::new(format!("{}: {msg}", self.path.display())),
@@ -253,7 +259,7 @@ impl Space {
     }
 
     /// The line of candidate `name`'s entry.
-    fn candidate_line(&self, name: &str) -> usize {
+    pub(crate) fn candidate_line(&self, name: &str) -> usize {
         self.text
             .lines()
             .position(|l| {
@@ -297,7 +303,13 @@ impl Space {
             for &depth in &depths {
                 let layers: Vec<LayerSpec> =
                     (0..depth as usize).map(|i| layer_spec(&entries[i % entries.len()])).collect();
-                let stack = StackSpec { vocab, d_model, layers, norm_eps: operators::spec::default_norm_eps() };
+                let stack = StackSpec {
+                    vocab,
+                    d_model,
+                    layers,
+                    norm_eps: operators::spec::default_norm_eps(),
+                    head: Default::default(),
+                };
                 stack.validate(c.allow_no_mixing).map_err(|e| {
                     let key = match &e {
                         SpecError::Param { mixer, .. } => mixer.to_string(),
@@ -358,7 +370,11 @@ impl Space {
         let f = &self.file;
         let at = |key: &str, msg: String| self.err_at(key, 1, msg);
         if f.tasks.is_empty() {
-            return Err(at("tasks", "`tasks` is empty; give at least one task".into()));
+            return Err(at(
+                "tasks",
+                "`tasks` is missing or empty; give at least one task (a space of candidates alone can run `workbench mad`)"
+                    .into(),
+            ));
         }
         if f.budgets.is_empty() {
             return Err(at("budgets", "`budgets` is empty; give at least one FLOP budget".into()));
@@ -386,6 +402,14 @@ impl Space {
             task.validate().map_err(|e| at("tasks", format!("tasks[{ti}] ({}): {e}", task.name())))?;
             for c in &f.candidates {
                 for (label, stack) in self.stacks(c, task.vocab_size() as i64)? {
+                    let stack = StackSpec { head: task.head().into(), ..stack };
+                    stack.head.check(stack.d_model).map_err(|e| {
+                        self.err_at(
+                            "d_model",
+                            self.candidate_line(&c.name),
+                            format!("`{label}` on tasks[{ti}] ({}): {e}", task.name()),
+                        )
+                    })?;
                     for (bi, budget) in f.budgets.iter().enumerate() {
                         for &seed in &f.seeds {
                             let mut t = TrialSpec {

@@ -96,7 +96,7 @@ pub fn randn(shape: &[i64]) -> Tensor {
 
 /// A small stack: embedding, the given layers, head.
 pub fn stack_f64(layers: Vec<LayerSpec>, path: KernelPath) -> (VarStore, Stack) {
-    let spec = StackSpec { vocab: 11, d_model: D, layers, norm_eps: 1e-5 };
+    let spec = StackSpec { vocab: 11, d_model: D, layers, norm_eps: 1e-5, head: Default::default() };
     spec.validate(true).unwrap();
     let mut vs = VarStore::new(Device::Cpu);
     let stack = Stack::new(&vs.root(), &spec, path);

@@ -85,6 +85,16 @@ pub enum TaskHead {
     },
 }
 
+impl From<TaskHead> for operators::HeadSpec {
+    /// The model head ([`operators::head`]) that produces this task's logits.
+    fn from(head: TaskHead) -> operators::HeadSpec {
+        match head {
+            TaskHead::Next => operators::HeadSpec::Next,
+            TaskHead::Compression { positions } => operators::HeadSpec::Compression { positions: positions as i64 },
+        }
+    }
+}
+
 /// A data generator, deterministic from `(settings, seed)`.
 pub trait Task: Send + Sync {
     /// Short name of the task kind (`"mqar"`, `"bytes"`).

@@ -62,6 +62,7 @@ pub(super) fn train(
         steps: spec.steps(),
         loss_sum: Tensor::zeros([], (Kind::Float, opts.device)),
         loss_count: 0,
+        macro_classes: crate::tasks::MadTaskKind::of(&spec.task).map(|_| spec.task.vocab_size()),
     };
     std::fs::remove_file(store.trial_dir(id).join("curve.jsonl")).ok(); // a restart begins anew
     let budget = spec.budget_flops;
@@ -196,18 +197,12 @@ fn point(
     curve: &mut Vec<CurvePoint>,
 ) -> Result<f64> {
     let train_loss = run.take_train_loss();
-    let (eval_loss, accuracy) = run.evaluate();
-    let p = CurvePoint {
-        step,
-        flops,
-        tokens,
-        train_loss,
-        eval_loss: Some(eval_loss),
-        metrics: BTreeMap::from([("accuracy".to_string(), accuracy)]),
-    };
+    let (eval_loss, metrics) = run.evaluate();
+    let accuracy = metrics.get("accuracy").copied();
+    let p = CurvePoint { step, flops, tokens, train_loss, eval_loss: Some(eval_loss), metrics };
     store.append_curve(id, &p)?;
     curve.push(p);
-    on_event(Event::Eval { step, eval_loss, accuracy: Some(accuracy) });
+    on_event(Event::Eval { step, eval_loss, accuracy });
     Ok(eval_loss)
 }
 

@@ -3,6 +3,7 @@
 //! fixed FLOP points, write the result last.
 
 mod grafted;
+pub mod metrics;
 pub mod optim;
 
 use crate::store::Store;
@@ -10,6 +11,7 @@ use crate::tasks::{Batch, Task, IGNORE};
 use crate::trial::TrialSpec;
 use anyhow::{Context, Result};
 use kernels::KernelPath;
+use metrics::MacroAccuracy;
 use operators::Stack;
 use optim::AdamW;
 use reports::{CurvePoint, Status, TrialResult};
@@ -45,6 +47,8 @@ struct Run<'a> {
     /// Sum and count of training losses since the last evaluation (a device tensor: no sync per step).
     loss_sum: Tensor,
     loss_count: u64,
+    /// Classes of `macro_accuracy`, computed for MAD tasks only (see [`metrics`]).
+    macro_classes: Option<usize>,
 }
 
 /// Runs (or resumes) the trial `id` and writes its result. Errors inside training become a failed
@@ -164,26 +168,34 @@ impl Run<'_> {
         self.loss_count += 1;
     }
 
-    /// Held-out loss (mean over labelled tokens) and accuracy (per example over its labelled positions,
-    /// then over examples).
-    fn evaluate(&self) -> (f64, f64) {
+    /// Held-out loss (mean over labelled tokens) and metrics ([`metrics`]): `accuracy` (per example over its
+    /// labelled positions, then over examples) and, for MAD tasks, `macro_accuracy`.
+    fn evaluate(&self) -> (f64, BTreeMap<String, f64>) {
         tch::no_grad(|| {
             let (mut loss_sum, mut tokens, mut acc_sum, mut examples) = (0.0, 0.0, 0.0, 0.0);
+            let mut macro_acc = self.macro_classes.map(MacroAccuracy::new);
             for b in &self.eval {
                 let (x, y) = to_tensors(b, self.device);
                 let logits = self.stack.forward(&x);
                 loss_sum += loss(&logits, &y, Reduction::Sum).double_value(&[]);
                 let mask = y.ne(IGNORE);
                 let labelled = mask.sum_dim_intlist(1, false, Kind::Float); // [B]
-                let correct =
-                    logits.argmax(-1, false).eq_tensor(&y).logical_and(&mask).sum_dim_intlist(1, false, Kind::Float);
+                let pred = logits.argmax(-1, false); // [B, T]
+                if let Some(m) = &mut macro_acc {
+                    m.add_tensors(&pred, &y, &mask);
+                }
+                let correct = pred.eq_tensor(&y).logical_and(&mask).sum_dim_intlist(1, false, Kind::Float);
                 let has = labelled.gt(0.0);
                 let per_example = (correct / labelled.clamp_min(1.0)).masked_select(&has);
                 tokens += labelled.sum(Kind::Float).double_value(&[]);
                 acc_sum += per_example.sum(Kind::Float).double_value(&[]);
                 examples += has.sum(Kind::Float).double_value(&[]);
             }
-            (loss_sum / tokens.max(1.0), acc_sum / examples.max(1.0))
+            let mut metrics = BTreeMap::from([("accuracy".to_string(), acc_sum / examples.max(1.0))]);
+            if let Some(m) = macro_acc {
+                metrics.insert("macro_accuracy".to_string(), m.value());
+            }
+            (loss_sum / tokens.max(1.0), metrics)
         })
     }
 
@@ -228,6 +240,7 @@ fn train(
         steps,
         loss_sum: Tensor::zeros([], (Kind::Float, opts.device)),
         loss_count: 0,
+        macro_classes: crate::tasks::MadTaskKind::of(&spec.task).map(|_| spec.task.vocab_size()),
     };
     let (mut step, mut wall_before) = (0u64, 0.0);
     if ckpt.exists() {
@@ -251,18 +264,19 @@ fn train(
         }
         if eval_steps.contains(&step) {
             let train_loss = run.take_train_loss();
-            let (eval_loss, accuracy) = run.evaluate();
+            let (eval_loss, metrics) = run.evaluate();
+            let accuracy = metrics.get("accuracy").copied();
             let point = CurvePoint {
                 step,
                 flops: step as f64 * per_step,
                 tokens: step * tokens_per_step,
                 train_loss,
                 eval_loss: Some(eval_loss),
-                metrics: BTreeMap::from([("accuracy".to_string(), accuracy)]),
+                metrics,
             };
             store.append_curve(id, &point)?;
             curve.push(point);
-            on_event(Event::Eval { step, eval_loss, accuracy: Some(accuracy) });
+            on_event(Event::Eval { step, eval_loss, accuracy });
             if !train_loss.is_finite() || !eval_loss.is_finite() {
                 status = Status::Diverged;
                 reason = Some(format!(
