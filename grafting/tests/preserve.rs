@@ -13,7 +13,13 @@ fn layer(yaml: &str) -> LayerSpec {
 }
 
 fn spec(layers: &[&str]) -> StackSpec {
-    StackSpec { vocab: 17, d_model: 16, layers: layers.iter().map(|l| layer(l)).collect(), norm_eps: 1e-5 }
+    StackSpec {
+        vocab: 17,
+        d_model: 16,
+        layers: layers.iter().map(|l| layer(l)).collect(),
+        norm_eps: 1e-5,
+        head: Default::default(),
+    }
 }
 
 const ATTN: &str = r#"{"mixer": "attention", "params": {"heads": 2}}"#;
