@@ -17,6 +17,8 @@
 //! ```
 
 use crate::error::UsageError;
+use crate::exec::ExecutorSpec;
+use crate::search::SearchSpec;
 use crate::tasks::TaskSpec;
 use crate::trial::{OptimSpec, TrainSpec, TrialSpec};
 use crate::yaml;
@@ -42,11 +44,19 @@ pub struct SpaceFile {
     pub tasks: Vec<TaskSpec>,
     /// Training FLOP budgets, one trial each.
     pub budgets: Vec<Budget>,
+    /// The architectures (a genome search, `search.genome`, builds its own instead).
+    #[serde(default)]
     pub candidates: Vec<Candidate>,
     #[serde(default)]
     pub optim: OptimSpec,
     #[serde(default)]
     pub train: TrainSpec,
+    /// Which trials run and how far (default: the whole grid); see `search`.
+    #[serde(default)]
+    pub search: SearchSpec,
+    /// Where trials run (default: local); command-line flags override it. See `exec`.
+    #[serde(default)]
+    pub executor: Option<ExecutorSpec>,
 }
 
 /// Seed 0 alone.
@@ -226,20 +236,43 @@ impl Space {
     pub fn load(path: &Path) -> Result<Space, UsageError> {
         let (file, text): (SpaceFile, String) = yaml::read(path)?;
         let space = Space { file, text, path: path.to_path_buf() };
-        space.trials()?;
+        space.validate()?;
         Ok(space)
+    }
+
+    /// Everything is checked before a trial runs: the grid (unless a genome search replaces it) and the
+    /// search settings.
+    fn validate(&self) -> Result<(), UsageError> {
+        if self.file.search.uses_genome() {
+            if !self.file.candidates.is_empty() {
+                return Err(self.err_at(
+                    "candidates",
+                    1,
+                    format!("`candidates` is unused: the {} search builds its layouts from `search.genome`; remove `candidates`", self.file.search.name()),
+                ));
+            }
+        } else {
+            self.trials()?;
+        }
+        crate::search::build(self)?;
+        Ok(())
+    }
+
+    /// The 1-based line where `key:` first appears (1 when it does not).
+    pub(crate) fn line_of(&self, key: &str) -> usize {
+        yaml::line_of_key(&self.text, key, 1).unwrap_or(1)
     }
 
     /// Parses a space from text (tests and the report's settings).
     pub fn from_text(text: &str, path: &Path) -> Result<Space, UsageError> {
         let file: SpaceFile = yaml::parse(text, path)?;
         let space = Space { file, text: text.to_string(), path: path.to_path_buf() };
-        space.trials()?;
+        space.validate()?;
         Ok(space)
     }
 
     /// An error pointing at the line where `key` first appears (after `from_line`).
-    fn err_at(&self, key: &str, from_line: usize, msg: String) -> UsageError {
+    pub(crate) fn err_at(&self, key: &str, from_line: usize, msg: String) -> UsageError {
         match yaml::line_of_key(&self.text, key, from_line) {
             Some(line) => UsageError::new(format!("{}:{line}: {msg}", self.path.display())),
             None => UsageError::new(format!("{}: {msg}", self.path.display())),
@@ -310,8 +343,8 @@ impl Space {
         Ok(out)
     }
 
-    /// Every trial of the space, validated: tasks, stacks, and that each budget buys at least one step.
-    pub fn trials(&self) -> Result<Vec<TrialSpec>, UsageError> {
+    /// Checks what every search uses: tasks, budgets, seeds, optimiser and training settings.
+    pub(crate) fn check_common(&self) -> Result<(), UsageError> {
         let f = &self.file;
         let at = |key: &str, msg: String| self.err_at(key, 1, msg);
         if f.tasks.is_empty() {
@@ -320,11 +353,46 @@ impl Space {
         if f.budgets.is_empty() {
             return Err(at("budgets", "`budgets` is empty; give at least one FLOP budget".into()));
         }
-        if f.candidates.is_empty() {
-            return Err(at("candidates", "`candidates` is empty".into()));
-        }
         if f.seeds.is_empty() {
             return Err(at("seeds", "`seeds` is empty".into()));
+        }
+        f.optim.check().map_err(|(field, msg)| at(field, format!("optim.{field}: {msg}")))?;
+        f.train.check().map_err(|(field, msg)| at(field, format!("train.{field}: {msg}")))?;
+        for (ti, task) in f.tasks.iter().enumerate() {
+            task.validate().map_err(|e| at("tasks", format!("tasks[{ti}] ({}): {e}", task.name())))?;
+        }
+        Ok(())
+    }
+
+    /// One trial of this space's tasks, optimiser and training settings.
+    pub(crate) fn trial(
+        &self,
+        arch: &str,
+        label: &str,
+        task: &TaskSpec,
+        stack: StackSpec,
+        budget: f64,
+        seed: u64,
+    ) -> TrialSpec {
+        TrialSpec {
+            arch: arch.to_string(),
+            label: label.to_string(),
+            task: task.clone(),
+            stack,
+            budget_flops: budget,
+            optim: self.file.optim.clone(),
+            train: self.file.train.clone(),
+            seed,
+        }
+    }
+
+    /// Every trial of the space, validated: tasks, stacks, and that each budget buys at least one step.
+    pub fn trials(&self) -> Result<Vec<TrialSpec>, UsageError> {
+        let f = &self.file;
+        let at = |key: &str, msg: String| self.err_at(key, 1, msg);
+        self.check_common()?;
+        if f.candidates.is_empty() {
+            return Err(at("candidates", "`candidates` is empty".into()));
         }
         let mut names = std::collections::BTreeSet::new();
         for c in &f.candidates {
@@ -336,25 +404,13 @@ impl Space {
                 ));
             }
         }
-        f.optim.check().map_err(|(field, msg)| at(field, format!("optim.{field}: {msg}")))?;
-        f.train.check().map_err(|(field, msg)| at(field, format!("train.{field}: {msg}")))?;
         let mut trials = Vec::new();
-        for (ti, task) in f.tasks.iter().enumerate() {
-            task.validate().map_err(|e| at("tasks", format!("tasks[{ti}] ({}): {e}", task.name())))?;
+        for task in &f.tasks {
             for c in &f.candidates {
                 for (label, stack) in self.stacks(c, task.vocab_size() as i64)? {
                     for (bi, budget) in f.budgets.iter().enumerate() {
                         for &seed in &f.seeds {
-                            let t = TrialSpec {
-                                arch: c.name.clone(),
-                                label: label.clone(),
-                                task: task.clone(),
-                                stack: stack.clone(),
-                                budget_flops: budget.0,
-                                optim: f.optim.clone(),
-                                train: f.train.clone(),
-                                seed,
-                            };
+                            let t = self.trial(&c.name, &label, task, stack.clone(), budget.0, seed);
                             if t.steps() < 1 {
                                 return Err(at(
                                     "budgets",
