@@ -198,7 +198,14 @@ fn sweep(path: &Path, out: Option<PathBuf>, resume: bool, force: bool, how: How)
         }
         ExecutorSpec::Slurm(s) => (Box::new(SlurmExecutor::new(&store, ctx(s)?, how.slurm.detach)?), s.throttle()),
     };
-    eprintln!("sweep `{}`: {name} search into {}", space.file.name, out.display());
+    let todo = match &space.file.search {
+        SearchSpec::Grid(_) => {
+            let ids: std::collections::HashSet<String> = space.trials()?.iter().map(|t| t.id()).collect();
+            format!(", {} trials, {} to run", ids.len(), ids.iter().filter(|id| !store.is_done(id)).count())
+        }
+        _ => String::new(),
+    };
+    eprintln!("sweep `{}`: {name} search{todo}, into {}", space.file.name, out.display());
     let summary = driver::run(&store, strategy.as_mut(), name, seed, window, exec.as_mut())?;
     drop(exec);
     let path = report(&out)?;

@@ -25,6 +25,8 @@ pub mod grid;
 pub mod halving;
 pub mod pareto;
 pub mod summary;
+#[cfg(test)]
+mod tests;
 
 use crate::error::UsageError;
 use crate::space::{Budget, Space};

@@ -110,7 +110,7 @@ mod tests {
         let c = crowding(&pts, &f[0]);
         assert!(c[0].is_infinite() && c[2].is_infinite() && c[1].is_finite());
         assert_eq!(select(&pts, 2).len(), 2);
-        assert!(!select(&pts, 4).contains(&3));
+        assert!(!select(&pts, 4).contains(&4));
         assert!(dominates(&[1.0, 1.0], &[1.0, 2.0]) && !dominates(&[1.0, 2.0], &[1.0, 2.0]));
     }
 }
