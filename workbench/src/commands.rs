@@ -251,7 +251,18 @@ pub fn report(dir: &Path) -> Result<PathBuf> {
 
 fn plan(path: &Path) -> Result<ExitCode> {
     let space = Space::load(path)?;
-    let trials = space.trials()?;
+    let genome = space.file.search.uses_genome();
+    let trials = if genome {
+        // A genome search has no grid: show the trials it starts with.
+        let mut strategy = search::build(&space)?;
+        let mut first = Vec::new();
+        while let Proposal::Run(job) = strategy.propose() {
+            first.push(job.spec);
+        }
+        first
+    } else {
+        space.trials()?
+    };
     println!(
         "{:<28} {:<6} {:>11} {:>13} {:>10} {:>11} {:>12} {:>8}",
         "candidate", "task", "params", "FLOPs/token", "state", "budget", "tokens", "steps"
@@ -273,11 +284,16 @@ fn plan(path: &Path) -> Result<ExitCode> {
             t.steps()
         );
     }
+    let what = if genome { "trials in the first generation" } else { "trials" };
     println!(
-        "{} trials, {:.4e} training FLOPs in total (whole steps; each trial spends at most its budget)",
+        "{} {what}, {:.4e} training FLOPs in total (whole steps; each trial spends at most its budget)",
         trials.len(),
         total
     );
+    let search = &space.file.search;
+    if !matches!(search, SearchSpec::Grid(_)) {
+        println!("search: {} with seed {}; it decides which trials run and how far", search.name(), search.seed());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -142,7 +142,7 @@ pub(crate) struct SlurmArgs {
     #[arg(long)]
     pub mem: Option<String>,
     /// An extra #SBATCH line (repeatable), e.g. --sbatch=--qos=short.
-    #[arg(long = "sbatch", value_name = "LINE")]
+    #[arg(long = "sbatch", value_name = "LINE", allow_hyphen_values = true)]
     pub extra: Vec<String>,
     /// Array tasks at once (%N; default 8).
     #[arg(long)]

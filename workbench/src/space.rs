@@ -234,8 +234,20 @@ impl Space {
     /// Reads, parses and validates a space file: every error is a [`UsageError`] with the file, and the
     /// line where it can be found.
     pub fn load(path: &Path) -> Result<Space, UsageError> {
-        let (file, text): (SpaceFile, String) = yaml::read(path)?;
-        let space = Space { file, text, path: path.to_path_buf() };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| UsageError::new(format!("{}: cannot read the file: {e}", path.display())))?;
+        Space::from_text(&text, path)
+    }
+
+    /// Parses a space from text (tests and the report's settings).
+    pub fn from_text(text: &str, path: &Path) -> Result<Space, UsageError> {
+        let sections: [(&str, yaml::SectionCheck); 3] = [
+            ("tasks", yaml::fits::<Vec<TaskSpec>>),
+            ("search", yaml::fits::<SearchSpec>),
+            ("executor", yaml::fits::<ExecutorSpec>),
+        ];
+        let file: SpaceFile = yaml::parse(text, path).map_err(|e| yaml::relocate(e, text, path, &sections))?;
+        let space = Space { file, text: text.to_string(), path: path.to_path_buf() };
         space.validate()?;
         Ok(space)
     }
@@ -258,17 +270,12 @@ impl Space {
         Ok(())
     }
 
-    /// The 1-based line where `key:` first appears (1 when it does not).
-    pub(crate) fn line_of(&self, key: &str) -> usize {
-        yaml::line_of_key(&self.text, key, 1).unwrap_or(1)
-    }
-
-    /// Parses a space from text (tests and the report's settings).
-    pub fn from_text(text: &str, path: &Path) -> Result<Space, UsageError> {
-        let file: SpaceFile = yaml::parse(text, path)?;
-        let space = Space { file, text: text.to_string(), path: path.to_path_buf() };
-        space.validate()?;
-        Ok(space)
+    /// An error about `key` of the top-level `section`: at the key's line if it has one of its own, else
+    /// at the section's (a flow mapping such as `search: {strategy: asha, eta: 1}` is one line).
+    pub(crate) fn err_in(&self, section: &str, key: &str, msg: String) -> UsageError {
+        let from = yaml::line_of_key(&self.text, section, 1).unwrap_or(1);
+        let line = yaml::line_of_key(&self.text, key, from).unwrap_or(from);
+        UsageError::new(format!("{}:{line}: {section}: {msg}", self.path.display()))
     }
 
     /// An error pointing at the line where `key` first appears (after `from_line`).

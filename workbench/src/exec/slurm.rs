@@ -253,12 +253,13 @@ impl SlurmExecutor {
         }
     }
 
-    /// Active array tasks of these jobs: (job id, task index) -> state.
+    /// Active array tasks of these jobs: (array job id, task index) -> state. (`%F` is the array's id;
+    /// `%A` would be the id a running task was given when it split off.)
     fn active(&self, ids: &[&str]) -> Result<BTreeMap<(String, usize), String>> {
         let mut out = BTreeMap::new();
         for id in ids {
             // One job per call: squeue refuses a whole list when one id has been purged.
-            let text = match slurm("squeue", &["-h", "-r", "-j", id, "-o", "%A %K %T"]) {
+            let text = match slurm("squeue", &["-h", "-r", "-j", id, "-o", "%F %K %T"]) {
                 Ok(t) => t,
                 Err(e) if e.to_string().contains("Invalid job id") => continue,
                 Err(e) => return Err(e),

@@ -91,8 +91,7 @@ impl GenomeSpace {
     /// Validates `spec` against the registry and the space; errors name the line of the offending key.
     pub fn new(space: &Space, spec: &GenomeSpec, budget: Option<Budget>) -> Result<GenomeSpace, UsageError> {
         space.check_common()?;
-        let from = space.line_of("search");
-        let at = |key: &str, msg: String| space.err_at(key, from, format!("search.genome: {msg}"));
+        let at = |key: &str, msg: String| space.err_in("search", key, format!("genome: {msg}"));
         let budget = match (budget, space.file.budgets.as_slice()) {
             (Some(b), _) => b.0,
             (None, [b]) => b.0,
@@ -132,18 +131,18 @@ impl GenomeSpace {
                 if !known.contains(&param) {
                     let names: Vec<&str> = known.iter().map(|s| s.as_str()).collect();
                     return Err(at(
-                        param,
+                        kind.name(),
                         format!("`{}` has no parameter `{param}`; it has: {}", kind.name(), names.join(", ")),
                     ));
                 }
                 if values.is_empty() {
-                    return Err(at(param, format!("`{}.{param}`: the list of values is empty", kind.name())));
+                    return Err(at(kind.name(), format!("`{}.{param}`: the list of values is empty", kind.name())));
                 }
                 for v in values {
                     let mut j = base.clone();
                     j["params"][param.as_str()] = v.clone();
                     serde_json::from_value::<LayerSpec>(j)
-                        .map_err(|e| at(param, format!("`{}.{param}` = {v}: {e}", kind.name())))?;
+                        .map_err(|e| at(kind.name(), format!("`{}.{param}` = {v}: {e}", kind.name())))?;
                 }
                 choices.push((param.clone(), values.clone()));
             }

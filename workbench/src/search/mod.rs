@@ -230,7 +230,7 @@ impl SearchSpec {
 
 /// Checks the `search:` section against the space (every error names its line) and builds the strategy.
 pub fn build(space: &Space) -> Result<Box<dyn Strategy>, UsageError> {
-    let at = |key: &str, msg: String| space.err_at(key, space.line_of("search"), format!("search: {msg}"));
+    let at = |key: &str, msg: String| space.err_in("search", key, msg);
     Ok(match &space.file.search {
         SearchSpec::Grid(_) => Box::new(grid::Grid::new(space.trials()?)),
         SearchSpec::Random(r) => {
