@@ -300,10 +300,15 @@ impl SlurmExecutor {
         let mark = self.dir().join(format!("probe-{nonce}"));
         let mut script =
             format!("#!/bin/bash\n#SBATCH --job-name=wb-{}-probe\n#SBATCH --output=/dev/null\n", self.ctx.name);
+        // Where the arrays will run, and the extra lines (a cluster may need a QOS for any job at all).
         for (k, v) in [("partition", &self.ctx.spec.partition), ("account", &self.ctx.spec.account)] {
             if let Some(v) = v {
                 script.push_str(&format!("#SBATCH --{k}={v}\n"));
             }
+        }
+        for e in &self.ctx.spec.extra {
+            let e = e.trim();
+            script.push_str(&if e.starts_with("#SBATCH") { format!("{e}\n") } else { format!("#SBATCH {e}\n") });
         }
         script.push_str(&format!("#SBATCH --time=5\ntouch {}\n", quote(&mark.display().to_string())));
         let path = self.dir().join("probe.sh");
