@@ -240,6 +240,10 @@ impl Executor for LocalPool {
                     Event::Eval { .. } => {}
                 }
             }
+            if super::interrupted() {
+                // Ctrl-C reached the trials too: their deaths are not failures; the driver cancels the rest.
+                break;
+            }
             let mut k = 0;
             while k < self.running.len() {
                 if let Some(exit) = self.running[k].child.try_wait()? {

@@ -2,12 +2,13 @@
 //! [--until-flops F]`), so a crash or an out-of-memory error kills one trial, not the sweep.
 //!
 //! - [`local`]: a pool of trial processes on this machine, each with a fixed CPU thread budget.
-//! - [`slurm`]: Slurm job arrays on a shared sweep directory.
+//! - [`slurm`]: Slurm job arrays on a shared sweep directory ([`sbatch`]: its settings and batch scripts).
 //!
 //! Both read outcomes from the trial files only ([`ended_outcome`]), and record a failed result for a
 //! trial that died without writing one. The YAML's `executor:` section picks one; flags override it.
 
 pub mod local;
+pub mod sbatch;
 pub mod slurm;
 
 use crate::search::{Fate, Job, Outcome};
