@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 WORKBENCH := target/release/workbench
 
-.PHONY: setup build demo test lint fmt clean-runs
+.PHONY: setup setup-cuda build build-cuda check-cuda demo test test-gpu bench-gpu gpu-bundle lint fmt clean-runs
 
 ## Install what is missing: libtorch (torch 2.11.0 CPU libraries, into .deps/py), the bundled corpus
 ## (data/kjv.txt) and, for the browser tests, Debian's chromium.
@@ -15,17 +15,47 @@ setup:
 build: setup
 	$(CARGO) build --release --workspace
 
+## The pinned CUDA 13.0 compiler from PyPI (nvcc 13.0.88 with its nvvm, crt, cccl) into .deps/py.
+setup-cuda: setup
+	@bash scripts/setup-cuda.sh
+
+## Everything with our CUDA kernels: kernels/csrc -> target/release/libworkbench_kernels.so (sm_90),
+## loaded at run time for CUDA tensors. Runs anywhere; the kernels need an H100/H200.
+build-cuda: setup-cuda
+	$(CARGO) build --release --workspace --features kernels/cuda
+
+## CI's CUDA check, no GPU needed: compiles every CUDA source, the GPU tests and the benchmark, and runs
+## the kernels crate's CPU tests with the feature, including the host emulation of every kernel.
+check-cuda: setup-cuda
+	$(CARGO) build --release -p kernels --features cuda --all-targets
+	$(CARGO) test --release -p kernels --features cuda --lib
+
 ## The quickstart sweep on CPU; prints where the report is.
 demo: build
 	$(WORKBENCH) sweep experiments/quickstart.yaml --out runs/quickstart --force --resume
 
-## Every test (unit, integration, browser) in the release profile.
-test: build
+## Every test (unit, integration, browser) in the release profile, and the CUDA compile check.
+test: build check-cuda
 	$(CARGO) test --release --workspace
+
+## On a GPU machine with the Rust toolchain: the kernels against their float64 references.
+test-gpu: build-cuda
+	$(CARGO) test --release -p kernels --features cuda --test gpu -- --ignored gpu_ --test-threads=1
+
+## On a GPU machine with the Rust toolchain: kernel timings (Markdown tables).
+bench-gpu: build-cuda
+	$(CARGO) bench -p kernels --features cuda --bench short_conv_gpu
+
+## For a GPU machine without Rust: the GPU tests, the benchmark, the kernel library and the workbench
+## binary in .carry/gpu (git-ignored); run there with `bash scripts/gpu-run.sh .carry/gpu`.
+gpu-bundle: build-cuda
+	@bash scripts/gpu-bundle.sh
 
 lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	bash scripts/setup-cuda.sh
+	$(CARGO) clippy --release -p kernels --features cuda --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

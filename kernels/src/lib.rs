@@ -11,9 +11,16 @@
 //! record the multiply-adds they actually perform, and `operators` checks its formulas against them.
 
 pub mod attention;
+pub mod chunk_linear;
 pub mod cuda;
+pub mod cuda_ext;
+pub mod delta_rule;
 pub mod flop_count;
+pub mod long_conv;
+pub mod s4d;
+pub mod selective_scan;
 pub mod short_conv;
+pub mod ssd;
 
 /// Which implementation a mixer's hot loop uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]

@@ -31,6 +31,13 @@ pub fn short_conv(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Activation
     let k = w.size()[1];
     assert_eq!(w.size()[0], c, "short_conv: weight must be [C, k] with C = {c}");
     flop_count::record(2.0 * (b * t * c * k) as f64);
+    let path = crate::cuda_ext::resolve(path);
+    // CUDA tensors on the Auto path: our fused kernel (csrc/short_conv.cu) when its library is loaded.
+    if path == KernelPath::Auto && x.device().is_cuda() {
+        if let Some(y) = crate::cuda_ext::short_conv_auto(x, w, bias, act) {
+            return y;
+        }
+    }
     let y = match path {
         KernelPath::Auto => {
             // conv1d wants [B, C, T]; left-pad k-1 zeros for causality.

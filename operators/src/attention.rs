@@ -160,6 +160,9 @@ impl MixerSpec for AttentionSpec {
         2 * self.kv_heads() * self.head_dim(d) * t
     }
 
+    fn output_params() -> &'static [&'static str] {
+        &["o_proj.weight", "o_proj.bias"]
+    }
     fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
         Built::Sequence(Box::new(Attention::new(p, self, ctx)))
     }

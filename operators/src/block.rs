@@ -29,6 +29,19 @@ impl Block {
         x + y
     }
 
+    /// The block's pre-norm: the mixer's input for the residual stream `x`.
+    pub fn normed(&self, x: &Tensor) -> Tensor {
+        self.norm.forward(x)
+    }
+
+    /// The mixer alone on its (normed) input `h [B, T, d]`: what the block adds to the residual.
+    pub fn mix(&self, h: &Tensor) -> Tensor {
+        match &self.mixer {
+            Built::Sequence(m) => m.forward(h),
+            Built::Channel(m) => m.forward(h),
+        }
+    }
+
     /// The mixer's auxiliary loss from the last forward, if it has one.
     pub fn aux_loss(&self) -> Option<Tensor> {
         match &self.mixer {

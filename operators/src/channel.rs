@@ -95,6 +95,9 @@ impl MixerSpec for MlpSpec {
     fn state_size(&self, _d: i64, _seq_len: i64) -> i64 {
         0
     }
+    fn output_params() -> &'static [&'static str] {
+        &["down.weight", "down.bias"]
+    }
     fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
         Built::Channel(Box::new(Mlp::new(p, self, ctx)))
     }
@@ -160,6 +163,9 @@ impl MixerSpec for SwigluSpec {
     }
     fn state_size(&self, _d: i64, _seq_len: i64) -> i64 {
         0
+    }
+    fn output_params() -> &'static [&'static str] {
+        &["down.weight"]
     }
     fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
         Built::Channel(Box::new(Swiglu::new(p, self, ctx)))

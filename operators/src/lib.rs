@@ -11,13 +11,22 @@
 //! `step` really holds.
 
 pub mod attention;
+pub mod base_conv;
 pub mod block;
 pub mod channel;
 pub mod flops;
+pub mod gated_rnn;
+pub mod h3;
+pub mod hyena;
+pub mod linear_attention;
+pub mod long_conv;
 pub mod mixer;
+pub mod moe;
 pub mod nn;
 pub mod registry;
+pub mod rnn;
 pub mod spec;
+pub mod ssm;
 pub mod stack;
 
 pub use mixer::{ChannelMixer, SequenceMixer, State};

@@ -69,6 +69,12 @@ pub trait MixerSpec: Serialize + DeserializeOwned + Default + Clone + std::fmt::
     fn state_size(&self, d_model: i64, seq_len: i64) -> i64;
     /// Creates the mixer's parameters under `p`, initialised as its paper says.
     fn build(&self, p: &Path, ctx: &BuildCtx) -> Built;
+    /// The parameters (paths relative to the mixer, matched as a suffix, so `down.weight` also names
+    /// `experts.3.down.weight`) through which the mixer writes into the residual stream: zeroing them makes
+    /// the block the identity. Grafting's `grow_depth` uses it; empty (the default) means not declared.
+    fn output_params() -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// A mixer name that is not in the registry, with the closest valid ones.
@@ -165,6 +171,10 @@ macro_rules! registry {
             pub fn state_size(&self, d_model: i64, seq_len: i64) -> i64 {
                 match self { $(LayerSpec::$variant(s) => s.state_size(d_model, seq_len)),* }
             }
+            /// Parameters writing into the residual stream (see [`MixerSpec::output_params`]).
+            pub fn output_params(&self) -> &'static [&'static str] {
+                match self { $(LayerSpec::$variant(_) => <$spec as MixerSpec>::output_params()),* }
+            }
             /// Builds the mixer under `p`; the spec must have been validated. The only place mixers are built.
             pub fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
                 match self { $(LayerSpec::$variant(s) => s.build(p, ctx)),* }
@@ -219,8 +229,23 @@ pub fn build(spec: &LayerSpec, p: &Path, ctx: &BuildCtx) -> Built {
 // YAML name and must equal `Spec::NAME`).
 registry! {
     Attention => crate::attention::AttentionSpec,
+    LinearAttention => crate::linear_attention::LinearAttentionSpec,
+    Based => crate::linear_attention::BasedSpec,
+    Retnet => crate::gated_rnn::RetnetSpec,
+    Gla => crate::gated_rnn::GlaSpec,
+    Hgrn => crate::rnn::hgrn::HgrnSpec,
+    Rglru => crate::rnn::rglru::RglruSpec,
+    Deltanet => crate::rnn::deltanet::DeltaNetSpec,
+    GatedDeltanet => crate::rnn::deltanet::GatedDeltaNetSpec,
+    Mamba => crate::ssm::mamba::MambaSpec,
+    Mamba2 => crate::ssm::mamba2::Mamba2Spec,
+    S4d => crate::ssm::s4d::S4dSpec,
+    Hyena => crate::hyena::HyenaSpec,
+    H3 => crate::h3::H3Spec,
+    BaseConv => crate::base_conv::BaseConvSpec,
     Mlp => crate::channel::MlpSpec,
     Swiglu => crate::channel::SwigluSpec,
+    Moe => crate::moe::MoeSpec,
 }
 
 #[cfg(test)]

@@ -54,6 +54,16 @@ impl Stack {
         }
     }
 
+    /// The token embedding: `tokens [B, T] -> [B, T, d]` (the blocks' input; grafting stages use it).
+    pub fn embed(&self, tokens: &Tensor) -> Tensor {
+        Tensor::embedding(&self.embed, tokens, -1, false, false)
+    }
+
+    /// The residual blocks, in order (grafting stages run them one by one).
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
     /// The final hidden states before the head: `tokens [B, T] -> [B, T, d]`.
     pub fn hidden(&self, tokens: &Tensor) -> Tensor {
         let mut x = Tensor::embedding(&self.embed, tokens, -1, false, false); // [B, T, d]

@@ -1,19 +1,23 @@
 //! The report: one self-contained HTML file (inline CSS, inline SVG, inline script; nothing is fetched).
 //!
-//! Layout: the sweep name and notes; per task (sorted by name) the loss-vs-FLOPs plot, the fitted laws per arch
-//! (fitted to each arch's compute-optimal envelope, see `summary`) and a sortable table of the candidates;
-//! then the search-space YAML under "Settings". Every piece of text from the results is HTML-escaped.
+//! Layout: the sweep name, notes and how the intervals were made; per task (sorted by name, see `html_task`)
+//! the loss-vs-FLOPs plot with each arch's fitted law, its bootstrap band and its extrapolation; a sortable
+//! leaderboard; the fitted power laws; the extrapolated losses; the isoFLOP curves and fits (Chinchilla
+//! approach 2); the compute-optimal frontier; a sortable table of the candidates. Then "Data" (every trial's
+//! final numbers as a CSV download, a `data:` URI) and the search-space YAML under "Settings". Every piece of
+//! text from the results is HTML-escaped.
 //!
-//! The script installs `window.onerror` (errors go into the hidden `#page-errors`), makes the candidate tables
+//! The script installs `window.onerror` (errors go into the hidden `#page-errors`), makes the sortable tables
 //! sortable (click a header; numeric columns sort by the cell's `data-v`, empty cells stay last) and sets
 //! `body[data-ready="1"]` when done. With the URL hash `#selftest` it also clicks the first numeric header of
 //! every sortable table twice, checks ascending then descending order, and writes `body[data-selftest]` =
-//! `"pass"` or `"fail: <why>"`, so a headless browser can check the page (see `tests/browser.rs`).
+//! `"pass"` or `"fail: <why>"` and `body[data-selftest-tables]` = how many tables it checked, so a headless
+//! browser can check the page (see `tests/browser.rs`).
 
-use crate::fit::FitError;
-use crate::plot::{colour_hex, loss_vs_flops_svg};
+use crate::export::{data_uri, results_csv, CSV_COLUMNS};
+use crate::html_task::task_section;
 use crate::result::{Status, TrialResult};
-use crate::summary::{summarise, TaskSummary};
+use crate::summary::{summarise, REPORT_BOOTSTRAP, REPORT_SEED};
 use crate::{ReportError, SweepInfo};
 use std::fmt::Write as _;
 
@@ -32,6 +36,9 @@ th[data-dir="asc"]::after { content: " \25B2"; } th[data-dir="desc"]::after { co
 .swatch { display: inline-block; width: .8rem; height: .8rem; margin-right: .4rem; vertical-align: middle; }
 .na { color: #777; font-style: italic; }
 .status-failed, .status-diverged { color: #b00020; }
+.warn { color: #9a5b00; font-weight: 600; }
+p.extrapolation { background: #f3f3f3; border-left: 4px solid #999; padding: .4rem .6rem; }
+table.extrapolated thead th { background: #ececec; font-style: italic; }
 pre.yaml { background: #f7f7f7; padding: 1rem; overflow-x: auto; }
 "#;
 
@@ -129,6 +136,7 @@ const SCRIPT: &str = r##"
   }
 
   if (window.location.hash === "#selftest") {
+    document.body.dataset.selftestTables = String(document.querySelectorAll("table.sortable").length);
     var why;
     try { why = selftest(); } catch (e) { why = "exception: " + e; }
     document.body.dataset.selftest = why ? "fail: " + why : "pass";
@@ -154,7 +162,7 @@ pub fn escape(s: &str) -> String {
 }
 
 /// A count with an SI suffix and three significant digits: 950 -> "950", 1_234_567 -> "1.23M".
-fn si(x: f64) -> String {
+pub(crate) fn si(x: f64) -> String {
     const UNITS: [(f64, &str); 4] = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")];
     let (v, unit) = match UNITS.iter().find(|(scale, _)| x.abs() >= *scale) {
         Some((scale, unit)) => (x / scale, *unit),
@@ -171,14 +179,14 @@ fn si(x: f64) -> String {
 }
 
 /// A numeric table cell: shows `shown`, sorts by `value` (empty when absent).
-fn num_cell(value: Option<f64>, shown: impl FnOnce(f64) -> String) -> String {
+pub(crate) fn num_cell(value: Option<f64>, shown: impl FnOnce(f64) -> String) -> String {
     match value.filter(|v| v.is_finite()) {
         Some(v) => format!("<td class=\"num\" data-v=\"{v:e}\">{}</td>", escape(&shown(v))),
         None => "<td class=\"num\" data-v=\"\"></td>".to_string(),
     }
 }
 
-fn status_text(r: &TrialResult) -> String {
+pub(crate) fn status_text(r: &TrialResult) -> String {
     let s = match r.status {
         Status::Completed => "completed",
         Status::Diverged => "diverged",
@@ -214,6 +222,12 @@ pub fn render_html(results: &[TrialResult], info: &SweepInfo) -> Result<String, 
         count(Status::Diverged),
         count(Status::Failed)
     );
+    let _ = writeln!(
+        h,
+        "<p class=\"intervals\">Intervals are 95% bootstrap percentile intervals: every fit is repeated on \
+         {REPORT_BOOTSTRAP} resamples of its points drawn with replacement (isoFLOP fits: within each budget), \
+         seed {REPORT_SEED}; resamples whose fit fails are left out and counted.</p>"
+    );
     if !info.notes.is_empty() {
         h.push_str("<ul class=\"notes\">\n");
         for n in &info.notes {
@@ -226,11 +240,23 @@ pub fn render_html(results: &[TrialResult], info: &SweepInfo) -> Result<String, 
         for (i, t) in tasks.iter().enumerate() {
             let _ = write!(h, " <a href=\"#task-{i}\">{}</a>", escape(&t.task));
         }
-        h.push_str(" | <a href=\"#settings\">Settings</a></nav>\n");
+        h.push_str(" | <a href=\"#data\">Data</a> | <a href=\"#settings\">Settings</a></nav>\n");
     }
     for (i, t) in tasks.iter().enumerate() {
         task_section(&mut h, i, t)?;
     }
+    crate::html_graft::graft_section(&mut h, results);
+    let file = format!("{}-results.csv", info.name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"));
+    let _ = writeln!(
+        h,
+        "<h2 id=\"data\">Data</h2>\n<p><a id=\"download-csv\" download=\"{}\" href=\"{}\">Download every trial's \
+         final numbers (CSV, {} rows)</a>: columns {}. It can be refitted with <code>workbench fit --law \
+         power|isoflop|chinchilla --input FILE.csv</code>.</p>",
+        escape(&file),
+        data_uri("text/csv", &results_csv(results)),
+        results.len(),
+        CSV_COLUMNS.join(", ")
+    );
     h.push_str("<h2 id=\"settings\">Settings</h2>\n");
     match &info.space_yaml {
         Some(y) => {
@@ -240,108 +266,6 @@ pub fn render_html(results: &[TrialResult], info: &SweepInfo) -> Result<String, 
     }
     let _ = write!(h, "<script>{SCRIPT}</script>\n</body>\n</html>\n");
     Ok(h)
-}
-
-fn task_section(h: &mut String, i: usize, t: &TaskSummary) -> Result<(), ReportError> {
-    let _ = writeln!(h, "<section id=\"task-{i}\">\n<h2>Task: {}</h2>", escape(&t.task));
-    let svg = loss_vs_flops_svg(t)?;
-    let _ = writeln!(
-        h,
-        "<figure>\n{svg}\n<figcaption>Eval loss of every completed trial against training FLOPs (thin \
-         lines), final points (dots) and each architecture's fitted law (dashed).</figcaption>\n</figure>"
-    );
-
-    // Fitted laws, one row per arch.
-    h.push_str(
-        "<h3>Fitted laws: L(C) = E + A &middot; C<sup>&minus;&alpha;</sup></h3>\n<p>Fitted to the lowest \
-         final eval loss per budget of each architecture (completed trials only), C in FLOPs spent.</p>\n\
-         <table class=\"fits\">\n<thead><tr><th>arch</th><th>E</th><th>A</th><th>&alpha;</th>\
-         <th>points</th><th>converged</th><th>RSS of ln L</th></tr></thead>\n<tbody>\n",
-    );
-    for a in &t.arches {
-        let _ = write!(
-            h,
-            "<tr><td><span class=\"swatch\" style=\"background:{}\"></span>{}</td>",
-            colour_hex(a.colour),
-            escape(&a.arch)
-        );
-        match &a.fit {
-            Ok(f) => {
-                let _ = write!(
-                    h,
-                    "<td class=\"num\">{:.4}</td><td class=\"num\">{:.3e}</td><td class=\"num\">{:.4}</td>\
-                     <td class=\"num\">{}</td><td>{}</td><td class=\"num\">{:.2e}</td>",
-                    f.e,
-                    f.a,
-                    f.alpha,
-                    f.n,
-                    if f.converged { "yes" } else { "no" },
-                    f.rss
-                );
-            }
-            Err(FitError::TooFewPoints { got, need }) => {
-                let _ = write!(h, "<td colspan=\"6\" class=\"na\">needs {need} budgets, has {got}</td>");
-            }
-            Err(e) => {
-                let _ = write!(h, "<td colspan=\"6\" class=\"na\">no fit: {}</td>", escape(&e.to_string()));
-            }
-        }
-        h.push_str("</tr>\n");
-    }
-    h.push_str("</tbody>\n</table>\n");
-
-    // Candidates: every trial of the task.
-    let has_acc = t.trials.iter().any(|r| r.final_metrics.contains_key("accuracy"));
-    let mut heads = vec![
-        ("label", false),
-        ("arch", false),
-        ("params", true),
-        ("FLOPs/token", true),
-        ("state size", true),
-        ("budget (FLOPs)", true),
-        ("final eval loss", true),
-    ];
-    if has_acc {
-        heads.push(("accuracy", true));
-    }
-    heads.push(("status", false));
-    h.push_str("<h3>Candidates</h3>\n<table class=\"sortable candidates\">\n<thead><tr>");
-    for (name, numeric) in heads {
-        let ty = if numeric { "num" } else { "text" };
-        let _ = write!(
-            h,
-            "<th data-type=\"{ty}\" tabindex=\"0\" aria-sort=\"none\" title=\"click to sort\">{}</th>",
-            escape(name)
-        );
-    }
-    h.push_str("</tr></thead>\n<tbody>\n");
-    let mut rows = t.trials.clone();
-    rows.sort_by(|a, b| {
-        (a.arch.as_str(), a.budget_flops, a.params)
-            .partial_cmp(&(b.arch.as_str(), b.budget_flops, b.params))
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
-    for r in rows {
-        let status_class = format!("status-{:?}", r.status).to_lowercase();
-        let _ = write!(
-            h,
-            "<tr><td title=\"{}\">{}</td><td>{}</td>{}{}{}{}{}",
-            escape(&r.id),
-            escape(&r.label),
-            escape(&r.arch),
-            num_cell(Some(r.params as f64), si),
-            num_cell(Some(r.flops_per_token), |v| format!("{v:.3e}")),
-            num_cell(Some(r.state_size as f64), si),
-            num_cell(Some(r.budget_flops), |v| format!("{v:.2e}")),
-            num_cell(r.final_eval_loss, |v| format!("{v:.4}")),
-        );
-        if has_acc {
-            h.push_str(&num_cell(r.final_metrics.get("accuracy").copied(), |v| format!("{v:.4}")));
-        }
-        let _ = writeln!(h, "<td class=\"{status_class}\">{}</td></tr>", escape(&status_text(r)));
-    }
-    h.push_str("</tbody>\n</table>\n</section>\n");
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,24 +1,35 @@
-//! reports: from a sweep directory's trial results to one self-contained HTML report.
+//! reports: from a sweep directory's trial results to one self-contained HTML report, and scaling-law fits of
+//! any CSV.
 //!
-//! Reads every `DIR/trials/*/result.json` ([`TrialResult`]), fits a saturating power law
-//! `L(C) = E + A * C^(-alpha)` to each architecture's compute-optimal envelope per task ([`fit`], [`summary`]),
-//! draws loss-vs-FLOPs plots as inline SVG ([`plot`]) and writes `DIR/report.html` ([`html`]): one file with
-//! no network references, readable offline and checkable in a headless browser.
+//! Reads every `DIR/trials/*/result.json` ([`TrialResult`]) and, per task and architecture ([`summary`]), fits
+//! the laws of [`fit`] with bootstrap intervals: a saturating power law `L(C) = E + A * C^(-alpha)` to the
+//! compute-optimal envelope, and Chinchilla's approach 2 (isoFLOP parabolas, `N* = k C^a`) to every trial;
+//! [`fit::chinchilla`] (approach 3, `L(N, D) = E + A/N^alpha + B/D^beta`) is offered for CSV input. It draws
+//! the plots as inline SVG ([`plot`], [`plot_scaling`]) and writes `DIR/report.html` ([`html`]): one file with
+//! no network references (the trial table is a `data:` CSV link, [`export`]), readable offline and checkable
+//! in a headless browser. [`fit_csv::run_fit`] is `workbench fit`: any CSV, any law, text or JSON.
 //!
 //! Key design decision: this crate does not link libtorch (nor anything of the training stack). The trial
 //! files are the only input, so the report can be rebuilt anywhere (a laptop, a login node, CI) from a copied
 //! or shared sweep directory, while trials are still running or long after.
 
+pub mod browser;
+pub mod export;
 pub mod fit;
+pub mod fit_csv;
 pub mod html;
+mod html_graft;
+mod html_task;
 pub mod plot;
+pub mod plot_scaling;
 pub mod result;
 pub mod summary;
 
-pub use fit::{fit_power_law, FitError, PowerLawFit};
+pub use fit::{fit_power_law, Estimate, FitError, Law, PowerLawFit};
+pub use fit_csv::{fit_csv, render_json, render_text, run_fit, ArchFit, FitCsvError, LawFit};
 pub use html::render_html;
 pub use plot::loss_vs_flops_svg;
-pub use result::{CurvePoint, Status, TrialResult};
+pub use result::{CurvePoint, GraftResult, Status, TrialResult};
 pub use summary::{envelope, summarise, ArchSummary, EnvelopePoint, TaskSummary};
 
 use serde::{Deserialize, Serialize};
@@ -155,6 +166,7 @@ pub(crate) mod test_support {
             curve: Vec::new(),
             wall_seconds: 1.0,
             device: "cpu".into(),
+            grafts: Vec::new(),
         }
     }
 }

@@ -15,7 +15,7 @@ pub const WIDTH: u32 = 760;
 pub const HEIGHT: u32 = 460;
 
 /// Tableau 10: one colour per architecture, chosen by `ArchSummary::colour` (wrapping after ten).
-pub const PALETTE: [(u8, u8, u8); 10] = [
+pub const PALETTE: [(u8, u8, u8); 20] = [
     (31, 119, 180),
     (255, 127, 14),
     (44, 160, 44),
@@ -26,6 +26,17 @@ pub const PALETTE: [(u8, u8, u8); 10] = [
     (127, 127, 127),
     (188, 189, 34),
     (23, 190, 207),
+    // A second ten, darker or lighter, so a zoo of up to 20 architectures keeps distinct colours.
+    (0, 63, 92),
+    (166, 86, 0),
+    (0, 100, 0),
+    (128, 0, 38),
+    (84, 39, 143),
+    (253, 174, 97),
+    (102, 194, 165),
+    (50, 50, 50),
+    (128, 128, 0),
+    (0, 128, 128),
 ];
 
 /// Points of the fitted law drawn per arch (log-spaced over the x range).
@@ -52,9 +63,13 @@ struct ArchSeries {
     /// (FLOPs spent, final eval loss) of each completed trial.
     finals: Vec<(f64, f64)>,
     fit: Option<crate::fit::PowerLawFit>,
+    /// Bootstrap resamples of the fit, for its band.
+    resamples: Option<crate::fit::Resamples<crate::fit::PowerLawFit>>,
+    /// The fit's extrapolated losses: (FLOPs, loss, interval).
+    extrapolated: Vec<(f64, f64, Option<[f64; 2]>)>,
 }
 
-fn positive(x: f64) -> bool {
+pub(crate) fn positive(x: f64) -> bool {
     x.is_finite() && x > 0.0
 }
 
@@ -89,14 +104,16 @@ fn collect_series(task: &TaskSummary) -> Vec<ArchSeries> {
                 colour: colour(a.colour),
                 curves,
                 finals,
-                fit: a.fit.as_ref().ok().copied(),
+                fit: a.fit.as_ref().ok().cloned(),
+                resamples: a.fit_resamples.clone(),
+                extrapolated: a.extrapolated.iter().map(|(c, e)| (*c, e.value, e.ci)).collect(),
             }
         })
         .collect()
 }
 
 /// `[lo, hi]` of `v` widened by `pad(lo, hi)`; `None` for no values. Equal values get a non-zero span.
-fn span(v: impl Iterator<Item = f64>, log: bool) -> Option<(f64, f64)> {
+pub(crate) fn span(v: impl Iterator<Item = f64>, log: bool) -> Option<(f64, f64)> {
     let (lo, hi) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(x), hi.max(x)));
     if !(lo.is_finite() && hi.is_finite()) {
         return None;
@@ -113,13 +130,21 @@ fn span(v: impl Iterator<Item = f64>, log: bool) -> Option<(f64, f64)> {
 }
 
 /// Loss against training FLOPs (log x) for one task: each completed trial's eval-loss curve as a thin line,
-/// each arch's final points as dots, its fitted law as a dashed line; one colour per arch; legend.
+/// each arch's final points as dots, its fitted law as a dashed line inside its shaded 95% bootstrap band, and
+/// the law's extrapolations to 10x and 100x the largest budget as hollow circles with interval bars in a grey
+/// region labelled "extrapolation"; one colour per arch; legend.
 /// Returns a standalone `<svg>` element (`WIDTH` x `HEIGHT`).
 pub fn loss_vs_flops_svg(task: &TaskSummary) -> Result<String, ReportError> {
     let err = |e: &dyn std::fmt::Display| ReportError::Plot { task: task.task.clone(), message: e.to_string() };
     let series = collect_series(task);
-    let xs = || series.iter().flat_map(|s| s.curves.iter().flatten().chain(&s.finals).map(|p| p.0));
-    let ys = || series.iter().flat_map(|s| s.curves.iter().flatten().chain(&s.finals).map(|p| p.1));
+    let data_xs = || series.iter().flat_map(|s| s.curves.iter().flatten().chain(&s.finals).map(|p| p.0));
+    let xs = || data_xs().chain(series.iter().flat_map(|s| s.extrapolated.iter().map(|p| p.0)));
+    let ys = || {
+        let extra = series.iter().flat_map(|s| s.extrapolated.iter().map(|p| p.1));
+        series.iter().flat_map(|s| s.curves.iter().flatten().chain(&s.finals).map(|p| p.1)).chain(extra)
+    };
+    // Where the data end and extrapolation begins.
+    let data_hi = data_xs().fold(0.0, f64::max);
 
     let mut svg = String::new();
     {
@@ -153,6 +178,14 @@ pub fn loss_vs_flops_svg(task: &TaskSummary) -> Result<String, ReportError> {
             .draw()
             .map_err(|e| err(&e))?;
 
+        let extrapolating = series.iter().any(|s| !s.extrapolated.is_empty());
+        if extrapolating && data_hi > x_lo && data_hi < x_hi {
+            let grey = BLACK.mix(0.06).filled();
+            chart.draw_series([Rectangle::new([(data_hi, y_lo), (x_hi, y_hi)], grey)]).map_err(|e| err(&e))?;
+            let style = ("sans-serif", 14).into_font().color(&BLACK.mix(0.6));
+            let at = (data_hi * (x_hi / data_hi).powf(0.08), y_lo + 0.04 * (y_hi - y_lo));
+            chart.draw_series([Text::new("extrapolation", at, style)]).map_err(|e| err(&e))?;
+        }
         for s in &series {
             let c = s.colour;
             // An empty series that only carries the arch's legend entry.
@@ -167,14 +200,34 @@ pub fn loss_vs_flops_svg(task: &TaskSummary) -> Result<String, ReportError> {
             }
             let dots = s.finals.iter().map(|&p| Circle::new(p, 4, c.filled()));
             chart.draw_series(dots).map_err(|e| err(&e))?;
-            if let Some(fit) = s.fit {
+            let grid = || (0..FIT_SAMPLES).map(|i| x_lo * (x_hi / x_lo).powf(i as f64 / (FIT_SAMPLES - 1) as f64));
+            if let Some(boot) = &s.resamples {
+                // The 95% band: per x, the percentile interval of the resampled laws' predictions (clipped).
+                let band: Vec<(f64, [f64; 2])> = grid()
+                    .filter_map(|x| boot.interval(|f| f.predict(x)).map(|[lo, hi]| (x, [lo, hi])))
+                    .map(|(x, [lo, hi])| (x, [lo.clamp(y_lo, y_hi), hi.clamp(y_lo, y_hi)]))
+                    .collect();
+                if band.len() >= 2 {
+                    let outline: Vec<(f64, f64)> = band
+                        .iter()
+                        .map(|&(x, [lo, _])| (x, lo))
+                        .chain(band.iter().rev().map(|&(x, [_, hi])| (x, hi)))
+                        .collect();
+                    chart.draw_series([Polygon::new(outline, c.mix(0.15).filled())]).map_err(|e| err(&e))?;
+                }
+            }
+            for &(x, y, ci) in &s.extrapolated {
+                if let Some([lo, hi]) = ci {
+                    let bar = vec![(x, lo.clamp(y_lo, y_hi)), (x, hi.clamp(y_lo, y_hi))];
+                    chart.draw_series([PathElement::new(bar, c.stroke_width(2))]).map_err(|e| err(&e))?;
+                }
+                let ring = Circle::new((x, y), 6, ShapeStyle { color: c.to_rgba(), filled: false, stroke_width: 2 });
+                chart.draw_series([ring]).map_err(|e| err(&e))?;
+            }
+            if let Some(fit) = &s.fit {
                 // The law over the plot's x range, kept where it lies inside the y range.
-                let pts: Vec<(f64, f64)> = (0..FIT_SAMPLES)
-                    .map(|i| {
-                        let t = i as f64 / (FIT_SAMPLES - 1) as f64;
-                        let x = x_lo * (x_hi / x_lo).powf(t);
-                        (x, fit.predict(x))
-                    })
+                let pts: Vec<(f64, f64)> = grid()
+                    .map(|x| (x, fit.predict(x)))
                     .filter(|&(_, y)| y.is_finite() && y >= y_lo && y <= y_hi)
                     .collect();
                 if pts.len() >= 2 {
@@ -182,7 +235,7 @@ pub fn loss_vs_flops_svg(task: &TaskSummary) -> Result<String, ReportError> {
                     chart
                         .draw_series(DashedLineSeries::new(pts, 7, 4, style))
                         .map_err(|e| err(&e))?
-                        .label(format!("{} fit, alpha={:.3}", s.label, fit.alpha))
+                        .label(format!("{} fit, alpha={:.3}", s.label, fit.alpha.value))
                         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 6, y)], c.stroke_width(2)));
                 }
             }
@@ -200,7 +253,7 @@ pub fn loss_vs_flops_svg(task: &TaskSummary) -> Result<String, ReportError> {
     Ok(svg)
 }
 
-fn text_anchor_center() -> plotters::style::text_anchor::Pos {
+pub(crate) fn text_anchor_center() -> plotters::style::text_anchor::Pos {
     use plotters::style::text_anchor::{HPos, Pos, VPos};
     Pos::new(HPos::Center, VPos::Center)
 }

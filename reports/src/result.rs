@@ -83,4 +83,30 @@ pub struct TrialResult {
     pub wall_seconds: f64,
     /// Where it ran, e.g. `cpu` or `cuda:0`.
     pub device: String,
+    /// One entry per graft point of a grafted trial (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grafts: Vec<GraftResult>,
+}
+
+/// What one graft point did to the loss (workbench::graft).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct GraftResult {
+    /// transfer, regress, distill, grow_depth, grow_width or extend_context.
+    pub op: String,
+    /// Training FLOPs spent when the graft happened.
+    pub at_flops: f64,
+    /// Held-out loss just before the graft.
+    pub loss_before: f64,
+    /// Held-out loss when end-to-end training resumes (after the operation and any regress/distill stage).
+    pub loss_after: f64,
+    /// `loss_after - loss_before`.
+    pub spike: f64,
+    /// FLOPs after the graft until an evaluation is back at `loss_before` (None: it never was).
+    pub recovery_flops: Option<f64>,
+    /// FLOPs of the regress/distill stage (teacher forwards included); counted in the budget.
+    #[serde(default)]
+    pub stage_flops: f64,
+    /// Target parameters copied, transformed, fresh and distilled.
+    #[serde(default)]
+    pub params: BTreeMap<String, u64>,
 }

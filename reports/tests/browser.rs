@@ -1,36 +1,41 @@
 //! End-to-end: trial files on disk -> `load_results` -> `write_report` -> headless Chromium.
 //!
-//! Chromium loads the report with `#selftest`, so the page's own script sorts every candidates table by its
-//! first numeric column both ways and records the verdict in `body[data-selftest]`; `--dump-dom` prints the DOM
-//! after the script ran. A tampered copy of the page (broken descending sort, a throwing script) checks that
+//! Chromium loads the report with `#selftest`, so the page's own script sorts every sortable table (per task:
+//! the leaderboard, the extrapolation table, the candidates) by its first numeric column both ways and records
+//! the verdict in `body[data-selftest]`; `--dump-dom` prints the DOM after the script ran. The test counts the
+//! plots (per task: loss vs FLOPs, one isoFLOP plot per arch, the frontier) in the file and in the DOM, and
+//! decodes the embedded CSV download. A tampered copy of the page (broken descending sort, a throwing script) checks that
 //! the self-test and the console check can fail. Chromium must be installed (`make setup`); the binary can be
 //! overridden with the `CHROMIUM` environment variable.
 
+use reports::browser::{attr, console_errors, run_chromium, unique_tmp};
+use reports::export::percent_decode;
 use reports::{load_results, write_report, CurvePoint, Status, SweepInfo, TrialResult};
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const TASKS: [&str; 2] = ["mqar", "bytes"];
 /// (arch, E, A, alpha) of the synthetic law each arch follows.
 const ARCHES: [(&str, f64, f64, f64); 3] =
     [("transformer", 1.6, 300.0, 0.28), ("mamba", 1.7, 400.0, 0.3), ("hyena", 1.9, 250.0, 0.27)];
 const BUDGETS: [f64; 3] = [1e12, 1e13, 1e14];
-/// Two sizes per budget: (d_model, extra loss), so the envelope has a choice to make.
-const SIZES: [(u64, f64); 2] = [(64, 0.05), (128, 0.0)];
+/// Four sizes per budget (d_model), so every budget has an isoFLOP curve and the envelope a choice to make.
+const SIZES: [u64; 4] = [32, 64, 128, 256];
+/// Plots per task: loss vs FLOPs, one isoFLOP plot per arch, the frontier.
+const PLOTS_PER_TASK: usize = 1 + ARCHES.len() + 1;
+/// Sortable tables per task: leaderboard, extrapolation, candidates.
+const TABLES_PER_TASK: usize = 3;
 
-fn unique_tmp(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let d = std::env::temp_dir().join(format!("reports-{tag}-{}-{nanos}", std::process::id()));
-    fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn trial(task: &str, arch: (&str, f64, f64, f64), budget: f64, size: (u64, f64)) -> TrialResult {
+fn trial(task: &str, arch: (&str, f64, f64, f64), budget: f64, d_model: u64) -> TrialResult {
     let (name, e, a, alpha) = arch;
-    let (d_model, extra) = size;
+    let params = 12 * d_model * d_model * 4 + 2 * 256 * d_model;
+    // An isoFLOP parabola in ln N around N*(C) = k sqrt(C) (k by arch), on top of the arch's law in compute.
+    let k = match name {
+        "transformer" => 0.3,
+        "mamba" => 0.5,
+        _ => 0.2,
+    };
+    let extra = 0.08 * (params as f64 / (k * budget.sqrt())).ln().powi(2);
     let law = |c: f64| e + a * c.powf(-alpha) + extra;
     // Eval points at 0, 1/4 .. 4/4 of the budget (the point at 0 FLOPs must be skipped on the log axis).
     let curve: Vec<CurvePoint> = (0..=4u64)
@@ -51,7 +56,6 @@ fn trial(task: &str, arch: (&str, f64, f64, f64), budget: f64, size: (u64, f64))
     if task == "mqar" {
         final_metrics.insert("accuracy".to_string(), (1.0 - 0.1 * law(budget)).clamp(0.0, 1.0));
     }
-    let params = 12 * d_model * d_model * 4 + 2 * 256 * d_model;
     TrialResult {
         id: format!("{task}-{name}-{budget:e}-d{d_model}"),
         arch: name.to_string(),
@@ -70,7 +74,7 @@ fn trial(task: &str, arch: (&str, f64, f64, f64), budget: f64, size: (u64, f64))
         batch_size: 16,
         budget_flops: budget,
         flops_spent: budget,
-        tokens_seen: 400 * 4096,
+        tokens_seen: (budget / (6.0 * params as f64)) as u64,
         steps: 400,
         final_eval_loss: Some(law(budget)),
         final_metrics,
@@ -79,10 +83,12 @@ fn trial(task: &str, arch: (&str, f64, f64, f64), budget: f64, size: (u64, f64))
         curve,
         wall_seconds: 12.5,
         device: "cpu".to_string(),
+        grafts: Vec::new(),
     }
 }
 
-/// 36 trials; on `bytes`, hyena's largest budget fails (small) and diverges (large), leaving it 2 budgets.
+/// 72 trials; on `bytes`, hyena's largest budget fails (small sizes) and diverges (large), leaving it 2 budgets
+/// (too few for the power law, enough for the isoFLOP fit).
 fn synthetic_results() -> Vec<TrialResult> {
     let mut out = Vec::new();
     for task in TASKS {
@@ -92,7 +98,7 @@ fn synthetic_results() -> Vec<TrialResult> {
                     let mut t = trial(task, arch, budget, size);
                     if task == "bytes" && arch.0 == "hyena" && budget == 1e14 {
                         t.curve.truncate(2);
-                        if size.0 == 64 {
+                        if size <= 64 {
                             t.status = Status::Failed;
                             t.reason = Some("CUDA out of memory <allocating 2.00 GiB>".to_string());
                             t.final_eval_loss = None;
@@ -111,79 +117,11 @@ fn synthetic_results() -> Vec<TrialResult> {
     out
 }
 
-struct Chromium {
-    dom: String,
-    stderr: String,
-}
-
 /// Runs headless Chromium on `file#selftest` and returns the dumped DOM and its stderr.
-fn run_chromium(page: &Path, work: &Path) -> Chromium {
-    let bin = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
-    let profile = unique_tmp("chromium-profile");
-    let (out_path, err_path) = (work.join("chromium.stdout"), work.join("chromium.stderr"));
-    let url = format!("file://{}#selftest", page.display());
-    let spawned = Command::new(&bin)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            &format!("--user-data-dir={}", profile.display()),
-            "--enable-logging=stderr",
-            "--v=0",
-            "--virtual-time-budget=3000",
-            "--dump-dom",
-            &url,
-        ])
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out_path).unwrap())
-        .stderr(fs::File::create(&err_path).unwrap())
-        .spawn();
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = fs::remove_dir_all(&profile);
-            let _ = fs::remove_dir_all(work);
-            panic!(
-                "cannot start chromium at {bin:?} ({e}); the browser test needs it: run `make setup` \
-             (or point the CHROMIUM environment variable at a Chromium binary)"
-            )
-        }
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium did not finish within 120 s on {url}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let dom = fs::read_to_string(&out_path).unwrap();
-    let stderr = fs::read_to_string(&err_path).unwrap();
-    let _ = fs::remove_dir_all(&profile);
-    assert!(status.success(), "chromium exited with {status}\nstderr:\n{stderr}");
-    Chromium { dom, stderr }
-}
 
 /// The value of the first `name="..."` attribute in `dom`.
-fn attr<'a>(dom: &'a str, name: &str) -> Option<&'a str> {
-    let key = format!("{name}=\"");
-    let start = dom.find(&key)? + key.len();
-    dom[start..].find('"').map(|end| &dom[start..start + end])
-}
 
 /// Console lines from the page that report errors.
-fn console_errors(stderr: &str) -> Vec<&str> {
-    stderr.lines().filter(|l| l.contains("CONSOLE") && (l.contains("Uncaught") || l.contains("Error"))).collect()
-}
 
 #[test]
 fn report_renders_and_passes_its_selftest_in_chromium() {
@@ -197,7 +135,7 @@ fn report_renders_and_passes_its_selftest_in_chromium() {
     fs::create_dir_all(sweep.join("trials/still-running")).unwrap(); // no result.json: skipped
 
     let results = load_results(&sweep).unwrap();
-    assert_eq!(results.len(), 36);
+    assert_eq!(results.len(), 72);
     let info = SweepInfo {
         name: "demo <sweep>".to_string(),
         space_yaml: Some("tasks: [mqar, bytes]\n# budgets < 1e15 & three arches\nbudgets: [1e12, 1e13, 1e14]\n".into()),
@@ -206,10 +144,32 @@ fn report_renders_and_passes_its_selftest_in_chromium() {
     let page = write_report(&sweep, &results, &info).unwrap();
     let html = fs::read_to_string(&page).unwrap();
     let svgs_in_file = html.matches("<svg").count();
-    assert_eq!(svgs_in_file, TASKS.len(), "one plot per task");
-    for needle in ["needs 3 budgets, has 2", "CUDA out of memory &lt;allocating", "budgets &lt; 1e15 &amp;"] {
+    assert_eq!(svgs_in_file, TASKS.len() * PLOTS_PER_TASK, "plots: loss vs FLOPs, isoFLOP per arch, frontier");
+    for (class, per_task) in [("loss-vs-flops", 1), ("isoflop", ARCHES.len()), ("frontier", 1)] {
+        let n = html.matches(&format!("<figure class=\"plot {class}\">")).count();
+        assert_eq!(n, TASKS.len() * per_task, "{class} plots");
+    }
+    assert_eq!(html.matches("<table class=\"sortable leaderboard\">").count(), TASKS.len());
+    for needle in [
+        "needs 3 budgets, has 2",
+        "CUDA out of memory &lt;allocating",
+        "budgets &lt; 1e15 &amp;",
+        "extrapolation",
+        "(10x, extrapolated)",
+        "200 resamples",
+        "seed 0",
+    ] {
         assert!(html.contains(needle), "report lacks {needle:?}");
     }
+    // The CSV download: a data: URI with every trial.
+    let href = attr(&html[html.find("id=\"download-csv\"").unwrap()..], "href").unwrap();
+    let csv = percent_decode(href.strip_prefix("data:text/csv;charset=utf-8,").expect("a data: URI"));
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("arch,label,task,params,non_embedding_params,flops_per_token,tokens,flops,loss,status")
+    );
+    assert_eq!(lines.count(), 72);
 
     let run = run_chromium(&page, &work);
     let dom = &run.dom;
@@ -220,6 +180,8 @@ fn report_renders_and_passes_its_selftest_in_chromium() {
         "page self-test failed; console errors: {:?}",
         console_errors(&run.stderr)
     );
+    let tables = attr(dom, "data-selftest-tables").and_then(|n| n.parse::<usize>().ok());
+    assert_eq!(tables, Some(TASKS.len() * TABLES_PER_TASK), "the self-test did not sort every table");
     assert_eq!(dom.matches("<svg").count(), svgs_in_file, "an <svg> went missing in the DOM");
     assert_eq!(dom.matches("</svg>").count(), svgs_in_file);
     assert!(dom.contains("<pre id=\"page-errors\" hidden=\"\"></pre>"), "window.onerror recorded errors");

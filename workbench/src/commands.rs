@@ -1,6 +1,6 @@
 //! The CLI's commands: thin glue between the space, the store, the executors and the report.
 
-use crate::{Cmd, DeviceArg, ExecutorArg, KernelsArg, SlurmArgs};
+use crate::{Cmd, DeviceArg, ExecutorArg, KernelsArg, LawArg, SlurmArgs};
 use anyhow::Result;
 use kernels::KernelPath;
 use operators::MixerKind;
@@ -18,8 +18,8 @@ use workbench::train::{run_trial, Event, RunOptions, TrialEnd};
 
 pub fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
-        Cmd::Sweep { space, out, resume, force, device, jobs, kernels, executor, dry_run, slurm } => {
-            let how = How { device, jobs, kernels, executor, dry_run, slurm };
+        Cmd::Sweep { space, out, resume, force, device, jobs, kernels, executor, dry_run, slurm, init_from } => {
+            let how = How { device, jobs, kernels, executor, dry_run, slurm, init_from };
             sweep(&space, out, resume, force, how)
         }
         Cmd::Plan { space } => plan(&space),
@@ -29,6 +29,17 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Mixers { json } => mixers(json),
+        Cmd::Fit { law, input, bootstrap, seed, json } => {
+            let law = match law {
+                LawArg::Power => reports::Law::Power,
+                LawArg::Isoflop => reports::Law::Isoflop,
+                LawArg::Chinchilla => reports::Law::Chinchilla,
+            };
+            let text = reports::run_fit(&input, law, (bootstrap > 0).then_some(bootstrap), seed, json)
+                .map_err(|e| UsageError::new(e.to_string()))?;
+            println!("{}", text.trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Trial { sweep, id, device, threads, kernels, events, until_flops } => {
             trial(&sweep, &id, &device, threads, kernels, events, until_flops)
         }
@@ -74,6 +85,7 @@ struct How {
     executor: Option<ExecutorArg>,
     dry_run: bool,
     slurm: SlurmArgs,
+    init_from: Option<PathBuf>,
 }
 
 /// The executor: the command line's kind over the YAML's, the command line's Slurm settings over the YAML's.
@@ -107,7 +119,9 @@ fn executor_spec(space: &Space, how: &How) -> Result<ExecutorSpec, UsageError> {
                 Some(ExecutorSpec::Local(l)) => l.jobs,
                 _ => None,
             });
-            Ok(ExecutorSpec::Local(workbench::exec::LocalSpec { jobs: Some(jobs.unwrap_or(1)) }))
+            // One single-threaded trial per core unless told otherwise.
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            Ok(ExecutorSpec::Local(workbench::exec::LocalSpec { jobs: Some(jobs.unwrap_or(cores)) }))
         }
         ExecutorArg::Slurm => {
             if how.jobs.is_some() {
@@ -136,7 +150,15 @@ fn executor_spec(space: &Space, how: &How) -> Result<ExecutorSpec, UsageError> {
 }
 
 fn sweep(path: &Path, out: Option<PathBuf>, resume: bool, force: bool, how: How) -> Result<ExitCode> {
-    let space = Space::load(path)?;
+    let mut space = Space::load(path)?;
+    if let Some(file) = &how.init_from {
+        if space.file.search.uses_genome() {
+            return Err(
+                UsageError::new("--init-from needs candidates of one shape; a genome search builds its own").into()
+            );
+        }
+        space.set_init_from(file)?;
+    }
     let exec_spec = executor_spec(&space, &how)?;
     let device = match (how.device, &exec_spec) {
         (_, ExecutorSpec::Slurm(s)) if s.gpus_per_task > 0 => "cuda",
@@ -240,7 +262,8 @@ fn expected_jobs(space: &Space) -> Option<usize> {
 pub fn report(dir: &Path) -> Result<PathBuf> {
     let store = Store::new(dir);
     let meta = store.meta()?;
-    let results = reports::load_results(dir)?;
+    // Only this sweep's trials: a directory reused with --force may hold trials of an earlier space.
+    let results: Vec<_> = reports::load_results(dir)?.into_iter().filter(|r| meta.trials.contains(&r.id)).collect();
     let info = reports::SweepInfo {
         name: meta.name,
         space_yaml: std::fs::read_to_string(dir.join("space.yaml")).ok(),

@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod exec;
+pub mod graft;
 pub mod search;
 pub mod space;
 pub mod store;

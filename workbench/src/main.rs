@@ -42,6 +42,14 @@ pub enum KernelsArg {
     Reference,
 }
 
+/// The scaling law to fit.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LawArg {
+    Power,
+    Isoflop,
+    Chinchilla,
+}
+
 #[derive(Subcommand, Debug)]
 pub(crate) enum Cmd {
     /// Train every candidate of a search space at every FLOP budget, then write the report.
@@ -62,7 +70,9 @@ pub(crate) enum Cmd {
         force: bool,
         #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
         device: DeviceArg,
-        /// Trial processes at once with the local executor (default: the YAML's, else 1; each gets cores/jobs threads).
+        /// Trial processes at once with the local executor, each with cores/jobs threads (default: the
+        /// YAML's `executor.jobs`, else one per core, one thread each; small models train faster as parallel
+        /// single-threaded trials than as one multi-threaded one).
         #[arg(long)]
         jobs: Option<usize>,
         #[arg(long, value_enum, default_value_t = KernelsArg::Auto)]
@@ -75,6 +85,10 @@ pub(crate) enum Cmd {
         dry_run: bool,
         #[command(flatten)]
         slurm: SlurmArgs,
+        /// Start every candidate from these weights (safetensors keyed by parameter path, e.g. a trial's
+        /// checkpoint.safetensors); checked against each stack before training (exit 2 naming the tensor).
+        #[arg(long)]
+        init_from: Option<PathBuf>,
     },
     /// List every candidate with its parameters, FLOPs per token, tokens per budget and the sweep's total FLOPs; trains nothing.
     #[command(after_help = "Example:\n  workbench plan experiments/quickstart.yaml")]
@@ -86,6 +100,25 @@ pub(crate) enum Cmd {
     #[command(after_help = "Example:\n  workbench mixers\n  workbench mixers --json | jq '.[].name'")]
     Mixers {
         /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fit a scaling law to any CSV with columns among params, tokens, flops, loss (and optionally arch).
+    #[command(
+        after_help = "Examples:\n  workbench fit --law chinchilla --input runs.csv --bootstrap 200\n  workbench fit --law power --input report-trials.csv --json   # the report's CSV download works as input\n\nLaws: power = L(C) = E + A*C^-alpha over the best loss per FLOP budget; isoflop = Chinchilla approach 2\n(parabola per budget, N* = k*C^a, D* = k'*C^b); chinchilla = approach 3, L(N,D) = E + A/N^alpha + B/D^beta\n(Huber on log loss, L-BFGS from the paper's grid). `flops` defaults to 6*params*tokens."
+    )]
+    Fit {
+        #[arg(long, value_enum)]
+        law: LawArg,
+        #[arg(long)]
+        input: PathBuf,
+        /// Bootstrap resamples for confidence intervals (0 = none).
+        #[arg(long, default_value_t = 0)]
+        bootstrap: usize,
+        /// Seed of the bootstrap.
+        #[arg(long, default_value_t = reports::fit_csv::DEFAULT_SEED)]
+        seed: u64,
+        /// One JSON object per architecture instead of text.
         #[arg(long)]
         json: bool,
     },

@@ -101,6 +101,12 @@ pub struct Candidate {
     /// Permit a stack with no sequence mixer (a token-wise baseline that cannot use context).
     #[serde(default)]
     pub allow_no_mixing: bool,
+    /// Start every trial of this candidate from these weights (safetensors keyed by parameter path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<std::path::PathBuf>,
+    /// Graft points: change the architecture mid-training (see `graft`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grafts: Vec<crate::graft::GraftPoint>,
 }
 
 /// A positive integer or a list of them.
@@ -350,6 +356,43 @@ impl Space {
         Ok(out)
     }
 
+    /// `--init-from FILE`: every candidate without its own `init_from` starts from `file`; re-validates.
+    pub fn set_init_from(&mut self, file: &Path) -> Result<(), UsageError> {
+        for c in &mut self.file.candidates {
+            c.init_from.get_or_insert_with(|| file.to_path_buf());
+        }
+        self.trials().map(|_| ())
+    }
+
+    /// A candidate's graft points resolved for trial `t` (its stack, budget and step size).
+    fn grafts(&self, c: &Candidate, t: &TrialSpec) -> Result<Vec<crate::graft::ResolvedGraft>, UsageError> {
+        if c.grafts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let line = self.candidate_line(&c.name);
+        let at = |msg: String| self.err_at("grafts", line, format!("candidate `{}` ({}): {msg}", c.name, t.label));
+        let per_step = |s: &StackSpec| TrialSpec { stack: s.clone(), grafts: Vec::new(), ..t.clone() }.flops_per_step();
+        let target_of = |g: &crate::graft::GraftTarget| -> Result<StackSpec, UsageError> {
+            // The candidate's `mixers` apply to the target too; the target's own override them.
+            let mut mixers = c.mixers.clone();
+            mixers.0.extend(g.mixers.0.clone());
+            let pseudo = Candidate {
+                name: c.name.clone(),
+                layout: g.layout.clone(),
+                layers: g.layers.clone(),
+                depth: g.depth.map(|d| Sizes(vec![d])),
+                d_model: Sizes(vec![g.d_model.unwrap_or(t.stack.d_model)]),
+                mixers,
+                allow_no_mixing: c.allow_no_mixing,
+                init_from: None,
+                grafts: Vec::new(),
+            };
+            let mut stacks = self.stacks(&pseudo, t.stack.vocab)?;
+            Ok(stacks.remove(0).1)
+        };
+        crate::graft::resolve(&c.grafts, &t.stack, t.budget_flops, &per_step, &target_of, &at)
+    }
+
     /// Checks what every search uses: tasks, budgets, seeds, optimiser and training settings.
     pub(crate) fn check_common(&self) -> Result<(), UsageError> {
         let f = &self.file;
@@ -390,6 +433,8 @@ impl Space {
             optim: self.file.optim.clone(),
             train: self.file.train.clone(),
             seed,
+            grafts: Vec::new(),
+            init_from: None,
         }
     }
 
@@ -417,7 +462,17 @@ impl Space {
                 for (label, stack) in self.stacks(c, task.vocab_size() as i64)? {
                     for (bi, budget) in f.budgets.iter().enumerate() {
                         for &seed in &f.seeds {
-                            let t = self.trial(&c.name, &label, task, stack.clone(), budget.0, seed);
+                            let mut t = self.trial(&c.name, &label, task, stack.clone(), budget.0, seed);
+                            t.grafts = self.grafts(c, &t)?;
+                            if let Some(f) = &c.init_from {
+                                t.init_from = Some(crate::graft::InitFrom::check(f, &t.stack).map_err(|e| {
+                                    self.err_at(
+                                        "init_from",
+                                        self.candidate_line(&c.name),
+                                        format!("candidate `{}`: {e}", c.name),
+                                    )
+                                })?);
+                            }
                             if t.steps() < 1 {
                                 return Err(at(
                                     "budgets",

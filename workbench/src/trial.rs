@@ -168,16 +168,28 @@ pub struct TrialSpec {
     pub optim: OptimSpec,
     pub train: TrainSpec,
     pub seed: u64,
+    /// Graft points, resolved (empty for a plain trial; see `graft`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grafts: Vec<crate::graft::ResolvedGraft>,
+    /// Start from these weights instead of a fresh initialisation (`--init-from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<crate::graft::InitFrom>,
 }
 
 impl TrialSpec {
     /// 16 hex digits of SHA-256 over the canonical JSON of what determines the result (the names
     /// `arch` and `label` do not).
     pub fn id(&self) -> String {
-        let key = serde_json::json!({
+        let mut key = serde_json::json!({
             "task": self.task, "stack": self.stack, "budget_flops": self.budget_flops,
             "optim": self.optim, "train": self.train, "seed": self.seed,
         });
+        if !self.grafts.is_empty() {
+            key["grafts"] = serde_json::json!(self.grafts); // plain trials keep their ids
+        }
+        if let Some(init) = &self.init_from {
+            key["init_from"] = serde_json::json!(init.sha256);
+        }
         let digest = Sha256::digest(serde_json::to_vec(&key).expect("trial spec serialises"));
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }

@@ -28,7 +28,7 @@ search: {search}\n"
 
 fn genome(name: &str, search: &str) -> String {
     format!(
-        "name: {name}\n{TASK}search: {{{search}, genome: {{d_model: [16, 32], depth: [1, 2, 3],
+        "name: {name}\n{TASK}search: {{{search}, genome: {{mixers: [attention, mlp, swiglu], d_model: [16, 32], depth: [1, 2, 3],
   base: {{attention: {{heads: 2}}}}, params: {{attention: {{window: [2, 4, null]}}}}}}}}\n"
     )
 }

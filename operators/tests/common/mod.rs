@@ -25,6 +25,47 @@ pub fn test_specs() -> Vec<LayerSpec> {
     out.push(
         serde_json::from_str(r#"{"mixer":"mlp","params":{"expand":2.5,"activation":"relu","bias":false}}"#).unwrap(),
     );
+    for extra in [
+        r#"{"mixer":"hyena","params":{"order":1}}"#,
+        r#"{"mixer":"hyena","params":{"order":3,"emb_dim":4,"filter_order":8,"l_max":4,"short_kernel":1,"decay_shift":0.1}}"#,
+        r#"{"mixer":"h3","params":{"heads":4,"d_state":4,"shift_size":2}}"#,
+        r#"{"mixer":"h3","params":{"heads":8,"d_state":6,"shift_size":1,"dt_min":0.01,"dt_max":0.5}}"#,
+        r#"{"mixer":"base_conv","params":{"filter":"explicit","l_max":12}}"#,
+        r#"{"mixer":"base_conv","params":{"filter":"short","short_kernel":4,"act":true}}"#,
+        r#"{"mixer":"base_conv","params":{"emb_dim":5,"filter_order":8,"act":true}}"#,
+        r#"{"mixer":"moe","params":{"experts":3,"top_k":1}}"#,
+        r#"{"mixer":"moe","params":{"experts":2,"top_k":2,"expand":1.0,"multiple_of":1,"aux_loss_coef":0.0}}"#,
+    ] {
+        out.push(serde_json::from_str(extra).unwrap());
+    }
+    // State-space and gated-RNN variants: explicit ranks and widths, chunks that do not divide T, no-bound gates.
+    for json in [
+        r#"{"mixer":"mamba","params":{"d_state":4,"d_conv":2,"expand":1,"dt_rank":3,"dt_min":0.01,"dt_max":0.5}}"#,
+        r#"{"mixer":"mamba2","params":{"d_state":8,"head_dim":8,"chunk":3,"d_conv":2}}"#,
+        r#"{"mixer":"mamba2","params":{"d_state":5,"head_dim":4,"expand":1,"chunk":1,"d_conv":1}}"#,
+        r#"{"mixer":"s4d","params":{"d_state":2,"dt_min":0.01,"dt_max":0.5}}"#,
+        r#"{"mixer":"hgrn","params":{"expand":2,"lower_bound":0.0}}"#,
+        r#"{"mixer":"rglru","params":{"lru_width":24,"heads":3,"d_conv":2}}"#,
+        r#"{"mixer":"deltanet","params":{"heads":3,"head_dim":5,"expand_v":2,"chunk":3,"gate":true}}"#,
+        r#"{"mixer":"gated_deltanet","params":{"heads":2,"expand_v":1,"chunk":4,"gate":false}}"#,
+    ] {
+        out.push(serde_json::from_str(json).unwrap());
+    }
+    // Linear-attention variants: every feature map, with and without the normaliser, odd chunks.
+    for json in [
+        r#"{"mixer":"linear_attention","params":{"feature_map":"identity","normalize":false,"chunk":3}}"#,
+        r#"{"mixer":"linear_attention","params":{"heads":2,"head_dim":5,"feature_map":"relu","chunk":4}}"#,
+        r#"{"mixer":"linear_attention","params":{"heads":4,"feature_map":"taylor2","chunk":2}}"#,
+        r#"{"mixer":"linear_attention","params":{"heads":2,"feature_map":"hedgehog","normalize":false,"chunk":3}}"#,
+        r#"{"mixer":"linear_attention","params":{"heads":2,"feature_map":"hedgehog","eps":0.001}}"#,
+        r#"{"mixer":"based","params":{"heads":2,"feature_dim":4,"window":3,"window_heads":2,"chunk":4}}"#,
+        r#"{"mixer":"retnet","params":{"heads":2,"expand_v":1.0,"rotary":true,"chunk":3}}"#,
+        r#"{"mixer":"retnet","params":{"heads":8,"chunk":1}}"#,
+        r#"{"mixer":"gla","params":{"heads":2,"expand_k":1.0,"expand_v":0.5,"gate_rank":4,"gate_tau":8.0,"chunk":3}}"#,
+        r#"{"mixer":"gla","params":{"heads":1,"chunk":64}}"#,
+    ] {
+        out.push(serde_json::from_str(json).unwrap());
+    }
     out
 }
 

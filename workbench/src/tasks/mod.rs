@@ -1,11 +1,15 @@
 //! Training tasks: plain, deterministic data generators.
 //!
 //! A task turns `(settings, seed)` into token batches in row-major `[batch, seq_len]` layout; it knows nothing
-//! about tensors (the trainer converts [`Batch`]es). Two tasks live here:
+//! about tensors (the trainer converts [`Batch`]es). The tasks:
 //!
 //! - [`mqar`]: multi-query associative recall (Arora et al. 2023, "Zoology", arXiv 2312.04927), the synthetic
 //!   recall probe defined in `design/TASKS.md`.
+//! - [`mad`]: the six MAD tasks (Poli et al. 2024, arXiv 2403.17844) and the MAD protocol's settings.
 //! - [`corpus`]: byte-level language modelling on a memory-mapped text file (vocabulary 256).
+//!
+//! All but MAD compression train a next-token head at every position; [`Task::head`] says which head a task
+//! needs ([`TaskHead`]).
 //!
 //! Key design decision: every random draw comes from a ChaCha8 stream whose seed is a documented hash of
 //! `(seed, purpose, index)` (`sub_seed`: `splitmix64(splitmix64(splitmix64(seed) ^ purpose) ^ index)`,
@@ -14,10 +18,11 @@
 //! between `rand` releases. A trial resumed at step `s` therefore sees exactly the batches it would have seen,
 //! and a dataset is the same on every machine and every dependency update of `rand`.
 //!
-//! The YAML/JSON form is [`TaskSpec`], an internally tagged enum (`kind: mqar` / `kind: bytes`) whose variants
-//! reject unknown keys.
+//! The YAML/JSON form is [`TaskSpec`], an internally tagged enum (`kind: mqar`, `kind: bytes`,
+//! `kind: mad_in_context_recall`, ...) whose variants reject unknown keys.
 
 pub mod corpus;
+pub mod mad;
 pub mod mqar;
 
 use std::path::PathBuf;
@@ -27,6 +32,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 pub use corpus::{BytesSpec, BytesTask};
+pub use mad::{
+    CompressionSpec, FuzzyRecallSpec, InContextRecallSpec, MadSetting, MadTask, MadTaskKind, MemorizationSpec,
+    NoisyRecallSpec, SelectiveCopyingSpec,
+};
 pub use mqar::{MqarSpec, MqarTask};
 
 /// Target value of a position that carries no loss and no accuracy (PyTorch's `ignore_index`).
@@ -60,6 +69,22 @@ impl Batch {
     }
 }
 
+/// What the model puts on top of its sequence-mixer stack to produce the logits scored against a [`Batch`]'s
+/// targets (`[batch, seq_len]`, [`IGNORE`] = not scored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskHead {
+    /// The language-model head: `logits[b, t] = unembed(h[b, t])` at every position `t` of the row.
+    Next,
+    /// MAD compression's auto-encoder head (see [`mad::compression`]): the stack's output at the row's last
+    /// position, `h[b, L-1]`, is the code; for each decoder position `i in 0..positions`, `x = h[b, L-1] + p_i`
+    /// with `p_i` the fixed sin-cos position embedding, then a 2-layer GELU MLP (`Norm -> Linear(d, d) -> GELU`,
+    /// twice) and the unembedding give `logits[b, i]`. `positions` equals `seq_len`.
+    Compression {
+        /// Decoder positions, the length of each target row.
+        positions: usize,
+    },
+}
+
 /// A data generator, deterministic from `(settings, seed)`.
 pub trait Task: Send + Sync {
     /// Short name of the task kind (`"mqar"`, `"bytes"`).
@@ -68,6 +93,10 @@ pub trait Task: Send + Sync {
     fn vocab_size(&self) -> usize;
     /// Tokens per row.
     fn seq_len(&self) -> usize;
+    /// The head the model needs for this task's targets ([`TaskHead::Next`] unless the task says otherwise).
+    fn head(&self) -> TaskHead {
+        TaskHead::Next
+    }
     /// The training batch for optimiser step `step`: a pure function of (settings, seed, step, batch_size), so a
     /// trial resumed from a checkpoint at step s sees exactly the batches it would have seen.
     fn train_batch(&self, step: u64, batch_size: usize) -> Batch;
@@ -124,7 +153,8 @@ pub(crate) fn invalid(field: &str, message: impl Into<String>) -> TaskError {
     TaskError::Invalid { field: field.to_string(), message: message.into() }
 }
 
-/// The settings of a task as written in YAML/JSON: `kind: mqar` or `kind: bytes`, then that task's keys.
+/// The settings of a task as written in YAML/JSON: `kind: mqar`, `kind: bytes` or `kind: mad_*`, then that
+/// task's keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TaskSpec {
@@ -132,14 +162,32 @@ pub enum TaskSpec {
     Mqar(MqarSpec),
     /// Byte-level language modelling on a text file ([`corpus`]).
     Bytes(BytesSpec),
+    /// MAD in-context recall ([`mad::recall`]).
+    MadInContextRecall(InContextRecallSpec),
+    /// MAD fuzzy recall ([`mad::fuzzy`]).
+    MadFuzzyRecall(FuzzyRecallSpec),
+    /// MAD noisy recall ([`mad::recall`]).
+    MadNoisyRecall(NoisyRecallSpec),
+    /// MAD selective copying ([`mad::copying`]).
+    MadSelectiveCopying(SelectiveCopyingSpec),
+    /// MAD compression ([`mad::compression`]; needs [`TaskHead::Compression`]).
+    MadCompression(CompressionSpec),
+    /// MAD memorization ([`mad::memorization`]).
+    MadMemorization(MemorizationSpec),
 }
 
 impl TaskSpec {
-    /// The task kind as written in YAML: `"mqar"` or `"bytes"`.
+    /// The task kind as written in YAML: `"mqar"`, `"bytes"`, `"mad_in_context_recall"`, ...
     pub fn name(&self) -> &'static str {
         match self {
             TaskSpec::Mqar(_) => mqar::NAME,
             TaskSpec::Bytes(_) => corpus::NAME,
+            TaskSpec::MadInContextRecall(_) => InContextRecallSpec::NAME,
+            TaskSpec::MadFuzzyRecall(_) => FuzzyRecallSpec::NAME,
+            TaskSpec::MadNoisyRecall(_) => NoisyRecallSpec::NAME,
+            TaskSpec::MadSelectiveCopying(_) => SelectiveCopyingSpec::NAME,
+            TaskSpec::MadCompression(_) => CompressionSpec::NAME,
+            TaskSpec::MadMemorization(_) => MemorizationSpec::NAME,
         }
     }
 
@@ -148,6 +196,12 @@ impl TaskSpec {
         match self {
             TaskSpec::Mqar(spec) => spec.validate(),
             TaskSpec::Bytes(spec) => spec.validate(),
+            TaskSpec::MadInContextRecall(spec) => spec.validate(),
+            TaskSpec::MadFuzzyRecall(spec) => spec.validate(),
+            TaskSpec::MadNoisyRecall(spec) => spec.validate(),
+            TaskSpec::MadSelectiveCopying(spec) => spec.validate(),
+            TaskSpec::MadCompression(spec) => spec.validate(),
+            TaskSpec::MadMemorization(spec) => spec.validate(),
         }
     }
 
@@ -156,6 +210,12 @@ impl TaskSpec {
         match self {
             TaskSpec::Mqar(spec) => spec.seq_len,
             TaskSpec::Bytes(spec) => spec.seq_len,
+            TaskSpec::MadInContextRecall(spec) => spec.seq_len,
+            TaskSpec::MadFuzzyRecall(spec) => spec.seq_len,
+            TaskSpec::MadNoisyRecall(spec) => spec.seq_len,
+            TaskSpec::MadSelectiveCopying(spec) => spec.seq_len,
+            TaskSpec::MadCompression(spec) => spec.seq_len,
+            TaskSpec::MadMemorization(spec) => spec.seq_len,
         }
     }
 
@@ -164,15 +224,35 @@ impl TaskSpec {
         match self {
             TaskSpec::Mqar(spec) => spec.vocab_size,
             TaskSpec::Bytes(_) => corpus::VOCAB_SIZE,
+            TaskSpec::MadInContextRecall(spec) => spec.vocab_size,
+            TaskSpec::MadFuzzyRecall(spec) => spec.vocab_size,
+            TaskSpec::MadNoisyRecall(spec) => spec.vocab_size,
+            TaskSpec::MadSelectiveCopying(spec) => spec.vocab_size,
+            TaskSpec::MadCompression(spec) => spec.vocab_size,
+            TaskSpec::MadMemorization(spec) => spec.vocab_size,
         }
     }
 
-    /// Validates, then builds the generator (MQAR draws its example sets; bytes memory-maps the corpus file,
-    /// and its errors name the file).
+    /// The head the model needs (known before the task is built, e.g. to size the model and count its FLOPs).
+    pub fn head(&self) -> TaskHead {
+        match self {
+            TaskSpec::MadCompression(spec) => spec.head(),
+            _ => TaskHead::Next,
+        }
+    }
+
+    /// Validates, then builds the generator (MQAR and MAD draw their test sets; bytes memory-maps the corpus
+    /// file, and its errors name the file).
     pub fn build(&self, seed: u64) -> Result<Box<dyn Task>, TaskError> {
         Ok(match self {
             TaskSpec::Mqar(spec) => Box::new(MqarTask::new(spec.clone(), seed)?),
             TaskSpec::Bytes(spec) => Box::new(BytesTask::open(spec.clone(), seed)?),
+            TaskSpec::MadInContextRecall(spec) => Box::new(spec.build(seed)?),
+            TaskSpec::MadFuzzyRecall(spec) => Box::new(spec.build(seed)?),
+            TaskSpec::MadNoisyRecall(spec) => Box::new(spec.build(seed)?),
+            TaskSpec::MadSelectiveCopying(spec) => Box::new(spec.build(seed)?),
+            TaskSpec::MadCompression(spec) => Box::new(spec.build(seed)?),
+            TaskSpec::MadMemorization(spec) => Box::new(spec.build(seed)?),
         })
     }
 }
@@ -188,6 +268,14 @@ pub(crate) enum Stream {
     MqarOrder = 3,
     /// The window offsets of byte-level training step `index`.
     BytesTrain = 4,
+    /// MAD training example `index` (any of the six tasks).
+    MadTrain = 10,
+    /// MAD test example `index` (including its redraws after a collision with the training set).
+    MadTest = 11,
+    /// The order in which MAD epoch `index` visits the training set.
+    MadOrder = 12,
+    /// MAD memorization's global key->value map (`index` 0).
+    MadMap = 13,
 }
 
 /// SplitMix64's output function (Steele, Lea & Flood 2014): a bijective 64-bit mixer.

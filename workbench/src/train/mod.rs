@@ -7,6 +7,7 @@
 //! checkpoints and writes a [`RungRecord`] (`rungs/STEP.json`) instead of `result.json`; run again with
 //! a higher limit (or none), it continues from that checkpoint.
 
+mod grafted;
 pub mod optim;
 
 use crate::store::{RungRecord, Store};
@@ -130,6 +131,7 @@ fn base_result(spec: &TrialSpec, id: &str, opts: RunOptions) -> TrialResult {
         curve: Vec::new(),
         wall_seconds: 0.0,
         device: device_name(opts.device),
+        grafts: Vec::new(),
     }
 }
 
@@ -221,6 +223,11 @@ fn train(
     start: Instant,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<TrialEnd> {
+    if !spec.grafts.is_empty() {
+        // A grafted trial changes shape mid-run and does not checkpoint, so it cannot pause at a rung: it
+        // trains to its budget even under `--until-flops`.
+        return grafted::train(store, id, spec, opts, start, on_event).map(|r| TrialEnd::Finished(Box::new(r)));
+    }
     let dir = store.trial_dir(id);
     let ckpt = dir.join("checkpoint.safetensors");
     tch::manual_seed(spec.seed as i64);
@@ -228,6 +235,9 @@ fn train(
     let eval = task.eval_set(spec.train.batch_size);
     let vs = VarStore::new(opts.device);
     let stack = Stack::new(&vs.root(), &spec.stack, opts.kernel_path);
+    if !ckpt.exists() {
+        grafted::init_from(store, id, spec, &vs)?;
+    }
     let opt = AdamW::new(&vs, &spec.optim);
     let steps = spec.steps();
     let mut run = Run {

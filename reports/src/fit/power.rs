@@ -30,10 +30,16 @@
 //! argmin's L-BFGS (memory 7) with the More-Thuente line search and the analytic gradient, run from a small grid
 //! of starts: for each `E0 = q * min(L)`, `q` in [`START_FRACTIONS`], `(b0, alpha0)` come from the least-squares
 //! line through `(x̃_i, ln(L_i − E0))`. The start with the lowest final objective is kept.
+//!
+//! ## Bootstrap
+//! [`fit_power_law_bootstrap`] refits on resamples of the points drawn with replacement, from the same five
+//! starts (the fit is cheap), and also returns the resampled fits: the report draws the law's band as the
+//! pointwise percentile interval of their predictions.
 
-use argmin::core::{CostFunction, Error as ArgminError, Executor, Gradient, State, TerminationReason};
-use argmin::solver::linesearch::MoreThuenteLineSearch;
-use argmin::solver::quasinewton::LBFGS;
+use super::bootstrap::{resample_fits, with_replacement, Resamples};
+use super::optim::{best_of, finite, logaddexp, sigmoid, LbfgsSettings};
+use super::{check_positive, BootstrapInfo, Estimate, FitError, Fitted, Law};
+use argmin::core::{CostFunction, Error as ArgminError, Gradient};
 use serde::{Deserialize, Serialize};
 
 /// Fewest points a fit accepts: the law has three free parameters.
@@ -42,104 +48,104 @@ pub const MIN_POINTS: usize = 3;
 /// Starting values of `E` as fractions of the smallest observed loss (one L-BFGS run each).
 pub const START_FRACTIONS: [f64; 5] = [0.05, 0.3, 0.6, 0.85, 0.97];
 
-/// L-BFGS stops once the gradient norm of `f` falls below this.
-const TOL_GRAD: f64 = 1e-10;
-/// A run whose best point has a gradient norm below this counts as converged even if the line search, not the
-/// gradient test, ended it (at an exact fit the line search cannot find a decrease any more).
-const TOL_GRAD_ACCEPT: f64 = 1e-7;
-const MAX_ITERS: u64 = 2000;
+/// L-BFGS settings: stop at gradient norm 1e-10; accept 1e-7 when the line search ended the run.
+const SETTINGS: LbfgsSettings = LbfgsSettings { memory: 7, tol_grad: 1e-10, accept_grad: 1e-7, max_iters: 2000 };
 
-/// Why a power law could not be fitted.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum FitError {
-    /// Fewer than [`MIN_POINTS`] points.
-    #[error("a power-law fit needs at least {need} points (E, A and alpha are free), got {got}")]
-    TooFewPoints { got: usize, need: usize },
-    /// A compute or loss value that is zero, negative, NaN or infinite.
-    #[error("point {index} has C = {c}, L = {l}; both must be positive and finite")]
-    NonPositive { index: usize, c: f64, l: f64 },
-    /// Every start of the optimiser failed.
-    #[error("the optimiser failed from every start: {0}")]
-    Optimiser(String),
-}
+/// What a bootstrap of this law records about its starts (the same starts as the point estimate).
+pub const BOOTSTRAP_STARTS: &str = "the same five starts as the point estimate (E0 = 0.05..0.97 x min loss)";
 
-/// A fitted law `L(C) = e + a * C^(-alpha)`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// A fitted law `L(C) = E + A * C^(-alpha)`. JSON keys: `E`, `A`, `alpha` (each an [`Estimate`]), `converged`,
+/// `rss`, `n_points`, and `bootstrap` when bootstrapped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PowerLawFit {
     /// Irreducible loss `E` (same unit as the losses, > 0).
-    pub e: f64,
+    #[serde(rename = "E")]
+    pub e: Estimate,
     /// Scale `A` of the reducible part (loss units x FLOPs^alpha).
-    pub a: f64,
+    #[serde(rename = "A")]
+    pub a: Estimate,
     /// Exponent `alpha` (positive when loss falls with compute).
-    pub alpha: f64,
+    pub alpha: Estimate,
     /// Whether the best start reached a stationary point: L-BFGS met its gradient tolerance (1e-10), or the
-    /// gradient norm at the returned point is below 1e-7.
+    /// gradient norm at the returned point is below 1e-7. False is a warning: the numbers are not an optimum.
     pub converged: bool,
     /// Sum of squared errors of `ln L` at the optimum (the objective in the module notes).
     pub rss: f64,
     /// Number of points fitted.
-    pub n: usize,
+    pub n_points: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapInfo>,
 }
 
 impl PowerLawFit {
-    /// The law's loss at compute `c` (FLOPs). Computed as `e + exp(ln a − alpha ln c)` so it does not overflow
-    /// for large `c`.
+    /// The law's loss at compute `c` (FLOPs) with the point estimates. Computed as `E + exp(ln A − alpha ln c)`
+    /// so it does not overflow for large `c`.
     pub fn predict(&self, c: f64) -> f64 {
-        self.e + (self.a.ln() - self.alpha * c.ln()).exp()
+        self.e.value + (self.a.value.ln() - self.alpha.value * c.ln()).exp()
+    }
+}
+
+impl Fitted for PowerLawFit {
+    fn estimates(&self) -> Vec<(String, Estimate)> {
+        vec![("E".into(), self.e), ("A".into(), self.a), ("alpha".into(), self.alpha)]
+    }
+    fn estimates_mut(&mut self) -> Vec<&mut Estimate> {
+        vec![&mut self.e, &mut self.a, &mut self.alpha]
+    }
+    fn converged(&self) -> bool {
+        self.converged
+    }
+    fn set_bootstrap(&mut self, info: BootstrapInfo) {
+        self.bootstrap = Some(info);
     }
 }
 
 /// Fits `L(C) = E + A * C^(-alpha)` to `points = [(C, L), ...]` (FLOPs, loss), see the module notes.
 pub fn fit_power_law(points: &[(f64, f64)]) -> Result<PowerLawFit, FitError> {
     if points.len() < MIN_POINTS {
-        return Err(FitError::TooFewPoints { got: points.len(), need: MIN_POINTS });
+        let why = "E, A and alpha are free";
+        return Err(FitError::TooFewPoints { law: Law::Power, got: points.len(), need: MIN_POINTS, why });
     }
-    for (index, &(c, l)) in points.iter().enumerate() {
-        let ok = c.is_finite() && l.is_finite() && c > 0.0 && l > 0.0;
-        if !ok {
-            return Err(FitError::NonPositive { index, c, l });
-        }
-    }
+    check_positive(points.iter().map(|p| p.0), "compute C")?;
+    check_positive(points.iter().map(|p| p.1), "loss L")?;
     let problem = LogLossProblem::new(points);
     let l_min = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
-
-    let mut best: Option<(Vec<f64>, f64, bool)> = None; // (θ, f(θ), converged)
-    let mut last_err = String::new();
-    for q in START_FRACTIONS {
-        let start = problem.start(q * l_min);
-        match run_lbfgs(problem.clone(), start) {
-            Ok((theta, cost, converged)) if cost.is_finite() => {
-                if best.as_ref().is_none_or(|b| cost < b.1) {
-                    best = Some((theta, cost, converged));
-                }
-            }
-            Ok((_, cost, _)) => last_err = format!("non-finite objective {cost}"),
-            Err(e) => last_err = e.to_string(),
-        }
-    }
-    let (theta, rss, converged) = best.ok_or(FitError::Optimiser(last_err))?;
-    let (u, b, alpha) = (theta[0], theta[1], theta[2]);
-    Ok(PowerLawFit { e: u.exp(), a: (b + alpha * problem.x_mean).exp(), alpha, converged, rss, n: points.len() })
+    let starts: Vec<Vec<f64>> = START_FRACTIONS.iter().map(|q| problem.start(q * l_min)).collect();
+    let best = best_of(&problem, &starts, SETTINGS, false).map_err(FitError::Optimiser)?;
+    let (u, b, alpha) = (best.theta[0], best.theta[1], best.theta[2]);
+    Ok(PowerLawFit {
+        e: u.exp().into(),
+        a: (b + alpha * problem.x_mean).exp().into(),
+        alpha: alpha.into(),
+        converged: best.converged,
+        rss: best.cost,
+        n_points: points.len(),
+        bootstrap: None,
+    })
 }
 
-/// One L-BFGS run from `start`; returns (best θ, its objective, converged).
-fn run_lbfgs(problem: LogLossProblem, start: Vec<f64>) -> Result<(Vec<f64>, f64, bool), ArgminError> {
-    let check = problem.clone();
-    // The cost-change test is off (0): it stops on flat stretches far from the optimum; the gradient test, the
-    // iteration cap or a failed line search end the run instead.
-    let solver = LBFGS::new(MoreThuenteLineSearch::new(), 7).with_tolerance_grad(TOL_GRAD)?.with_tolerance_cost(0.0)?;
-    let res = Executor::new(problem, solver)
-        .configure(|s| s.param(start).max_iters(MAX_ITERS))
-        .ctrlc(false)
-        .timer(false)
-        .run()?;
-    let state = res.state();
-    let theta = state.get_best_param().cloned().ok_or_else(|| ArgminError::msg("L-BFGS returned no parameters"))?;
-    let cost = check.cost(&theta)?;
-    let grad_norm = check.gradient(&theta)?.iter().map(|g| g * g).sum::<f64>().sqrt();
-    let by_solver = matches!(state.get_termination_reason(), Some(TerminationReason::SolverConverged));
-    let converged = by_solver || grad_norm < TOL_GRAD_ACCEPT;
-    Ok((theta, cost, converged))
+/// [`fit_power_law`] with percentile intervals from `n_resamples` resamples of the points (seeded), which
+/// are also returned (for bands of derived quantities, e.g. the predicted loss at a budget).
+pub fn fit_power_law_bootstrap(
+    points: &[(f64, f64)],
+    n_resamples: usize,
+    seed: u64,
+) -> Result<(PowerLawFit, Resamples<PowerLawFit>), FitError> {
+    let mut fit = fit_power_law(points)?;
+    let boot = resample_fits(n_resamples, seed, |rng| {
+        let mut idx = with_replacement(points.len(), rng);
+        let pts: Vec<(f64, f64)> = idx.iter().map(|&i| points[i]).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        if idx.len() < MIN_POINTS {
+            // Fewer distinct points than parameters: the law is not identified by this resample.
+            let why = "distinct points in a resample";
+            return Err(FitError::TooFewPoints { law: Law::Power, got: idx.len(), need: MIN_POINTS, why });
+        }
+        fit_power_law(&pts)
+    });
+    boot.attach_to(&mut fit, "points with replacement", BOOTSTRAP_STARTS);
+    Ok((fit, boot))
 }
 
 /// The objective `f(θ)` over centred log-compute; θ = [u, b, alpha].
@@ -215,35 +221,6 @@ impl Gradient for LogLossProblem {
     }
 }
 
-/// An error for non-finite values. More-Thuente extrapolates without bound and would loop forever on NaN
-/// (its tests all compare false); an error instead ends that L-BFGS run, which keeps its best point.
-fn finite(v: &[f64]) -> Result<&[f64], ArgminError> {
-    if v.iter().all(|x| x.is_finite()) {
-        Ok(v)
-    } else {
-        Err(ArgminError::msg(format!("non-finite value in {v:?}")))
-    }
-}
-
-/// `ln(e^p + e^q)` without overflow.
-fn logaddexp(p: f64, q: f64) -> f64 {
-    let m = p.max(q);
-    if m == f64::NEG_INFINITY {
-        return m;
-    }
-    m + (-(p - q).abs()).exp().ln_1p()
-}
-
-/// `1 / (1 + e^(-z))` without overflow.
-fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 {
-        1.0 / (1.0 + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (1.0 + e)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,12 +244,12 @@ mod tests {
     fn recovers_chinchilla_like_law() {
         let pts = synthetic(1.7, 400.0, 0.3, 10.0, 16.0, 13);
         let fit = fit_power_law(&pts).unwrap();
-        assert_close("E", fit.e, 1.7);
-        assert_close("A", fit.a, 400.0);
-        assert_close("alpha", fit.alpha, 0.3);
+        assert_close("E", fit.e.value, 1.7);
+        assert_close("A", fit.a.value, 400.0);
+        assert_close("alpha", fit.alpha.value, 0.3);
         assert!(fit.converged, "{fit:?}");
         assert!(fit.rss < 1e-12, "{fit:?}");
-        assert_eq!(fit.n, 13);
+        assert_eq!(fit.n_points, 13);
         assert_close("predict", fit.predict(1e13), 1.7 + 400.0 * 1e13f64.powf(-0.3));
     }
 
@@ -280,9 +257,9 @@ mod tests {
     fn recovers_small_exponent_law_at_large_compute() {
         let pts = synthetic(2.5, 50.0, 0.15, 14.0, 20.0, 7);
         let fit = fit_power_law(&pts).unwrap();
-        assert_close("E", fit.e, 2.5);
-        assert_close("A", fit.a, 50.0);
-        assert_close("alpha", fit.alpha, 0.15);
+        assert_close("E", fit.e.value, 2.5);
+        assert_close("A", fit.a.value, 50.0);
+        assert_close("alpha", fit.alpha.value, 0.15);
         assert!(fit.converged, "{fit:?}");
     }
 
@@ -290,8 +267,8 @@ mod tests {
     fn recovers_law_from_three_points() {
         let pts = synthetic(0.8, 3.0e3, 0.45, 9.0, 13.0, 3);
         let fit = fit_power_law(&pts).unwrap();
-        assert_close("E", fit.e, 0.8);
-        assert_close("alpha", fit.alpha, 0.45);
+        assert_close("E", fit.e.value, 0.8);
+        assert_close("alpha", fit.alpha.value, 0.45);
     }
 
     #[test]
@@ -307,15 +284,15 @@ mod tests {
             })
             .collect();
         let fit = fit_power_law(&pts).unwrap();
-        assert!((fit.e / 1.7 - 1.0).abs() < 0.02, "{fit:?}");
-        assert!((fit.alpha / 0.3 - 1.0).abs() < 0.1, "{fit:?}");
+        assert!((fit.e.value / 1.7 - 1.0).abs() < 0.02, "{fit:?}");
+        assert!((fit.alpha.value / 0.3 - 1.0).abs() < 0.1, "{fit:?}");
         assert!(fit.rss > 0.0 && fit.rss < 1e-3, "{fit:?}");
     }
 
     #[test]
     fn too_few_points_says_how_many_are_needed() {
         let err = fit_power_law(&[(1e10, 3.0), (1e11, 2.5)]).unwrap_err();
-        assert_eq!(err, FitError::TooFewPoints { got: 2, need: 3 });
+        assert!(matches!(err, FitError::TooFewPoints { law: Law::Power, got: 2, need: 3, .. }), "{err:?}");
         assert!(err.to_string().contains("at least 3 points"), "{err}");
     }
 
@@ -338,7 +315,7 @@ mod tests {
             vec![(1e10, 2.0), (1e11, 2.5), (1e12, 3.0)],
         ] {
             let fit = fit_power_law(&pts).unwrap();
-            assert!(fit.rss.is_finite() && fit.e.is_finite(), "{pts:?} -> {fit:?}");
+            assert!(fit.rss.is_finite() && fit.e.value.is_finite(), "{pts:?} -> {fit:?}");
             assert!(fit.predict(1e11).is_finite(), "{fit:?}");
         }
     }

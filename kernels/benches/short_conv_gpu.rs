@@ -1,0 +1,176 @@
+//! GPU benchmark of the short causal depthwise convolution (k = 4, SiLU, bias): our kernel against
+//! libtorch's conv1d (what `Auto` ran before the kernel), the plain-tch reference, and the floor set by the
+//! bytes that must move at 4.3 TB/s (the H200's measured device-to-device copy rate).
+//!
+//! Run on a GPU machine: `make bench-gpu`, or the bundle's `kernels-gpu-bench` (scripts/gpu-run.sh).
+//! Timing: CUDA events around each call on the current stream (csrc/extension.cpp), the L2 flushed before
+//! every run by writing a 256 MiB buffer, 10 warm-up runs, then the median of `RUNS` runs. Forward+backward
+//! is the forward call plus torch::autograd::grad for x, w and bias with a fixed output gradient.
+//! Prints Markdown tables.
+//!
+//! Bytes floor, per element of x (B*T*C of them, `s` bytes each): forward reads x and writes y (2s);
+//! backward reads x and dy and writes dx (3s); w, bias and their gradients are negligible.
+
+use kernels::cuda_ext::{self, CudaTimer};
+use kernels::short_conv::{short_conv, Activation};
+use kernels::KernelPath;
+use tch::{Device, Kind, Tensor};
+
+const RUNS: usize = 60;
+const WARMUP: usize = 10;
+const BANDWIDTH: f64 = 4.3e12; // bytes/s
+const K: i64 = 4;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Impl {
+    Kernel,
+    Conv1d,
+    Reference,
+}
+
+impl Impl {
+    fn run(self, x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
+        match self {
+            Impl::Kernel => cuda_ext::short_conv(x, w, Some(b), Activation::Silu).expect("kernel"),
+            Impl::Conv1d => {
+                // libtorch's depthwise conv1d (cuDNN), as short_conv's Auto path did before the kernel
+                let c = w.size()[0];
+                let xt = x.transpose(1, 2).constant_pad_nd([K - 1, 0]);
+                xt.conv1d(&w.unsqueeze(1), Some(b), [1], [0], [1], c).transpose(1, 2).silu()
+            }
+            Impl::Reference => short_conv(x, w, Some(b), Activation::Silu, KernelPath::Reference),
+        }
+    }
+}
+
+struct Bench {
+    flush: Tensor,
+    timer: CudaTimer,
+}
+
+impl Bench {
+    /// Median milliseconds of `f` over RUNS runs after WARMUP, L2 flushed before each.
+    fn time(&mut self, mut f: impl FnMut()) -> f64 {
+        for _ in 0..WARMUP {
+            f();
+        }
+        let mut ms = Vec::with_capacity(RUNS);
+        for _ in 0..RUNS {
+            let _ = self.flush.fill_(1);
+            self.timer.start().unwrap();
+            f();
+            self.timer.stop().unwrap();
+            ms.push(f64::from(self.timer.elapsed_ms().unwrap()));
+        }
+        ms.sort_by(f64::total_cmp);
+        ms[ms.len() / 2]
+    }
+
+    fn fwd(&mut self, imp: Impl, x: &Tensor, w: &Tensor, b: &Tensor) -> f64 {
+        let _guard = tch::no_grad_guard();
+        self.time(|| {
+            let _ = imp.run(x, w, b);
+        })
+    }
+
+    fn fwd_bwd(&mut self, imp: Impl, x: &Tensor, w: &Tensor, b: &Tensor, gy: &Tensor) -> f64 {
+        let (x, w, b) = (
+            x.detach().set_requires_grad(true),
+            w.detach().set_requires_grad(true),
+            b.detach().set_requires_grad(true),
+        );
+        self.time(|| {
+            let y = imp.run(&x, &w, &b);
+            let _ = cuda_ext::grad(&[&y], &[gy], &[&x, &w, &b]).expect("backward");
+        })
+    }
+}
+
+fn main() {
+    let loaded = kernels::cuda::load_torch_cuda();
+    if !tch::Cuda::is_available() {
+        eprintln!("no CUDA device: {loaded:?}");
+        std::process::exit(1);
+    }
+    let ext = match cuda_ext::extension() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    let dev = Device::Cuda(0);
+    println!("kernel library: {}\n", ext.path().display());
+    let mut bench =
+        Bench { flush: Tensor::empty([256 << 20], (Kind::Uint8, dev)), timer: CudaTimer::new().expect("CUDA events") };
+    tch::manual_seed(0);
+
+    println!("## short_conv (k = {K}, SiLU, bias), B = 8, C = 16 heads x head dim; median of {RUNS} runs, ms\n");
+    println!("| dtype | T | C | pass | kernel | conv1d | reference | floor @ 4.3 TB/s | kernel / floor | conv1d / kernel | reference / kernel |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let b = 8;
+    for kind in [Kind::BFloat16, Kind::Float] {
+        for t in [2048, 4096] {
+            for d in [64, 128] {
+                let c = 16 * d;
+                let opts = (Kind::Float, dev);
+                let x = Tensor::randn([b, t, c], opts).to_kind(kind);
+                let w = (Tensor::randn([c, K], opts) * 0.5).to_kind(kind);
+                let bias = Tensor::randn([c], opts).to_kind(kind);
+                let gy = Tensor::randn([b, t, c], opts).to_kind(kind);
+                let bytes = (b * t * c) as f64 * x.kind().elt_size_in_bytes() as f64;
+                for (pass, floor_bytes) in [("fwd", 2.0 * bytes), ("fwd+bwd", 5.0 * bytes)] {
+                    let mut ms = Vec::new();
+                    for imp in [Impl::Kernel, Impl::Conv1d, Impl::Reference] {
+                        ms.push(if pass == "fwd" {
+                            bench.fwd(imp, &x, &w, &bias)
+                        } else {
+                            bench.fwd_bwd(imp, &x, &w, &bias, &gy)
+                        });
+                    }
+                    let floor = floor_bytes / BANDWIDTH * 1e3;
+                    println!(
+                        "| {kind:?} | {t} | {c} | {pass} | {:.4} | {:.4} | {:.4} | {floor:.4} | {:.2}x | {:.2}x | {:.2}x |",
+                        ms[0],
+                        ms[1],
+                        ms[2],
+                        ms[0] / floor,
+                        ms[1] / ms[0],
+                        ms[2] / ms[0]
+                    );
+                }
+            }
+        }
+    }
+
+    // The time chunk per thread (launch shape) against speed, for tuning the automatic choice.
+    println!("\n## kernel time (ms) against time steps per thread, bfloat16, B = 8\n");
+    let chunks = [0i64, 8, 16, 32, 64, 128];
+    let head: Vec<String> = chunks.iter().map(|c| if *c == 0 { "auto".to_string() } else { c.to_string() }).collect();
+    println!("| T | C | pass | {} |", head.join(" | "));
+    println!("|---|---|---|{}", "---|".repeat(chunks.len()));
+    for t in [2048, 4096] {
+        for d in [64, 128] {
+            let c = 16 * d;
+            let opts = (Kind::Float, dev);
+            let x = Tensor::randn([b, t, c], opts).to_kind(Kind::BFloat16);
+            let w = (Tensor::randn([c, K], opts) * 0.5).to_kind(Kind::BFloat16);
+            let bias = Tensor::randn([c], opts).to_kind(Kind::BFloat16);
+            let gy = Tensor::randn([b, t, c], opts).to_kind(Kind::BFloat16);
+            for pass in ["fwd", "fwd+bwd"] {
+                let mut cells = Vec::new();
+                for &chunk in &chunks {
+                    cuda_ext::set_short_conv_chunk(chunk).unwrap();
+                    let ms = if pass == "fwd" {
+                        bench.fwd(Impl::Kernel, &x, &w, &bias)
+                    } else {
+                        bench.fwd_bwd(Impl::Kernel, &x, &w, &bias, &gy)
+                    };
+                    cells.push(format!("{ms:.4}"));
+                }
+                cuda_ext::set_short_conv_chunk(0).unwrap();
+                println!("| {t} | {c} | {pass} | {} |", cells.join(" | "));
+            }
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! Chunked (gated) linear attention: the one recurrence behind `linear_attention`, `based`, `retnet`, `gla`
+//! and Mamba2's SSD.
+//!
+//! Per batch element and head, with a state `S` of shape `[Dk, Dv]`:
+//! ```text
+//! S_t = diag(a_t) S_{t-1} + k_t^T v_t         a_t = exp(log_decay_t) in (0, 1]
+//! o_t = q_t S_t                               (so o_t = sum_{j<=t} (q_t . (prod_{j<s<=t} a_s) k_j) v_j)
+//! ```
+//! The decay comes in three forms ([`Decay`]): none (`a_t = 1`: causal linear attention), one scalar per head
+//! and token (`[B, H, T]`: RetNet's fixed gamma broadcast over tokens, Mamba2's `dt * A`), or one per key
+//! (`[B, H, T, Dk]`: GLA's gates). Shapes: q, k `[B, H, T, Dk]`, v `[B, H, T, Dv]`, state `[B, H, Dk, Dv]`.
+//!
+//! Mamba2's SSD (Dao & Gu 2024, arXiv 2405.21060) is the scalar case: per head `q = C_t`, `k = B_t`,
+//! `v = dt_t x_t`, `log a_t = dt_t A` (`Decay::Scalar`, `[B, H, T]`); the caller adds the `D x_t` skip and
+//! expands shared B/C groups to heads.
+//!
+//! `KernelPath::Reference` runs the per-token recurrence above ([`linear_step`] in a loop). `KernelPath::Auto`
+//! runs the chunked parallel form (Yang et al. 2023, arXiv 2312.06635, section 3): the sequence is cut into
+//! chunks of `C = min(chunk, T)` tokens (the last one zero-padded: `k = v = 0`, `log a = 0`, which leaves the
+//! state unchanged). With `b_i = sum_{s<=i} log a_s` the log-decay from the chunk's start to position `i`:
+//! ```text
+//! intra:  A_ij = sum_d q_id k_jd exp(b_id - b_jd)  for j <= i, else 0      [C, C]   o_intra = A V
+//! inter:  o_inter = (Q * exp(b)) S_start                                    [C, Dv]
+//! state:  S_end = diag(exp(b_last)) S_start + (K * exp(b_last - b))^T V    [Dk, Dv]
+//! ```
+//! The inter-chunk and state factors are exponentials of non-positive numbers. Without decay `A = (Q K^T)`
+//! masked; with a scalar decay `A = (Q K^T) * exp(b_i - b_j)` (one matmul), the ratios formed in log space
+//! for `j <= i` only (future pairs are masked to `-inf` before `exp`). With a per-key decay the ratio sits
+//! inside the sum over keys: the scores are one matmul `A = (Q * exp(b)) (K * exp(-b))^T` when the chunk's
+//! total log-decay `max(-b)` keeps `exp(-b)` finite and normal in the dtype (40 for float32, 300 for float64;
+//! exact up to rounding), and otherwise the exact ratios `exp(b_i - b_j)` `[C, C, Dk]` in log space, summed
+//! over keys (same FLOPs, more memory traffic). The branch is chosen per call from the whole batch, so a
+//! later token that pushes a chunk past the limit can change earlier outputs by rounding (never more). The
+//! chunk states are passed along in a loop over the `ceil(T / C)` chunks (elementwise work only).
+//!
+//! FLOPs (a multiply-add is 2; the decay factors and the state's decay are elementwise and not counted): per
+//! head and chunk `2 C^2 Dk` (scores, every pair of the chunk) + `2 C^2 Dv` (A V) + `2 C Dk Dv` (inter-chunk
+//! read-out) + `2 C Dk Dv` (state update), so [`chunk_linear_flops`] = `B H ceil(T/C) (2 C^2 (Dk + Dv) + 4 C
+//! Dk Dv)`. The Auto path records them from its operands' shapes; the Reference path records the same number
+//! up front, because the accounting charges the algorithm training runs (the chunked form), not the
+//! definition.
+
+use crate::flop_count;
+use crate::KernelPath;
+use tch::{Kind, Tensor};
+
+/// The state's decay between tokens, as log-decays `log a_t <= 0`. Shapes are for the sequence form; in
+/// [`linear_step`] the time axis is absent (`[B, H]` and `[B, H, Dk]`).
+#[derive(Clone, Copy, Debug)]
+pub enum Decay<'a> {
+    /// `a_t = 1`: plain causal linear attention.
+    None,
+    /// One log-decay per head and token, shared by every key: `[B, H, T]` (RetNet, Mamba2's SSD).
+    Scalar(&'a Tensor),
+    /// One log-decay per head, token and key: `[B, H, T, Dk]` (GLA).
+    PerKey(&'a Tensor),
+}
+
+impl Decay<'_> {
+    /// The log-decay with a trailing key axis (`[.., Dk]` or `[.., 1]`), `None` without decay.
+    fn with_key_axis(&self) -> Option<Tensor> {
+        match self {
+            Decay::None => None,
+            Decay::Scalar(g) => Some(g.unsqueeze(-1)),
+            Decay::PerKey(g) => Some(g.shallow_clone()),
+        }
+    }
+}
+
+/// The chunk length actually used at sequence length `t`: `min(chunk, t)`.
+pub fn effective_chunk(t: i64, chunk: i64) -> i64 {
+    chunk.min(t).max(1)
+}
+
+/// Forward FLOPs of the chunked form over `heads` (batch x heads) sequences of length `t` (see the module note).
+pub fn chunk_linear_flops(heads: i64, t: i64, dk: i64, dv: i64, chunk: i64) -> f64 {
+    let c = effective_chunk(t, chunk);
+    let n = (t + c - 1) / c;
+    (heads * n) as f64 * (2 * c * c * (dk + dv) + 4 * c * dk * dv) as f64
+}
+
+/// Causal (gated) linear attention over a sequence; see the module note. Returns `(o [B, H, T, Dv], final
+/// state [B, H, Dk, Dv])`; `initial_state` (zeros when absent) lets a sequence continue from an earlier call.
+/// `chunk` (>= 1) is the chunk length of the Auto path.
+pub fn chunk_linear(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    decay: Decay,
+    initial_state: Option<&Tensor>,
+    chunk: i64,
+    path: KernelPath,
+) -> (Tensor, Tensor) {
+    let (b, h, t, dk) = q.size4().expect("chunk_linear: q must be [B, H, T, Dk]");
+    let dv = v.size()[3];
+    assert_eq!(k.size(), q.size(), "chunk_linear: k must have q's shape [B, H, T, Dk]");
+    assert_eq!(v.size()[..3], [b, h, t], "chunk_linear: v must be [B, H, T, Dv]");
+    assert!(t >= 1 && chunk >= 1, "chunk_linear: needs T >= 1 and chunk >= 1 (T = {t}, chunk = {chunk})");
+    match path {
+        KernelPath::Auto => chunked(q, k, v, decay, initial_state, chunk, None),
+        KernelPath::Reference => {
+            flop_count::record(chunk_linear_flops(b * h, t, dk, dv, chunk));
+            recurrent(q, k, v, decay, initial_state)
+        }
+    }
+}
+
+/// One token: q, k `[B, H, Dk]`, v `[B, H, Dv]`, decay `[B, H]` or `[B, H, Dk]`, state `[B, H, Dk, Dv]`
+/// -> `(o [B, H, Dv], new state)`. This is the definition the chunked form is tested against.
+pub fn linear_step(q: &Tensor, k: &Tensor, v: &Tensor, decay: Decay, state: &Tensor) -> (Tensor, Tensor) {
+    let kv = k.unsqueeze(-1) * v.unsqueeze(-2); // k_t^T v_t: [B, H, Dk, Dv]
+    let state = match decay.with_key_axis() {
+        None => state + kv,
+        Some(g) => state * g.exp().unsqueeze(-1) + kv, // diag(a_t) S_{t-1} + k_t^T v_t
+    };
+    let o = q.unsqueeze(-2).matmul(&state).squeeze_dim(-2); // q_t S_t: [B, H, Dv]
+    (o, state)
+}
+
+fn zero_state(q: &Tensor, dv: i64) -> Tensor {
+    let (b, h, _, dk) = q.size4().expect("q must be [B, H, T, Dk]");
+    Tensor::zeros([b, h, dk, dv], (q.kind(), q.device()))
+}
+
+/// The definition: the per-token recurrence.
+fn recurrent(q: &Tensor, k: &Tensor, v: &Tensor, decay: Decay, s0: Option<&Tensor>) -> (Tensor, Tensor) {
+    let t = q.size()[2];
+    let mut state = s0.map_or_else(|| zero_state(q, v.size()[3]), |s| s.shallow_clone());
+    let mut outs = Vec::with_capacity(t as usize);
+    for i in 0..t {
+        let g = match decay {
+            Decay::None => None,
+            Decay::Scalar(g) | Decay::PerKey(g) => Some(g.select(2, i)),
+        };
+        let d = match (decay, &g) {
+            (Decay::Scalar(_), Some(g)) => Decay::Scalar(g),
+            (Decay::PerKey(_), Some(g)) => Decay::PerKey(g),
+            _ => Decay::None,
+        };
+        let (o, s) = linear_step(&q.select(2, i), &k.select(2, i), &v.select(2, i), d, &state);
+        outs.push(o);
+        state = s;
+    }
+    (Tensor::stack(&outs, 2), state)
+}
+
+/// The largest |exponent| whose exponential, times operands of ordinary size, stays finite and normal in `kind`.
+fn safe_exponent(kind: Kind) -> f64 {
+    match kind {
+        Kind::Double => 300.0,
+        Kind::Half => 5.0,
+        _ => 40.0, // float32 and bfloat16: e^40 ~ 2e17, e^-40 ~ 4e-18
+    }
+}
+
+/// The chunked parallel form (module note). `factor_limit` overrides [`safe_exponent`] (tests force each
+/// branch of the per-key scores with it).
+fn chunked(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    decay: Decay,
+    s0: Option<&Tensor>,
+    chunk: i64,
+    factor_limit: Option<f64>,
+) -> (Tensor, Tensor) {
+    let (b, h, t, _) = q.size4().expect("q must be [B, H, T, Dk]");
+    let dv = v.size()[3];
+    let c = effective_chunk(t, chunk);
+    let n = (t + c - 1) / c;
+    let pad = n * c - t;
+    // [B, H, T, D] -> zero-pad T to N*C -> [B, H, N, C, D]
+    let blocks = |x: &Tensor| {
+        let d = x.size()[3];
+        x.constant_pad_nd([0, 0, 0, pad]).reshape([b, h, n, c, d])
+    };
+    let (qc, kc, vc) = (blocks(q), blocks(k), blocks(v));
+    // [C, C]: true where j > i
+    let future = Tensor::ones([c, c], (Kind::Bool, q.device())).triu(1);
+    // b_i = sum_{s<=i} log a_s within the chunk: [B, H, N, C, Dk or 1]
+    let cum = decay.with_key_axis().map(|g| blocks(&g).cumsum(3, g.kind()));
+
+    // Intra-chunk scores A [B, H, N, C, C], zero for j > i.
+    let scores = match (decay, &cum) {
+        (Decay::PerKey(_), Some(cum)) => {
+            // exp(b_i - b_j) = exp(b_i) exp(-b_j): one matmul, when no factor exp(-b_j) can overflow (b_i, b_j
+            // are measured from the chunk's start, so each score depends on positions <= i only); otherwise
+            // the ratios themselves, summed over the keys.
+            let spread = tch::no_grad(|| -cum.min().double_value(&[]));
+            if spread <= factor_limit.unwrap_or_else(|| safe_exponent(q.kind())) {
+                let scores = flop_count::matmul(&(&qc * cum.exp()), &(&kc * cum.neg().exp()).transpose(-2, -1));
+                scores.masked_fill(&future, 0.0)
+            } else {
+                let ratio = (cum.unsqueeze(4) - cum.unsqueeze(3)) // b_i - b_j: [B, H, N, C(i), C(j), Dk]
+                    .masked_fill(&future.unsqueeze(-1), f64::NEG_INFINITY)
+                    .exp();
+                let dk = q.size()[3];
+                flop_count::record(2.0 * (b * h * n * c * c * dk) as f64);
+                (qc.unsqueeze(4) * kc.unsqueeze(3) * ratio).sum_dim_intlist(-1, false, q.kind())
+            }
+        }
+        (Decay::Scalar(_), Some(cum)) => {
+            let ratio = (cum - cum.transpose(-2, -1)).masked_fill(&future, f64::NEG_INFINITY).exp(); // [.., C, C]
+            flop_count::matmul(&qc, &kc.transpose(-2, -1)) * ratio
+        }
+        _ => flop_count::matmul(&qc, &kc.transpose(-2, -1)).masked_fill(&future, 0.0),
+    };
+    let intra = flop_count::matmul(&scores, &vc); // [B, H, N, C, Dv]
+
+    // Inter-chunk: what each chunk adds to the state, and the decay of the state across a chunk.
+    let (q_in, k_out, across) = match &cum {
+        None => (qc, kc, None),
+        Some(cum) => {
+            let last = cum.narrow(3, c - 1, 1); // b_last: [B, H, N, 1, Dk or 1]
+            let across = last.exp().transpose(-2, -1); // [B, H, N, Dk or 1, 1]
+            (&qc * cum.exp(), &kc * (&last - cum).exp(), Some(across))
+        }
+    };
+    let updates = flop_count::matmul(&k_out.transpose(-2, -1), &vc); // [B, H, N, Dk, Dv]
+    let mut state = s0.map_or_else(|| zero_state(q, dv), |s| s.shallow_clone());
+    let mut starts = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        starts.push(state.shallow_clone());
+        let u = updates.select(2, i);
+        state = match &across {
+            Some(a) => a.select(2, i) * state + u,
+            None => state + u,
+        };
+    }
+    let starts = Tensor::stack(&starts, 2); // [B, H, N, Dk, Dv]
+    let inter = flop_count::matmul(&q_in, &starts); // [B, H, N, C, Dv]
+    let out = (intra + inter).reshape([b, h, n * c, dv]).narrow(2, 0, t); // [B, H, T, Dv]
+    (out, state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    const OPTS: (Kind, Device) = (Kind::Double, Device::Cpu);
+
+    fn max_err(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).abs().max().double_value(&[])
+    }
+
+    /// Log-decays in [-strength, 0).
+    fn log_decay(shape: &[i64], strength: f64) -> Tensor {
+        -(Tensor::rand(shape, OPTS) * strength + 1e-3)
+    }
+
+    fn decays(b: i64, h: i64, t: i64, dk: i64, strength: f64) -> [(Tensor, &'static str); 3] {
+        [
+            (Tensor::zeros([0], OPTS), "none"),
+            (log_decay(&[b, h, t], strength), "scalar"),
+            (log_decay(&[b, h, t, dk], strength), "per_key"),
+        ]
+    }
+
+    fn as_decay<'a>(g: &'a Tensor, kind: &str) -> Decay<'a> {
+        match kind {
+            "scalar" => Decay::Scalar(g),
+            "per_key" => Decay::PerKey(g),
+            _ => Decay::None,
+        }
+    }
+
+    #[test]
+    fn chunked_matches_recurrence_in_float64() {
+        tch::manual_seed(0);
+        // (B, H, T, Dk, Dv, chunk): T not a multiple of the chunk, T = 1, odd dims, chunk > T, chunk = 1.
+        for (b, h, t, dk, dv, chunk) in
+            [(2, 3, 1, 5, 3, 4), (1, 2, 7, 3, 5, 3), (2, 1, 16, 4, 4, 5), (1, 2, 13, 5, 7, 64), (1, 1, 6, 3, 2, 1)]
+        {
+            let (q, k, v) = (
+                Tensor::randn([b, h, t, dk], OPTS),
+                Tensor::randn([b, h, t, dk], OPTS),
+                Tensor::randn([b, h, t, dv], OPTS),
+            );
+            let s0 = Tensor::randn([b, h, dk, dv], OPTS);
+            for (strength, (g, kind)) in [0.5, 30.0].into_iter().flat_map(|s| decays(b, h, t, dk, s).map(|d| (s, d))) {
+                for init in [None, Some(&s0)] {
+                    let d = as_decay(&g, kind);
+                    let (or, sr) = chunk_linear(&q, &k, &v, d, init, chunk, KernelPath::Reference);
+                    // Auto's own choice, then each branch of the per-key scores forced (factorised, exact ratios).
+                    for limit in [None, Some(f64::INFINITY), Some(-1.0)] {
+                        let (oa, sa) = chunked(&q, &k, &v, d, init, chunk, limit);
+                        let (eo, es) = (max_err(&oa, &or), max_err(&sa, &sr));
+                        let shape = (b, h, t, dk, dv, chunk);
+                        let case = format!("{kind} strength {strength} init {} {limit:?} {shape:?}", init.is_some());
+                        assert!(eo < 1e-10 && es < 1e-10, "{case}: output error {eo}, state error {es}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn splitting_a_sequence_with_the_state_changes_nothing() {
+        tch::manual_seed(1);
+        let (b, h, t, dk, dv) = (2, 2, 11, 3, 4);
+        let (q, k, v) = (
+            Tensor::randn([b, h, t, dk], OPTS),
+            Tensor::randn([b, h, t, dk], OPTS),
+            Tensor::randn([b, h, t, dv], OPTS),
+        );
+        for (g, kind) in decays(b, h, t, dk, 1.0) {
+            let (whole, s_whole) = chunk_linear(&q, &k, &v, as_decay(&g, kind), None, 4, KernelPath::Auto);
+            let part = |x: &Tensor, s: i64, l: i64| x.narrow(2, s, l);
+            let gp = |s, l| if kind == "none" { g.shallow_clone() } else { part(&g, s, l) };
+            let (g1, g2) = (gp(0, 5), gp(5, 6));
+            let (o1, s1) = chunk_linear(
+                &part(&q, 0, 5),
+                &part(&k, 0, 5),
+                &part(&v, 0, 5),
+                as_decay(&g1, kind),
+                None,
+                4,
+                KernelPath::Auto,
+            );
+            let (o2, s2) = chunk_linear(
+                &part(&q, 5, 6),
+                &part(&k, 5, 6),
+                &part(&v, 5, 6),
+                as_decay(&g2, kind),
+                Some(&s1),
+                4,
+                KernelPath::Auto,
+            );
+            assert!(max_err(&whole, &Tensor::cat(&[o1, o2], 2)) < 1e-10, "{kind}");
+            assert!(max_err(&s_whole, &s2) < 1e-10, "{kind}");
+        }
+    }
+
+    #[test]
+    fn both_paths_record_the_chunked_flops() {
+        let (b, h, t, dk, dv, chunk) = (2, 3, 10, 5, 3, 4);
+        let (q, k, v) = (
+            Tensor::randn([b, h, t, dk], OPTS),
+            Tensor::randn([b, h, t, dk], OPTS),
+            Tensor::randn([b, h, t, dv], OPTS),
+        );
+        for (g, kind) in decays(b, h, t, dk, 1.0) {
+            for path in [KernelPath::Auto, KernelPath::Reference] {
+                let counter = flop_count::Counter::start();
+                let _ = chunk_linear(&q, &k, &v, as_decay(&g, kind), None, chunk, path);
+                assert_eq!(counter.total(), chunk_linear_flops(b * h, t, dk, dv, chunk), "{kind} {path:?}");
+            }
+            let counter = flop_count::Counter::start();
+            let _ = chunked(&q, &k, &v, as_decay(&g, kind), None, chunk, Some(-1.0)); // exact per-key ratios
+            assert_eq!(counter.total(), chunk_linear_flops(b * h, t, dk, dv, chunk), "{kind} exact ratios");
+        }
+        // 3 chunks of 4 (the last padded): 2*16*8 + 4*4*15 = 496 per chunk.
+        assert_eq!(chunk_linear_flops(1, 10, 5, 3, 4), 3.0 * 496.0);
+    }
+
+    #[test]
+    fn strong_decay_stays_finite_in_float32() {
+        // log a = -40 per token: exp(-b) over a 64-token chunk would be exp(2560), far past f32's range.
+        let opts = (Kind::Float, Device::Cpu);
+        let (b, h, t, dk, dv) = (1, 2, 64, 4, 4);
+        let (q, k, v) = (
+            Tensor::randn([b, h, t, dk], opts),
+            Tensor::randn([b, h, t, dk], opts),
+            Tensor::randn([b, h, t, dv], opts),
+        );
+        let g = Tensor::full([b, h, t, dk], -40.0, opts);
+        let (oa, sa) = chunk_linear(&q, &k, &v, Decay::PerKey(&g), None, 64, KernelPath::Auto);
+        let (or, sr) = chunk_linear(&q, &k, &v, Decay::PerKey(&g), None, 64, KernelPath::Reference);
+        assert!(max_err(&oa, &or) < 1e-4 && max_err(&sa, &sr) < 1e-4);
+        // With a decay this strong each output is (almost) q_t . k_t v_t alone.
+        let local = (&q * &k).sum_dim_intlist(-1, true, Kind::Float) * &v;
+        assert!(max_err(&oa, &local) < 1e-4);
+    }
+
+    /// Autograd gradients of the chunked form against central differences of the recurrence (float64).
+    #[test]
+    fn chunked_gradients_match_finite_differences_of_the_recurrence() {
+        tch::manual_seed(2);
+        let (b, h, t, dk, dv, chunk) = (1, 2, 5, 2, 3, 2);
+        for kind in ["none", "scalar", "per_key"] {
+            let g_shape: Vec<i64> = match kind {
+                "scalar" => vec![b, h, t],
+                "per_key" => vec![b, h, t, dk],
+                _ => vec![0],
+            };
+            let inputs = [
+                Tensor::randn([b, h, t, dk], OPTS),
+                Tensor::randn([b, h, t, dk], OPTS),
+                Tensor::randn([b, h, t, dv], OPTS),
+                log_decay(&g_shape, 1.0),
+                Tensor::randn([b, h, dk, dv], OPTS),
+            ];
+            let (w_out, w_state) = (Tensor::randn([b, h, t, dv], OPTS), Tensor::randn([b, h, dk, dv], OPTS));
+            let weigh = |(o, s): (Tensor, Tensor)| (o * &w_out).sum(Kind::Double) + (s * &w_state).sum(Kind::Double);
+            let reference = |x: &[Tensor]| {
+                let d = as_decay(&x[3], kind);
+                weigh(chunk_linear(&x[0], &x[1], &x[2], d, Some(&x[4]), chunk, KernelPath::Reference))
+            };
+            // Both branches of the per-key scores: factorised (limit infinite) and exact ratios (limit -1).
+            for limit in [f64::INFINITY, -1.0] {
+                let vars: Vec<Tensor> = inputs.iter().map(|x| x.copy().set_requires_grad(true)).collect();
+                let d = as_decay(&vars[3], kind);
+                weigh(chunked(&vars[0], &vars[1], &vars[2], d, Some(&vars[4]), chunk, Some(limit))).backward();
+                for (i, var) in vars.iter().enumerate() {
+                    if kind == "none" && i == 3 {
+                        continue;
+                    }
+                    let grad = var.grad().flatten(0, -1);
+                    for e in 0..inputs[i].numel() as i64 {
+                        let shifted = |delta: f64| {
+                            let x: Vec<Tensor> = inputs.iter().map(|x| x.copy()).collect();
+                            let _ = x[i].view([-1]).get(e).g_add_scalar_(delta);
+                            reference(&x).double_value(&[])
+                        };
+                        let eps = 1e-6;
+                        let numeric = (shifted(eps) - shifted(-eps)) / (2.0 * eps);
+                        let analytic = grad.double_value(&[e]);
+                        assert!(
+                            (numeric - analytic).abs() < 1e-6 * (1.0 + numeric.abs()),
+                            "{kind} limit {limit} input {i}[{e}]: {analytic} vs {numeric}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (no Rust, no network there): the CUDA kernels' GPU tests and benchmark from a
+# bundle built here with `make gpu-bundle`.
+#
+#   bash scripts/gpu-run.sh [BUNDLE_DIR] [all|tests|bench]      (defaults: .carry/gpu, all)
+#
+# The binaries were linked against the torch 2.11.0 wheel here; there they use that machine's own torch
+# 2.11.0+cu130 through LD_LIBRARY_PATH. Logs go to $OUT (the device tool's output folder) or BUNDLE_DIR/out:
+# machine.txt, gpu-tests.log, bench.md. Exit status: non-zero if any test failed or the benchmark failed.
+set -uo pipefail
+BUNDLE=$(cd "${1:-.carry/gpu}" && pwd) || { echo "gpu-run: no bundle at ${1:-.carry/gpu} (make gpu-bundle)" >&2; exit 2; }
+WHAT=${2:-all}
+OUT=${OUT:-$BUNDLE/out}
+mkdir -p "$OUT"
+TORCH_LIB=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")') || {
+  echo "gpu-run: python3 cannot import torch on this machine" >&2
+  exit 2
+}
+export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export WORKBENCH_KERNELS_LIB="$BUNDLE/libworkbench_kernels.so"
+{
+  date -u '+%Y-%m-%d %H:%M:%S UTC'
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+} > "$OUT/machine.txt" 2>&1
+cat "$OUT/machine.txt"
+status=0
+if [ "$WHAT" = all ] || [ "$WHAT" = tests ]; then
+  "$BUNDLE/kernels-gpu-tests" --ignored --test-threads=1 gpu_ 2>&1 | tee "$OUT/gpu-tests.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+if [ "$WHAT" = all ] || [ "$WHAT" = bench ]; then
+  "$BUNDLE/kernels-gpu-bench" 2>&1 | tee "$OUT/bench.md"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+exit $status
