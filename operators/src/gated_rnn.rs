@@ -188,6 +188,9 @@ impl MixerSpec for RetnetSpec {
     fn state_size(&self, d: i64, _seq_len: i64) -> i64 {
         d * width(self.expand_v, d) / self.heads
     }
+    fn output_params() -> &'static [&'static str] {
+        &["o_proj.weight"]
+    }
     fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
         Built::Sequence(Box::new(self.build_retnet(p, ctx)))
     }
@@ -247,6 +250,9 @@ impl MixerSpec for GlaSpec {
     }
     fn state_size(&self, d: i64, _seq_len: i64) -> i64 {
         width(self.expand_k, d) * width(self.expand_v, d) / self.heads
+    }
+    fn output_params() -> &'static [&'static str] {
+        &["o_proj.weight"]
     }
     fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
         Built::Sequence(Box::new(self.build_gla(p, ctx)))

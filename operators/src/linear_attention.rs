@@ -205,6 +205,9 @@ impl MixerSpec for LinearAttentionSpec {
         self.heads * self.feature_map.dim(hd) * (hd + self.normalize as i64)
     }
 
+    fn output_params() -> &'static [&'static str] {
+        &["o_proj.weight"]
+    }
     fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
         let hd = self.head_dim(ctx.d_model);
         let shape = BranchShape { heads: self.heads, qk_dim: hd, v_dim: hd };
@@ -467,6 +470,9 @@ impl MixerSpec for BasedSpec {
         s.heads * f * (s.v_dim + 1) + self.attention().state_size(d, seq_len)
     }
 
+    fn output_params() -> &'static [&'static str] {
+        &["linear.o_proj.weight", "window_attn.o_proj.weight"]
+    }
     fn build(&self, p: &Path, ctx: &BuildCtx) -> Built {
         let (shape, _) = self.linear_spec(ctx.d_model);
         let linear = LinearBranch::new(&(p / "linear"), shape, FeatureMap::Taylor2, Some(BASED_EPS), self.chunk, ctx);

@@ -153,3 +153,27 @@ fn norms_biases_and_embeddings_do_not_decay() {
         }
     }
 }
+
+/// `output_params` must name every parameter through which a mixer writes into the residual stream:
+/// zeroing them silences the mixer, which is what grafting's identity `grow_depth` relies on.
+#[test]
+fn zeroing_output_params_silences_every_mixer() {
+    tch::manual_seed(6);
+    for spec in test_specs() {
+        let outputs = spec.output_params();
+        assert!(!outputs.is_empty(), "{spec:?}: no output_params declared");
+        let (vs, m) = build_f64(&spec);
+        let mut zeroed = 0;
+        tch::no_grad(|| {
+            for (name, mut t) in vs.variables() {
+                if outputs.iter().any(|o| name == *o || name.ends_with(&format!(".{o}"))) {
+                    let _ = t.zero_();
+                    zeroed += 1;
+                }
+            }
+        });
+        assert!(zeroed > 0, "{spec:?}: none of {outputs:?} exists");
+        let y = tch::no_grad(|| forward(&m, &randn(&[2, 5, D])));
+        assert_eq!(y.abs().max().double_value(&[]), 0.0, "{spec:?}: output not silenced by zeroing {outputs:?}");
+    }
+}

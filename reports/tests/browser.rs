@@ -117,12 +117,6 @@ fn synthetic_results() -> Vec<TrialResult> {
     out
 }
 
-/// Runs headless Chromium on `file#selftest` and returns the dumped DOM and its stderr.
-
-/// The value of the first `name="..."` attribute in `dom`.
-
-/// Console lines from the page that report errors.
-
 #[test]
 fn report_renders_and_passes_its_selftest_in_chromium() {
     let work = unique_tmp("browser");
