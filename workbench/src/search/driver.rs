@@ -88,8 +88,8 @@ pub fn run(
     let mut tracker = Tracker::new(name, seed, lagged.then_some(window));
     let mut jobs: Vec<Job> = Vec::new();
     let mut outcomes: Vec<Option<Outcome>> = Vec::new();
-    let mut ids: Vec<String> = Vec::new();
-    let mut told = 0;
+    let (mut ids, mut seen): (Vec<String>, std::collections::HashSet<String>) = Default::default();
+    let (mut told, mut listed) = (0, usize::MAX);
     let mut done = false;
     loop {
         if interrupted() {
@@ -117,7 +117,7 @@ pub fn run(
                     log.launch(k, &job)?;
                     store.write_spec(&job.spec)?;
                     tracker.started(&job);
-                    if !ids.contains(&job.id) {
+                    if seen.insert(job.id.clone()) {
                         ids.push(job.id.clone());
                     }
                     let known = known_outcome(store, &job);
@@ -138,7 +138,10 @@ pub fn run(
                 Proposal::Done => done = true,
             }
         }
-        store.set_trials(ids.clone())?;
+        if seen.len() != listed {
+            store.set_trials(ids.clone())?;
+            listed = seen.len();
+        }
         if !batch.is_empty() {
             exec.start(&batch)?;
         }
