@@ -14,3 +14,5 @@ if ! command -v chromium >/dev/null 2>&1 && [ -z "${CHROMIUM:-}" ]; then
     echo "setup: chromium is missing; install Debian's chromium (or set CHROMIUM) to run the browser tests" >&2
   fi
 fi
+# Slurm for the Slurm executor's test (workbench/tests/slurm.rs; Debian packages, needs root).
+bash scripts/setup-slurm.sh

@@ -1,6 +1,6 @@
 //! The CLI's commands: thin glue between the space, the store, the executors and the report.
 
-use crate::{Cmd, DeviceArg, KernelsArg, LawArg};
+use crate::{Cmd, DeviceArg, ExecutorArg, KernelsArg, LawArg, SlurmArgs};
 use anyhow::Result;
 use kernels::KernelPath;
 use operators::MixerKind;
@@ -9,15 +9,18 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tch::Device;
 use workbench::error::UsageError;
-use workbench::exec::{default_threads, run_local, LocalOptions};
+use workbench::exec::slurm::{absolute, ScriptContext, SlurmExecutor, SlurmSpec};
+use workbench::exec::{default_threads, install_signal_handlers, Executor, ExecutorSpec, LocalOptions, LocalPool};
+use workbench::search::{self, driver, Proposal, SearchSpec};
 use workbench::space::Space;
 use workbench::store::Store;
-use workbench::train::{run_trial, Event, RunOptions};
+use workbench::train::{run_trial, Event, RunOptions, TrialEnd};
 
 pub fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
-        Cmd::Sweep { space, out, resume, force, device, jobs, kernels, init_from } => {
-            sweep(&space, out, resume, force, device, jobs, kernels, init_from.as_deref())
+        Cmd::Sweep { space, out, resume, force, device, jobs, kernels, executor, dry_run, slurm, init_from } => {
+            let how = How { device, jobs, kernels, executor, dry_run, slurm, init_from };
+            sweep(&space, out, resume, force, how)
         }
         Cmd::Plan { space } => plan(&space),
         Cmd::Mad { space, out, baseline_only, epochs, train_fraction, jobs, resume, device, kernels, dry_run } => {
@@ -52,8 +55,8 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             println!("{}", text.trim_end());
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Trial { sweep, id, device, threads, kernels, events } => {
-            trial(&sweep, &id, &device, threads, kernels, events)
+        Cmd::Trial { sweep, id, device, threads, kernels, events, until_flops } => {
+            trial(&sweep, &id, &device, threads, kernels, events, until_flops)
         }
     }
 }
@@ -89,64 +92,185 @@ pub fn parse_device(s: &str) -> Result<Device, UsageError> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn sweep(
-    path: &Path,
-    out: Option<PathBuf>,
-    resume: bool,
-    force: bool,
+/// How a sweep runs: the device, the executor and its settings.
+struct How {
     device: DeviceArg,
     jobs: Option<usize>,
     kernels: KernelsArg,
-    init_from: Option<&Path>,
-) -> Result<ExitCode> {
+    executor: Option<ExecutorArg>,
+    dry_run: bool,
+    slurm: SlurmArgs,
+    init_from: Option<PathBuf>,
+}
+
+/// The executor: the command line's kind over the YAML's, the command line's Slurm settings over the YAML's.
+fn executor_spec(space: &Space, how: &How) -> Result<ExecutorSpec, UsageError> {
+    let yaml = space.file.executor.clone();
+    let kind = how.executor.unwrap_or(match yaml {
+        Some(ExecutorSpec::Slurm(_)) => ExecutorArg::Slurm,
+        _ => ExecutorArg::Local,
+    });
+    let a = &how.slurm;
+    let slurm_flags = a.partition.is_some()
+        || a.account.is_some()
+        || a.time.is_some()
+        || a.gpus_per_task.is_some()
+        || a.cpus_per_task.is_some()
+        || a.mem.is_some()
+        || !a.extra.is_empty()
+        || a.throttle.is_some()
+        || a.max_retries.is_some()
+        || a.poll_seconds.is_some()
+        || a.probe_timeout.is_some()
+        || a.detach;
+    match kind {
+        ExecutorArg::Local => {
+            if slurm_flags {
+                return Err(UsageError::new(
+                    "Slurm settings (--partition, --throttle, --detach, ...) need --executor slurm",
+                ));
+            }
+            let jobs = how.jobs.or(match yaml {
+                Some(ExecutorSpec::Local(l)) => l.jobs,
+                _ => None,
+            });
+            // One single-threaded trial per core unless told otherwise.
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            Ok(ExecutorSpec::Local(workbench::exec::LocalSpec { jobs: Some(jobs.unwrap_or(cores)) }))
+        }
+        ExecutorArg::Slurm => {
+            if how.jobs.is_some() {
+                return Err(UsageError::new(
+                    "--jobs is for the local executor; Slurm runs `--throttle` array tasks at once",
+                ));
+            }
+            let mut s = match yaml {
+                Some(ExecutorSpec::Slurm(s)) => s,
+                _ => SlurmSpec::default(),
+            };
+            s.partition = a.partition.clone().or(s.partition);
+            s.account = a.account.clone().or(s.account);
+            s.time = a.time.clone().or(s.time);
+            s.gpus_per_task = a.gpus_per_task.unwrap_or(s.gpus_per_task);
+            s.cpus_per_task = a.cpus_per_task.or(s.cpus_per_task);
+            s.mem = a.mem.clone().or(s.mem);
+            s.extra.extend(a.extra.iter().cloned());
+            s.throttle = a.throttle.or(s.throttle);
+            s.max_retries = a.max_retries.or(s.max_retries);
+            s.poll_seconds = a.poll_seconds.or(s.poll_seconds);
+            s.probe_timeout = a.probe_timeout.or(s.probe_timeout);
+            Ok(ExecutorSpec::Slurm(s))
+        }
+    }
+}
+
+fn sweep(path: &Path, out: Option<PathBuf>, resume: bool, force: bool, how: How) -> Result<ExitCode> {
     let mut space = Space::load(path)?;
-    if let Some(file) = init_from {
+    if let Some(file) = &how.init_from {
+        if space.file.search.uses_genome() {
+            return Err(
+                UsageError::new("--init-from needs candidates of one shape; a genome search builds its own").into()
+            );
+        }
         space.set_init_from(file)?;
     }
-    let device = match device {
-        DeviceArg::Cpu => "cpu",
-        DeviceArg::Cuda => "cuda",
+    let exec_spec = executor_spec(&space, &how)?;
+    let device = match (how.device, &exec_spec) {
+        (_, ExecutorSpec::Slurm(s)) if s.gpus_per_task > 0 => "cuda",
+        (DeviceArg::Cpu, _) => "cpu",
+        (DeviceArg::Cuda, _) => "cuda",
     };
-    parse_device(device)?;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let jobs = jobs.unwrap_or(cores);
-    if jobs < 1 {
-        return Err(UsageError::new("--jobs must be at least 1").into());
-    }
-    let trials = space.trials()?;
+    let kernels = format!("{:?}", how.kernels).to_lowercase();
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&space.file.name));
-    let store = Store::new(&out);
-    let mut ids = Vec::new();
-    for t in &trials {
-        if !ids.contains(&t.id()) {
-            ids.push(t.id());
-        }
-    }
-    store.prepare(&space.file.name, &space.text, ids.clone(), resume, force)?;
-    let mut pending = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for t in trials {
-        let id = store.write_spec(&t)?;
-        if seen.insert(id.clone()) && !store.is_done(&id) {
-            pending.push((id, t));
-        }
-    }
-    eprintln!("sweep `{}`: {} trials, {} to run, into {}", space.file.name, ids.len(), pending.len(), out.display());
-    let opts = LocalOptions {
-        jobs,
-        threads: default_threads(jobs),
-        device: device.into(),
-        kernels: format!("{kernels:?}").to_lowercase(),
+    let mut strategy = search::build(&space)?;
+    let (name, seed) = (space.file.search.name(), space.file.search.seed());
+    let ctx = |s: &SlurmSpec| -> Result<ScriptContext> {
+        Ok(ScriptContext {
+            spec: s.clone(),
+            sweep: absolute(&out),
+            exe: std::env::current_exe()?,
+            name: space.file.name.clone(),
+            device: device.to_string(),
+            kernels: kernels.clone(),
+        })
     };
-    let summary = run_local(&store, &pending, ids.len(), &opts)?;
+    if how.dry_run {
+        // The first decisions, before any outcome is known.
+        let mut first = Vec::new();
+        while let Proposal::Run(job) = strategy.propose() {
+            first.push((first.len(), *job));
+        }
+        match &exec_spec {
+            ExecutorSpec::Slurm(s) => {
+                let rung = first.first().map_or(0, |(_, j)| j.rung);
+                let array: Vec<_> = first.iter().filter(|(_, j)| j.rung == rung).cloned().collect();
+                let c = ctx(s)?;
+                println!("# {}/slurm/array-0.sh", c.sweep.display());
+                print!("{}", c.script(0, array.len()));
+                println!("# {}/slurm/array-0.tasks", c.sweep.display());
+                print!("{}", ScriptContext::task_file(&array));
+            }
+            ExecutorSpec::Local(_) => {
+                for (_, j) in &first {
+                    println!("{} {}", j.id, workbench::exec::job_label(j));
+                }
+            }
+        }
+        eprintln!("dry run: the {name} search starts with {} jobs; nothing was submitted", first.len());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = Store::new(&out);
+    store.prepare(&space.file.name, &space.text, Vec::new(), resume, force)?;
+    install_signal_handlers();
+    let (mut exec, window): (Box<dyn Executor>, usize) = match &exec_spec {
+        ExecutorSpec::Local(l) => {
+            parse_device(device)?;
+            let jobs = l.jobs.unwrap_or(1);
+            if jobs < 1 {
+                return Err(UsageError::new("--jobs must be at least 1").into());
+            }
+            let opts =
+                LocalOptions { jobs, threads: default_threads(jobs), device: device.into(), kernels: kernels.clone() };
+            (Box::new(LocalPool::new(&store, opts, expected_jobs(&space))?), jobs)
+        }
+        ExecutorSpec::Slurm(s) => (Box::new(SlurmExecutor::new(&store, ctx(s)?, how.slurm.detach)?), s.throttle()),
+    };
+    let todo = match &space.file.search {
+        SearchSpec::Grid(_) => {
+            let ids: std::collections::HashSet<String> = space.trials()?.iter().map(|t| t.id()).collect();
+            format!(", {} trials, {} to run", ids.len(), ids.iter().filter(|id| !store.is_done(id)).count())
+        }
+        _ => String::new(),
+    };
+    eprintln!("sweep `{}`: {name} search{todo}, into {}", space.file.name, out.display());
+    let summary = driver::run(&store, strategy.as_mut(), name, seed, window, exec.as_mut())?;
+    drop(exec);
     let path = report(&out)?;
+    let count = |f: search::summary::TrialFate| summary.trials.iter().filter(|t| t.fate == f).count();
+    use search::summary::TrialFate as F;
     eprintln!(
-        "done: {} completed, {} diverged, {} failed this run",
-        summary.completed, summary.diverged, summary.failed
+        "done: {} trials: {} completed, {} stopped early, {} diverged, {} failed; {:.3e} FLOPs{}",
+        summary.trials.len(),
+        count(F::Completed),
+        count(F::Stopped),
+        count(F::Diverged),
+        count(F::Failed),
+        summary.flops_spent,
+        summary.fraction_of_grid.map(|f| format!(" ({:.1}% of the full grid's)", 100.0 * f)).unwrap_or_default()
     );
     println!("report: {}", path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Jobs a grid or grid-sampling search will run, for the progress bar.
+fn expected_jobs(space: &Space) -> Option<usize> {
+    let distinct =
+        || space.trials().ok().map(|t| t.iter().map(|t| t.id()).collect::<std::collections::HashSet<_>>().len());
+    match &space.file.search {
+        SearchSpec::Grid(_) => distinct(),
+        SearchSpec::Random(r) if r.genome.is_none() => distinct().map(|n| n.min(r.n)),
+        _ => None,
+    }
 }
 
 /// Rebuilds the report from the trial files.
@@ -168,7 +292,18 @@ pub fn report(dir: &Path) -> Result<PathBuf> {
 
 fn plan(path: &Path) -> Result<ExitCode> {
     let space = Space::load(path)?;
-    let trials = space.trials()?;
+    let genome = space.file.search.uses_genome();
+    let trials = if genome {
+        // A genome search has no grid: show the trials it starts with.
+        let mut strategy = search::build(&space)?;
+        let mut first = Vec::new();
+        while let Proposal::Run(job) = strategy.propose() {
+            first.push(job.spec);
+        }
+        first
+    } else {
+        space.trials()?
+    };
     println!(
         "{:<28} {:<6} {:>11} {:>13} {:>10} {:>11} {:>12} {:>8}",
         "candidate", "task", "params", "FLOPs/token", "state", "budget", "tokens", "steps"
@@ -190,11 +325,16 @@ fn plan(path: &Path) -> Result<ExitCode> {
             t.steps()
         );
     }
+    let what = if genome { "trials in the first generation" } else { "trials" };
     println!(
-        "{} trials, {:.4e} training FLOPs in total (whole steps; each trial spends at most its budget)",
+        "{} {what}, {:.4e} training FLOPs in total (whole steps; each trial spends at most its budget)",
         trials.len(),
         total
     );
+    let search = &space.file.search;
+    if !matches!(search, SearchSpec::Grid(_)) {
+        println!("search: {} with seed {}; it decides which trials run and how far", search.name(), search.seed());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -222,8 +362,12 @@ fn trial(
     threads: Option<usize>,
     kernels: KernelsArg,
     events: bool,
+    until_flops: Option<f64>,
 ) -> Result<ExitCode> {
     let device = parse_device(device)?;
+    if until_flops.is_some_and(|f| !(f > 0.0) || !f.is_finite()) {
+        return Err(UsageError::new("--until-flops must be a positive number of FLOPs").into());
+    }
     let store = Store::new(sweep);
     store.read_spec(id)?;
     tch::set_num_threads(threads.unwrap_or_else(|| default_threads(1)) as i32);
@@ -237,9 +381,13 @@ fn trial(
             }
         }
     };
-    let result = run_trial(&store, id, RunOptions { device, kernel_path: kernel_path(kernels) }, &mut on_event)?;
-    if !events {
-        println!("{}: {:?}{}", id, result.status, result.reason.map(|r| format!(" ({r})")).unwrap_or_default());
+    let opts = RunOptions { device, kernel_path: kernel_path(kernels), until_flops };
+    match run_trial(&store, id, opts, &mut on_event)? {
+        TrialEnd::Finished(r) if !events => {
+            println!("{}: {:?}{}", id, r.status, r.reason.map(|r| format!(" ({r})")).unwrap_or_default())
+        }
+        TrialEnd::Paused(r) if !events => println!("{id}: paused at step {} (eval loss {:.4})", r.step, r.eval_loss),
+        _ => {}
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod exec;
 pub mod graft;
 pub mod mad;
+pub mod search;
 pub mod space;
 pub mod store;
 pub mod tasks;

@@ -54,7 +54,7 @@ pub enum LawArg {
 pub(crate) enum Cmd {
     /// Train every candidate of a search space at every FLOP budget, then write the report.
     #[command(
-        after_help = "Example:\n  workbench sweep experiments/quickstart.yaml --out runs/qs --jobs 2\n  workbench sweep experiments/quickstart.yaml --out runs/qs --resume   # after an interruption"
+        after_help = "Example:\n  workbench sweep experiments/quickstart.yaml --out runs/qs --jobs 2\n  workbench sweep experiments/quickstart.yaml --out runs/qs --resume   # after an interruption\n  workbench sweep space.yaml --executor slurm --partition gpu --gpus-per-task 1 --dry-run"
     )]
     Sweep {
         /// The search space (YAML).
@@ -70,12 +70,21 @@ pub(crate) enum Cmd {
         force: bool,
         #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
         device: DeviceArg,
-        /// Trial processes at once, each with cores/jobs threads (default: one per core, one thread each;
-        /// small models train faster as parallel single-threaded trials than as one multi-threaded one).
+        /// Trial processes at once with the local executor, each with cores/jobs threads (default: the
+        /// YAML's `executor.jobs`, else one per core, one thread each; small models train faster as parallel
+        /// single-threaded trials than as one multi-threaded one).
         #[arg(long)]
         jobs: Option<usize>,
         #[arg(long, value_enum, default_value_t = KernelsArg::Auto)]
         kernels: KernelsArg,
+        /// Where trials run (default: the YAML's `executor`, else local).
+        #[arg(long, value_enum)]
+        executor: Option<ExecutorArg>,
+        /// Print what would be submitted (the Slurm batch script, or the jobs) and exit.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        slurm: SlurmArgs,
         /// Start every candidate from these weights (safetensors keyed by parameter path, e.g. a trial's
         /// checkpoint.safetensors); checked against each stack before training (exit 2 naming the tensor).
         #[arg(long)]
@@ -165,7 +174,58 @@ pub(crate) enum Cmd {
         /// Print progress as JSON lines on stdout (for executors).
         #[arg(long)]
         events: bool,
+        /// Pause after this many training FLOPs (a search rung): evaluate, checkpoint, write
+        /// rungs/STEP.json; run again with a higher limit (or none) to continue.
+        #[arg(long)]
+        until_flops: Option<f64>,
     },
+}
+
+/// Executors for `--executor`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ExecutorArg {
+    /// Trial processes on this machine (`--jobs N`).
+    Local,
+    /// Slurm job arrays on a shared sweep directory.
+    Slurm,
+}
+
+/// Slurm executor settings; each overrides the YAML's `executor: {kind: slurm, ...}`.
+#[derive(clap::Args, Debug, Default)]
+#[command(next_help_heading = "Slurm executor")]
+pub(crate) struct SlurmArgs {
+    #[arg(long)]
+    pub partition: Option<String>,
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Time limit per array task, e.g. 2:00:00.
+    #[arg(long)]
+    pub time: Option<String>,
+    #[arg(long)]
+    pub gpus_per_task: Option<u32>,
+    #[arg(long)]
+    pub cpus_per_task: Option<u32>,
+    /// Memory per task, e.g. 8G.
+    #[arg(long)]
+    pub mem: Option<String>,
+    /// An extra #SBATCH line (repeatable), e.g. --sbatch=--qos=short.
+    #[arg(long = "sbatch", value_name = "LINE", allow_hyphen_values = true)]
+    pub extra: Vec<String>,
+    /// Array tasks at once (%N; default 8).
+    #[arg(long)]
+    pub throttle: Option<usize>,
+    /// Resubmissions of a failed task (default 2).
+    #[arg(long)]
+    pub max_retries: Option<u32>,
+    /// Seconds between squeue polls (default 5).
+    #[arg(long)]
+    pub poll_seconds: Option<f64>,
+    /// Seconds to wait for the probe job that checks the compute nodes see the sweep directory (default 300).
+    #[arg(long)]
+    pub probe_timeout: Option<f64>,
+    /// On Ctrl-C, leave the submitted arrays running instead of cancelling them.
+    #[arg(long)]
+    pub detach: bool,
 }
 
 fn main() -> ExitCode {
@@ -187,6 +247,9 @@ fn main() -> ExitCode {
             if let Some(u) = e.downcast_ref::<UsageError>() {
                 eprintln!("error: {u}");
                 ExitCode::from(2)
+            } else if let Some(i) = e.downcast_ref::<workbench::exec::Interrupted>() {
+                eprintln!("{i}");
+                ExitCode::from(130)
             } else {
                 eprintln!("error: {e:#}");
                 ExitCode::from(1)

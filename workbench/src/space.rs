@@ -17,6 +17,8 @@
 //! ```
 
 use crate::error::UsageError;
+use crate::exec::ExecutorSpec;
+use crate::search::SearchSpec;
 use crate::tasks::TaskSpec;
 use crate::trial::{OptimSpec, TrainSpec, TrialSpec};
 use crate::yaml;
@@ -45,6 +47,8 @@ pub struct SpaceFile {
     /// Training FLOP budgets, one trial each (required by `sweep` and `plan`, like `tasks`).
     #[serde(default)]
     pub budgets: Vec<Budget>,
+    /// The architectures (a genome search, `search.genome`, builds its own instead).
+    #[serde(default)]
     pub candidates: Vec<Candidate>,
     #[serde(default)]
     pub optim: OptimSpec,
@@ -53,6 +57,12 @@ pub struct SpaceFile {
     /// How `workbench mad` runs the MAD protocol on the candidates (unused by `sweep`); see [`crate::mad`].
     #[serde(default)]
     pub mad: Option<crate::mad::MadSpec>,
+    /// Which trials run and how far (default: the whole grid); see `search`.
+    #[serde(default)]
+    pub search: SearchSpec,
+    /// Where trials run (default: local); command-line flags override it. See `exec`.
+    #[serde(default)]
+    pub executor: Option<ExecutorSpec>,
 }
 
 /// Seed 0 alone.
@@ -236,18 +246,48 @@ impl Space {
     /// Reads, parses and validates a space file: every error is a [`UsageError`] with the file, and the
     /// line where it can be found.
     pub fn load(path: &Path) -> Result<Space, UsageError> {
-        let (file, text): (SpaceFile, String) = yaml::read(path)?;
-        let space = Space { file, text, path: path.to_path_buf() };
-        space.trials()?;
-        Ok(space)
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| UsageError::new(format!("{}: cannot read the file: {e}", path.display())))?;
+        Space::from_text(&text, path)
     }
 
     /// Parses a space from text (tests and the report's settings).
     pub fn from_text(text: &str, path: &Path) -> Result<Space, UsageError> {
-        let file: SpaceFile = yaml::parse(text, path)?;
+        let sections: [(&str, yaml::SectionCheck); 3] = [
+            ("tasks", yaml::fits::<Vec<TaskSpec>>),
+            ("search", yaml::fits::<SearchSpec>),
+            ("executor", yaml::fits::<ExecutorSpec>),
+        ];
+        let file: SpaceFile = yaml::parse(text, path).map_err(|e| yaml::relocate(e, text, path, &sections))?;
         let space = Space { file, text: text.to_string(), path: path.to_path_buf() };
-        space.trials()?;
+        space.validate()?;
         Ok(space)
+    }
+
+    /// Everything is checked before a trial runs: the grid (unless a genome search replaces it) and the
+    /// search settings.
+    fn validate(&self) -> Result<(), UsageError> {
+        if self.file.search.uses_genome() {
+            if !self.file.candidates.is_empty() {
+                return Err(self.err_at(
+                    "candidates",
+                    1,
+                    format!("`candidates` is unused: the {} search builds its layouts from `search.genome`; remove `candidates`", self.file.search.name()),
+                ));
+            }
+        } else {
+            self.trials()?;
+        }
+        crate::search::build(self)?;
+        Ok(())
+    }
+
+    /// An error about `key` of the top-level `section`: at the key's line if it has one of its own, else
+    /// at the section's (a flow mapping such as `search: {strategy: asha, eta: 1}` is one line).
+    pub(crate) fn err_in(&self, section: &str, key: &str, msg: String) -> UsageError {
+        let from = yaml::line_of_key(&self.text, section, 1).unwrap_or(1);
+        let line = yaml::line_of_key(&self.text, key, from).unwrap_or(from);
+        UsageError::new(format!("{}:{line}: {section}: {msg}", self.path.display()))
     }
 
     /// An error pointing at the line where `key` first appears (after `from_line`).
@@ -365,8 +405,8 @@ impl Space {
         crate::graft::resolve(&c.grafts, &t.stack, t.budget_flops, &per_step, &target_of, &at)
     }
 
-    /// Every trial of the space, validated: tasks, stacks, and that each budget buys at least one step.
-    pub fn trials(&self) -> Result<Vec<TrialSpec>, UsageError> {
+    /// Checks what every search uses: tasks, budgets, seeds, optimiser and training settings.
+    pub(crate) fn check_common(&self) -> Result<(), UsageError> {
         let f = &self.file;
         let at = |key: &str, msg: String| self.err_at(key, 1, msg);
         if f.tasks.is_empty() {
@@ -379,11 +419,48 @@ impl Space {
         if f.budgets.is_empty() {
             return Err(at("budgets", "`budgets` is empty; give at least one FLOP budget".into()));
         }
-        if f.candidates.is_empty() {
-            return Err(at("candidates", "`candidates` is empty".into()));
-        }
         if f.seeds.is_empty() {
             return Err(at("seeds", "`seeds` is empty".into()));
+        }
+        f.optim.check().map_err(|(field, msg)| at(field, format!("optim.{field}: {msg}")))?;
+        f.train.check().map_err(|(field, msg)| at(field, format!("train.{field}: {msg}")))?;
+        for (ti, task) in f.tasks.iter().enumerate() {
+            task.validate().map_err(|e| at("tasks", format!("tasks[{ti}] ({}): {e}", task.name())))?;
+        }
+        Ok(())
+    }
+
+    /// One trial of this space's tasks, optimiser and training settings.
+    pub(crate) fn trial(
+        &self,
+        arch: &str,
+        label: &str,
+        task: &TaskSpec,
+        stack: StackSpec,
+        budget: f64,
+        seed: u64,
+    ) -> TrialSpec {
+        TrialSpec {
+            arch: arch.to_string(),
+            label: label.to_string(),
+            task: task.clone(),
+            stack,
+            budget_flops: budget,
+            optim: self.file.optim.clone(),
+            train: self.file.train.clone(),
+            seed,
+            grafts: Vec::new(),
+            init_from: None,
+        }
+    }
+
+    /// Every trial of the space, validated: tasks, stacks, and that each budget buys at least one step.
+    pub fn trials(&self) -> Result<Vec<TrialSpec>, UsageError> {
+        let f = &self.file;
+        let at = |key: &str, msg: String| self.err_at(key, 1, msg);
+        self.check_common()?;
+        if f.candidates.is_empty() {
+            return Err(at("candidates", "`candidates` is empty".into()));
         }
         let mut names = std::collections::BTreeSet::new();
         for c in &f.candidates {
@@ -395,11 +472,8 @@ impl Space {
                 ));
             }
         }
-        f.optim.check().map_err(|(field, msg)| at(field, format!("optim.{field}: {msg}")))?;
-        f.train.check().map_err(|(field, msg)| at(field, format!("train.{field}: {msg}")))?;
         let mut trials = Vec::new();
         for (ti, task) in f.tasks.iter().enumerate() {
-            task.validate().map_err(|e| at("tasks", format!("tasks[{ti}] ({}): {e}", task.name())))?;
             for c in &f.candidates {
                 for (label, stack) in self.stacks(c, task.vocab_size() as i64)? {
                     let stack = StackSpec { head: task.head().into(), ..stack };
@@ -412,18 +486,7 @@ impl Space {
                     })?;
                     for (bi, budget) in f.budgets.iter().enumerate() {
                         for &seed in &f.seeds {
-                            let mut t = TrialSpec {
-                                arch: c.name.clone(),
-                                label: label.clone(),
-                                task: task.clone(),
-                                stack: stack.clone(),
-                                budget_flops: budget.0,
-                                optim: f.optim.clone(),
-                                train: f.train.clone(),
-                                seed,
-                                grafts: Vec::new(),
-                                init_from: None,
-                            };
+                            let mut t = self.trial(&c.name, &label, task, stack.clone(), budget.0, seed);
                             t.grafts = self.grafts(c, &t)?;
                             if let Some(f) = &c.init_from {
                                 t.init_from = Some(crate::graft::InitFrom::check(f, &t.stack).map_err(|e| {

@@ -7,7 +7,9 @@
 //! DIR/trials/ID/spec.json         TrialSpec, written before the trial starts
 //! DIR/trials/ID/curve.jsonl       one CurvePoint per evaluation, appended as it trains
 //! DIR/trials/ID/checkpoint.*      weights + optimiser state (safetensors) and the step (json), at each evaluation
+//! DIR/trials/ID/rungs/STEP.json   RungRecord: the trial paused at an intermediate FLOP limit (search rungs)
 //! DIR/trials/ID/result.json       TrialResult, written atomically, last
+//! DIR/search.jsonl, search.json   the search's decision log and summary (see `search`)
 //! DIR/report.html
 //! ```
 
@@ -17,6 +19,7 @@ use anyhow::{Context, Result};
 use reports::{CurvePoint, Status, TrialResult};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -27,6 +30,28 @@ pub struct SweepMeta {
     /// SHA-256 of the space file's text.
     pub space_hash: String,
     pub trials: Vec<String>,
+}
+
+/// `trials/ID/rungs/STEP.json`: a trial run with a FLOP limit below its budget (`workbench trial
+/// --until-flops F`, what multi-rung searches use) trains with its full budget's schedule, stops at the
+/// step F buys, evaluates, checkpoints and writes this instead of `result.json`. Running it again with a
+/// higher limit continues from that checkpoint.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RungRecord {
+    /// The step it paused at (the file's name).
+    pub step: u64,
+    /// Steps of the full budget (the schedule it trains with).
+    pub steps: u64,
+    /// The requested limit (`--until-flops`).
+    pub until_flops: f64,
+    /// Training FLOPs spent so far: `step` whole steps.
+    pub flops: f64,
+    pub tokens: u64,
+    /// Held-out loss at `step`.
+    pub eval_loss: f64,
+    pub metrics: BTreeMap<String, f64>,
+    pub wall_seconds: f64,
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename.
@@ -133,6 +158,28 @@ impl Store {
     /// True when the trial needs no more work: completed or diverged (failed trials are retried).
     pub fn is_done(&self, id: &str) -> bool {
         matches!(self.read_result(id).map(|r| r.status), Some(Status::Completed | Status::Diverged))
+    }
+
+    /// The record of the trial's pause at `step`, if it paused there.
+    pub fn read_rung(&self, id: &str, step: u64) -> Option<RungRecord> {
+        let bytes = std::fs::read(self.trial_dir(id).join("rungs").join(format!("{step}.json"))).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub fn write_rung(&self, id: &str, rung: &RungRecord) -> Result<()> {
+        let dir = self.trial_dir(id).join("rungs");
+        std::fs::create_dir_all(&dir)?;
+        write_atomic(&dir.join(format!("{}.json", rung.step)), &serde_json::to_vec_pretty(rung)?)
+    }
+
+    /// Replaces the list of trial ids in `sweep.json` (searches add trials as they propose them).
+    pub fn set_trials(&self, ids: Vec<String>) -> Result<()> {
+        let mut meta = self.meta()?;
+        if meta.trials != ids {
+            meta.trials = ids;
+            write_atomic(&self.root.join("sweep.json"), &serde_json::to_vec_pretty(&meta)?)?;
+        }
+        Ok(())
     }
 
     pub fn write_result(&self, result: &TrialResult) -> Result<()> {

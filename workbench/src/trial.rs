@@ -210,6 +210,12 @@ impl TrialSpec {
         (self.budget_flops / self.flops_per_step()).floor() as u64
     }
 
+    /// The step at which a trial asked to stop after `flops` training FLOPs pauses (`workbench trial
+    /// --until-flops`): the whole steps that many FLOPs buy, at most the budget's.
+    pub fn steps_until(&self, flops: f64) -> u64 {
+        ((flops / self.flops_per_step()).floor().max(0.0) as u64).min(self.steps())
+    }
+
     /// The steps after which the trial evaluates (and checkpoints): evenly spaced, the last at the end.
     pub fn eval_steps(&self) -> Vec<u64> {
         let (n, total) = (self.train.eval_points as u64, self.steps());

@@ -43,3 +43,31 @@ pub fn line_of_key(text: &str, key: &str, from_line: usize) -> Option<usize> {
         t.starts_with(&needle).then_some(i + 1)
     })
 }
+
+/// A check that a top-level section deserialises on its own (see [`relocate`]).
+pub type SectionCheck = fn(&serde_yaml::Value) -> bool;
+
+/// True when `v` deserialises as a `T`.
+pub fn fits<T: DeserializeOwned>(v: &serde_yaml::Value) -> bool {
+    serde_yaml::from_value::<T>(v.clone()).is_ok()
+}
+
+/// serde reads an internally tagged section (`kind: ...`, `strategy: ...`) whole before it knows its type,
+/// so errors inside one arrive at line 1, column 1. This finds the first of `sections` that fails on its
+/// own and points the error at it (at the offending key, for an unknown field).
+pub fn relocate(err: UsageError, text: &str, path: &Path, sections: &[(&str, SectionCheck)]) -> UsageError {
+    let prefix = format!("{}:1:1: ", path.display());
+    let Some(msg) = err.0.strip_prefix(&prefix) else { return err };
+    let Ok(serde_yaml::Value::Mapping(top)) = serde_yaml::from_str::<serde_yaml::Value>(text) else { return err };
+    for (key, fits) in sections {
+        let Some(v) = top.get(*key) else { continue };
+        if fits(v) {
+            continue;
+        }
+        let from = line_of_key(text, key, 1).unwrap_or(1);
+        let field = msg.strip_prefix("unknown field `").and_then(|m| m.split('`').next());
+        let line = field.and_then(|f| line_of_key(text, f, from)).unwrap_or(from);
+        return UsageError::new(format!("{}:{line}: {key}: {msg}", path.display()));
+    }
+    err
+}

@@ -4,7 +4,8 @@
 use super::plan::{plan, MadPlan};
 use super::spec::{MadOverrides, MadSpec};
 use crate::error::UsageError;
-use crate::exec::{default_threads, run_local, LocalOptions};
+use crate::exec::local::{default_threads, LocalOptions, LocalPool};
+use crate::search::{driver, grid::Grid};
 use crate::space::{Space, SpaceFile};
 use crate::store::{write_atomic, Store};
 use crate::yaml;
@@ -99,7 +100,12 @@ pub fn run(path: &Path, opts: &MadOptions) -> Result<Option<PathBuf>> {
         device: opts.device.clone(),
         kernels: opts.kernels.clone(),
     };
-    let summary = run_local(&store, &pending, plan.trials.len(), &local)?;
+    // The protocol's trials run as a grid through the same driver and executor as `sweep` (so a killed
+    // run resumes, and finished trials are found in the store rather than rerun).
+    let mut pool = LocalPool::new(&store, local, Some(plan.trials.len()))?;
+    let mut grid = Grid::new(plan.trials.clone());
+    driver::run(&store, &mut grid, "grid", 0, opts.jobs, &mut pool)?;
+    let summary = pool.summary;
     plan.results.update_from(&reports::load_results(&out)?);
     write_results(&out, &plan.results)?;
     eprintln!(

@@ -1,12 +1,17 @@
 //! The training loop of one trial (runs inside `workbench trial`): build the stack, stream the task's
 //! batches, AdamW with warmup and cosine, stop when the FLOP budget is spent, evaluate and checkpoint at
 //! fixed FLOP points, write the result last.
+//!
+//! A trial may be asked to stop early (`RunOptions::until_flops`, what multi-rung searches use): it still
+//! trains with its full budget's learning-rate schedule, and at the step the limit buys it evaluates,
+//! checkpoints and writes a [`RungRecord`] (`rungs/STEP.json`) instead of `result.json`; run again with
+//! a higher limit (or none), it continues from that checkpoint.
 
 mod grafted;
 pub mod metrics;
 pub mod optim;
 
-use crate::store::Store;
+use crate::store::{RungRecord, Store};
 use crate::tasks::{Batch, Task, IGNORE};
 use crate::trial::TrialSpec;
 use anyhow::{Context, Result};
@@ -33,6 +38,17 @@ pub enum Event {
 pub struct RunOptions {
     pub device: Device,
     pub kernel_path: KernelPath,
+    /// Pause after this many training FLOPs (whole steps) instead of training to the budget.
+    pub until_flops: Option<f64>,
+}
+
+/// How a trial process ended.
+#[derive(Debug, Clone)]
+pub enum TrialEnd {
+    /// Trained to its budget, diverged or failed: `result.json` is written.
+    Finished(Box<TrialResult>),
+    /// Stopped at its `until_flops` limit: `rungs/STEP.json` and the checkpoint are written.
+    Paused(RungRecord),
 }
 
 /// The state of one training run, kept in one place.
@@ -53,13 +69,17 @@ struct Run<'a> {
 
 /// Runs (or resumes) the trial `id` and writes its result. Errors inside training become a failed
 /// result; only errors reading the spec or writing files are returned.
-pub fn run_trial(store: &Store, id: &str, opts: RunOptions, on_event: &mut dyn FnMut(Event)) -> Result<TrialResult> {
+pub fn run_trial(store: &Store, id: &str, opts: RunOptions, on_event: &mut dyn FnMut(Event)) -> Result<TrialEnd> {
     let spec = store.read_spec(id)?;
     let start = Instant::now();
     let outcome =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train(store, id, &spec, opts, start, on_event)));
     let result = match outcome {
-        Ok(Ok(r)) => r,
+        Ok(Ok(TrialEnd::Paused(rung))) => {
+            store.write_rung(id, &rung)?;
+            return Ok(TrialEnd::Paused(rung));
+        }
+        Ok(Ok(TrialEnd::Finished(r))) => *r,
         Ok(Err(e)) => failed(&spec, id, opts, format!("{e:#}"), start),
         Err(panic) => {
             let msg = panic
@@ -71,7 +91,7 @@ pub fn run_trial(store: &Store, id: &str, opts: RunOptions, on_event: &mut dyn F
         }
     };
     store.write_result(&result)?;
-    Ok(result)
+    Ok(TrialEnd::Finished(Box::new(result)))
 }
 
 fn first_line(msg: &str) -> String {
@@ -123,7 +143,7 @@ fn base_result(spec: &TrialSpec, id: &str, opts: RunOptions) -> TrialResult {
 pub fn empty_result(spec: &TrialSpec, id: &str, device: &str) -> TrialResult {
     TrialResult {
         device: device.to_string(),
-        ..base_result(spec, id, RunOptions { device: Device::Cpu, kernel_path: KernelPath::Auto })
+        ..base_result(spec, id, RunOptions { device: Device::Cpu, kernel_path: KernelPath::Auto, until_flops: None })
     }
 }
 
@@ -214,9 +234,11 @@ fn train(
     opts: RunOptions,
     start: Instant,
     on_event: &mut dyn FnMut(Event),
-) -> Result<TrialResult> {
+) -> Result<TrialEnd> {
     if !spec.grafts.is_empty() {
-        return grafted::train(store, id, spec, opts, start, on_event);
+        // A grafted trial changes shape mid-run and does not checkpoint, so it cannot pause at a rung: it
+        // trains to its budget even under `--until-flops`.
+        return grafted::train(store, id, spec, opts, start, on_event).map(|r| TrialEnd::Finished(Box::new(r)));
     }
     let dir = store.trial_dir(id);
     let ckpt = dir.join("checkpoint.safetensors");
@@ -247,6 +269,10 @@ fn train(
         (step, wall_before) = run.opt.load(&ckpt)?;
         eprintln!("resuming from checkpoint at step {step} of {steps}");
     }
+    let stop = opts.until_flops.map_or(steps, |f| spec.steps_until(f));
+    if step > stop {
+        anyhow::bail!("the checkpoint is at step {step}, past the requested stop at step {stop} (--until-flops)");
+    }
     let mut curve = store.curve_until(id, step)?;
     let per_step = spec.flops_per_step();
     let tokens_per_step = (spec.train.batch_size as i64 * spec.seq_len()) as u64;
@@ -254,10 +280,10 @@ fn train(
     let mut last_report = Instant::now();
     let mut status = Status::Completed;
     let mut reason = None;
-    while step < steps {
+    while step < stop {
         run.train_step(step);
         step += 1;
-        if last_report.elapsed().as_secs_f64() > 0.5 || step == steps {
+        if last_report.elapsed().as_secs_f64() > 0.5 || step == stop {
             let loss = run.loss_sum.double_value(&[]) / run.loss_count.max(1) as f64;
             on_event(Event::Progress { step, steps, loss, flops: step as f64 * per_step });
             last_report = Instant::now();
@@ -288,8 +314,31 @@ fn train(
             run.opt.save(&ckpt, step, wall_before + start.elapsed().as_secs_f64())?;
         }
     }
+    if stop < steps && status == Status::Completed {
+        // Paused at the limit: evaluate there (unless this step was an evaluation point), checkpoint, record.
+        let (eval_loss, metrics) = match curve.last() {
+            Some(p) if p.step == stop => (p.eval_loss.unwrap_or(f64::NAN), p.metrics.clone()),
+            _ => run.evaluate(),
+        };
+        if eval_loss.is_finite() {
+            let wall = wall_before + start.elapsed().as_secs_f64();
+            run.opt.save(&ckpt, step, wall)?;
+            return Ok(TrialEnd::Paused(RungRecord {
+                step,
+                steps,
+                until_flops: opts.until_flops.unwrap_or(f64::INFINITY),
+                flops: step as f64 * per_step,
+                tokens: step * tokens_per_step,
+                eval_loss,
+                metrics,
+                wall_seconds: wall,
+            }));
+        }
+        status = Status::Diverged;
+        reason = Some(format!("loss became {eval_loss} at step {step}"));
+    }
     let last = curve.last().cloned();
-    Ok(TrialResult {
+    Ok(TrialEnd::Finished(Box::new(TrialResult {
         status,
         reason,
         flops_spent: step as f64 * per_step,
@@ -300,5 +349,5 @@ fn train(
         curve,
         wall_seconds: wall_before + start.elapsed().as_secs_f64(),
         ..base_result(spec, id, opts)
-    })
+    })))
 }
