@@ -122,7 +122,7 @@ fn the_section_narrows_the_run_and_says_so() {
     assert_eq!(p.results.candidates.len(), 1);
     assert_eq!(p.results.candidates[0].label, "conv d32 x2");
     let dev = p.results.protocol.deviations.join("\n");
-    for needle in ["2 of the six tasks", "width (d_model) 32", "grid of learning rates [0.001]", "1 epochs"] {
+    for needle in ["2 of the six tasks", "width (d_model) 32", "grid of learning rates [0.001]", "1 epoch per trial"] {
         assert!(dev.contains(needle), "{dev}");
     }
     // The command line overrides the section.
