@@ -7,7 +7,10 @@
 //! [`fit::chinchilla`] (approach 3, `L(N, D) = E + A/N^alpha + B/D^beta`) is offered for CSV input. It draws
 //! the plots as inline SVG ([`plot`], [`plot_scaling`]) and writes `DIR/report.html` ([`html`]): one file with
 //! no network references (the trial table is a `data:` CSV link, [`export`]), readable offline and checkable
-//! in a headless browser. [`fit_csv::run_fit`] is `workbench fit`: any CSV, any law, text or JSON.
+//! in a headless browser. [`fit_csv::run_fit`] is `workbench fit`: any CSV, any law, text or JSON. When the
+//! directory holds a MAD run (`mad.json`, [`mad`]), the report opens with its heatmap and per-task tables, and
+//! plots MAD scores against compute-optimal loss when the sweep has language-modelling trials of the same
+//! candidates.
 //!
 //! Key design decision: this crate does not link libtorch (nor anything of the training stack). The trial
 //! files are the only input, so the report can be rebuilt anywhere (a laptop, a login node, CI) from a copied

@@ -122,7 +122,7 @@ fn the_section_narrows_the_run_and_says_so() {
     assert_eq!(p.results.candidates.len(), 1);
     assert_eq!(p.results.candidates[0].label, "conv d32 x2");
     let dev = p.results.protocol.deviations.join("\n");
-    for needle in ["2 of the six tasks", "width (d_model) 32", "grid of learning rates [0.001]", "1 epochs"] {
+    for needle in ["2 of the six tasks", "width (d_model) 32", "grid of learning rates [0.001]", "1 epoch per trial"] {
         assert!(dev.contains(needle), "{dev}");
     }
     // The command line overrides the section.
@@ -204,6 +204,14 @@ fn a_sweep_accepts_the_mad_section_and_a_mad_space_needs_no_tasks() {
     );
     let space = crate::space::Space::from_text(&text, Path::new("s.yaml")).unwrap();
     assert_eq!(space.file.mad.as_ref().unwrap().epochs, 2);
+    // A sweep on MAD compression builds the decoder head from the task, and checks the width for it.
+    let text =
+        text.replace("kind: mqar, vocab_size: 16, seq_len: 16, kv_pairs: 2", "kind: mad_compression, seq_len: 8");
+    let trials = crate::space::Space::from_text(&text, Path::new("s.yaml")).unwrap().trials().unwrap();
+    assert!(trials.iter().all(|t| t.stack.head == HeadSpec::Compression { positions: 8 }));
+    let odd = text.replace("d_model: 128\nmad:", "d_model: 7\nmad:");
+    let err = crate::space::Space::from_text(&odd, Path::new("s.yaml")).unwrap_err().to_string();
+    assert!(err.contains("s.yaml:10:") && err.contains("even d_model"), "{err}");
     let err = crate::space::Space::from_text(&space_text(""), Path::new("s.yaml")).unwrap_err();
     assert!(err.to_string().contains("workbench mad"), "{err}");
     let dir = std::env::temp_dir().join(format!("mad-load-{}", std::process::id()));
