@@ -260,34 +260,8 @@ impl Space {
         ];
         let file: SpaceFile = yaml::parse(text, path).map_err(|e| yaml::relocate(e, text, path, &sections))?;
         let space = Space { file, text: text.to_string(), path: path.to_path_buf() };
-        space.validate()?;
+        crate::search::check(&space)?;
         Ok(space)
-    }
-
-    /// Everything is checked before a trial runs: the grid (unless a genome search replaces it) and the
-    /// search settings.
-    fn validate(&self) -> Result<(), UsageError> {
-        if self.file.search.uses_genome() {
-            if !self.file.candidates.is_empty() {
-                return Err(self.err_at(
-                    "candidates",
-                    1,
-                    format!("`candidates` is unused: the {} search builds its layouts from `search.genome`; remove `candidates`", self.file.search.name()),
-                ));
-            }
-        } else {
-            self.trials()?;
-        }
-        crate::search::build(self)?;
-        Ok(())
-    }
-
-    /// An error about `key` of the top-level `section`: at the key's line if it has one of its own, else
-    /// at the section's (a flow mapping such as `search: {strategy: asha, eta: 1}` is one line).
-    pub(crate) fn err_in(&self, section: &str, key: &str, msg: String) -> UsageError {
-        let from = yaml::line_of_key(&self.text, section, 1).unwrap_or(1);
-        let line = yaml::line_of_key(&self.text, key, from).unwrap_or(from);
-        UsageError::new(format!("{}:{line}: {section}: {msg}", self.path.display()))
     }
 
     /// An error pointing at the line where `key` first appears (after `from_line`).
@@ -430,30 +404,6 @@ impl Space {
         Ok(())
     }
 
-    /// One trial of this space's tasks, optimiser and training settings.
-    pub(crate) fn trial(
-        &self,
-        arch: &str,
-        label: &str,
-        task: &TaskSpec,
-        stack: StackSpec,
-        budget: f64,
-        seed: u64,
-    ) -> TrialSpec {
-        TrialSpec {
-            arch: arch.to_string(),
-            label: label.to_string(),
-            task: task.clone(),
-            stack,
-            budget_flops: budget,
-            optim: self.file.optim.clone(),
-            train: self.file.train.clone(),
-            seed,
-            grafts: Vec::new(),
-            init_from: None,
-        }
-    }
-
     /// Every trial of the space, validated: tasks, stacks, and that each budget buys at least one step.
     pub fn trials(&self) -> Result<Vec<TrialSpec>, UsageError> {
         let f = &self.file;
@@ -486,7 +436,18 @@ impl Space {
                     })?;
                     for (bi, budget) in f.budgets.iter().enumerate() {
                         for &seed in &f.seeds {
-                            let mut t = self.trial(&c.name, &label, task, stack.clone(), budget.0, seed);
+                            let mut t = TrialSpec {
+                                arch: c.name.clone(),
+                                label: label.clone(),
+                                task: task.clone(),
+                                stack: stack.clone(),
+                                budget_flops: budget.0,
+                                optim: f.optim.clone(),
+                                train: f.train.clone(),
+                                seed,
+                                grafts: Vec::new(),
+                                init_from: None,
+                            };
                             t.grafts = self.grafts(c, &t)?;
                             if let Some(f) = &c.init_from {
                                 t.init_from = Some(crate::graft::InitFrom::check(f, &t.stack).map_err(|e| {

@@ -91,7 +91,7 @@ impl GenomeSpace {
     /// Validates `spec` against the registry and the space; errors name the line of the offending key.
     pub fn new(space: &Space, spec: &GenomeSpec, budget: Option<Budget>) -> Result<GenomeSpace, UsageError> {
         space.check_common()?;
-        let at = |key: &str, msg: String| space.err_in("search", key, format!("genome: {msg}"));
+        let at = |key: &str, msg: String| super::err_in(space, "search", key, format!("genome: {msg}"));
         let budget = match (budget, space.file.budgets.as_slice()) {
             (Some(b), _) => b.0,
             (None, [b]) => b.0,
@@ -214,7 +214,19 @@ impl GenomeSpace {
             };
             stack.validate(false).map_err(|e| format!("{label}: {e}"))?;
             for &seed in &self.seeds {
-                let t = self.space.trial(&arch, &label, task, stack.clone(), self.budget, seed);
+                let f = &self.space.file;
+                let t = TrialSpec {
+                    arch: arch.clone(),
+                    label: label.clone(),
+                    task: task.clone(),
+                    stack: stack.clone(),
+                    budget_flops: self.budget,
+                    optim: f.optim.clone(),
+                    train: f.train.clone(),
+                    seed,
+                    grafts: Vec::new(),
+                    init_from: None, // the hook for inherited weights: see evolution::inherit_weights
+                };
                 if t.steps() < 1 {
                     return Err(format!("{label}: the budget buys no training step on {}", task.name()));
                 }

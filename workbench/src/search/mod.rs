@@ -228,9 +228,32 @@ impl SearchSpec {
     }
 }
 
+/// Everything a space needs before a trial runs: its grid (unless a genome search replaces it) and its
+/// search settings.
+pub fn check(space: &Space) -> Result<(), UsageError> {
+    if space.file.search.uses_genome() {
+        if !space.file.candidates.is_empty() {
+            let name = space.file.search.name();
+            let msg = format!("`candidates` is unused: the {name} search builds its layouts from `search.genome`; remove `candidates`");
+            return Err(space.err_at("candidates", 1, msg));
+        }
+    } else {
+        space.trials()?;
+    }
+    build(space).map(|_| ())
+}
+
+/// An error about `key` of the top-level `section`: at the key's line if it has one of its own, else at
+/// the section's (a flow mapping such as `search: {strategy: asha, eta: 1}` is one line).
+pub(crate) fn err_in(space: &Space, section: &str, key: &str, msg: String) -> UsageError {
+    let from = crate::yaml::line_of_key(&space.text, section, 1).unwrap_or(1);
+    let line = crate::yaml::line_of_key(&space.text, key, from).unwrap_or(from);
+    UsageError::new(format!("{}:{line}: {section}: {msg}", space.path.display()))
+}
+
 /// Checks the `search:` section against the space (every error names its line) and builds the strategy.
 pub fn build(space: &Space) -> Result<Box<dyn Strategy>, UsageError> {
-    let at = |key: &str, msg: String| space.err_in("search", key, msg);
+    let at = |key: &str, msg: String| err_in(space, "search", key, msg);
     Ok(match &space.file.search {
         SearchSpec::Grid(_) => Box::new(grid::Grid::new(space.trials()?)),
         SearchSpec::Random(r) => {
