@@ -243,7 +243,7 @@ fn sweep(path: &Path, out: Option<PathBuf>, resume: bool, force: bool, how: How)
         _ => String::new(),
     };
     eprintln!("sweep `{}`: {name} search{todo}, into {}", space.file.name, out.display());
-    let summary = driver::run(&store, strategy.as_mut(), name, seed, window, exec.as_mut())?;
+    let summary = driver::run(&store, strategy.as_mut(), name, seed, window, exec.as_mut(), &driver::Files::SWEEP)?;
     drop(exec);
     let path = report(&out)?;
     let count = |f: search::summary::TrialFate| summary.trials.iter().filter(|t| t.fate == f).count();

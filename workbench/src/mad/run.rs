@@ -104,7 +104,9 @@ pub fn run(path: &Path, opts: &MadOptions) -> Result<Option<PathBuf>> {
     // run resumes, and finished trials are found in the store rather than rerun).
     let mut pool = LocalPool::new(&store, local, Some(plan.trials.len()))?;
     let mut grid = Grid::new(plan.trials.clone());
-    driver::run(&store, &mut grid, "grid", 0, opts.jobs, &mut pool)?;
+    // Its own log and summary, and no change to sweep.json: a MAD run may share the directory with a sweep.
+    let files = driver::Files { log: "mad-search.jsonl", summary: "mad-search.json", list_trials: false };
+    driver::run(&store, &mut grid, "grid", 0, opts.jobs, &mut pool, &files)?;
     let summary = pool.summary;
     plan.results.update_from(&reports::load_results(&out)?);
     write_results(&out, &plan.results)?;

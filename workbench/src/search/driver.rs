@@ -32,9 +32,9 @@ struct Log {
 }
 
 impl Log {
-    /// Opens `search.jsonl` afresh; returns it and the window the previous run used, if any.
-    fn open(store: &Store, strategy: &str, seed: u64) -> Result<(Log, Option<usize>)> {
-        let path = store.root.join("search.jsonl");
+    /// Opens the log afresh; returns it and the window the previous run used, if any.
+    fn open(store: &Store, files: &Files, strategy: &str, seed: u64) -> Result<(Log, Option<usize>)> {
+        let path = store.root.join(files.log);
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
         let same = lines.first().is_some_and(|h| h["strategy"] == strategy && h["seed"] == seed);
@@ -70,7 +70,24 @@ impl Log {
     }
 }
 
-/// Runs the search to its end (or an interrupt) and returns the summary written to `search.json`.
+/// Where a run of the driver records itself in the sweep directory.
+#[derive(Debug, Clone, Copy)]
+pub struct Files {
+    /// The decision log (`search.jsonl` for a sweep).
+    pub log: &'static str,
+    /// The summary (`search.json` for a sweep).
+    pub summary: &'static str,
+    /// Keep `sweep.json`'s trial list to the trials started, so the report shows them (also after an
+    /// interruption). Off for runs that share a directory with a sweep they are not part of (MAD).
+    pub list_trials: bool,
+}
+
+impl Files {
+    /// What `workbench sweep` uses.
+    pub const SWEEP: Files = Files { log: "search.jsonl", summary: "search.json", list_trials: true };
+}
+
+/// Runs the search to its end (or an interrupt) and returns the summary written to `files.summary`.
 /// `window` is the decision window of lagged strategies (the executor's parallelism); a resumed sweep
 /// keeps the window it started with.
 pub fn run(
@@ -80,8 +97,9 @@ pub fn run(
     seed: u64,
     window: usize,
     exec: &mut dyn Executor,
+    files: &Files,
 ) -> Result<SearchSummary> {
-    let (mut log, old_window) = Log::open(store, name, seed)?;
+    let (mut log, old_window) = Log::open(store, files, name, seed)?;
     let lagged = strategy.lagged();
     let window = if lagged { old_window.unwrap_or(window).max(1) } else { window };
     log.write(&json!({"event": "start", "strategy": name, "seed": seed, "window": lagged.then_some(window)}))?;
@@ -94,7 +112,7 @@ pub fn run(
     loop {
         if interrupted() {
             exec.cancel()?;
-            write_summary(store, &mut tracker, strategy, false)?;
+            write_summary(store, files, &mut tracker, strategy, false)?;
             return Err(Interrupted("the sweep can continue with --resume".into()).into());
         }
         let mut batch: Vec<(usize, Job)> = Vec::new();
@@ -103,7 +121,7 @@ pub fn run(
             let need = if lagged { (k + 1).saturating_sub(window) } else { 0 };
             if told < need {
                 if outcomes[told].is_some() {
-                    tell(store, &mut log, &mut tracker, strategy, &jobs, &outcomes, &mut told)?;
+                    tell(store, files, &mut log, &mut tracker, strategy, &jobs, &outcomes, &mut told)?;
                     continue;
                 }
                 break;
@@ -130,7 +148,7 @@ pub fn run(
                 }
                 Proposal::Wait => {
                     if told < jobs.len() && outcomes[told].is_some() {
-                        tell(store, &mut log, &mut tracker, strategy, &jobs, &outcomes, &mut told)?;
+                        tell(store, files, &mut log, &mut tracker, strategy, &jobs, &outcomes, &mut told)?;
                         continue;
                     }
                     break;
@@ -138,7 +156,7 @@ pub fn run(
                 Proposal::Done => done = true,
             }
         }
-        if seen.len() != listed {
+        if files.list_trials && seen.len() != listed {
             store.set_trials(ids.clone())?;
             listed = seen.len();
         }
@@ -146,7 +164,7 @@ pub fn run(
             exec.start(&batch)?;
         }
         while done && told < jobs.len() && outcomes[told].is_some() {
-            tell(store, &mut log, &mut tracker, strategy, &jobs, &outcomes, &mut told)?;
+            tell(store, files, &mut log, &mut tracker, strategy, &jobs, &outcomes, &mut told)?;
         }
         if done && told == jobs.len() {
             break;
@@ -170,11 +188,13 @@ pub fn run(
         }
     }
     log.write(&json!({"event": "finished"}))?;
-    write_summary(store, &mut tracker, strategy, true)
+    write_summary(store, files, &mut tracker, strategy, true)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn tell(
     store: &Store,
+    files: &Files,
     log: &mut Log,
     tracker: &mut Tracker,
     strategy: &mut dyn Strategy,
@@ -191,17 +211,18 @@ fn tell(
         log.write(&line)?;
     }
     *told += 1;
-    write_summary(store, tracker, strategy, false)?;
+    write_summary(store, files, tracker, strategy, false)?;
     Ok(())
 }
 
 fn write_summary(
     store: &Store,
+    files: &Files,
     tracker: &mut Tracker,
     strategy: &dyn Strategy,
     finished: bool,
 ) -> Result<SearchSummary> {
     let s = tracker.finish(strategy.report(), finished).clone();
-    write_atomic(&store.root.join("search.json"), &serde_json::to_vec_pretty(&s)?)?;
+    write_atomic(&store.root.join(files.summary), &serde_json::to_vec_pretty(&s)?)?;
     Ok(s)
 }

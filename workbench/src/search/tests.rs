@@ -116,7 +116,7 @@ fn run(dir: &PathBuf, text: &str, timing: u64, slots: usize, kill_after: Option<
         executed: Vec::new(),
     };
     let (name, seed) = (space.file.search.name(), space.file.search.seed());
-    let summary = driver::run(&store, strategy.as_mut(), name, seed, slots, &mut fake).ok();
+    let summary = driver::run(&store, strategy.as_mut(), name, seed, slots, &mut fake, &driver::Files::SWEEP).ok();
     let log = std::fs::read_to_string(dir.join("search.jsonl")).unwrap();
     let launches = log
         .lines()
