@@ -23,7 +23,7 @@ use reports::{CurvePoint, GraftResult, Status, TrialResult};
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tch::nn::VarStore;
-use tch::{Kind, Reduction, Tensor};
+use tch::{Kind, Reduction};
 
 /// Resolution of the FLOP-based learning-rate schedule (OptimSpec::lr_at takes whole steps).
 const SCHEDULE_TICKS: u64 = 1_000_000;
@@ -45,25 +45,7 @@ pub(super) fn train(
     start: Instant,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<TrialResult> {
-    tch::manual_seed(spec.seed as i64);
-    let task = spec.task.build(spec.seed).context("building the task")?;
-    let eval = task.eval_set(spec.train.batch_size);
-    let mut vs = VarStore::new(opts.device);
-    let stack = Stack::new(&vs.root(), &spec.stack, opts.kernel_path);
-    init_from(store, id, spec, &vs)?;
-    let opt = AdamW::new(&vs, &spec.optim);
-    let mut run = Run {
-        spec,
-        task,
-        eval,
-        stack,
-        opt,
-        device: opts.device,
-        steps: spec.steps(),
-        loss_sum: Tensor::zeros([], (Kind::Float, opts.device)),
-        loss_count: 0,
-        macro_classes: crate::tasks::MadTaskKind::of(&spec.task).map(|_| spec.task.vocab_size()),
-    };
+    let (mut vs, mut run) = Run::prepare(store, id, spec, opts, true)?;
     std::fs::remove_file(store.trial_dir(id).join("curve.jsonl")).ok(); // a restart begins anew
     let budget = spec.budget_flops;
     let tokens_per_step = (spec.train.batch_size as i64 * spec.seq_len()) as u64;

@@ -171,7 +171,7 @@ fn loss(logits: &Tensor, targets: &Tensor, reduction: Reduction) -> Tensor {
     )
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
     fn train_step(&mut self, step: u64) {
         let batch = self.task.train_batch(step, self.spec.train.batch_size);
         let (x, y) = to_tensors(&batch, self.device);
@@ -219,6 +219,40 @@ impl Run<'_> {
         })
     }
 
+    /// Seeds libtorch, builds the task and its held-out set, the stack under a fresh var store (loading the
+    /// trial's `init_from` weights when `load_init`), and the optimiser. The var store is returned so the caller
+    /// can keep (or, for a graft, rebuild) it.
+    pub(super) fn prepare(
+        store: &Store,
+        id: &str,
+        spec: &'a TrialSpec,
+        opts: RunOptions,
+        load_init: bool,
+    ) -> Result<(VarStore, Run<'a>)> {
+        tch::manual_seed(spec.seed as i64);
+        let task = spec.task.build(spec.seed).context("building the task")?;
+        let eval = task.eval_set(spec.train.batch_size);
+        let vs = VarStore::new(opts.device);
+        let stack = Stack::new(&vs.root(), &spec.stack, opts.kernel_path);
+        if load_init {
+            grafted::init_from(store, id, spec, &vs)?;
+        }
+        let opt = AdamW::new(&vs, &spec.optim);
+        let run = Run {
+            spec,
+            task,
+            eval,
+            stack,
+            opt,
+            device: opts.device,
+            steps: spec.steps(),
+            loss_sum: Tensor::zeros([], (Kind::Float, opts.device)),
+            loss_count: 0,
+            macro_classes: crate::tasks::MadTaskKind::of(&spec.task).map(|_| spec.task.vocab_size()),
+        };
+        Ok((vs, run))
+    }
+
     fn take_train_loss(&mut self) -> f64 {
         let mean = self.loss_sum.double_value(&[]) / self.loss_count.max(1) as f64;
         self.loss_sum = Tensor::zeros([], (Kind::Float, self.device));
@@ -242,28 +276,8 @@ fn train(
     }
     let dir = store.trial_dir(id);
     let ckpt = dir.join("checkpoint.safetensors");
-    tch::manual_seed(spec.seed as i64);
-    let task = spec.task.build(spec.seed).context("building the task")?;
-    let eval = task.eval_set(spec.train.batch_size);
-    let vs = VarStore::new(opts.device);
-    let stack = Stack::new(&vs.root(), &spec.stack, opts.kernel_path);
-    if !ckpt.exists() {
-        grafted::init_from(store, id, spec, &vs)?;
-    }
-    let opt = AdamW::new(&vs, &spec.optim);
-    let steps = spec.steps();
-    let mut run = Run {
-        spec,
-        task,
-        eval,
-        stack,
-        opt,
-        device: opts.device,
-        steps,
-        loss_sum: Tensor::zeros([], (Kind::Float, opts.device)),
-        loss_count: 0,
-        macro_classes: crate::tasks::MadTaskKind::of(&spec.task).map(|_| spec.task.vocab_size()),
-    };
+    let (_vs, mut run) = Run::prepare(store, id, spec, opts, !ckpt.exists())?;
+    let steps = run.steps;
     let (mut step, mut wall_before) = (0u64, 0.0);
     if ckpt.exists() {
         (step, wall_before) = run.opt.load(&ckpt)?;
