@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 WORKBENCH := target/release/workbench
 
-.PHONY: setup setup-cuda build build-cuda check-cuda demo test test-gpu bench-gpu gpu-bundle lint fmt clean-runs
+.PHONY: setup setup-cuda build build-cuda check-cuda demo test test-gpu test-gpu-train bench-gpu gpu-bundle gpu-train-bundle lint fmt clean-runs
 
 ## Install what is missing: libtorch (torch 2.11.0 CPU libraries, into .deps/py), the bundled corpus
 ## (data/kjv.txt) and, for the browser tests, Debian's chromium.
@@ -42,6 +42,10 @@ test: build check-cuda
 test-gpu: build-cuda
 	$(CARGO) test --release -p kernels --features cuda --test gpu -- --ignored gpu_ --test-threads=1
 
+## On a GPU machine with the Rust toolchain: the training path (fused AdamW, bf16 autocast, prefetch, OOM).
+test-gpu-train: build-cuda
+	$(CARGO) test --release -p workbench --features kernels/cuda --test gpu_train -- --ignored gpu_ --test-threads=1
+
 ## On a GPU machine with the Rust toolchain: kernel timings (Markdown tables).
 bench-gpu: build-cuda
 	$(CARGO) bench -p kernels --features cuda --bench short_conv_gpu
@@ -50,6 +54,11 @@ bench-gpu: build-cuda
 ## binary in .carry/gpu (git-ignored); run there with `bash scripts/gpu-run.sh .carry/gpu`.
 gpu-bundle: build-cuda
 	@bash scripts/gpu-bundle.sh
+
+## For a GPU machine without Rust: the training path's tests, `bench-train`, the PyTorch comparison and the
+## GPU isoFLOP study in .carry/gpu-train; run there with `bash .carry/gpu-train/gpu-train.sh .carry/gpu-train`.
+gpu-train-bundle: build-cuda
+	@bash scripts/gpu-train-bundle.sh
 
 lint: setup
 	$(CARGO) fmt --all -- --check

@@ -160,7 +160,7 @@ fn load() -> Result<Extension, String> {
     }
 }
 
-fn dlerror() -> String {
+pub(crate) fn dlerror() -> String {
     // SAFETY: dlerror returns a valid C string or NULL.
     let err = unsafe { libc::dlerror() };
     if err.is_null() {
@@ -172,7 +172,7 @@ fn dlerror() -> String {
 
 /// # Safety
 /// `F` must be the function-pointer type the symbol is defined with.
-unsafe fn symbol<F: Copy>(handle: *mut c_void, name: &str) -> Result<F, String> {
+pub(crate) unsafe fn symbol<F: Copy>(handle: *mut c_void, name: &str) -> Result<F, String> {
     let cname = CString::new(name).expect("symbol names have no NUL");
     let p = libc::dlsym(handle, cname.as_ptr());
     if p.is_null() {

@@ -21,6 +21,7 @@ pub mod s4d;
 pub mod selective_scan;
 pub mod short_conv;
 pub mod ssd;
+pub mod train_ops;
 
 /// Which implementation a mixer's hot loop uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]

@@ -14,12 +14,27 @@ use workbench::exec::{default_threads, install_signal_handlers, Executor, Execut
 use workbench::search::{self, driver, Proposal, SearchSpec};
 use workbench::space::Space;
 use workbench::store::Store;
+use workbench::train::step::Precision;
 use workbench::train::{run_trial, Event, RunOptions, TrialEnd};
 
 pub fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
-        Cmd::Sweep { space, out, resume, force, device, jobs, kernels, executor, dry_run, slurm, init_from } => {
-            let how = How { device, jobs, kernels, executor, dry_run, slurm, init_from };
+        Cmd::Sweep {
+            space,
+            out,
+            resume,
+            force,
+            device,
+            jobs,
+            kernels,
+            devices,
+            precision,
+            executor,
+            dry_run,
+            slurm,
+            init_from,
+        } => {
+            let how = How { device, jobs, kernels, devices, precision, executor, dry_run, slurm, init_from };
             sweep(&space, out, resume, force, how)
         }
         Cmd::Plan { space } => plan(&space),
@@ -55,8 +70,56 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             println!("{}", text.trim_end());
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Trial { sweep, id, device, threads, kernels, events, until_flops } => {
-            trial(&sweep, &id, &device, threads, kernels, events, until_flops)
+        Cmd::BenchTrain {
+            arch,
+            device,
+            d_model,
+            vocab,
+            seq_len,
+            batch_size,
+            warmup,
+            steps,
+            windows,
+            kernels,
+            precision,
+            json,
+        } => {
+            let archs: Vec<String> = arch.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
+            for a in &archs {
+                if !workbench::bench::ARCHS.contains(&a.as_str()) {
+                    let known = workbench::bench::ARCHS.join(", ");
+                    return Err(
+                        UsageError::new(format!("--arch: unknown architecture `{a}` (expected {known})")).into()
+                    );
+                }
+            }
+            if steps == 0 || windows == 0 || batch_size == 0 || seq_len < 1 {
+                return Err(UsageError::new("--steps, --windows, --batch-size and --seq-len must be positive").into());
+            }
+            let device = parse_device(&device)?;
+            precision.resolve(device).map_err(UsageError::new)?;
+            let o = workbench::bench::BenchOptions {
+                archs,
+                d_model,
+                vocab,
+                seq_len,
+                batch_size,
+                warmup,
+                steps,
+                windows,
+                device,
+                kernel_path: kernel_path(kernels),
+                precision,
+            };
+            let report = workbench::bench::run(&o)?;
+            print!("{}", workbench::bench::markdown(&report));
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Trial { sweep, id, device, threads, kernels, precision, events, until_flops } => {
+            trial(&sweep, &id, &device, threads, (kernels, precision), events, until_flops)
         }
     }
 }
@@ -92,11 +155,42 @@ pub fn parse_device(s: &str) -> Result<Device, UsageError> {
     }
 }
 
+/// Whether the space's YAML fixes the local executor's `jobs`.
+fn yaml_sets_jobs(space: &Space) -> bool {
+    matches!(&space.file.executor, Some(ExecutorSpec::Local(l)) if l.jobs.is_some())
+}
+
+/// The local executor's devices: `--devices` as given (each checked), else every visible GPU for `cuda`,
+/// else the CPU.
+fn local_devices(device: &str, list: Option<&str>) -> Result<Vec<String>, UsageError> {
+    if let Some(list) = list {
+        if device == "cpu" {
+            return Err(UsageError::new("--devices lists GPUs: use it with --device cuda"));
+        }
+        let names: Vec<String> = list.split(',').map(|d| d.trim().to_string()).filter(|d| !d.is_empty()).collect();
+        if names.is_empty() {
+            return Err(UsageError::new("--devices: expected a comma-separated list such as cuda:0,cuda:1"));
+        }
+        for d in &names {
+            if !matches!(parse_device(d)?, Device::Cuda(_)) {
+                return Err(UsageError::new(format!("--devices: `{d}` is not a GPU (expected cuda:N)")));
+            }
+        }
+        return Ok(names);
+    }
+    match parse_device(device)? {
+        Device::Cpu => Ok(vec!["cpu".into()]),
+        _ => Ok((0..tch::Cuda::device_count()).map(|i| format!("cuda:{i}")).collect()),
+    }
+}
+
 /// How a sweep runs: the device, the executor and its settings.
 struct How {
     device: DeviceArg,
     jobs: Option<usize>,
     kernels: KernelsArg,
+    devices: Option<String>,
+    precision: Precision,
     executor: Option<ExecutorArg>,
     dry_run: bool,
     slurm: SlurmArgs,
@@ -224,13 +318,24 @@ fn sweep(path: &Path, out: Option<PathBuf>, resume: bool, force: bool, how: How)
     install_signal_handlers();
     let (mut exec, window): (Box<dyn Executor>, usize) = match &exec_spec {
         ExecutorSpec::Local(l) => {
-            parse_device(device)?;
-            let jobs = l.jobs.unwrap_or(1);
+            let devices = local_devices(device, how.devices.as_deref())?;
+            // One trial per GPU unless --jobs (or the YAML) says otherwise; one per core on CPU.
+            let gpu_default =
+                (device != "cpu" && how.jobs.is_none() && !yaml_sets_jobs(&space)).then_some(devices.len());
+            let jobs = gpu_default.or(l.jobs).unwrap_or(1);
             if jobs < 1 {
                 return Err(UsageError::new("--jobs must be at least 1").into());
             }
-            let opts =
-                LocalOptions { jobs, threads: default_threads(jobs), device: device.into(), kernels: kernels.clone() };
+            if device != "cpu" {
+                how.precision.resolve(parse_device(&devices[0])?).map_err(UsageError::new)?;
+            }
+            let opts = LocalOptions {
+                jobs,
+                threads: default_threads(jobs),
+                devices,
+                kernels: kernels.clone(),
+                precision: how.precision.label().to_string(),
+            };
             (Box::new(LocalPool::new(&store, opts, expected_jobs(&space))?), jobs)
         }
         ExecutorSpec::Slurm(s) => (Box::new(SlurmExecutor::new(&store, ctx(s)?, how.slurm.detach)?), s.throttle()),
@@ -360,11 +465,12 @@ fn trial(
     id: &str,
     device: &str,
     threads: Option<usize>,
-    kernels: KernelsArg,
+    (kernels, precision): (KernelsArg, Precision),
     events: bool,
     until_flops: Option<f64>,
 ) -> Result<ExitCode> {
     let device = parse_device(device)?;
+    precision.resolve(device).map_err(UsageError::new)?;
     if until_flops.is_some_and(|f| !(f > 0.0) || !f.is_finite()) {
         return Err(UsageError::new("--until-flops must be a positive number of FLOPs").into());
     }
@@ -381,7 +487,7 @@ fn trial(
             }
         }
     };
-    let opts = RunOptions { device, kernel_path: kernel_path(kernels), until_flops };
+    let opts = RunOptions { device, kernel_path: kernel_path(kernels), until_flops, precision };
     match run_trial(&store, id, opts, &mut on_event)? {
         TrialEnd::Finished(r) if !events => {
             println!("{}: {:?}{}", id, r.status, r.reason.map(|r| format!(" ({r})")).unwrap_or_default())

@@ -7,6 +7,7 @@
 //! sweep directory, so one crash kills one trial and any executor (a local pool, a Slurm array) runs the
 //! same command.
 
+pub mod bench;
 pub mod error;
 pub mod exec;
 pub mod graft;

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use workbench::error::UsageError;
+use workbench::train::step::Precision;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -77,6 +78,14 @@ pub(crate) enum Cmd {
         jobs: Option<usize>,
         #[arg(long, value_enum, default_value_t = KernelsArg::Auto)]
         kernels: KernelsArg,
+        /// GPUs for the local executor, comma-separated (`cuda:0,cuda:1`): one trial per GPU at a time, the
+        /// rest queued (default with --device cuda: every visible GPU). --jobs overrides the trials at once.
+        #[arg(long)]
+        devices: Option<String>,
+        /// Arithmetic of training: auto (bf16 autocast with float32 master weights on CUDA, float32 on
+        /// CPU), fp32 or bf16.
+        #[arg(long, default_value = "auto")]
+        precision: Precision,
         /// Where trials run (default: the YAML's `executor`, else local).
         #[arg(long, value_enum)]
         executor: Option<ExecutorArg>,
@@ -156,6 +165,42 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Training throughput per architecture (~125M-parameter presets): tokens/s, model FLOP utilisation
+    /// against the measured bf16 matmul ceiling, peak GPU memory. The step is the one trials run.
+    #[command(
+        name = "bench-train",
+        after_help = "Examples:\n  workbench bench-train --device cuda                       # all five presets, T=2048, batch 8\n  workbench bench-train --device cuda --arch gla,mamba --json out.json\n  workbench bench-train --d-model 64 --seq-len 128 --batch-size 4   # a quick CPU check"
+    )]
+    BenchTrain {
+        /// Comma-separated presets among transformer, gla, mamba, hyena, striped.
+        #[arg(long, default_value = "transformer,gla,mamba,hyena,striped")]
+        arch: String,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, default_value_t = 768)]
+        d_model: i64,
+        #[arg(long, default_value_t = 32000)]
+        vocab: i64,
+        #[arg(long, default_value_t = 2048)]
+        seq_len: i64,
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 5)]
+        warmup: u64,
+        /// Steps per timed window.
+        #[arg(long, default_value_t = 10)]
+        steps: u64,
+        /// Timed windows; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        windows: usize,
+        #[arg(long, value_enum, default_value_t = KernelsArg::Auto)]
+        kernels: KernelsArg,
+        #[arg(long, default_value = "auto")]
+        precision: Precision,
+        /// Also write the measurements as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Run one trial of a sweep directory (what every executor invokes).
     #[command(after_help = "Example:\n  workbench trial --sweep runs/quickstart --id 3f2a9c0d1b7e4a55")]
     Trial {
@@ -171,6 +216,9 @@ pub(crate) enum Cmd {
         threads: Option<usize>,
         #[arg(long, value_enum, default_value_t = KernelsArg::Auto)]
         kernels: KernelsArg,
+        /// auto (bf16 autocast on CUDA, float32 on CPU), fp32 or bf16.
+        #[arg(long, default_value = "auto")]
+        precision: Precision,
         /// Print progress as JSON lines on stdout (for executors).
         #[arg(long)]
         events: bool,

@@ -1,4 +1,6 @@
-//! The local executor keeps `jobs` trial processes running, each with a fixed number of CPU threads,
+//! The local executor keeps `jobs` trial processes running, each with a fixed number of CPU threads and
+//! one device of the pool's list (round robin over slots: with `cuda:0,cuda:1` and two jobs, one trial per
+//! GPU; queued trials wait for a slot),
 //! shows a bar for the sweep and one per running trial (plain log lines when stderr is not a terminal),
 //! and records a failed result for a trial process that died without writing an outcome.
 
@@ -22,10 +24,30 @@ pub struct LocalOptions {
     pub jobs: usize,
     /// CPU threads each trial process may use.
     pub threads: usize,
-    /// `cpu`, `cuda`, or `cuda:N`, passed to every trial.
-    pub device: String,
+    /// Devices (`cpu`, `cuda:N`): slot `i` runs its trials on `devices[i % len]`.
+    pub devices: Vec<String>,
     /// `auto` or `reference`.
     pub kernels: String,
+    /// `auto`, `fp32` or `bf16`.
+    pub precision: String,
+}
+
+impl LocalOptions {
+    /// `jobs` trials at once on one device (the CPU pools' usual case), `auto` kernels and precision.
+    pub fn on(device: &str, jobs: usize, kernels: &str) -> LocalOptions {
+        LocalOptions {
+            jobs,
+            threads: default_threads(jobs),
+            devices: vec![device.to_string()],
+            kernels: kernels.to_string(),
+            precision: "auto".into(),
+        }
+    }
+
+    /// The device of slot `slot`.
+    pub fn device_of(&self, slot: usize) -> &str {
+        self.devices.get(slot % self.devices.len().max(1)).map_or("cpu", String::as_str)
+    }
 }
 
 /// Cores to use by default: all of them, split between `jobs` trial processes.
@@ -37,6 +59,8 @@ pub fn default_threads(jobs: usize) -> usize {
 struct Running {
     child: Child,
     index: usize,
+    /// The pool slot it occupies (which picks its device).
+    slot: usize,
     job: Job,
     bar: ProgressBar,
     started: Instant,
@@ -119,7 +143,12 @@ impl LocalPool {
         }
     }
 
-    fn spawn(&self, job: &Job) -> Result<Child> {
+    /// The lowest slot no running trial occupies.
+    fn free_slot(&self) -> usize {
+        (0..).find(|s| self.running.iter().all(|r| r.slot != *s)).expect("an unbounded range has a free slot")
+    }
+
+    fn spawn(&self, job: &Job, slot: usize) -> Result<Child> {
         let dir = self.store.trial_dir(&job.id);
         let stderr = std::fs::File::create(dir.join("stderr.log"))?;
         let mut cmd = Command::new(&self.exe);
@@ -128,7 +157,9 @@ impl LocalPool {
             cmd.arg("--until-flops").arg(format!("{f:e}"));
         }
         cmd.arg("--device")
-            .arg(&self.opts.device)
+            .arg(self.opts.device_of(slot))
+            .arg("--precision")
+            .arg(&self.opts.precision)
             .arg("--threads")
             .arg(self.opts.threads.to_string())
             .arg("--kernels")
@@ -197,14 +228,17 @@ impl Executor for LocalPool {
 
     fn start(&mut self, jobs: &[(usize, Job)]) -> Result<()> {
         for (index, job) in jobs {
-            let mut child = self.spawn(job)?;
+            let slot = self.free_slot();
+            let mut child = self.spawn(job, slot)?;
             let bar = self.multi.insert_before(&self.sweep_bar, ProgressBar::new(1));
             bar.set_style(self.trial_style.clone());
             bar.set_prefix(job_label(job));
             if self.expected.is_none() {
                 self.sweep_bar.inc_length(1);
             }
-            self.log(format!("{} start     {} ({})", self.counter(), job_label(job), job.id));
+            let on =
+                if self.opts.devices.len() > 1 { format!(" on {}", self.opts.device_of(slot)) } else { String::new() };
+            self.log(format!("{} start     {} ({}){on}", self.counter(), job_label(job), job.id));
             let stdout = child.stdout.take().expect("piped stdout");
             let (tx, i) = (self.tx.clone(), *index);
             std::thread::spawn(move || {
@@ -216,7 +250,7 @@ impl Executor for LocalPool {
                     }
                 }
             });
-            self.running.push(Running { child, index: *index, job: job.clone(), bar, started: Instant::now() });
+            self.running.push(Running { child, index: *index, slot, job: job.clone(), bar, started: Instant::now() });
         }
         Ok(())
     }
@@ -300,5 +334,19 @@ fn died_reason(store: &Store, id: &str, exit: std::process::ExitStatus) -> Strin
         how
     } else {
         format!("{how}: {tail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_take_devices_round_robin() {
+        let mut o = LocalOptions::on("cpu", 4, "auto");
+        o.devices = vec!["cuda:0".into(), "cuda:1".into()];
+        let got: Vec<&str> = (0..4).map(|s| o.device_of(s)).collect();
+        assert_eq!(got, ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]);
+        assert_eq!(LocalOptions::on("cpu", 2, "auto").device_of(1), "cpu");
     }
 }

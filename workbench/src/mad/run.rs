@@ -4,7 +4,7 @@
 use super::plan::{plan, MadPlan};
 use super::spec::{MadOverrides, MadSpec};
 use crate::error::UsageError;
-use crate::exec::local::{default_threads, LocalOptions, LocalPool};
+use crate::exec::local::{LocalOptions, LocalPool};
 use crate::search::{driver, grid::Grid};
 use crate::space::{Space, SpaceFile};
 use crate::store::{write_atomic, Store};
@@ -94,12 +94,7 @@ pub fn run(path: &Path, opts: &MadOptions) -> Result<Option<PathBuf>> {
     for d in &p.deviations {
         eprintln!("  not as published: {d}");
     }
-    let local = LocalOptions {
-        jobs: opts.jobs,
-        threads: default_threads(opts.jobs),
-        device: opts.device.clone(),
-        kernels: opts.kernels.clone(),
-    };
+    let local = LocalOptions::on(&opts.device, opts.jobs, &opts.kernels);
     // The protocol's trials run as a grid through the same driver and executor as `sweep` (so a killed
     // run resumes, and finished trials are found in the store rather than rerun).
     let mut pool = LocalPool::new(&store, local, Some(plan.trials.len()))?;

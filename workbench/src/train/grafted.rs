@@ -13,7 +13,7 @@
 //! A grafted trial does not checkpoint mid-run (the stack changes shape); `--resume` restarts it.
 
 use super::optim::AdamW;
-use super::{loss, to_tensors, Event, Run, RunOptions};
+use super::{to_tensors, Event, Run, RunOptions};
 use crate::graft::{GraftOp, RegressLoss, ResolvedGraft};
 use crate::store::Store;
 use crate::trial::TrialSpec;
@@ -65,18 +65,7 @@ pub(super) fn train(
         let tick = (flops / budget * SCHEDULE_TICKS as f64) as u64;
         let warm = if warm_len > 0.0 { ((flops - warm_from) / warm_len).clamp(0.0, 1.0).max(1e-3) } else { 1.0 };
         let lr = spec.optim.lr_at(tick, SCHEDULE_TICKS) * warm;
-        let batch = run.task.train_batch(step, spec.train.batch_size);
-        let (x, y) = to_tensors(&batch, run.device);
-        run.opt.zero_grad();
-        let l = loss(&run.stack.forward(&x), &y, Reduction::Mean);
-        match run.stack.aux_loss() {
-            Some(aux) => (&l + aux).backward(),
-            None => l.backward(),
-        }
-        run.opt.clip_grad_norm(spec.optim.grad_clip);
-        run.opt.step(lr);
-        run.loss_sum += l.detach();
-        run.loss_count += 1;
+        run.step_with_lr(step, lr, true);
         (flops, step, tokens) = (flops + cost, step + 1, tokens + tokens_per_step);
         if last_report.elapsed().as_secs_f64() > 0.5 {
             let loss = run.loss_sum.double_value(&[]) / run.loss_count.max(1) as f64;

@@ -10,6 +10,7 @@
 mod grafted;
 pub mod metrics;
 pub mod optim;
+pub mod step;
 
 use crate::store::{RungRecord, Store};
 use crate::tasks::{Batch, Task, IGNORE};
@@ -22,6 +23,7 @@ use optim::AdamW;
 use reports::{CurvePoint, Status, TrialResult};
 use std::collections::BTreeMap;
 use std::time::Instant;
+use step::{Feeder, Precision};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -40,6 +42,15 @@ pub struct RunOptions {
     pub kernel_path: KernelPath,
     /// Pause after this many training FLOPs (whole steps) instead of training to the budget.
     pub until_flops: Option<f64>,
+    /// Arithmetic: bf16 autocast on CUDA by default ([`Precision`]).
+    pub precision: Precision,
+}
+
+impl RunOptions {
+    /// CPU, fast kernels, float32, to the end of the budget.
+    pub fn cpu() -> RunOptions {
+        RunOptions { device: Device::Cpu, kernel_path: KernelPath::Auto, until_flops: None, precision: Precision::Auto }
+    }
 }
 
 /// How a trial process ended.
@@ -59,6 +70,9 @@ struct Run<'a> {
     stack: Stack,
     opt: AdamW,
     device: Device,
+    /// Resolved: `Bf16` or `Fp32`.
+    precision: Precision,
+    feed: Feeder,
     steps: u64,
     /// Sum and count of training losses since the last evaluation (a device tensor: no sync per step).
     loss_sum: Tensor,
@@ -80,18 +94,33 @@ pub fn run_trial(store: &Store, id: &str, opts: RunOptions, on_event: &mut dyn F
             return Ok(TrialEnd::Paused(rung));
         }
         Ok(Ok(TrialEnd::Finished(r))) => *r,
-        Ok(Err(e)) => failed(&spec, id, opts, format!("{e:#}"), start),
+        Ok(Err(e)) => failed(&spec, id, opts, out_of_memory(&spec, format!("{e:#}")), start),
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "the trial panicked".into());
-            failed(&spec, id, opts, first_line(&msg), start)
+            failed(&spec, id, opts, out_of_memory(&spec, first_line(&msg)), start)
         }
     };
     store.write_result(&result)?;
     Ok(TrialEnd::Finished(Box::new(result)))
+}
+
+/// A GPU out-of-memory error says so first, with the batch it tried, so a sweep's table shows what to shrink.
+fn out_of_memory(spec: &TrialSpec, msg: String) -> String {
+    if msg.contains("out of memory") {
+        let _ = kernels::train_ops::empty_cache();
+        format!(
+            "out of GPU memory at batch size {} x sequence length {} ({} parameters): {msg}",
+            spec.train.batch_size,
+            spec.seq_len(),
+            spec.stack.params()
+        )
+    } else {
+        msg
+    }
 }
 
 fn first_line(msg: &str) -> String {
@@ -141,23 +170,14 @@ fn base_result(spec: &TrialSpec, id: &str, opts: RunOptions) -> TrialResult {
 
 /// A failed result with the trial's static facts filled in (for a process that died without one).
 pub fn empty_result(spec: &TrialSpec, id: &str, device: &str) -> TrialResult {
-    TrialResult {
-        device: device.to_string(),
-        ..base_result(spec, id, RunOptions { device: Device::Cpu, kernel_path: KernelPath::Auto, until_flops: None })
-    }
+    TrialResult { device: device.to_string(), ..base_result(spec, id, RunOptions::cpu()) }
 }
 
 fn failed(spec: &TrialSpec, id: &str, opts: RunOptions, reason: String, start: Instant) -> TrialResult {
     TrialResult { reason: Some(reason), wall_seconds: start.elapsed().as_secs_f64(), ..base_result(spec, id, opts) }
 }
 
-/// `[B, T]` int64 tensors of a batch on `device`.
-fn to_tensors(b: &Batch, device: Device) -> (Tensor, Tensor) {
-    let shape = [b.batch as i64, b.seq_len as i64];
-    let x = Tensor::from_slice(&b.inputs).view(shape).to_device(device);
-    let y = Tensor::from_slice(&b.targets).view(shape).to_device(device);
-    (x, y)
-}
+use step::upload as to_tensors;
 
 /// Mean cross-entropy over labelled positions of `logits [B, T, V]` against `targets [B, T]`.
 fn loss(logits: &Tensor, targets: &Tensor, reduction: Reduction) -> Tensor {
@@ -171,20 +191,49 @@ fn loss(logits: &Tensor, targets: &Tensor, reduction: Reduction) -> Tensor {
     )
 }
 
+/// What [`optimizer_step`] works on.
+pub struct StepParts<'a> {
+    pub stack: &'a Stack,
+    pub opt: &'a mut AdamW,
+    /// Resolved ([`Precision::resolve`]).
+    pub precision: Precision,
+    pub feed: &'a mut Feeder,
+}
+
+/// One optimiser step of `task`'s batch `step` at learning rate `lr`, the one trials and `bench-train` run:
+/// forward and loss in `precision`, backward, clipping, AdamW. Queues the GPU work without waiting for it,
+/// then (if `prefetch`) builds the next step's batch while the GPU runs. Returns the loss, detached, still
+/// on the device.
+pub fn optimizer_step(p: StepParts, task: &dyn Task, step: u64, lr: f64, grad_clip: f64, prefetch: bool) -> Tensor {
+    let (x, y) = p.feed.take(task, step);
+    p.opt.zero_grad();
+    let (l, total) = p.precision.run(|| {
+        let l = loss(&p.stack.forward(&x), &y, Reduction::Mean);
+        let total = p.stack.aux_loss().map(|aux| &l + aux);
+        (l, total)
+    });
+    total.as_ref().unwrap_or(&l).backward();
+    p.opt.clip_grad_norm(grad_clip);
+    p.opt.step(lr);
+    if prefetch {
+        p.feed.prefetch(task, step + 1);
+    }
+    l.detach()
+}
+
 impl<'a> Run<'a> {
+    /// One optimiser step at the trial's own learning-rate schedule.
     fn train_step(&mut self, step: u64) {
-        let batch = self.task.train_batch(step, self.spec.train.batch_size);
-        let (x, y) = to_tensors(&batch, self.device);
         let lr = self.spec.optim.lr_at(step, self.steps);
-        self.opt.zero_grad();
-        let l = loss(&self.stack.forward(&x), &y, Reduction::Mean);
-        match self.stack.aux_loss() {
-            Some(aux) => (&l + aux).backward(),
-            None => l.backward(),
-        }
-        self.opt.clip_grad_norm(self.spec.optim.grad_clip);
-        self.opt.step(lr);
-        self.loss_sum += l.detach();
+        self.step_with_lr(step, lr, step + 1 < self.steps);
+    }
+
+    /// One optimiser step at `lr` ([`optimizer_step`]), adding its loss to the running sum.
+    pub(super) fn step_with_lr(&mut self, step: u64, lr: f64, prefetch: bool) {
+        let parts =
+            StepParts { stack: &self.stack, opt: &mut self.opt, precision: self.precision, feed: &mut self.feed };
+        let l = optimizer_step(parts, &*self.task, step, lr, self.spec.optim.grad_clip, prefetch);
+        self.loss_sum += l;
         self.loss_count += 1;
     }
 
@@ -196,7 +245,7 @@ impl<'a> Run<'a> {
             let mut macro_acc = self.macro_classes.map(MacroAccuracy::new);
             for b in &self.eval {
                 let (x, y) = to_tensors(b, self.device);
-                let logits = self.stack.forward(&x);
+                let logits = self.precision.run(|| self.stack.forward(&x));
                 loss_sum += loss(&logits, &y, Reduction::Sum).double_value(&[]);
                 let mask = y.ne(IGNORE);
                 let labelled = mask.sum_dim_intlist(1, false, Kind::Float); // [B]
@@ -229,6 +278,7 @@ impl<'a> Run<'a> {
         opts: RunOptions,
         load_init: bool,
     ) -> Result<(VarStore, Run<'a>)> {
+        let precision = opts.precision.resolve(opts.device).map_err(anyhow::Error::msg)?;
         tch::manual_seed(spec.seed as i64);
         let task = spec.task.build(spec.seed).context("building the task")?;
         let eval = task.eval_set(spec.train.batch_size);
@@ -245,6 +295,8 @@ impl<'a> Run<'a> {
             stack,
             opt,
             device: opts.device,
+            precision,
+            feed: Feeder::new(opts.device, spec.train.batch_size),
             steps: spec.steps(),
             loss_sum: Tensor::zeros([], (Kind::Float, opts.device)),
             loss_count: 0,

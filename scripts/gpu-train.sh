@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (no Rust there): the GPU training path's tests and measurements from a bundle built
+# with scripts/gpu-train-bundle.sh. Run from the repository root (the bytes task reads data/kjv.txt).
+#
+#   bash BUNDLE/gpu-train.sh BUNDLE [all|tests|bench|torch|torch-compile|scaling]...
+#
+#   tests          workbench/tests/gpu_train.rs (fused AdamW = plain, bf16 ~ fp32, prefetch, out of memory)
+#   bench          workbench bench-train on the five ~125M presets, T=2048, batch 8
+#   torch          scripts/bench_train_torch.py, eager (needs .whl/ with flash-linear-attention, fla-core, einops)
+#   torch-compile  the same with torch.compile (transformer, gla, hyena, striped)
+#   scaling        experiments/gpu-scaling.yaml on this machine's GPUs, report in OUT/gpu-scaling
+# Output goes to $OUT (the device tool's folder) or BUNDLE/out. Exit status: non-zero if any part failed.
+set -uo pipefail
+BUNDLE=$(cd "${1:-.carry/gpu-train}" && pwd) || { echo "gpu-train: no bundle at ${1:-.carry/gpu-train}" >&2; exit 2; }
+shift || true
+WHAT=("${@:-all}")
+OUT=${OUT:-$BUNDLE/out}
+mkdir -p "$OUT"
+TORCH_LIB=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")') || {
+  echo "gpu-train: python3 cannot import torch on this machine" >&2
+  exit 2
+}
+export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export WORKBENCH_KERNELS_LIB="$BUNDLE/libworkbench_kernels.so"
+{
+  date -u '+%Y-%m-%d %H:%M:%S UTC'
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+  nproc
+} > "$OUT/machine.txt" 2>&1
+cat "$OUT/machine.txt"
+wants() { for w in "${WHAT[@]}"; do [ "$w" = all ] || [ "$w" = "$1" ] && return 0; done; return 1; }
+status=0
+step() { local name=$1; shift; local t0=$SECONDS; "$@"; local rc=$?; echo "== $name: exit $rc, $((SECONDS - t0)) s" | tee -a "$OUT/steps.txt"; [ $rc = 0 ] || status=1; }
+torch_side() {
+  if [ -d .whl ] && [ ! -d /tmp/site/fla ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || return 1
+  fi
+  PYTHONPATH=/tmp/site python3 "$BUNDLE/bench_train_torch.py" "$@"
+}
+if wants tests; then
+  step tests bash -c "'$BUNDLE/workbench-gpu-tests' --ignored --test-threads=1 --nocapture gpu_ 2>&1 | tee '$OUT/gpu-train-tests.log'; exit \${PIPESTATUS[0]}"
+fi
+if wants bench; then
+  step bench bash -c "'$BUNDLE/workbench' bench-train --device cuda --json '$OUT/bench-train.json' > '$OUT/bench-train.md' 2> '$OUT/bench-train.log'; rc=\$?; cat '$OUT/bench-train.md'; exit \$rc"
+fi
+if wants torch; then
+  step torch bash -c "$(declare -f torch_side); BUNDLE='$BUNDLE' torch_side --compile no --json '$OUT/bench-torch-eager.json' > '$OUT/bench-torch-eager.md' 2> '$OUT/bench-torch-eager.log'; rc=\$?; cat '$OUT/bench-torch-eager.md'; tail -3 '$OUT/bench-torch-eager.log'; exit \$rc"
+fi
+if wants torch-compile; then
+  step torch-compile bash -c "$(declare -f torch_side); BUNDLE='$BUNDLE' torch_side --compile yes --arch transformer,gla,hyena,striped --json '$OUT/bench-torch-compile.json' > '$OUT/bench-torch-compile.md' 2> '$OUT/bench-torch-compile.log'; rc=\$?; cat '$OUT/bench-torch-compile.md'; tail -3 '$OUT/bench-torch-compile.log'; exit \$rc"
+fi
+if wants scaling; then
+  step scaling bash -c "'$BUNDLE/workbench' sweep '$BUNDLE/gpu-scaling.yaml' --device cuda --out '$OUT/gpu-scaling' --force > '$OUT/gpu-scaling.log' 2>&1; rc=\$?; tail -5 '$OUT/gpu-scaling.log'; exit \$rc"
+fi
+exit $status
