@@ -10,6 +10,7 @@
 //!   backward pass) per second over the bf16 matmul ceiling measured in the same process (8192^3 products);
 //! - peak memory: the CUDA caching allocator's peak allocated bytes over the timed steps (what
 //!   `torch.cuda.max_memory_allocated` reads).
+//!
 //! An architecture that fails (out of memory included) gets a row with the reason; the others still run.
 
 use crate::tasks::{Batch, Task};
