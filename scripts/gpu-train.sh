@@ -31,7 +31,8 @@ export WORKBENCH_KERNELS_LIB="$BUNDLE/libworkbench_kernels.so"
 cat "$OUT/machine.txt"
 wants() { for w in "${WHAT[@]}"; do [ "$w" = all ] || [ "$w" = "$1" ] && return 0; done; return 1; }
 status=0
-step() { local name=$1; shift; local t0=$SECONDS; "$@"; local rc=$?; echo "== $name: exit $rc, $((SECONDS - t0)) s" | tee -a "$OUT/steps.txt"; [ $rc = 0 ] || status=1; }
+# Each part may run at most STEP_LIMIT seconds (default 1800): one stuck part must not eat the others' time.
+step() { local name=$1; shift; local t0=$SECONDS; timeout "${STEP_LIMIT:-1800}" "$@"; local rc=$?; echo "== $name: exit $rc, $((SECONDS - t0)) s" | tee -a "$OUT/steps.txt"; [ $rc = 0 ] || status=1; }
 torch_side() {
   if [ -d .whl ] && [ ! -d /tmp/site/fla ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || return 1
