@@ -9,7 +9,7 @@
 
 use crate::flop_count;
 use crate::KernelPath;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// The activation fused after the convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +34,14 @@ pub fn short_conv(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Activation
     let path = crate::cuda_ext::resolve(path);
     // CUDA tensors on the Auto path: our fused kernel (csrc/short_conv.cu) when its library is loaded.
     if path == KernelPath::Auto && x.device().is_cuda() {
-        if let Some(y) = crate::cuda_ext::short_conv_auto(x, w, bias, act) {
+        // Under bf16 autocast the input arrives in bf16 while the weights stay float32: run in the input's
+        // precision, as autocast runs conv1d (the casts are differentiable, so the float32 weights get
+        // their gradients).
+        let (w, bias) = match x.kind() {
+            k @ (Kind::BFloat16 | Kind::Half) if w.kind() != k => (w.to_kind(k), bias.map(|b| b.to_kind(k))),
+            _ => (w.shallow_clone(), bias.map(|b| b.shallow_clone())),
+        };
+        if let Some(y) = crate::cuda_ext::short_conv_auto(x, &w, bias.as_ref(), act) {
             return y;
         }
     }

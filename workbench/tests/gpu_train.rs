@@ -24,6 +24,14 @@ fn cuda() -> Device {
     Device::Cuda(0)
 }
 
+/// The bytes task reads `data/kjv.txt` from the working directory: the repository root, which is where the
+/// GPU bundle runs from; under cargo, the workspace this test was built in.
+fn in_repo_root() {
+    if !Path::new("data/kjv.txt").is_file() {
+        std::env::set_current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap();
+    }
+}
+
 fn small_stack() -> StackSpec {
     serde_json::from_value(serde_json::json!({
         "vocab": 256, "d_model": 128,
@@ -34,8 +42,7 @@ fn small_stack() -> StackSpec {
 }
 
 fn bytes_task(seq_len: usize) -> Box<dyn Task> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::env::set_current_dir(&root).unwrap();
+    in_repo_root();
     let yaml = format!(
         "name: t\ntasks: [{{kind: bytes, seq_len: {seq_len}, eval_sequences: 8}}]\nbudgets: [1.0e9]\n\
          candidates: [{{name: a, layout: [attention, swiglu], depth: 2, d_model: 32}}]\n"
@@ -134,8 +141,7 @@ fn gpu_prefetched_batches_are_the_plain_copies() {
 #[ignore]
 fn gpu_out_of_memory_is_a_failed_result_with_the_batch_size() {
     let device = cuda();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::env::set_current_dir(&root).unwrap();
+    in_repo_root();
     // Logits alone would be 32768 x 2048 x 256 floats (64 GiB), with their gradient and the cross-entropy's
     // copies far past the H200's 141 GB.
     let yaml = "name: oom\ntasks: [{kind: bytes, seq_len: 2048, eval_sequences: 2}]\nbudgets: [1.0e18]\n\
