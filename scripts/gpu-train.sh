@@ -46,10 +46,10 @@ if wants bench; then
   step bench bash -c "'$BUNDLE/workbench' bench-train --device cuda --json '$OUT/bench-train.json' > '$OUT/bench-train.md' 2> '$OUT/bench-train.log'; rc=\$?; cat '$OUT/bench-train.md'; exit \$rc"
 fi
 if wants torch; then
-  step torch bash -c "$(declare -f torch_side); BUNDLE='$BUNDLE' torch_side --compile no --json '$OUT/bench-torch-eager.json' > '$OUT/bench-torch-eager.md' 2> '$OUT/bench-torch-eager.log'; rc=\$?; cat '$OUT/bench-torch-eager.md'; tail -3 '$OUT/bench-torch-eager.log'; exit \$rc"
+  step torch bash -c "$(declare -f torch_side); BUNDLE='$BUNDLE' torch_side --compile no --arch transformer,hyena,striped,mamba,gla --json '$OUT/bench-torch-eager.json' > '$OUT/bench-torch-eager.md' 2> '$OUT/bench-torch-eager.log'; rc=\$?; cat '$OUT/bench-torch-eager.md'; tail -3 '$OUT/bench-torch-eager.log'; exit \$rc"
 fi
 if wants torch-compile; then
-  step torch-compile bash -c "$(declare -f torch_side); BUNDLE='$BUNDLE' torch_side --compile yes --arch transformer,gla,hyena,striped --json '$OUT/bench-torch-compile.json' > '$OUT/bench-torch-compile.md' 2> '$OUT/bench-torch-compile.log'; rc=\$?; cat '$OUT/bench-torch-compile.md'; tail -3 '$OUT/bench-torch-compile.log'; exit \$rc"
+  step torch-compile bash -c "$(declare -f torch_side); BUNDLE='$BUNDLE' torch_side --compile yes --arch transformer,hyena,striped,gla --json '$OUT/bench-torch-compile.json' > '$OUT/bench-torch-compile.md' 2> '$OUT/bench-torch-compile.log'; rc=\$?; cat '$OUT/bench-torch-compile.md'; tail -3 '$OUT/bench-torch-compile.log'; exit \$rc"
 fi
 if wants scaling; then
   step scaling bash -c "'$BUNDLE/workbench' sweep '$BUNDLE/gpu-scaling.yaml' --device cuda --out '$OUT/gpu-scaling' --force > '$OUT/gpu-scaling.log' 2>&1; rc=\$?; tail -5 '$OUT/gpu-scaling.log'; exit \$rc"
