@@ -163,3 +163,31 @@ fn gpu_out_of_memory_is_a_failed_result_with_the_batch_size() {
     let t = Tensor::ones([1024, 1024], (Kind::Float, device)).sum(Kind::Float).double_value(&[]);
     assert_eq!(t, 1048576.0);
 }
+
+#[test]
+#[ignore]
+fn gpu_fused_rms_norm_matches_the_definition() {
+    let device = cuda();
+    let vs = VarStore::new(Device::Cpu);
+    let norm = operators::nn::RmsNorm::new(&vs.root(), 48, 1e-5);
+    let gain = Tensor::randn([48], (Kind::Double, Device::Cpu)) + 1.0;
+    let x = Tensor::randn([3, 7, 48], (Kind::Double, Device::Cpu));
+    let w = Tensor::randn([3, 7, 48], (Kind::Double, Device::Cpu));
+    let mut grads = Vec::new();
+    for d in [Device::Cpu, device] {
+        let on = operators::nn::RmsNorm { weight: gain.to_device(d).set_requires_grad(true), eps: norm.eps };
+        let xd = x.to_device(d).set_requires_grad(true);
+        let y = on.forward(&xd);
+        (&y * w.to_device(d)).sum(Kind::Double).backward();
+        grads.push((
+            y.to_device(Device::Cpu),
+            xd.grad().to_device(Device::Cpu),
+            on.weight.grad().to_device(Device::Cpu),
+        ));
+    }
+    let (a, b) = (&grads[0], &grads[1]);
+    for (name, u, v) in [("output", &a.0, &b.0), ("input gradient", &a.1, &b.1), ("gain gradient", &a.2, &b.2)] {
+        let err = (u - v).abs().max().double_value(&[]);
+        assert!(err < 1e-10, "{name}: fused (CUDA) vs written out (CPU) differ by {err}");
+    }
+}
