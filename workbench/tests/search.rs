@@ -297,3 +297,28 @@ fn slurm_dry_run_prints_the_batch_script_and_submits_nothing() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("`sbatch` is not in PATH"), "{}", stderr(&out));
 }
+
+#[test]
+fn evolution_children_inherit_their_parents_trained_weights() {
+    let text = genome("inherit", "strategy: evolution, population: 3, generations: 2, seed: 5, inherit_weights: true");
+    let dir = scratch("search-inherit");
+    let space = write(&dir, "space.yaml", &text);
+    let out = run(&["sweep", space.to_str().unwrap(), "--out", "run", "--jobs", "2"], &dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut inherited = 0;
+    for e in std::fs::read_dir(dir.join("run/trials")).unwrap() {
+        let t = e.unwrap().path();
+        let r: Value = serde_json::from_slice(&std::fs::read(t.join("result.json")).unwrap()).unwrap();
+        let Some(inh) = r.get("inherited") else { continue };
+        inherited += 1;
+        let parent = inh["parent"].as_str().unwrap();
+        assert!(dir.join("run/trials").join(parent).join("checkpoint.safetensors").exists());
+        let params = inh["params"].as_array().unwrap();
+        let copied = params.iter().filter(|p| p["action"] == "copied").count() as u64;
+        assert_eq!(inh["copied"].as_u64(), Some(copied));
+        assert!(params.iter().any(|p| p["path"] == "embed.weight" && p["action"] == "copied"), "{inh}");
+        let log = std::fs::read_to_string(t.join("stderr.log")).unwrap();
+        assert!(log.contains(&format!("inherited from trial {parent}")), "{log}");
+    }
+    assert!(inherited > 0, "no child inherited weights");
+}
