@@ -21,6 +21,7 @@ pub mod grow_depth;
 pub mod grow_width;
 pub mod load;
 pub mod transfer;
+mod transfer_linear;
 
 pub use extend_context::extend_context;
 pub use grow_depth::{grow_depth, DepthMode};

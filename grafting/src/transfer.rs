@@ -13,9 +13,13 @@
 //! - attention -> attention with different positional settings (`rope_scale`, `rope_base`, `window`):
 //!   every tensor keeps its shape, so it is copied.
 //!
-//! Adding a mapping (linear attention, based, gla, retnet when they land): one arm in [`mapping`] and a
-//! function filling the target's tensors from the source's, checked for shape by [`Target::set`].
+//! - attention -> linear_attention, based, gla, retnet: Q, K, V, O to their projections, gates and decays
+//!   fresh (`transfer_linear.rs`, which documents the shapes each needs).
+//!
+//! Adding a mapping: one arm in [`mapping`] and a function filling the target's tensors from the source's,
+//! checked for shape by [`Target::set`].
 
+use crate::transfer_linear;
 use crate::{check_layer, copy_layer, copy_outer, same_outer, Action, GraftError, GraftReport, Target, Weights};
 use operators::{LayerSpec, MixerKind, StackSpec};
 use std::collections::BTreeSet;
@@ -102,6 +106,9 @@ pub(crate) fn mapping(from: MixerKind, to: MixerKind) -> Option<MapFn> {
     match (from, to) {
         (Attention, Deltanet | GatedDeltanet) => Some(attention_to_deltanet),
         (Attention, Mamba2) => Some(attention_to_mamba2),
+        (Attention, LinearAttention) => Some(transfer_linear::attention_to_linear_attention),
+        (Attention, Based) => Some(transfer_linear::attention_to_based),
+        (Attention, Gla | Retnet) => Some(transfer_linear::attention_to_gated),
         _ => None,
     }
 }
@@ -112,7 +119,7 @@ pub fn has_mapping(from: MixerKind, to: MixerKind) -> bool {
 }
 
 /// Attention's projections with K and V repeated to the query heads: (q, k, v [H D, d], o [d, H D], H, D).
-fn attention_weights(
+pub(crate) fn attention_weights(
     src: &Weights,
     i: usize,
     spec: &LayerSpec,
@@ -136,7 +143,7 @@ fn attention_weights(
     Ok((q, repeat(k), repeat(v), o, h, hd))
 }
 
-fn shape_err(i: usize, tensor: &str, message: String) -> GraftError {
+pub(crate) fn shape_err(i: usize, tensor: &str, message: String) -> GraftError {
     GraftError::Shape { tensor: format!("layers.{i}.mixer.{tensor}"), message }
 }
 

@@ -15,13 +15,14 @@
 //! `body[data-selftest-heat]` = `"painted/all"` heatmap cells of the MAD section (a cell with a value counts as
 //! painted when the browser computes a background colour for it), so a headless browser can check the page (see
 //! `tests/browser.rs`, `tests/browser_mad.rs`). With `mad.json` in the directory a MAD section comes first
-//! (`html_mad`).
+//! (`html_mad`); with `search.json` a search section follows the tasks (`html_search`).
 
 use crate::export::{data_uri, results_csv, CSV_COLUMNS};
 use crate::html_mad::mad_section;
 use crate::html_task::task_section;
 use crate::mad::MadResults;
 use crate::result::{Status, TrialResult};
+use crate::search::SearchSummary;
 use crate::summary::{summarise, REPORT_BOOTSTRAP, REPORT_SEED};
 use crate::{ReportError, SweepInfo};
 use std::fmt::Write as _;
@@ -224,6 +225,16 @@ pub fn render_html_with_mad(
     info: &SweepInfo,
     mad: Option<&MadResults>,
 ) -> Result<String, ReportError> {
+    render_html_sections(results, info, mad, None)
+}
+
+/// Renders the report with the optional MAD section (before the tasks) and search section (after them).
+pub fn render_html_sections(
+    results: &[TrialResult],
+    info: &SweepInfo,
+    mad: Option<&MadResults>,
+    search: Option<&SearchSummary>,
+) -> Result<String, ReportError> {
     let tasks = summarise(results);
     let mut h = String::new();
     let title = format!("Sweep {}: scaling report", info.name);
@@ -272,10 +283,16 @@ pub fn render_html_with_mad(
         for (i, t) in tasks.iter().enumerate() {
             let _ = write!(h, " <a href=\"#task-{i}\">{}</a>", escape(&t.task));
         }
+        if search.is_some() {
+            h.push_str(" | <a href=\"#search\">Search</a>");
+        }
         h.push_str(" | <a href=\"#data\">Data</a> | <a href=\"#settings\">Settings</a></nav>\n");
     }
     for (i, t) in tasks.iter().enumerate() {
         task_section(&mut h, i, t)?;
+    }
+    if let Some(s) = search {
+        crate::html_search::search_section(&mut h, s);
     }
     crate::html_graft::graft_section(&mut h, results);
     let file = format!("{}-results.csv", info.name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"));

@@ -23,11 +23,13 @@ pub mod fit_csv;
 pub mod html;
 mod html_graft;
 mod html_mad;
+mod html_search;
 mod html_task;
 pub mod mad;
 pub mod plot;
 pub mod plot_scaling;
 pub mod result;
+pub mod search;
 pub mod summary;
 
 pub use fit::{fit_power_law, Estimate, FitError, Law, PowerLawFit};
@@ -35,7 +37,8 @@ pub use fit_csv::{fit_csv, render_json, render_text, run_fit, ArchFit, FitCsvErr
 pub use html::{render_html, render_html_with_mad};
 pub use mad::{MadResults, MAD_FILE};
 pub use plot::loss_vs_flops_svg;
-pub use result::{CurvePoint, GraftResult, Status, TrialResult};
+pub use result::{CurvePoint, GraftResult, Inherited, Status, TrialResult};
+pub use search::{SearchSummary, SEARCH_FILE};
 pub use summary::{envelope, summarise, ArchSummary, EnvelopePoint, TaskSummary};
 
 use serde::{Deserialize, Serialize};
@@ -67,6 +70,9 @@ pub enum ReportError {
     /// A `result.json` that is not a valid [`TrialResult`].
     #[error("{}: not a valid trial result: {error}", path.display())]
     Parse { path: PathBuf, error: serde_json::Error },
+    /// A `search.json` that is not a valid search summary.
+    #[error("{}: not a valid search summary: {error}", path.display())]
+    Search { path: PathBuf, error: serde_json::Error },
     /// plotters failed to draw a task's plot.
     #[error("plotting task {task:?}: {message}")]
     Plot { task: String, message: String },
@@ -118,7 +124,8 @@ pub fn load_results(dir: &Path) -> Result<Vec<TrialResult>, ReportError> {
 /// renamed over the old report), so a reader never sees half a file. Returns the report's path.
 ///
 /// When `dir` holds a MAD run (`mad.json`), the report has its section, with every number refreshed from the trial
-/// files ([`MadResults::update_from`]), so it also shows a MAD run that is still going.
+/// files ([`MadResults::update_from`]), so it also shows a MAD run that is still going. When it holds a search
+/// summary (`search.json`), the report has a search section (rungs, stopped trials, Pareto front, FLOPs).
 pub fn write_report(dir: &Path, results: &[TrialResult], info: &SweepInfo) -> Result<PathBuf, ReportError> {
     if !dir.is_dir() {
         return Err(ReportError::NotADir { path: dir.to_path_buf() });
@@ -127,7 +134,8 @@ pub fn write_report(dir: &Path, results: &[TrialResult], info: &SweepInfo) -> Re
     if let Some(m) = &mut mad {
         m.update_from(&load_results(dir)?);
     }
-    let html = render_html_with_mad(results, info, mad.as_ref())?;
+    let search = SearchSummary::load(dir)?;
+    let html = html::render_html_sections(results, info, mad.as_ref(), search.as_ref())?;
     let path = dir.join("report.html");
     let tmp = dir.join(format!(".report.html.tmp.{}", std::process::id()));
     let written = (|| {
@@ -180,6 +188,7 @@ pub(crate) mod test_support {
             wall_seconds: 1.0,
             device: "cpu".into(),
             grafts: Vec::new(),
+            inherited: None,
         }
     }
 }

@@ -86,6 +86,23 @@ pub struct TrialResult {
     /// One entry per graft point of a grafted trial (empty otherwise).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grafts: Vec<GraftResult>,
+    /// An evolution child that started from its parent's final weights (`inherit_weights: true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inherited: Option<Inherited>,
+}
+
+/// What a child trial took from its parent: the parent's trial id, counts per action and the per-parameter
+/// report of grafting's `transfer` (`{path, shape, action, from, how, why}` as it wrote them). Its FLOPs do
+/// not include the parent's training: an inherited trial is not a from-scratch trial of its budget.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Inherited {
+    pub parent: String,
+    /// Parameters copied, transformed and left fresh.
+    pub copied: u64,
+    pub transformed: u64,
+    pub fresh: u64,
+    #[serde(default)]
+    pub params: Vec<serde_json::Value>,
 }
 
 /// What one graft point did to the loss (workbench::graft).

@@ -447,6 +447,7 @@ impl Space {
                                 seed,
                                 grafts: Vec::new(),
                                 init_from: None,
+                                inherit: None,
                             };
                             t.grafts = self.grafts(c, &t)?;
                             if let Some(f) = &c.init_from {

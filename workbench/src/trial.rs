@@ -174,6 +174,9 @@ pub struct TrialSpec {
     /// Start from these weights instead of a fresh initialisation (`--init-from`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<crate::graft::InitFrom>,
+    /// An evolution child's parent, whose final weights it starts from (`inherit_weights`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inherit: Option<crate::search::inherit::Inherit>,
 }
 
 impl TrialSpec {
@@ -189,6 +192,9 @@ impl TrialSpec {
         }
         if let Some(init) = &self.init_from {
             key["init_from"] = serde_json::json!(init.sha256);
+        }
+        if let Some(inherit) = &self.inherit {
+            key["inherit"] = serde_json::json!(inherit.parent); // the parent's id fixes its weights
         }
         let digest = Sha256::digest(serde_json::to_vec(&key).expect("trial spec serialises"));
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()

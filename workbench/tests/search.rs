@@ -130,6 +130,7 @@ fn killed_then_resumed(name: &str, text: &str, promotes: bool) {
             assert!((a - b).abs() <= 1e-5 * a.abs(), "{name}: {id}: loss {a} uninterrupted vs {b} resumed");
         }
     }
+    report_shows_the_search(name, &run_dir);
     if promotes {
         let logs: String = std::fs::read_dir(run_dir.join("trials"))
             .unwrap()
@@ -141,6 +142,40 @@ fn killed_then_resumed(name: &str, text: &str, promotes: bool) {
         );
         assert!(got.values().any(|(f, _)| f == "stopped") && got.values().any(|(f, _)| f == "completed"), "{name}");
     }
+}
+
+/// The sweep's report has the search section with the counts of `search.json`: every trial (stopped ones
+/// have no result.json), fates, generations and the Pareto front; and it passes its self-test in Chromium
+/// with no console errors.
+fn report_shows_the_search(name: &str, dir: &Path) {
+    let s: Value = serde_json::from_slice(&std::fs::read(dir.join("search.json")).unwrap()).unwrap();
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    let trials = s["trials"].as_array().unwrap();
+    let count = |fate: &str| trials.iter().filter(|t| t["fate"] == fate).count();
+    let front = s["pareto_front"].as_array().map_or(0, |f| f.len());
+    let counts = format!(
+        "data-trials=\"{}\" data-stopped=\"{}\" data-completed=\"{}\" data-generations=\"{}\" data-front=\"{front}\"",
+        trials.len(),
+        count("stopped"),
+        count("completed"),
+        s["generations"].as_array().unwrap().len()
+    );
+    assert!(html.contains(&counts), "{name}: the report lacks {counts}");
+    for t in trials {
+        let id = t["id"].as_str().unwrap();
+        assert!(html.contains(&format!("data-id=\"{id}\"")), "{name}: trial {id} missing from the search table");
+    }
+    assert_eq!(html.matches("<tr class=\"fate-stopped\"").count(), count("stopped"), "{name}");
+    if front > 0 {
+        assert!(html.contains("class=\"search-pareto\""), "{name}: no Pareto scatter");
+        assert!(html.contains("class=\"front\""), "{name}: no front point marked");
+    }
+    let work = reports::browser::unique_tmp(&format!("search-report-{name}"));
+    let run = reports::browser::run_chromium(&dir.join("report.html"), &work);
+    assert_eq!(reports::browser::attr(&run.dom, "data-selftest"), Some("pass"), "{name}: {}", run.stderr);
+    let errors = reports::browser::console_errors(&run.stderr);
+    assert!(errors.is_empty(), "{name}: console errors:\n{}", errors.join("\n"));
+    let _ = std::fs::remove_dir_all(&work);
 }
 
 #[test]
@@ -261,4 +296,29 @@ fn slurm_dry_run_prints_the_batch_script_and_submits_nothing() {
     let out = Command::new(bin()).args(args).current_dir(&dir).env("PATH", "").output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("`sbatch` is not in PATH"), "{}", stderr(&out));
+}
+
+#[test]
+fn evolution_children_inherit_their_parents_trained_weights() {
+    let text = genome("inherit", "strategy: evolution, population: 3, generations: 2, seed: 5, inherit_weights: true");
+    let dir = scratch("search-inherit");
+    let space = write(&dir, "space.yaml", &text);
+    let out = run(&["sweep", space.to_str().unwrap(), "--out", "run", "--jobs", "2"], &dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut inherited = 0;
+    for e in std::fs::read_dir(dir.join("run/trials")).unwrap() {
+        let t = e.unwrap().path();
+        let r: Value = serde_json::from_slice(&std::fs::read(t.join("result.json")).unwrap()).unwrap();
+        let Some(inh) = r.get("inherited") else { continue };
+        inherited += 1;
+        let parent = inh["parent"].as_str().unwrap();
+        assert!(dir.join("run/trials").join(parent).join("checkpoint.safetensors").exists());
+        let params = inh["params"].as_array().unwrap();
+        let copied = params.iter().filter(|p| p["action"] == "copied").count() as u64;
+        assert_eq!(inh["copied"].as_u64(), Some(copied));
+        assert!(params.iter().any(|p| p["path"] == "embed.weight" && p["action"] == "copied"), "{inh}");
+        let log = std::fs::read_to_string(t.join("stderr.log")).unwrap();
+        assert!(log.contains(&format!("inherited from trial {parent}")), "{log}");
+    }
+    assert!(inherited > 0, "no child inherited weights");
 }

@@ -128,6 +128,7 @@ pub fn trial(
         seed: settings::SEED,
         grafts: Vec::new(),
         init_from: None,
+        inherit: None,
     };
     t.budget_flops = (steps as f64 + 0.5) * t.flops_per_step();
     debug_assert_eq!(t.steps(), steps);

@@ -28,7 +28,10 @@ candidates:
 fn plan_of(text: &str, o: &MadOverrides) -> Result<MadPlan, crate::error::UsageError> {
     let dir = std::env::temp_dir().join(format!("mad-plan-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("space-{}.yaml", text.len()));
+    // One file per call: tests run on parallel threads, and two texts may have the same length.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("space-{n}.yaml"));
     std::fs::write(&path, text).unwrap();
     run::prepare(&path, o).map(|(_, p)| p)
 }

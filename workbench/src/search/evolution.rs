@@ -8,12 +8,17 @@
 //! several (loss, params, state_size, flops_per_token). A genome's loss is the mean final held-out loss of
 //! its trials (one per task and seed); a failed or diverged trial makes it infinite.
 //!
+//! With `inherit_weights: true` a child's trials start from its (first) parent's trained weights through
+//! grafting's `transfer` where the genomes allow it ([`super::inherit`]); a genome is still evaluated once,
+//! whichever parent it came from.
+//!
 //! Everything random comes from one ChaCha stream seeded with `seed`, and a generation is bred only after
 //! every outcome of the previous one is known, so a seed gives the same genomes in the same order.
 
 use super::genome::{Genome, GenomeSpace, GenomeSpec};
-use super::{pareto, Job, Outcome, Proposal, RandomSpec, Strategy, StrategyReport};
+use super::{inherit, pareto, Job, Outcome, Proposal, RandomSpec, Strategy, StrategyReport};
 use crate::space::Budget;
+use crate::trial::TrialSpec;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -48,6 +53,10 @@ pub struct EvolutionSpec {
     /// Stop once the trials proposed would spend more than this many FLOPs in total.
     #[serde(default)]
     pub max_flops: Option<Budget>,
+    /// Children start from their first parent's final weights where `transfer` can map them. Off by default:
+    /// an inheriting trial's loss is not a from-scratch loss at its budget (see `search::inherit`).
+    #[serde(default)]
+    pub inherit_weights: bool,
 }
 
 /// 8 genomes.
@@ -83,20 +92,6 @@ pub enum Objective {
     StateSize,
     /// Forward FLOPs per token at the task's sequence length.
     FlopsPerToken,
-}
-
-/// How a child's weights start. Only a fresh initialisation exists: grafting's `transfer` has not landed.
-/// When it does, add `Transfer { parent: String }`, return it from [`inherit_weights`] and carry it in the
-/// child's trial spec (so it is part of the trial id). The search log already records every child's parents.
-#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Inheritance {
-    FreshInit,
-}
-
-/// The hook where a child would inherit weights from a parent (see [`Inheritance`]).
-pub fn inherit_weights(_child: &Genome, _parents: &[&Genome]) -> Inheritance {
-    Inheritance::FreshInit
 }
 
 struct Member {
@@ -146,14 +141,24 @@ impl Pool {
         }
     }
 
-    /// Adds a genome unless it is invalid or already there; returns its index.
-    fn add(&mut self, genome: Genome) -> Option<usize> {
-        let trials = self.g.trials(&genome).ok()?;
-        let jobs: Vec<Job> = trials.into_iter().map(|t| Job::new(t, None, 0)).collect();
-        let m = Member { genome, losses: vec![None; jobs.len()], jobs };
-        if !self.keys.insert(m.ids()) {
+    /// Adds a genome unless it is invalid or already there (as a genome: its from-scratch trial ids);
+    /// its trials inherit from member `parent`'s where [`inherit::plan`] allows. Returns its index.
+    fn add(&mut self, genome: Genome, parent: Option<usize>) -> Option<usize> {
+        let mut trials = self.g.trials(&genome).ok()?;
+        if !self.keys.insert(trials.iter().map(TrialSpec::id).collect()) {
             return None;
         }
+        if let Some(p) = parent {
+            for (k, t) in trials.iter_mut().enumerate() {
+                let (job, loss) = (&self.members[p].jobs[k], self.members[p].losses[k]);
+                // Only a parent that completed has final weights worth starting from.
+                if loss.is_some_and(f64::is_finite) {
+                    t.inherit = inherit::plan(&job.id, &job.spec, t);
+                }
+            }
+        }
+        let jobs: Vec<Job> = trials.into_iter().map(|t| Job::new(t, None, 0)).collect();
+        let m = Member { genome, losses: vec![None; jobs.len()], jobs };
         let i = self.members.len();
         for (k, j) in m.jobs.iter().enumerate() {
             self.by_id.insert(j.id.clone(), (i, k));
@@ -271,7 +276,7 @@ impl Evolution {
                 break;
             }
             let genome = e.pool.g.random(&mut e.rng);
-            if let Some(m) = e.pool.add(genome) {
+            if let Some(m) = e.pool.add(genome, None) {
                 e.current.push(m);
             }
         }
@@ -332,10 +337,14 @@ impl Evolution {
                     let (child, op) = self.pool.g.mutate(&self.pool.members[a].genome, &mut self.rng);
                     (child, vec![a], op.to_string())
                 };
-                let parent_genomes: Vec<&Genome> = parents.iter().map(|&p| &self.pool.members[p].genome).collect();
-                let weights = inherit_weights(&genome, &parent_genomes);
-                if let Some(m) = self.pool.add(genome) {
+                let from = self.spec.inherit_weights.then_some(a);
+                if let Some(m) = self.pool.add(genome, from) {
                     self.current.push(m);
+                    let weights: Vec<Value> = self.pool.members[m]
+                        .jobs
+                        .iter()
+                        .map(|j| j.spec.inherit.as_ref().map_or(json!("fresh"), |i| json!({"parent": i.parent})))
+                        .collect();
                     self.events.push(json!({
                         "event": "child", "generation": self.generation, "ids": self.pool.members[m].ids(),
                         "parents": parents.iter().map(|&p| self.pool.members[p].ids()).collect::<Vec<_>>(),
@@ -398,7 +407,7 @@ impl RandomGenomes {
                 break;
             }
             let genome = pool.g.random(&mut rng);
-            added += pool.add(genome).is_some() as usize;
+            added += pool.add(genome, None).is_some() as usize;
         }
         RandomGenomes { pool }
     }

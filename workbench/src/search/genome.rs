@@ -225,7 +225,8 @@ impl GenomeSpace {
                     train: f.train.clone(),
                     seed,
                     grafts: Vec::new(),
-                    init_from: None, // the hook for inherited weights: see evolution::inherit_weights
+                    init_from: None,
+                    inherit: None, // set by evolution when the child inherits (search::inherit)
                 };
                 if t.steps() < 1 {
                     return Err(format!("{label}: the budget buys no training step on {}", task.name()));

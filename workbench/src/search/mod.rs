@@ -23,6 +23,7 @@ pub mod evolution;
 pub mod genome;
 pub mod grid;
 pub mod halving;
+pub mod inherit;
 pub mod pareto;
 pub mod summary;
 #[cfg(test)]

@@ -156,6 +156,11 @@ fn spaces() -> Vec<(&'static str, String, String)> {
             genome_space("strategy: evolution, population: 4, generations: 3, seed: 2"),
         ),
         (
+            "evolution-inherit",
+            genome_space("strategy: evolution, population: 4, generations: 3, seed: 1, inherit_weights: true"),
+            genome_space("strategy: evolution, population: 4, generations: 3, seed: 2, inherit_weights: true"),
+        ),
+        (
             "evolution-pareto",
             genome_space(
                 "strategy: evolution, population: 4, generations: 3, seed: 1, objectives: [loss, params, state_size]",
@@ -231,4 +236,33 @@ fn asha_decisions_are_fixed_for_a_window() {
     let four_again = run(&dir, &text, 5, 4, None, true);
     assert_eq!(four.launches, four_again.launches);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn inheritance_changes_the_children_ids_not_the_first_generation() {
+    let ids = |inherit: bool| {
+        let text = genome_space(&format!(
+            "strategy: evolution, population: 4, generations: 3, seed: 1, inherit_weights: {inherit}"
+        ));
+        let dir = scratch(&format!("inherit-{inherit}"));
+        let r = run(&dir, &text, 1, 3, None, true);
+        let inheriting: Vec<String> = r
+            .launches
+            .iter()
+            .filter(|(id, _)| {
+                let spec = std::fs::read_to_string(dir.join("trials").join(id).join("spec.json")).unwrap();
+                spec.contains("\"inherit\"")
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        (r.launches, inheriting)
+    };
+    let ((off, none), (on, some)) = (ids(false), ids(true));
+    assert!(none.is_empty());
+    assert!(!some.is_empty(), "no child inherited weights");
+    assert_eq!(off[..4], on[..4], "generation 0 has no parents");
+    for id in &some {
+        assert!(!off.iter().any(|(o, _)| o == id), "{id}: an inheriting trial has a from-scratch trial's id");
+    }
 }

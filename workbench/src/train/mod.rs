@@ -165,6 +165,7 @@ fn base_result(spec: &TrialSpec, id: &str, opts: RunOptions) -> TrialResult {
         wall_seconds: 0.0,
         device: device_name(opts.device),
         grafts: Vec::new(),
+        inherited: None,
     }
 }
 
@@ -286,6 +287,7 @@ impl<'a> Run<'a> {
         let stack = Stack::new(&vs.root(), &spec.stack, opts.kernel_path);
         if load_init {
             grafted::init_from(store, id, spec, &vs)?;
+            crate::search::inherit::apply(store, id, spec, &vs)?;
         }
         let opt = AdamW::new(&vs, &spec.optim);
         let run = Run {
@@ -414,6 +416,7 @@ fn train(
         final_metrics: last.map(|p| p.metrics).unwrap_or_default(),
         curve,
         wall_seconds: wall_before + start.elapsed().as_secs_f64(),
+        inherited: crate::search::inherit::recorded(store, id),
         ..base_result(spec, id, opts)
     })))
 }
