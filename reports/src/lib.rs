@@ -23,6 +23,7 @@ pub mod fit_csv;
 pub mod html;
 mod html_graft;
 mod html_mad;
+mod html_mqar;
 mod html_task;
 pub mod mad;
 pub mod plot;
@@ -180,6 +181,7 @@ pub(crate) mod test_support {
             wall_seconds: 1.0,
             device: "cpu".into(),
             grafts: Vec::new(),
+            task_params: Default::default(),
         }
     }
 }

@@ -86,6 +86,23 @@ pub struct TrialResult {
     /// One entry per graft point of a grafted trial (empty otherwise).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grafts: Vec<GraftResult>,
+    /// The task settings that tell variants of one task kind apart, e.g. MQAR's `seq_len`, `kv_pairs` and
+    /// `vocab_size` (empty for tasks with one variant per sweep, and in results written before it existed).
+    /// The report keeps each variant in its own section and plots MQAR per `(seq_len, kv_pairs)`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub task_params: BTreeMap<String, u64>,
+}
+
+impl TrialResult {
+    /// The task with its distinguishing settings, e.g. `mqar (seq_len 64, kv_pairs 4, vocab_size 256)`; the
+    /// bare task name when it has none. The report groups trials by this.
+    pub fn task_label(&self) -> String {
+        if self.task_params.is_empty() {
+            return self.task.clone();
+        }
+        let params: Vec<String> = self.task_params.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        format!("{} ({})", self.task, params.join(", "))
+    }
 }
 
 /// What one graft point did to the loss (workbench::graft).

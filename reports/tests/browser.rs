@@ -84,6 +84,7 @@ fn trial(task: &str, arch: (&str, f64, f64, f64), budget: f64, d_model: u64) -> 
         wall_seconds: 12.5,
         device: "cpu".to_string(),
         grafts: Vec::new(),
+        task_params: Default::default(),
     }
 }
 

@@ -51,6 +51,7 @@ fn result(id: &str, task: &str, arch: &str, status: Status, loss: f64, budget: f
         wall_seconds: 3.0,
         device: "cpu".into(),
         grafts: Vec::new(),
+        task_params: Default::default(),
     }
 }
 

@@ -243,6 +243,21 @@ impl TaskSpec {
         }
     }
 
+    /// The settings that tell this task's variants apart in one report (`TrialResult::task_params`): MQAR's
+    /// `seq_len`, `kv_pairs` and `vocab_size`, the axes of a Zoology-style sweep. Other kinds return none: a
+    /// sweep has one variant of each, and MAD settings are reported by `workbench mad` itself.
+    pub fn variant_params(&self) -> std::collections::BTreeMap<String, u64> {
+        match self {
+            TaskSpec::Mqar(spec) => {
+                [("seq_len", spec.seq_len), ("kv_pairs", spec.kv_pairs), ("vocab_size", spec.vocab_size)]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v as u64))
+                    .collect()
+            }
+            _ => Default::default(),
+        }
+    }
+
     /// The head the model needs (known before the task is built, e.g. to size the model and count its FLOPs).
     pub fn head(&self) -> TaskHead {
         match self {

@@ -136,6 +136,7 @@ fn base_result(spec: &TrialSpec, id: &str, opts: RunOptions) -> TrialResult {
         wall_seconds: 0.0,
         device: device_name(opts.device),
         grafts: Vec::new(),
+        task_params: spec.task.variant_params(),
     }
 }
 
