@@ -231,7 +231,7 @@ impl<'a> Run<'a> {
         load_init: bool,
     ) -> Result<(VarStore, Run<'a>)> {
         tch::manual_seed(spec.seed as i64);
-        let task = spec.task.build(spec.seed).context("building the task")?;
+        let task = spec.task.build_in(spec.seed, &store.data_dir()).context("building the task")?;
         let eval = task.eval_set(spec.train.batch_size);
         let vs = VarStore::new(opts.device);
         let stack = Stack::new(&vs.root(), &spec.stack, opts.kernel_path);
