@@ -236,6 +236,7 @@ pub fn render_html_sections(
     search: Option<&SearchSummary>,
 ) -> Result<String, ReportError> {
     let tasks = summarise(results);
+    let has_mqar = !crate::html_mqar::mqar_variants(results).is_empty();
     let mut h = String::new();
     let title = format!("Sweep {}: scaling report", info.name);
     let _ = write!(
@@ -286,6 +287,9 @@ pub fn render_html_sections(
         if search.is_some() {
             h.push_str(" | <a href=\"#search\">Search</a>");
         }
+        if has_mqar {
+            h.push_str(" | <a href=\"#mqar\">MQAR</a>");
+        }
         h.push_str(" | <a href=\"#data\">Data</a> | <a href=\"#settings\">Settings</a></nav>\n");
     }
     for (i, t) in tasks.iter().enumerate() {
@@ -294,6 +298,11 @@ pub fn render_html_sections(
     if let Some(s) = search {
         crate::html_search::search_section(&mut h, s);
     }
+    // Colours by the arch's index among all arches, as in the task sections.
+    let mut arch_order: Vec<&str> = results.iter().map(|r| r.arch.as_str()).collect();
+    arch_order.sort_unstable();
+    arch_order.dedup();
+    crate::html_mqar::mqar_section(&mut h, results, &arch_order)?;
     crate::html_graft::graft_section(&mut h, results);
     let file = format!("{}-results.csv", info.name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"));
     let _ = writeln!(

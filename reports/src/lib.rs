@@ -24,6 +24,7 @@ pub mod html;
 mod html_graft;
 mod html_mad;
 mod html_search;
+mod html_mqar;
 mod html_task;
 pub mod mad;
 pub mod plot;
@@ -189,6 +190,7 @@ pub(crate) mod test_support {
             device: "cpu".into(),
             grafts: Vec::new(),
             inherited: None,
+            task_params: Default::default(),
         }
     }
 }

@@ -226,7 +226,7 @@ impl MadResults {
 }
 
 /// Tasks whose trials are language modelling (their eval loss is the LM loss MAD scores are checked against).
-pub const LM_TASKS: [&str; 1] = ["bytes"];
+pub const LM_TASKS: [&str; 3] = ["bytes", "tokens", "text"];
 
 /// Spearman's rank correlation of paired values (average ranks for ties); `None` below 3 pairs or when either
 /// side is constant.

@@ -89,6 +89,11 @@ pub struct TrialResult {
     /// An evolution child that started from its parent's final weights (`inherit_weights: true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inherited: Option<Inherited>,
+    /// The task settings that tell variants of one task kind apart, e.g. MQAR's `seq_len`, `kv_pairs` and
+    /// `vocab_size` (empty for tasks with one variant per sweep, and in results written before it existed).
+    /// The report keeps each variant in its own section and plots MQAR per `(seq_len, kv_pairs)`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub task_params: BTreeMap<String, u64>,
 }
 
 /// What a child trial took from its parent: the parent's trial id, counts per action and the per-parameter
@@ -103,6 +108,18 @@ pub struct Inherited {
     pub fresh: u64,
     #[serde(default)]
     pub params: Vec<serde_json::Value>,
+}
+
+impl TrialResult {
+    /// The task with its distinguishing settings, e.g. `mqar (seq_len 64, kv_pairs 4, vocab_size 256)`; the
+    /// bare task name when it has none. The report groups trials by this.
+    pub fn task_label(&self) -> String {
+        if self.task_params.is_empty() {
+            return self.task.clone();
+        }
+        let params: Vec<String> = self.task_params.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        format!("{} ({})", self.task, params.join(", "))
+    }
 }
 
 /// What one graft point did to the loss (workbench::graft).

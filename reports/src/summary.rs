@@ -96,14 +96,17 @@ impl TaskSummary<'_> {
     }
 }
 
-/// Groups `results` by task (sorted by name) and fits every arch's envelope.
+/// Groups `results` by task variant ([`TrialResult::task_label`], sorted) and fits every arch's envelope:
+/// MQAR at two sequence lengths is two tasks here, since their losses are not comparable.
 pub fn summarise(results: &[TrialResult]) -> Vec<TaskSummary<'_>> {
     let all_arches = sorted_unique(results.iter().map(|r| r.arch.as_str()));
-    let tasks = sorted_unique(results.iter().map(|r| r.task.as_str()));
+    let labels: Vec<String> = results.iter().map(TrialResult::task_label).collect();
+    let tasks = sorted_unique(labels.iter().map(String::as_str));
     tasks
         .into_iter()
         .map(|task| {
-            let trials: Vec<&TrialResult> = results.iter().filter(|r| r.task == task).collect();
+            let trials: Vec<&TrialResult> =
+                results.iter().zip(&labels).filter(|(_, l)| l.as_str() == task).map(|(r, _)| r).collect();
             let max_budget = trials.iter().map(|r| r.budget_flops).filter(|b| b.is_finite()).fold(0.0, f64::max);
             let arches = sorted_unique(trials.iter().map(|r| r.arch.as_str()))
                 .into_iter()

@@ -85,6 +85,7 @@ fn trial(task: &str, arch: (&str, f64, f64, f64), budget: f64, d_model: u64) -> 
         device: "cpu".to_string(),
         grafts: Vec::new(),
         inherited: None,
+        task_params: Default::default(),
     }
 }
 

@@ -52,6 +52,7 @@ fn result(id: &str, task: &str, arch: &str, status: Status, loss: f64, budget: f
         device: "cpu".into(),
         grafts: Vec::new(),
         inherited: None,
+        task_params: Default::default(),
     }
 }
 

@@ -121,6 +121,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Trial { sweep, id, device, threads, kernels, precision, events, until_flops } => {
             trial(&sweep, &id, &device, threads, (kernels, precision), events, until_flops)
         }
+        Cmd::Data { command: crate::DataCmd::Prepare(args) } => crate::data::prepare(args),
     }
 }
 
@@ -315,6 +316,7 @@ fn sweep(path: &Path, out: Option<PathBuf>, resume: bool, force: bool, how: How)
     }
     let store = Store::new(&out);
     store.prepare(&space.file.name, &space.text, Vec::new(), resume, force)?;
+    crate::data::tokenize_text_tasks(&space, &store)?;
     install_signal_handlers();
     let (mut exec, window): (Box<dyn Executor>, usize) = match &exec_spec {
         ExecutorSpec::Local(l) => {

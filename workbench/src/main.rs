@@ -8,6 +8,7 @@
 //! runs the same command.
 
 mod commands;
+mod data;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -201,6 +202,11 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Data tools: convert text into a token file.
+    Data {
+        #[command(subcommand)]
+        command: DataCmd,
+    },
     /// Run one trial of a sweep directory (what every executor invokes).
     #[command(after_help = "Example:\n  workbench trial --sweep runs/quickstart --id 3f2a9c0d1b7e4a55")]
     Trial {
@@ -227,6 +233,41 @@ pub(crate) enum Cmd {
         #[arg(long)]
         until_flops: Option<f64>,
     },
+}
+
+/// `workbench data ...`.
+#[derive(Subcommand, Debug)]
+pub(crate) enum DataCmd {
+    /// Convert text files into a token file (flat little-endian uint16/uint32) plus its sidecar OUT.json, for a
+    /// `kind: tokens` task.
+    #[command(
+        after_help = "Examples:\n  workbench data prepare --input data/kjv.txt --out data/kjv.bin                 # bytes: no tokenizer\n  workbench data prepare --tokenizer tokenizer.json --input a.txt b.txt --out corpus.bin\n\nThe sidecar records the dtype, vocabulary, token count, largest id and the tokenizer's SHA-256; the tokens\ntask checks the file against it before training."
+    )]
+    Prepare(PrepareArgs),
+}
+
+/// The token width for `data prepare`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum DtypeArg {
+    /// uint16 when the vocabulary fits (at most 65,536 ids), else uint32.
+    Auto,
+    Uint16,
+    Uint32,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct PrepareArgs {
+    /// A HuggingFace tokenizer.json; without it every byte is one token (vocabulary 256).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Text files, concatenated in this order.
+    #[arg(long, required = true, num_args = 1..)]
+    pub input: Vec<PathBuf>,
+    /// The token file to write; its sidecar is OUT.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = DtypeArg::Auto)]
+    pub dtype: DtypeArg,
 }
 
 /// Executors for `--executor`.

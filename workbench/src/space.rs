@@ -248,7 +248,19 @@ impl Space {
     pub fn load(path: &Path) -> Result<Space, UsageError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| UsageError::new(format!("{}: cannot read the file: {e}", path.display())))?;
-        Space::from_text(&text, path)
+        let space = Space::from_text(&text, path)?;
+        space.check_files()?;
+        Ok(space)
+    }
+
+    /// Opens and checks every task's data files (a token file's length and ids, a tokenizer that parses, a
+    /// corpus large enough for its windows), so a bad corpus is refused with exit code 2 before training rather
+    /// than failing every trial. Once per load: a token file without a sidecar is scanned in full.
+    pub fn check_files(&self) -> Result<(), UsageError> {
+        for (ti, task) in self.file.tasks.iter().enumerate() {
+            task.check_files().map_err(|e| self.err_at("tasks", 1, format!("tasks[{ti}] ({}): {e}", task.name())))?;
+        }
+        Ok(())
     }
 
     /// Parses a space from text (tests and the report's settings).

@@ -126,6 +126,11 @@ impl Store {
         serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", p.display()))
     }
 
+    /// `DIR/data`: data the sweep derives from its inputs, such as the `text` task's tokenized cache.
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
     pub fn trial_dir(&self, id: &str) -> PathBuf {
         self.root.join("trials").join(id)
     }

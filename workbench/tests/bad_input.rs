@@ -119,3 +119,63 @@ fn usage_errors_exit_2() {
     let out = run(&["report", "no-such-dir"], &dir);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// A space whose one task is `task` (a YAML flow map), for the data cases below.
+fn data_space(task: &str) -> String {
+    format!(
+        "name: d\ntasks:\n  - {task}\nbudgets: [1e9]\ncandidates:\n  - name: t\n    layout: [attention, swiglu]\n    \
+         depth: 2\n    d_model: 16\n    mixers: {{attention: {{heads: 2}}}}\n"
+    )
+}
+
+#[test]
+fn a_token_file_of_the_wrong_width_is_refused_naming_it() {
+    let data = scratch("odd-tokens-data");
+    let file = write(&data, "odd.bin", &"x".repeat(1001));
+    let task = format!("{{kind: tokens, path: {}, dtype: uint16, vocab_size: 256, seq_len: 8}}", file.display());
+    refused(
+        "odd-tokens",
+        &data_space(&task),
+        &["tasks[0] (tokens)", "odd.bin", "1001 bytes, is not a multiple of the token width (2 bytes"],
+    );
+}
+
+#[test]
+fn token_ids_beyond_the_vocabulary_are_refused_naming_the_file() {
+    let data = scratch("big-ids-data");
+    // 'x' bytes read as uint16 are 0x7878 = 30840, beyond a vocabulary of 256.
+    let file = write(&data, "ids.bin", &"x".repeat(4000));
+    let task = format!("{{kind: tokens, path: {}, dtype: uint16, vocab_size: 256, seq_len: 8}}", file.display());
+    refused(
+        "big-ids",
+        &data_space(&task),
+        &["tasks[0] (tokens)", "ids.bin", "token id 30840", "beyond the vocabulary"],
+    );
+}
+
+#[test]
+fn a_tokenizer_that_does_not_parse_is_refused_naming_it() {
+    let data = scratch("bad-tokenizer-data");
+    let tok = write(&data, "tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": 3}}");
+    let text = write(&data, "a.txt", "hello\n");
+    let task = format!(
+        "{{kind: text, paths: [{}], tokenizer: {}, vocab_size: 100, seq_len: 8}}",
+        text.display(),
+        tok.display()
+    );
+    refused("bad-tokenizer", &data_space(&task), &["tasks[0] (text)", "tokenizer.json", "does not parse"]);
+    // And `data prepare` says the same, exit 2.
+    let out = run(&["data", "prepare", "--tokenizer", "tokenizer.json", "--input", "a.txt", "--out", "o.bin"], &data);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("tokenizer.json: does not parse"), "{}", stderr(&out));
+    assert!(!data.join("o.bin").exists());
+}
+
+#[test]
+fn a_missing_token_field_points_at_its_line() {
+    refused(
+        "tokens-no-dtype",
+        &data_space("{kind: tokens, path: x.bin, vocab_size: 256}"),
+        &["space.yaml:3", "missing field `dtype`"],
+    );
+}

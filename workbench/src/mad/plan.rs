@@ -53,7 +53,9 @@ fn sizes(task: &TaskSpec) -> (usize, usize) {
         TaskSpec::MadSelectiveCopying(s) => (s.train_examples, s.test_examples),
         TaskSpec::MadCompression(s) => (s.train_examples, s.test_examples),
         TaskSpec::MadMemorization(s) => (s.train_examples, s.test_examples),
-        TaskSpec::Mqar(_) | TaskSpec::Bytes(_) => unreachable!("not a MAD task"),
+        TaskSpec::Mqar(_) | TaskSpec::Bytes(_) | TaskSpec::Tokens(_) | TaskSpec::Text(_) => {
+            unreachable!("not a MAD task")
+        }
     }
 }
 
@@ -67,7 +69,9 @@ fn with_sizes(task: &TaskSpec, train: usize, test: usize) -> TaskSpec {
         TaskSpec::MadSelectiveCopying(s) => (s.train_examples, s.test_examples) = (train, test),
         TaskSpec::MadCompression(s) => (s.train_examples, s.test_examples) = (train, test),
         TaskSpec::MadMemorization(s) => (s.train_examples, s.test_examples) = (train, test),
-        TaskSpec::Mqar(_) | TaskSpec::Bytes(_) => unreachable!("not a MAD task"),
+        TaskSpec::Mqar(_) | TaskSpec::Bytes(_) | TaskSpec::Tokens(_) | TaskSpec::Text(_) => {
+            unreachable!("not a MAD task")
+        }
     }
     t
 }

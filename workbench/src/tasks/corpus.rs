@@ -139,6 +139,7 @@ impl BytesTask {
             region_bytes,
             needed,
             why,
+            unit: "bytes",
         };
         if train < window {
             let why = format!("one window of seq_len + 1 = {window} bytes");

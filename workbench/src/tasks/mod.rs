@@ -7,6 +7,9 @@
 //!   recall probe defined in `design/TASKS.md`.
 //! - [`mad`]: the six MAD tasks (Poli et al. 2024, arXiv 2403.17844) and the MAD protocol's settings.
 //! - [`corpus`]: byte-level language modelling on a memory-mapped text file (vocabulary 256).
+//! - [`tokens`]: language modelling on a memory-mapped pre-tokenized file ([`token_file`]: flat uint16/uint32).
+//! - [`text`]: language modelling on text files through a `tokenizer.json`, tokenized once ([`prepare`]) into a
+//!   token file in the sweep directory.
 //!
 //! All but MAD compression train a next-token head at every position; [`Task::head`] says which head a task
 //! needs ([`TaskHead`]).
@@ -24,8 +27,12 @@
 pub mod corpus;
 pub mod mad;
 pub mod mqar;
+pub mod prepare;
+pub mod text;
+pub mod token_file;
+pub mod tokens;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -37,6 +44,9 @@ pub use mad::{
     NoisyRecallSpec, SelectiveCopyingSpec,
 };
 pub use mqar::{MqarSpec, MqarTask};
+pub use text::TextSpec;
+pub use token_file::{Dtype, Sidecar, TokenFile};
+pub use tokens::{TokensSpec, TokensTask};
 
 /// Target value of a position that carries no loss and no accuracy (PyTorch's `ignore_index`).
 pub const IGNORE: i64 = -100;
@@ -136,9 +146,17 @@ pub enum TaskError {
         /// The underlying error (for a missing corpus it says how to fetch it).
         source: std::io::Error,
     },
+    /// A data file (token file, sidecar, tokenizer, text) is malformed or does not fit the task's settings.
+    #[error("{}: {message}", path.display())]
+    Data {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong and, where it helps, what to do.
+        message: String,
+    },
     /// The corpus is too small for the requested windows in one of its two regions.
     #[error(
-        "corpus {} is too small: its {region} region has {region_bytes} of its {file_bytes} bytes, but needs \
+        "corpus {} is too small: its {region} region has {region_bytes} of its {file_bytes} {unit}, but needs \
          at least {needed} ({why}); use a larger file, a shorter seq_len, or a different val_fraction",
         path.display()
     )]
@@ -155,6 +173,8 @@ pub enum TaskError {
         needed: u64,
         /// Where `needed` comes from.
         why: String,
+        /// What the sizes count: `bytes` or `tokens`.
+        unit: &'static str,
     },
 }
 
@@ -172,6 +192,10 @@ pub enum TaskSpec {
     Mqar(MqarSpec),
     /// Byte-level language modelling on a text file ([`corpus`]).
     Bytes(BytesSpec),
+    /// Language modelling on a pre-tokenized token file ([`tokens`]).
+    Tokens(TokensSpec),
+    /// Language modelling on text files through a tokenizer ([`text`]).
+    Text(TextSpec),
     /// MAD in-context recall ([`mad::recall`]).
     MadInContextRecall(InContextRecallSpec),
     /// MAD fuzzy recall ([`mad::fuzzy`]).
@@ -192,6 +216,8 @@ impl TaskSpec {
         match self {
             TaskSpec::Mqar(_) => mqar::NAME,
             TaskSpec::Bytes(_) => corpus::NAME,
+            TaskSpec::Tokens(_) => tokens::NAME,
+            TaskSpec::Text(_) => text::NAME,
             TaskSpec::MadInContextRecall(_) => InContextRecallSpec::NAME,
             TaskSpec::MadFuzzyRecall(_) => FuzzyRecallSpec::NAME,
             TaskSpec::MadNoisyRecall(_) => NoisyRecallSpec::NAME,
@@ -206,6 +232,8 @@ impl TaskSpec {
         match self {
             TaskSpec::Mqar(spec) => spec.validate(),
             TaskSpec::Bytes(spec) => spec.validate(),
+            TaskSpec::Tokens(spec) => spec.validate(),
+            TaskSpec::Text(spec) => spec.validate(),
             TaskSpec::MadInContextRecall(spec) => spec.validate(),
             TaskSpec::MadFuzzyRecall(spec) => spec.validate(),
             TaskSpec::MadNoisyRecall(spec) => spec.validate(),
@@ -220,6 +248,8 @@ impl TaskSpec {
         match self {
             TaskSpec::Mqar(spec) => spec.seq_len,
             TaskSpec::Bytes(spec) => spec.seq_len,
+            TaskSpec::Tokens(spec) => spec.seq_len,
+            TaskSpec::Text(spec) => spec.seq_len,
             TaskSpec::MadInContextRecall(spec) => spec.seq_len,
             TaskSpec::MadFuzzyRecall(spec) => spec.seq_len,
             TaskSpec::MadNoisyRecall(spec) => spec.seq_len,
@@ -234,12 +264,29 @@ impl TaskSpec {
         match self {
             TaskSpec::Mqar(spec) => spec.vocab_size,
             TaskSpec::Bytes(_) => corpus::VOCAB_SIZE,
+            TaskSpec::Tokens(spec) => spec.vocab_size,
+            TaskSpec::Text(spec) => spec.vocab_size,
             TaskSpec::MadInContextRecall(spec) => spec.vocab_size,
             TaskSpec::MadFuzzyRecall(spec) => spec.vocab_size,
             TaskSpec::MadNoisyRecall(spec) => spec.vocab_size,
             TaskSpec::MadSelectiveCopying(spec) => spec.vocab_size,
             TaskSpec::MadCompression(spec) => spec.vocab_size,
             TaskSpec::MadMemorization(spec) => spec.vocab_size,
+        }
+    }
+
+    /// The settings that tell this task's variants apart in one report (`TrialResult::task_params`): MQAR's
+    /// `seq_len`, `kv_pairs` and `vocab_size`, the axes of a Zoology-style sweep. Other kinds return none: a
+    /// sweep has one variant of each, and MAD settings are reported by `workbench mad` itself.
+    pub fn variant_params(&self) -> std::collections::BTreeMap<String, u64> {
+        match self {
+            TaskSpec::Mqar(spec) => {
+                [("seq_len", spec.seq_len), ("kv_pairs", spec.kv_pairs), ("vocab_size", spec.vocab_size)]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v as u64))
+                    .collect()
+            }
+            _ => Default::default(),
         }
     }
 
@@ -251,12 +298,27 @@ impl TaskSpec {
         }
     }
 
-    /// Validates, then builds the generator (MQAR and MAD draw their test sets; bytes memory-maps the corpus
-    /// file, and its errors name the file).
-    pub fn build(&self, seed: u64) -> Result<Box<dyn Task>, TaskError> {
+    /// The data files checked before any training, without tokenizing anything: `bytes` and `tokens` open and
+    /// check their files (length, ids, room for the windows); `text` loads its tokenizer and checks its vocabulary
+    /// and files. Errors name the file.
+    pub fn check_files(&self) -> Result<(), TaskError> {
+        match self {
+            TaskSpec::Bytes(spec) => BytesTask::open(spec.clone(), 0).map(drop),
+            TaskSpec::Tokens(spec) => TokensTask::open(spec, 0).map(drop),
+            TaskSpec::Text(spec) => spec.check().map(drop),
+            _ => Ok(()),
+        }
+    }
+
+    /// Validates, then builds the generator (MQAR and MAD draw their test sets; bytes and tokens memory-map their
+    /// files, and their errors name the file). `data_dir` holds the `text` task's tokenized cache (the sweep's
+    /// `DIR/data`).
+    pub fn build_in(&self, seed: u64, data_dir: &Path) -> Result<Box<dyn Task>, TaskError> {
         Ok(match self {
             TaskSpec::Mqar(spec) => Box::new(MqarTask::new(spec.clone(), seed)?),
             TaskSpec::Bytes(spec) => Box::new(BytesTask::open(spec.clone(), seed)?),
+            TaskSpec::Tokens(spec) => Box::new(TokensTask::open(spec, seed)?),
+            TaskSpec::Text(spec) => Box::new(spec.open(seed, data_dir)?),
             TaskSpec::MadInContextRecall(spec) => Box::new(spec.build(seed)?),
             TaskSpec::MadFuzzyRecall(spec) => Box::new(spec.build(seed)?),
             TaskSpec::MadNoisyRecall(spec) => Box::new(spec.build(seed)?),
@@ -264,6 +326,11 @@ impl TaskSpec {
             TaskSpec::MadCompression(spec) => Box::new(spec.build(seed)?),
             TaskSpec::MadMemorization(spec) => Box::new(spec.build(seed)?),
         })
+    }
+
+    /// [`TaskSpec::build_in`] with the `text` cache in the system's temp folder (tests, tools).
+    pub fn build(&self, seed: u64) -> Result<Box<dyn Task>, TaskError> {
+        self.build_in(seed, &std::env::temp_dir().join("workbench-text-cache"))
     }
 }
 
@@ -278,6 +345,8 @@ pub(crate) enum Stream {
     MqarOrder = 3,
     /// The window offsets of byte-level training step `index`.
     BytesTrain = 4,
+    /// The window offsets of token-file (and tokenized text) training step `index`.
+    TokensTrain = 5,
     /// MAD training example `index` (any of the six tasks).
     MadTrain = 10,
     /// MAD test example `index` (including its redraws after a collision with the training set).

@@ -166,6 +166,7 @@ fn base_result(spec: &TrialSpec, id: &str, opts: RunOptions) -> TrialResult {
         device: device_name(opts.device),
         grafts: Vec::new(),
         inherited: None,
+        task_params: spec.task.variant_params(),
     }
 }
 
@@ -281,7 +282,7 @@ impl<'a> Run<'a> {
     ) -> Result<(VarStore, Run<'a>)> {
         let precision = opts.precision.resolve(opts.device).map_err(anyhow::Error::msg)?;
         tch::manual_seed(spec.seed as i64);
-        let task = spec.task.build(spec.seed).context("building the task")?;
+        let task = spec.task.build_in(spec.seed, &store.data_dir()).context("building the task")?;
         let eval = task.eval_set(spec.train.batch_size);
         let vs = VarStore::new(opts.device);
         let stack = Stack::new(&vs.root(), &spec.stack, opts.kernel_path);
