@@ -71,7 +71,7 @@ fn curves_svg(trials: &[&TrialResult]) -> String {
                 s,
                 "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{m}\" y2=\"{}\" stroke=\"{c}\" stroke-dasharray=\"4 3\"><title>{} at {}</title></line>",
                 h - m,
-                escape(&g.op),
+                escape(&op_label(g)),
                 si(g.at_flops)
             );
         }
@@ -158,6 +158,15 @@ pub(crate) fn graft_section(h: &mut String, results: &[TrialResult]) {
     h.push_str("</tbody></table>\n");
 }
 
+/// The op, with the sequence lengths when the graft changed them (`extend_context 64->128`): its loss before
+/// and after are then measured at those two lengths.
+fn op_label(g: &crate::result::GraftResult) -> String {
+    match (g.seq_len_before, g.seq_len_after) {
+        (Some(a), Some(b)) if a != b => format!("{} {a}\u{2192}{b}", g.op),
+        _ => g.op.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +199,8 @@ mod tests {
             recovery_flops: None,
             stage_flops: 1e8,
             params: Default::default(),
+            seq_len_before: Some(64),
+            seq_len_after: Some(128),
         }];
         let mut s = crate::test_support::minimal("s", "bytes", "hybrid");
         s.layers = vec!["hyena".into()];
@@ -200,6 +211,7 @@ mod tests {
         assert!(h.contains("id=\"grafts\"") && h.contains("graft&lt;x&gt;"), "{h}");
         assert!(h.contains("stroke-dasharray"), "graft point not marked");
         assert!(h.contains("-0.2500"), "gap against the from-scratch target missing: {h}");
+        assert!(h.contains("regress 64\u{2192}128"), "the lengths of a length-changing graft are missing: {h}");
         let mut none = String::new();
         graft_section(&mut none, &[crate::test_support::minimal("a", "t", "x")]);
         assert!(none.is_empty());

@@ -60,10 +60,12 @@ pub struct TrialResult {
     pub params: u64,
     /// Parameters outside the token embedding and the output head.
     pub non_embedding_params: u64,
-    /// Forward FLOPs per token at `seq_len` (training spends 3x this).
+    /// Forward FLOPs per token at `seq_len` (training spends 3x this); a grafted trial: its final stack.
     pub flops_per_token: f64,
     /// Recurrent state elements per sequence at `seq_len` (KV cache for attention).
     pub state_size: u64,
+    /// Tokens per sequence; for a grafted trial whose `extend_context` changed it, the final length (its
+    /// `grafts` record the length before and after each graft).
     pub seq_len: u64,
     pub batch_size: u64,
     /// The FLOP budget the trial was planned for.
@@ -143,4 +145,12 @@ pub struct GraftResult {
     /// Target parameters copied, transformed, fresh and distilled.
     #[serde(default)]
     pub params: BTreeMap<String, u64>,
+    /// Sequence length of the training before the graft and of the evaluation giving `loss_before`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq_len_before: Option<u64>,
+    /// Sequence length after the graft: of `loss_after`, of every later evaluation and training step. It
+    /// differs from `seq_len_before` only for `extend_context`, whose `spike` and `recovery_flops` therefore
+    /// compare losses per token at two lengths (more context usually lowers it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq_len_after: Option<u64>,
 }

@@ -18,12 +18,18 @@
 //!         stage: 0.05             # regress/distill: FLOPs of the stage, as a fraction of the budget
 //!         loss: mse               # regress: mse | l1 | huber
 //! ```
+//! `extend_context` (`factor: 2`) continues the trial at `seq_len x factor`: the task and its held-out set
+//! are rebuilt at the new length, steps cost and see the new length's FLOPs and tokens, and the graft's
+//! `loss_after` (and every later evaluation) is measured at it. Only tasks that take any length (`bytes`)
+//! can; a synthetic task is refused when the space is loaded.
+//!
 //! Everything is resolved and dry-run on tiny CPU copies of both stacks when the space is loaded, so a
 //! graft from or to a layer that does not exist, a mapping that is not known, or a shape that does not fit
 //! is a usage error (exit code 2) before any training.
 
 use crate::error::UsageError;
 use crate::space::{LayerEntry, MixerParams};
+use crate::tasks::TaskSpec;
 use grafting::{DepthMode, TransferOptions};
 use kernels::KernelPath;
 use operators::{Stack, StackSpec};
@@ -133,8 +139,9 @@ pub struct GraftPoint {
     /// grow_depth: `identity` (new blocks start as the identity) or `stack` (G_stack).
     #[serde(default = "default_mode")]
     pub mode: DepthMode,
-    /// extend_context: the sequence-length factor (the RoPE scale multiplier); the task's seq_len is not
-    /// changed by the trial, so only the positional scaling is exercised here.
+    /// extend_context: the sequence-length factor. The trial continues at `seq_len x factor` (a whole
+    /// number; the task must take any length, as `bytes` does) and attention's `rope_scale` is multiplied by
+    /// it (linear RoPE scaling).
     #[serde(default)]
     pub factor: Option<f64>,
 }
@@ -158,9 +165,18 @@ pub struct ResolvedGraft {
     pub loss: RegressLoss,
     pub mode: DepthMode,
     pub factor: f64,
+    /// extend_context: the task's seq_len from this graft on (absent for the other operations, which keep
+    /// the length, so their trial ids did not change when this field was added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq_len: Option<u64>,
 }
 
 impl ResolvedGraft {
+    /// The sequence length after this graft, given the length before it.
+    pub fn seq_len_after(&self, before: i64) -> i64 {
+        self.seq_len.map_or(before, |n| n as i64)
+    }
+
     /// Layers whose mixer a regress/distill stage trains: the changed ones and those ruled fresh.
     pub fn new_layers(&self, from: &StackSpec) -> Vec<usize> {
         (0..self.to.layers.len())
@@ -192,18 +208,20 @@ impl ResolvedGraft {
     }
 }
 
-/// Resolves a candidate's graft points for one trial. `target_of` builds a `to` into a validated stack at
-/// the candidate's width; `per_step` gives the FLOPs of one step of a stack.
+/// Resolves a candidate's graft points for one trial on `task`. `target_of` builds a `to` into a validated
+/// stack at the candidate's width; `per_step` gives the FLOPs of one step of a stack at a sequence length.
 pub fn resolve(
     points: &[GraftPoint],
     start: &StackSpec,
+    task: &TaskSpec,
     budget: f64,
-    per_step: &dyn Fn(&StackSpec) -> f64,
+    per_step: &dyn Fn(&StackSpec, i64) -> f64,
     target_of: &dyn Fn(&GraftTarget) -> Result<StackSpec, UsageError>,
     at: &dyn Fn(String) -> UsageError,
 ) -> Result<Vec<ResolvedGraft>, UsageError> {
     let mut out: Vec<ResolvedGraft> = Vec::new();
     let mut current = start.clone();
+    let mut len = task.seq_len() as i64;
     let mut spent = 0.0;
     for (gi, g) in points.iter().enumerate() {
         let name = format!("grafts[{gi}] ({})", g.op.name());
@@ -212,7 +230,7 @@ pub fn resolve(
             (Some(f), None) => {
                 return Err(at(format!("{name}: `at` must be a fraction of the budget in (0, 1), got {f}")))
             }
-            (None, Some(s)) => spent + s as f64 * per_step(&current),
+            (None, Some(s)) => spent + s as f64 * per_step(&current, len),
             _ => return Err(at(format!("{name}: give exactly one of `at` (fraction of the budget) and `at_step`"))),
         };
         if at_flops <= spent || at_flops >= budget {
@@ -223,11 +241,6 @@ pub fn resolve(
         let stage = g.stage.unwrap_or(if matches!(g.op, GraftOp::Regress | GraftOp::Distill) { 0.05 } else { 0.0 });
         if !(0.0..1.0).contains(&g.warmup) || !(0.0..1.0).contains(&stage) {
             return Err(at(format!("{name}: `warmup` and `stage` are fractions of the budget in [0, 1)")));
-        }
-        if at_flops + stage * budget + per_step(&current) >= budget {
-            return Err(at(format!(
-                "{name}: the graft and its stage leave no training step before the end of the budget"
-            )));
         }
         let factor = g.factor.unwrap_or(1.0);
         let to = match (g.op, &g.to) {
@@ -242,6 +255,17 @@ pub fn resolve(
         }
         if g.op == GraftOp::ExtendContext && !(factor > 0.0) {
             return Err(at(format!("{name}: `factor` must be positive")));
+        }
+        let seq_len = match g.op {
+            GraftOp::ExtendContext => Some(extended_len(task, len, factor).map_err(|e| at(format!("{name}: {e}")))?),
+            _ => None,
+        };
+        let len_after = seq_len.map_or(len, |n| n as i64);
+        // The first step after the graft runs on the target stack at the new length.
+        if at_flops + stage * budget + per_step(&to, len_after) >= budget {
+            return Err(at(format!(
+                "{name}: the graft and its stage leave no training step before the end of the budget"
+            )));
         }
         for &l in g.rules.keys() {
             if l >= to.layers.len() {
@@ -261,14 +285,27 @@ pub fn resolve(
             loss: g.loss,
             mode: g.mode,
             factor,
+            seq_len,
             to,
         };
         dry_run(&current, &r).map_err(|e| at(format!("{name}: {e}")))?;
         spent = at_flops + stage * budget;
         current = r.to.clone();
+        len = len_after;
         out.push(r);
     }
     Ok(out)
+}
+
+/// The length `extend_context` continues at: `len x factor`, a whole number the task accepts.
+fn extended_len(task: &TaskSpec, len: i64, factor: f64) -> Result<u64, String> {
+    let n = len as f64 * factor;
+    if (n - n.round()).abs() > 1e-9 || n.round() < 1.0 {
+        return Err(format!("seq_len {len} x factor {factor} = {n} is not a whole number of tokens"));
+    }
+    let n = n.round() as usize;
+    task.with_seq_len(n).map_err(|e| format!("cannot continue at seq_len {n}: {e}"))?;
+    Ok(n as u64)
 }
 
 /// Runs the weight operation on CPU copies of both stacks (cheap at sweep sizes), so every mapping and

@@ -369,7 +369,8 @@ impl Space {
         }
         let line = self.candidate_line(&c.name);
         let at = |msg: String| self.err_at("grafts", line, format!("candidate `{}` ({}): {msg}", c.name, t.label));
-        let per_step = |s: &StackSpec| TrialSpec { stack: s.clone(), grafts: Vec::new(), ..t.clone() }.flops_per_step();
+        // A step's FLOPs at the stack and length of that point of the trial (extend_context changes the length).
+        let per_step = |s: &StackSpec, len: i64| t.step_flops(s, len);
         let target_of = |g: &crate::graft::GraftTarget| -> Result<StackSpec, UsageError> {
             // The candidate's `mixers` apply to the target too; the target's own override them.
             let mut mixers = c.mixers.clone();
@@ -388,7 +389,7 @@ impl Space {
             let mut stacks = self.stacks(&pseudo, t.stack.vocab)?;
             Ok(stacks.remove(0).1)
         };
-        crate::graft::resolve(&c.grafts, &t.stack, t.budget_flops, &per_step, &target_of, &at)
+        crate::graft::resolve(&c.grafts, &t.stack, &t.task, t.budget_flops, &per_step, &target_of, &at)
     }
 
     /// Checks what every search uses: tasks, budgets, seeds, optimiser and training settings.

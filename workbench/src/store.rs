@@ -203,6 +203,24 @@ impl Store {
         Ok(())
     }
 
+    /// The first `n` points of the curve, rewriting the file if it has more (a grafted trial resumed from its
+    /// checkpoint: its graft points share steps with evaluations, so it counts points rather than steps).
+    pub fn curve_prefix(&self, id: &str, n: usize) -> Result<Vec<CurvePoint>> {
+        let path = self.trial_dir(id).join("curve.jsonl");
+        let Ok(text) = std::fs::read_to_string(&path) else { return Ok(Vec::new()) };
+        let all: Vec<CurvePoint> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let kept: Vec<CurvePoint> = all.into_iter().take(n).collect();
+        if kept.len() != text.lines().count() {
+            let mut out = Vec::new();
+            for p in &kept {
+                out.extend(serde_json::to_vec(p)?);
+                out.push(b'\n');
+            }
+            write_atomic(&path, &out)?;
+        }
+        Ok(kept)
+    }
+
     /// The curve so far, keeping only points at or before `max_step` (points after the last checkpoint
     /// will be recomputed by a resumed trial) and rewriting the file if any were dropped.
     pub fn curve_until(&self, id: &str, max_step: u64) -> Result<Vec<CurvePoint>> {

@@ -206,9 +206,15 @@ impl TrialSpec {
 
     /// Training FLOPs of one optimiser step: 3 x forward FLOPs per token x batch x seq_len.
     pub fn flops_per_step(&self) -> f64 {
+        self.step_flops(&self.stack, self.seq_len())
+    }
+
+    /// Training FLOPs of one optimiser step of `stack` on sequences of `seq_len` tokens (a grafted trial's
+    /// stack and, after `extend_context`, its length change mid-run).
+    pub fn step_flops(&self, stack: &StackSpec, seq_len: i64) -> f64 {
         operators::flops::TRAIN_MULTIPLIER
-            * self.stack.flops_per_token(self.seq_len())
-            * (self.train.batch_size as i64 * self.seq_len()) as f64
+            * stack.flops_per_token(seq_len)
+            * (self.train.batch_size as i64 * seq_len) as f64
     }
 
     /// Whole steps the budget buys.

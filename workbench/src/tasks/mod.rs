@@ -259,6 +259,29 @@ impl TaskSpec {
         }
     }
 
+    /// The same task at another sequence length (a grafted trial's `extend_context`), or why it has none.
+    ///
+    /// Byte-level language modelling takes any length: its windows are cut from one corpus, so a longer
+    /// window is the same data with more context (its corpus must still hold the longer windows, checked when
+    /// the task is built). The synthetic tasks refuse: an MQAR or MAD example is laid out for one length (its
+    /// key-value pairs, queries and noise are placed across the whole row, and its test set is drawn against
+    /// that training set), so another length is another task, not more context for the same one.
+    pub fn with_seq_len(&self, seq_len: usize) -> Result<TaskSpec, String> {
+        match self {
+            TaskSpec::Bytes(spec) => {
+                let t = TaskSpec::Bytes(BytesSpec { seq_len, ..spec.clone() });
+                t.validate().map_err(|e| e.to_string())?;
+                Ok(t)
+            }
+            other => Err(format!(
+                "the task `{}` cannot change its sequence length: its examples are generated for one seq_len \
+                 ({}), so a longer one is a different task; use a language-modelling task (`kind: bytes`)",
+                other.name(),
+                other.seq_len()
+            )),
+        }
+    }
+
     /// Number of distinct token ids.
     pub fn vocab_size(&self) -> usize {
         match self {
@@ -425,6 +448,15 @@ mod tests {
         let err = serde_json::from_str::<TaskSpec>(r#"{"kind": "mad", "seq_len": 128}"#).unwrap_err();
         assert!(err.to_string().contains("unknown variant `mad`"), "{err}");
         assert!(serde_json::from_str::<TaskSpec>(r#"{"seq_len": 128}"#).is_err());
+    }
+
+    #[test]
+    fn only_bytes_changes_its_length() {
+        let bytes = TaskSpec::Bytes(BytesSpec::default());
+        assert_eq!(bytes.with_seq_len(512).unwrap().seq_len(), 512);
+        assert!(bytes.with_seq_len(0).unwrap_err().contains("seq_len"));
+        let err = TaskSpec::Mqar(MqarSpec::default()).with_seq_len(512).unwrap_err();
+        assert!(err.contains("`mqar` cannot change its sequence length"), "{err}");
     }
 
     #[test]

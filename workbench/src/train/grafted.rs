@@ -5,19 +5,27 @@
 //!
 //! ```text
 //! until the budget is spent:
-//!     one AdamW step on the current stack; lr = schedule(FLOPs spent / budget) x re-warm-up factor
-//!     at an evaluation point (evenly spaced in FLOPs): evaluate
 //!     at a graft point: evaluate (loss_before); build the target stack; the grafting operation fills it;
-//!         regress/distill stage against the old stack; evaluate (loss_after); fresh optimiser moments
+//!         regress/distill stage against the old stack; extend_context: rebuild the task and its held-out
+//!         set at the new length; evaluate (loss_after, at the new length); fresh optimiser moments;
+//!         checkpoint
+//!     one AdamW step on the current stack at the current length; lr = schedule(FLOPs spent / budget) x
+//!         re-warm-up factor
+//!     at an evaluation point (evenly spaced in FLOPs): evaluate, checkpoint
 //! ```
-//! A grafted trial does not checkpoint mid-run (the stack changes shape); `--resume` restarts it.
+//! Checkpoints hold the weights, the moments and a [`GraftState`] (the current stack and length, counters,
+//! graft records), so a killed grafted trial resumes from its last one. Each graft's fresh parameters are
+//! drawn right after seeding libtorch from (trial seed, graft index), so a trial resumed before a graft
+//! draws the same ones as an uninterrupted run. A grafted trial does not pause at a rung (`--until-flops`):
+//! rungs are named by step and a graft changes the FLOPs of a step, so it trains to its budget.
 
+use super::graft_state::GraftState;
 use super::optim::AdamW;
 use super::{to_tensors, Event, Run, RunOptions};
 use crate::graft::{GraftOp, RegressLoss, ResolvedGraft};
 use crate::store::Store;
 use crate::trial::TrialSpec;
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use operators::{Stack, StackSpec};
 use reports::{CurvePoint, GraftResult, Status, TrialResult};
 use std::collections::BTreeMap;
@@ -28,13 +36,36 @@ use tch::{Kind, Reduction};
 /// Resolution of the FLOP-based learning-rate schedule (OptimSpec::lr_at takes whole steps).
 const SCHEDULE_TICKS: u64 = 1_000_000;
 
-fn per_step(spec: &TrialSpec, stack: &StackSpec) -> f64 {
-    TrialSpec { stack: stack.clone(), grafts: Vec::new(), ..spec.clone() }.flops_per_step()
-}
-
 /// Forward FLOPs per token of the first `upto` blocks (the teacher's share of a regression step).
 fn prefix_flops(stack: &StackSpec, upto: usize, seq_len: i64) -> f64 {
     stack.layers.iter().take(upto).map(|l| l.flops_per_token(stack.d_model, seq_len)).sum()
+}
+
+fn tokens_per_step(spec: &TrialSpec, seq_len: i64) -> u64 {
+    (spec.train.batch_size as i64 * seq_len) as u64
+}
+
+/// The trial's task and held-out set at `seq_len` (after an `extend_context`).
+fn set_length(run: &mut Run, spec: &TrialSpec, seq_len: i64) -> Result<()> {
+    let task = spec.task.with_seq_len(seq_len as usize).map_err(|e| anyhow!(e))?;
+    run.task = task.build(spec.seed).with_context(|| format!("building the task at seq_len {seq_len}"))?;
+    run.eval = run.task.eval_set(spec.train.batch_size);
+    // A batch prefetched from the old task has the old length.
+    run.feed = super::step::Feeder::new(run.device, spec.train.batch_size);
+    Ok(())
+}
+
+/// Builds the task at every length the grafts will use, before step 0, so that a corpus too small for the
+/// longer windows fails the trial before any training (naming the graft).
+fn check_lengths(spec: &TrialSpec) -> Result<()> {
+    for (i, g) in spec.grafts.iter().enumerate() {
+        if let Some(n) = g.seq_len {
+            let task = spec.task.with_seq_len(n as usize).map_err(|e| anyhow!(e));
+            task.and_then(|t| Ok(t.build(spec.seed)?))
+                .with_context(|| format!("grafts[{i}] ({}) to seq_len {n}", g.op.name()))?;
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn train(
@@ -45,74 +76,76 @@ pub(super) fn train(
     start: Instant,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<TrialResult> {
-    let (mut vs, mut run) = Run::prepare(store, id, spec, opts, true)?;
-    std::fs::remove_file(store.trial_dir(id).join("curve.jsonl")).ok(); // a restart begins anew
+    let ckpt = store.trial_dir(id).join("checkpoint.safetensors");
+    let resumed = if ckpt.exists() { Some(GraftState::read(&ckpt)?) } else { None };
+    let (mut vs, mut run) = Run::prepare(store, id, spec, opts, resumed.is_none())?;
+    check_lengths(spec)?;
+    let (mut s, mut curve, mut wall_before) = match resumed {
+        Some(state) => {
+            if state.stack != spec.stack {
+                vs = VarStore::new(run.device);
+                run.stack = Stack::new(&vs.root(), &state.stack, opts.kernel_path);
+                run.opt = AdamW::new(&vs, &spec.optim);
+            }
+            if state.seq_len != spec.seq_len() {
+                set_length(&mut run, spec, state.seq_len)?;
+            }
+            let (step, wall) = run.opt.load(&ckpt)?;
+            eprintln!(
+                "resuming from checkpoint at step {step} ({} of {} grafts done, seq_len {})",
+                state.next_graft,
+                spec.grafts.len(),
+                state.seq_len
+            );
+            let curve = store.curve_prefix(id, state.curve_len)?;
+            (state, curve, wall)
+        }
+        None => {
+            std::fs::remove_file(store.trial_dir(id).join("curve.jsonl")).ok(); // no checkpoint: begin anew
+            (GraftState::start(&spec.stack, spec.seq_len()), Vec::new(), 0.0)
+        }
+    };
     let budget = spec.budget_flops;
-    let tokens_per_step = (spec.train.batch_size as i64 * spec.seq_len()) as u64;
     let n_eval = spec.train.eval_points as f64;
-    let (mut current, mut flops, mut step, mut tokens) = (spec.stack.clone(), 0.0, 0u64, 0u64);
-    let (mut next_eval, mut next_graft) = (1.0, 0usize);
-    let (mut warm_from, mut warm_len) = (0.0, 0.0);
-    let mut curve: Vec<CurvePoint> = Vec::new();
-    let mut grafts: Vec<GraftResult> = Vec::new();
     let (mut status, mut reason) = (Status::Completed, None);
     let mut last_report = Instant::now();
+    let save = |s: &mut GraftState, run: &Run, curve: &[CurvePoint]| -> Result<()> {
+        s.curve_len = curve.len();
+        s.save(&run.opt, &ckpt, wall_before + start.elapsed().as_secs_f64())
+    };
     loop {
-        let cost = per_step(spec, &current);
-        if flops + cost > budget {
+        if let Some(g) = spec.grafts.get(s.next_graft).filter(|g| s.flops >= g.at_flops) {
+            vs = graft(&mut run, (store, id), spec, opts, g, &vs, &mut s, &mut curve, on_event)?;
+            save(&mut s, &run, &curve)?;
+            continue;
+        }
+        let cost = spec.step_flops(&s.stack, s.seq_len);
+        if s.flops + cost > budget {
             break;
         }
-        let tick = (flops / budget * SCHEDULE_TICKS as f64) as u64;
-        let warm = if warm_len > 0.0 { ((flops - warm_from) / warm_len).clamp(0.0, 1.0).max(1e-3) } else { 1.0 };
+        let tick = (s.flops / budget * SCHEDULE_TICKS as f64) as u64;
+        let warm =
+            if s.warm_len > 0.0 { ((s.flops - s.warm_from) / s.warm_len).clamp(0.0, 1.0).max(1e-3) } else { 1.0 };
         let lr = spec.optim.lr_at(tick, SCHEDULE_TICKS) * warm;
-        run.step_with_lr(step, lr, true);
-        (flops, step, tokens) = (flops + cost, step + 1, tokens + tokens_per_step);
+        run.step_with_lr(s.step, lr, true);
+        (s.flops, s.step, s.tokens) = (s.flops + cost, s.step + 1, s.tokens + tokens_per_step(spec, s.seq_len));
         if last_report.elapsed().as_secs_f64() > 0.5 {
             let loss = run.loss_sum.double_value(&[]) / run.loss_count.max(1) as f64;
-            on_event(Event::Progress { step, steps: run.steps, loss, flops });
+            on_event(Event::Progress { step: s.step, steps: run.steps, loss, flops: s.flops });
             last_report = Instant::now();
         }
-        if flops >= next_eval * budget / n_eval || flops + per_step(spec, &current) > budget {
-            next_eval = (flops * n_eval / budget).floor() + 1.0;
-            let e = point(&mut run, (store, id), on_event, (step, flops, tokens), &mut curve)?;
+        if s.flops >= s.next_eval * budget / n_eval || s.flops + cost > budget {
+            s.next_eval = (s.flops * n_eval / budget).floor() + 1.0;
+            let e = point(&mut run, (store, id), on_event, (s.step, s.flops, s.tokens), &mut curve)?;
             if !e.is_finite() {
-                (status, reason) = (Status::Diverged, Some(format!("loss became {e} at step {step}")));
+                (status, reason) = (Status::Diverged, Some(format!("loss became {e} at step {}", s.step)));
                 break;
             }
+            save(&mut s, &run, &curve)?;
         }
-        let Some(g) = spec.grafts.get(next_graft).filter(|g| flops >= g.at_flops) else { continue };
-        next_graft += 1;
-        let loss_before = point(&mut run, (store, id), on_event, (step, flops, tokens), &mut curve)?;
-        let new_vs = VarStore::new(run.device);
-        let new_stack = Stack::new(&new_vs.root(), &g.to, opts.kernel_path);
-        let mut report = g.apply(&current, &vs, &new_vs).with_context(|| format!("graft at {flops:.3e} FLOPs"))?;
-        let old_stack = std::mem::replace(&mut run.stack, new_stack);
-        let lr = spec.optim.lr_at((flops / budget * SCHEDULE_TICKS as f64) as u64, SCHEDULE_TICKS);
-        let (stage_flops, stage_steps) =
-            stage(&mut run, spec, g, &current, &old_stack, &new_vs, step, lr, &mut report)?;
-        // Stage steps are optimiser steps on their own batches: the main loop continues after them.
-        (flops, step, tokens) = (flops + stage_flops, step + stage_steps, tokens + stage_steps * tokens_per_step);
-        drop(old_stack);
-        vs = new_vs;
-        run.opt = AdamW::new(&vs, &spec.optim);
-        current = g.to.clone();
-        let loss_after = point(&mut run, (store, id), on_event, (step, flops, tokens), &mut curve)?;
-        (warm_from, warm_len) = (flops, g.warmup * budget);
-        let (c, t, f, d) = report.counts();
-        let params = [("copied", c), ("transformed", t), ("fresh", f), ("distilled", d)];
-        grafts.push(GraftResult {
-            op: g.op.name().to_string(),
-            at_flops: flops - stage_flops,
-            loss_before,
-            loss_after,
-            spike: loss_after - loss_before,
-            recovery_flops: None,
-            stage_flops,
-            params: params.into_iter().map(|(k, v)| (k.to_string(), v as u64)).collect(),
-        });
-        let file = store.trial_dir(id).join(format!("graft{}.json", grafts.len() - 1));
-        crate::store::write_atomic(&file, &serde_json::to_vec_pretty(&report)?)?;
     }
+    wall_before += start.elapsed().as_secs_f64();
+    let mut grafts = s.grafts;
     for g in &mut grafts {
         let end = g.at_flops + g.stage_flops;
         if g.spike <= 0.0 {
@@ -127,7 +160,7 @@ pub(super) fn train(
     }
     let last = curve.last().cloned();
     let mut result = super::base_result(spec, id, opts);
-    let t = spec.seq_len();
+    let (current, t) = (&s.stack, s.seq_len);
     result.d_model = current.d_model as u64;
     result.depth = current.layers.len() as u64;
     result.layers = current.layer_names();
@@ -135,19 +168,79 @@ pub(super) fn train(
     result.non_embedding_params = (current.params() - current.embedding_params()) as u64;
     result.flops_per_token = current.flops_per_token(t);
     result.state_size = current.state_size(t) as u64;
+    result.seq_len = t as u64;
     Ok(TrialResult {
         status,
         reason,
-        flops_spent: flops,
-        tokens_seen: tokens,
-        steps: step,
+        flops_spent: s.flops,
+        tokens_seen: s.tokens,
+        steps: s.step,
         final_eval_loss: last.as_ref().and_then(|p| p.eval_loss),
         final_metrics: last.map(|p| p.metrics).unwrap_or_default(),
         curve,
-        wall_seconds: start.elapsed().as_secs_f64(),
+        wall_seconds: wall_before,
         grafts,
         ..result
     })
+}
+
+/// Applies graft `g` to the run at the state `s` (which it advances: stage FLOPs and steps, the new stack
+/// and length, the record, the re-warm-up); returns the var store of the new stack.
+#[allow(clippy::too_many_arguments)]
+fn graft(
+    run: &mut Run,
+    (store, id): (&Store, &str),
+    spec: &TrialSpec,
+    opts: RunOptions,
+    g: &ResolvedGraft,
+    vs: &VarStore,
+    s: &mut GraftState,
+    curve: &mut Vec<CurvePoint>,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<VarStore> {
+    let budget = spec.budget_flops;
+    let loss_before = point(run, (store, id), on_event, (s.step, s.flops, s.tokens), curve)?;
+    // Fresh parameters depend only on (seed, graft index): a resumed trial draws what an uninterrupted one did.
+    tch::manual_seed(crate::tasks::splitmix64(spec.seed ^ (s.next_graft as u64 + 1)) as i64);
+    let new_vs = VarStore::new(run.device);
+    let new_stack = Stack::new(&new_vs.root(), &g.to, opts.kernel_path);
+    let mut report = g.apply(&s.stack, vs, &new_vs).with_context(|| format!("graft at {:.3e} FLOPs", s.flops))?;
+    let old_stack = std::mem::replace(&mut run.stack, new_stack);
+    let lr = spec.optim.lr_at((s.flops / budget * SCHEDULE_TICKS as f64) as u64, SCHEDULE_TICKS);
+    let (stage_flops, stage_steps) =
+        stage(run, spec, g, &s.stack, &old_stack, &new_vs, (s.step, s.seq_len), lr, &mut report)?;
+    // Stage steps are optimiser steps on their own batches: the main loop continues after them.
+    s.flops += stage_flops;
+    s.step += stage_steps;
+    s.tokens += stage_steps * tokens_per_step(spec, s.seq_len);
+    drop(old_stack);
+    run.opt = AdamW::new(&new_vs, &spec.optim);
+    let len_before = s.seq_len;
+    s.seq_len = g.seq_len_after(s.seq_len);
+    if s.seq_len != len_before {
+        set_length(run, spec, s.seq_len)?;
+    }
+    s.stack = g.to.clone();
+    let loss_after = point(run, (store, id), on_event, (s.step, s.flops, s.tokens), curve)?;
+    (s.warm_from, s.warm_len) = (s.flops, g.warmup * budget);
+    let (c, t, f, d) = report.counts();
+    let params = [("copied", c), ("transformed", t), ("fresh", f), ("distilled", d)];
+    s.grafts.push(GraftResult {
+        op: g.op.name().to_string(),
+        at_flops: s.flops - stage_flops,
+        loss_before,
+        loss_after,
+        spike: loss_after - loss_before,
+        recovery_flops: None,
+        stage_flops,
+        params: params.into_iter().map(|(k, v)| (k.to_string(), v as u64)).collect(),
+        seq_len_before: Some(len_before as u64),
+        seq_len_after: Some(s.seq_len as u64),
+    });
+    let file = store.trial_dir(id).join(format!("graft{}.json", s.grafts.len() - 1));
+    crate::store::write_atomic(&file, &serde_json::to_vec_pretty(&report)?)?;
+    s.next_graft += 1;
+    Ok(new_vs)
 }
 
 /// `--init-from`: loads the weights strictly before the first step and writes `init_report.json` (applied,
@@ -187,7 +280,7 @@ fn stage(
     from: &StackSpec,
     teacher: &Stack,
     vs: &VarStore,
-    step: u64,
+    (step, seq): (u64, i64),
     lr: f64,
     report: &mut grafting::GraftReport,
 ) -> Result<(f64, u64)> {
@@ -198,7 +291,7 @@ fn stage(
     if layers.is_empty() {
         return Ok((0.0, 0));
     }
-    let (seq, tokens) = (spec.seq_len(), (spec.train.batch_size as i64 * spec.seq_len()) as f64);
+    let tokens = tokens_per_step(spec, seq) as f64;
     let top = layers.iter().max().copied().unwrap_or(0) + 1;
     let d = g.to.d_model;
     let student: f64 = layers.iter().map(|&i| g.to.layers[i].flops_per_token(d, seq)).sum();

@@ -7,6 +7,7 @@
 //! checkpoints and writes a [`RungRecord`] (`rungs/STEP.json`) instead of `result.json`; run again with
 //! a higher limit (or none), it continues from that checkpoint.
 
+mod graft_state;
 mod grafted;
 pub mod metrics;
 pub mod optim;
@@ -325,8 +326,8 @@ fn train(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<TrialEnd> {
     if !spec.grafts.is_empty() {
-        // A grafted trial changes shape mid-run and does not checkpoint, so it cannot pause at a rung: it
-        // trains to its budget even under `--until-flops`.
+        // A grafted trial checkpoints and resumes, but does not pause at a rung: rungs are named by step and
+        // its FLOPs per step change at each graft, so it trains to its budget even under `--until-flops`.
         return grafted::train(store, id, spec, opts, start, on_event).map(|r| TrialEnd::Finished(Box::new(r)));
     }
     let dir = store.trial_dir(id);

@@ -174,7 +174,14 @@ impl AdamW {
 
     /// Writes weights, moments and `step` (the trial's step count) to one safetensors file, atomically.
     pub fn save(&self, path: &Path, step: u64, wall_seconds: f64) -> Result<()> {
-        let mut named: Vec<(String, Tensor)> = Vec::with_capacity(3 * self.params.len() + 2);
+        self.save_with(path, step, wall_seconds, Vec::new())
+    }
+
+    /// As [`AdamW::save`], with `extra` tensors (keys under `meta.`) in the same file, so that state kept
+    /// beside the weights is renamed into place with them and can never be from another step.
+    pub fn save_with(&self, path: &Path, step: u64, wall_seconds: f64, extra: Vec<(String, Tensor)>) -> Result<()> {
+        let mut named: Vec<(String, Tensor)> = Vec::with_capacity(3 * self.params.len() + 2 + extra.len());
+        named.extend(extra);
         for p in &self.params {
             named.push((p.name.clone(), p.tensor.detach().to_device(tch::Device::Cpu)));
             named.push((format!("optim.m.{}", p.name), p.m.to_device(tch::Device::Cpu)));

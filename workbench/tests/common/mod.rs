@@ -57,3 +57,39 @@ pub fn run(args: &[&str], cwd: &Path) -> Output {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A byte corpus of `n` bytes: words drawn by a fixed linear congruential generator (enough structure to
+/// learn, deterministic, no file needed from the repository).
+pub fn corpus(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
+    let words = ["the ", "of ", "and ", "graft ", "context ", "length ", "rope ", "scale ", "token ", "model "];
+    let (mut x, mut text) = (12345u64, String::new());
+    while text.len() < n {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        text.push_str(words[(x >> 33) as usize % words.len()]);
+    }
+    write(dir, "corpus.txt", &text)
+}
+
+/// A space of one grafted candidate (attention + SwiGLU, d 16, depth 2) on byte-level LM at seq_len 16.
+pub fn bytes_space(corpus: &std::path::Path, budget: &str, grafts: &str, eval_points: usize) -> String {
+    format!(
+        "name: ctx
+tasks:
+  - kind: bytes
+    path: {}
+    seq_len: 16
+    eval_sequences: 16
+budgets: [{budget}]
+candidates:
+  - name: ctx
+    layout: [attention, swiglu]
+    depth: 2
+    d_model: 16
+    mixers: {{attention: {{heads: 2}}}}
+    grafts:
+{grafts}
+train: {{batch_size: 4, eval_points: {eval_points}}}
+",
+        corpus.display()
+    )
+}
