@@ -2,14 +2,19 @@
 # Runs on the GPU machine (no Rust, no network there): the CUDA kernels' GPU tests and benchmark from a
 # bundle built here with `make gpu-bundle`.
 #
-#   bash scripts/gpu-run.sh [BUNDLE_DIR] [all|tests|bench]      (defaults: .carry/gpu, all)
+#   bash scripts/gpu-run.sh [BUNDLE_DIR] [WHAT...]      (defaults: .carry/gpu, all)
+#
+# WHAT: any of `tests` (every gpu_ test), `conv` (the short convolution's benchmark), `scan` (the selective
+# scan's benchmark), `bench` (both benchmarks), `all` (all three).
 #
 # The binaries were linked against the torch 2.11.0 wheel here; there they use that machine's own torch
 # 2.11.0+cu130 through LD_LIBRARY_PATH. Logs go to $OUT (the device tool's output folder) or BUNDLE_DIR/out:
-# machine.txt, gpu-tests.log, bench.md. Exit status: non-zero if any test failed or the benchmark failed.
+# machine.txt, gpu-tests.log, bench.md, scan-bench.md. Exit status: non-zero if any test failed or the benchmark failed.
 set -uo pipefail
 BUNDLE=$(cd "${1:-.carry/gpu}" && pwd) || { echo "gpu-run: no bundle at ${1:-.carry/gpu} (make gpu-bundle)" >&2; exit 2; }
-WHAT=${2:-all}
+shift || true
+WHAT=" ${*:-all} "
+want() { case "$WHAT" in *" all "*) return 0 ;; *" $1 "*) return 0 ;; esac; [ "$1" != tests ] && [[ "$WHAT" == *" bench "* ]]; }
 OUT=${OUT:-$BUNDLE/out}
 mkdir -p "$OUT"
 TORCH_LIB=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")') || {
@@ -26,11 +31,15 @@ export WORKBENCH_KERNELS_LIB="$BUNDLE/libworkbench_kernels.so"
 } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
 status=0
-if [ "$WHAT" = all ] || [ "$WHAT" = tests ]; then
+if want tests; then
   "$BUNDLE/kernels-gpu-tests" --ignored --test-threads=1 gpu_ 2>&1 | tee "$OUT/gpu-tests.log"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
-if [ "$WHAT" = all ] || [ "$WHAT" = bench ]; then
+if want scan; then
+  "$BUNDLE/kernels-gpu-scan-bench" 2>&1 | tee "$OUT/scan-bench.md"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+if want conv; then
   "$BUNDLE/kernels-gpu-bench" 2>&1 | tee "$OUT/bench.md"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
