@@ -6,6 +6,7 @@
 #   kernels-gpu-scan-bench  the selective scan's benchmark (kernels/benches/selective_scan_gpu.rs)
 #   libworkbench_kernels.so the CUDA kernels (sm_90)
 #   workbench               the CLI, built with the kernels (for training runs with --device cuda)
+#   kernel-parity.yaml      the training parity check (gpu-run.sh parity)
 #   gpu-run.sh              what to run there: `bash scripts/gpu-run.sh .carry/gpu` (or the copy here)
 # Binaries are stripped; the bundle is a few tens of MiB.
 set -euo pipefail
@@ -29,6 +30,6 @@ cp "$TESTS" "$DEST/kernels-gpu-tests"
 cp "$BENCH" "$DEST/kernels-gpu-bench"
 cp "$SCAN_BENCH" "$DEST/kernels-gpu-scan-bench"
 cp target/release/libworkbench_kernels.so target/release/workbench "$DEST/"
-cp scripts/gpu-run.sh "$DEST/"
+cp scripts/gpu-run.sh experiments/kernel-parity.yaml "$DEST/"
 strip "$DEST/kernels-gpu-tests" "$DEST/kernels-gpu-bench" "$DEST/kernels-gpu-scan-bench" "$DEST/workbench" "$DEST/libworkbench_kernels.so"
 du -ch "$DEST"/* | sed 's/^/gpu-bundle: /'

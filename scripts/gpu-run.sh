@@ -5,16 +5,20 @@
 #   bash scripts/gpu-run.sh [BUNDLE_DIR] [WHAT...]      (defaults: .carry/gpu, all)
 #
 # WHAT: any of `tests` (every gpu_ test), `conv` (the short convolution's benchmark), `scan` (the selective
-# scan's benchmark), `bench` (both benchmarks), `all` (all three).
+# scan's benchmark), `bench` (both benchmarks), `parity` (experiments/kernel-parity.yaml trained with
+# --kernels auto and --kernels reference, evaluation losses side by side), `all` (all of them).
 #
 # The binaries were linked against the torch 2.11.0 wheel here; there they use that machine's own torch
 # 2.11.0+cu130 through LD_LIBRARY_PATH. Logs go to $OUT (the device tool's output folder) or BUNDLE_DIR/out:
-# machine.txt, gpu-tests.log, bench.md, scan-bench.md. Exit status: non-zero if any test failed or the benchmark failed.
+# machine.txt, gpu-tests.log, bench.md, scan-bench.md, parity.txt. Exit status: non-zero if any test failed or the benchmark failed.
 set -uo pipefail
 BUNDLE=$(cd "${1:-.carry/gpu}" && pwd) || { echo "gpu-run: no bundle at ${1:-.carry/gpu} (make gpu-bundle)" >&2; exit 2; }
 shift || true
 WHAT=" ${*:-all} "
-want() { case "$WHAT" in *" all "*) return 0 ;; *" $1 "*) return 0 ;; esac; [ "$1" != tests ] && [[ "$WHAT" == *" bench "* ]]; }
+want() {
+  case "$WHAT" in *" all "* | *" $1 "*) return 0 ;; esac
+  { [ "$1" = scan ] || [ "$1" = conv ]; } && [[ "$WHAT" == *" bench "* ]]
+}
 OUT=${OUT:-$BUNDLE/out}
 mkdir -p "$OUT"
 TORCH_LIB=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")') || {
@@ -33,6 +37,34 @@ cat "$OUT/machine.txt"
 status=0
 if want tests; then
   "$BUNDLE/kernels-gpu-tests" --ignored --test-threads=1 gpu_ 2>&1 | tee "$OUT/gpu-tests.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+if want parity; then
+  (
+    rc=0
+    for k in auto reference; do
+      start=$(date +%s)
+      "$BUNDLE/workbench" sweep "$BUNDLE/kernel-parity.yaml" --device cuda --kernels "$k" --out "/tmp/parity-$k" \
+        --force > "/tmp/parity-$k.log" 2>&1 || { echo "parity: --kernels $k failed:"; tail -20 "/tmp/parity-$k.log"; rc=1; }
+      echo "--kernels $k: $(( $(date +%s) - start )) s"
+      # a kernel library that did not load would silently train on the reference path: show its warning
+      cat /tmp/parity-"$k"/trials/*/stderr.log 2>/dev/null | grep -i "warning" | sort | uniq -c
+    done
+    python3 - <<'PY'
+import glob, json
+def losses(k):
+    files = glob.glob(f"/tmp/parity-{k}/trials/*/curve.jsonl")
+    if not files:
+        return []
+    return [p.get("eval_loss") for p in map(json.loads, open(files[0])) if p.get("eval_loss") is not None]
+a, r = losses("auto"), losses("reference")
+print("eval loss, kernels auto:     ", " ".join(f"{x:.4f}" for x in a))
+print("eval loss, kernels reference:", " ".join(f"{x:.4f}" for x in r))
+if a and len(a) == len(r):
+    print(f"max |auto - reference| = {max(abs(x - y) for x, y in zip(a, r)):.2e}")
+PY
+    exit $rc
+  ) 2>&1 | tee "$OUT/parity.txt"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 if want scan; then

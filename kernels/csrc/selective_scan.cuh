@@ -52,12 +52,50 @@ __host__ __device__ __forceinline__ float exp2_fast(float v) {
 #endif
 }
 
-// Sum over the G lanes of this thread's channel group (G divides 32; groups are aligned in the warp).
-template <int G, class Ctx>
-__host__ __device__ __forceinline__ float group_sum(Ctx& ctx, float v) {
+// Sums over the G lanes of a channel group (G divides 32; groups are aligned in the warp) of kSub per-step
+// values at once, as a reduce-scatter: each round over lane bit O either halves the values a lane holds
+// (it keeps one half, adds the partner's copy of that half) or, once a lane holds one value, is a plain
+// butterfly. That is G/2 + G/4 + ... shuffles for kSub steps (8 for G = 16) where one butterfly per step
+// would take kSub * log2(G) (32); on the GPU shuffles, not exponentials, would otherwise bound the N <= 16
+// kernels. On return v[0 .. kSpread) hold the group's totals of steps `first + i`.
+constexpr int spread(int G) { return kSub >= G ? kSub / G : 1; }
+
+template <int M, int O>
+struct ReduceScatter {
+    template <class Ctx>
+    __host__ __device__ __forceinline__ static void run(Ctx& ctx, int lane, float (&v)[kSub], int& first) {
+        if constexpr (O >= 1) {
+            if constexpr (M > 1) {
+                constexpr int H = M / 2;
+                const bool upper = (lane & O) != 0;
 #pragma unroll
-    for (int off = G / 2; off >= 1; off /= 2) v += ctx.shfl_xor(v, off);
-    return v;
+                for (int i = 0; i < H; ++i) {
+                    const float keep = upper ? v[i + H] : v[i];
+                    const float send = upper ? v[i] : v[i + H];
+                    v[i] = keep + ctx.shfl_xor(send, O);
+                }
+                if (upper) first += H;
+                ReduceScatter<H, O / 2>::run(ctx, lane, v, first);
+            } else {
+                v[0] += ctx.shfl_xor(v[0], O);
+                ReduceScatter<1, O / 2>::run(ctx, lane, v, first);
+            }
+        }
+    }
+};
+
+// Returns `first`; the lanes that hold the same totals (they differ only in the butterfly bits) are
+// told apart by `writer`.
+template <int G, class Ctx>
+__host__ __device__ __forceinline__ int group_reduce_scatter(Ctx& ctx, int lane, float (&v)[kSub]) {
+    int first = 0;
+    ReduceScatter<kSub, G / 2>::run(ctx, lane, v, first);
+    return first;
+}
+
+template <int G>
+__host__ __device__ __forceinline__ bool writer(int lane) {
+    return kSub >= G || (lane & (G / kSub - 1)) == 0;
 }
 
 // Shared memory of the backward pass, in floats: the sub-chunk start states [kSubs][NPL][THREADS] and the
@@ -128,22 +166,28 @@ __host__ __device__ __forceinline__ void forward_thread(const Params& p, Ctx& ct
             xs[i] = load_or_zero(x, (t0 + i) * D + o.d, o.dv && tv);
             dts[i] = load_or_zero(dt, (t0 + i) * D + o.d, o.dv && tv);
         }
+        // Steps past T have x = dt = 0: the decay is 1 and the input 0, so the state does not change.
+        float part[kSub];
 #pragma unroll
         for (int i = 0; i < kSub; ++i) {
             const int64_t t = t0 + i;
-            if (t < T_) {  // uniform across the block
-                const float u = dts[i] * xs[i];
-                float part = 0.0f;
+            const bool tv = t < T_;
+            const float u = dts[i] * xs[i];
+            float acc = o.lane == 0 ? Dd * xs[i] : 0.0f;  // the skip term, added once per channel
 #pragma unroll
-                for (int k = 0; k < NPL; ++k) {
-                    const float bn = load_or_zero(Bm, t * N + o.n[k], o.nv[k]);
-                    const float cn = load_or_zero(Cm, t * N + o.n[k], o.nv[k]);
-                    h[k] = fmaf(exp2_fast(dts[i] * A2[k]), h[k], u * bn);
-                    part = fmaf(h[k], cn, part);
-                }
-                part = group_sum<G>(ctx, part);
-                if (o.lane == 0 && o.dv) y[t * D + o.d] = from_f<T>(fmaf(Dd, xs[i], part));
+            for (int k = 0; k < NPL; ++k) {
+                const float bn = load_or_zero(Bm, t * N + o.n[k], o.nv[k] && tv);
+                const float cn = load_or_zero(Cm, t * N + o.n[k], o.nv[k] && tv);
+                h[k] = fmaf(exp2_fast(dts[i] * A2[k]), h[k], u * bn);
+                acc = fmaf(h[k], cn, acc);
             }
+            part[i] = acc;
+        }
+        const int first = group_reduce_scatter<G>(ctx, o.lane, part);
+#pragma unroll
+        for (int i = 0; i < spread(G); ++i) {
+            const int64_t t = t0 + first + i;
+            if (writer<G>(o.lane) && o.dv && t < T_) y[t * D + o.d] = from_f<T>(part[i]);
         }
     }
     float* hT = p.hT + (b * D + o.d) * N;
@@ -230,9 +274,14 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
                     h[k] = fmaf(av[i][k], h[k], dtt * xt * bn);
                 }
             }
+            // Per step, this lane's parts of dx = dt sum_n G B + D gy and ddt = x sum_n G B + sum_n A G a h_{t-1}
+            // (A = ln(2) A2), summed over the group after the sub-chunk.
+            float dxv[kSub], ddtv[kSub];
 #pragma unroll
             for (int i = kSub - 1; i >= 0; --i) {
                 const int64_t t = ts + i;
+                dxv[i] = 0.0f;
+                ddtv[i] = 0.0f;
                 if (t < T_) {  // uniform
                     const float xt = load_or_zero(x, t * D + o.d, o.dv);
                     const float dtt = load_or_zero(dt, t * D + o.d, o.dv);
@@ -255,12 +304,21 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
                             ctx.smem_add(&dbc[(i * NP + o.n[k]) * 2 + 1], gyt * ht);  // dC_t[n]
                         }
                     }
-                    s1 = group_sum<G>(ctx, s1);
-                    s2 = group_sum<G>(ctx, s2);
-                    if (o.lane == 0 && o.dv) {
-                        dx[t * D + o.d] = from_f<T>(fmaf(dtt, s1, Dd * gyt));
-                        ddt[t * D + o.d] = from_f<T>(fmaf(xt, s1, s2 * kLn2));
-                        dD = fmaf(gyt, xt, dD);
+                    const bool first_lane = o.lane == 0;
+                    dxv[i] = fmaf(dtt, s1, first_lane ? Dd * gyt : 0.0f);
+                    ddtv[i] = fmaf(xt, s1, s2 * kLn2);
+                    if (first_lane) dD = fmaf(gyt, xt, dD);
+                }
+            }
+            {
+                const int first = group_reduce_scatter<G>(ctx, o.lane, dxv);
+                group_reduce_scatter<G>(ctx, o.lane, ddtv);
+#pragma unroll
+                for (int i = 0; i < spread(G); ++i) {
+                    const int64_t t = ts + first + i;
+                    if (writer<G>(o.lane) && o.dv && t < T_) {
+                        dx[t * D + o.d] = from_f<T>(dxv[i]);
+                        ddt[t * D + o.d] = from_f<T>(ddtv[i]);
                     }
                 }
             }
