@@ -7,6 +7,9 @@
 #   libworkbench_kernels.so the CUDA kernels (sm_90)
 #   workbench               the CLI, built with the kernels (for training runs with --device cuda)
 #   kernel-parity.yaml      the training parity check (gpu-run.sh parity)
+#   fla_bench.py            fla-core's Triton kernels timed with the same protocol (gpu-run.sh fla), with
+#                           .whl/fla_core-0.6.0-py3-none-any.whl when present (`pip download --no-deps
+#                           fla-core==0.6.0 -d .whl`; its one need, einops, is on the GPU image)
 #   gpu-run.sh              what to run there: `bash scripts/gpu-run.sh .carry/gpu` (or the copy here)
 # Binaries are stripped; the bundle is a few tens of MiB.
 set -euo pipefail
@@ -30,6 +33,8 @@ cp "$TESTS" "$DEST/kernels-gpu-tests"
 cp "$BENCH" "$DEST/kernels-gpu-bench"
 cp "$SCAN_BENCH" "$DEST/kernels-gpu-scan-bench"
 cp target/release/libworkbench_kernels.so target/release/workbench "$DEST/"
-cp scripts/gpu-run.sh experiments/kernel-parity.yaml "$DEST/"
+cp scripts/gpu-run.sh experiments/kernel-parity.yaml kernels/benches/fla_bench.py "$DEST/"
+# fla-core's wheel for the public comparison (gpu-run.sh fla), when it was downloaded into .whl
+cp .whl/fla_core-0.6.0-py3-none-any.whl "$DEST/" 2>/dev/null || true
 strip "$DEST/kernels-gpu-tests" "$DEST/kernels-gpu-bench" "$DEST/kernels-gpu-scan-bench" "$DEST/workbench" "$DEST/libworkbench_kernels.so"
 du -ch "$DEST"/* | sed 's/^/gpu-bundle: /'

@@ -6,11 +6,13 @@
 #
 # WHAT: any of `tests` (every gpu_ test), `conv` (the short convolution's benchmark), `scan` (the selective
 # scan's benchmark), `bench` (both benchmarks), `parity` (experiments/kernel-parity.yaml trained with
-# --kernels auto and --kernels reference, evaluation losses side by side), `all` (all of them).
+# --kernels auto and --kernels reference, evaluation losses side by side), `all` (all of them), and, only
+# when named, `fla` (kernels/benches/fla_bench.py: fla-core's Triton kernels with the same protocol; needs
+# BUNDLE_DIR/fla_core-0.6.0-py3-none-any.whl and minutes of Triton autotuning).
 #
 # The binaries were linked against the torch 2.11.0 wheel here; there they use that machine's own torch
 # 2.11.0+cu130 through LD_LIBRARY_PATH. Logs go to $OUT (the device tool's output folder) or BUNDLE_DIR/out:
-# machine.txt, gpu-tests.log, bench.md, scan-bench.md, parity.txt. Exit status: non-zero if any test failed or the benchmark failed.
+# machine.txt, gpu-tests.log, bench.md, scan-bench.md, parity.txt, fla.md. Exit status: non-zero if any test failed or the benchmark failed.
 set -uo pipefail
 BUNDLE=$(cd "${1:-.carry/gpu}" && pwd) || { echo "gpu-run: no bundle at ${1:-.carry/gpu} (make gpu-bundle)" >&2; exit 2; }
 shift || true
@@ -73,6 +75,11 @@ if want scan; then
 fi
 if want conv; then
   "$BUNDLE/kernels-gpu-bench" 2>&1 | tee "$OUT/bench.md"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+if [[ "$WHAT" == *" fla "* ]]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla-site "$BUNDLE"/fla_core-*.whl &&
+    PYTHONPATH=/tmp/fla-site PYTHONUNBUFFERED=1 python3 "$BUNDLE/fla_bench.py" 2>&1 | tee "$OUT/fla.md"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 exit $status
