@@ -38,7 +38,7 @@ export WORKBENCH_KERNELS_LIB="$BUNDLE/libworkbench_kernels.so"
 cat "$OUT/machine.txt"
 status=0
 if want tests; then
-  "$BUNDLE/kernels-gpu-tests" --ignored --test-threads=1 gpu_ 2>&1 | tee "$OUT/gpu-tests.log"
+  "$BUNDLE/kernels-gpu-tests" --ignored --test-threads=1 --nocapture gpu_ 2>&1 | tee "$OUT/gpu-tests.log"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 if want parity; then
