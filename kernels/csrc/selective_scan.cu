@@ -16,14 +16,16 @@ struct DeviceCtx {
     __device__ __forceinline__ void smem_add(float* p, float v) { atomicAdd(p, v); }
 };
 
+// Blocks per multiprocessor the register budget is set for: a forward thread with one state fits in 64
+// registers (4 blocks, 32 warps); four states, or the backward pass, need up to 128 (2 blocks).
 template <typename T, int G, int NPL>
-__global__ void __launch_bounds__(kThreads, 1) forward_kernel(Params p) {
+__global__ void __launch_bounds__(kThreads, NPL == 1 ? 4 : 2) forward_kernel(Params p) {
     DeviceCtx ctx;
     forward_thread<T, G, NPL, kThreads>(p, ctx, threadIdx.x, blockIdx.x, blockIdx.y);
 }
 
 template <typename T, int G, int NPL>
-__global__ void __launch_bounds__(kThreads, 1) backward_kernel(Params p) {
+__global__ void __launch_bounds__(kThreads, 2) backward_kernel(Params p) {
     __shared__ float smem[BwdSmem<G, NPL, kThreads>::total];
     DeviceCtx ctx;
     backward_thread<T, G, NPL, kThreads>(p, ctx, smem, threadIdx.x, blockIdx.x, blockIdx.y);

@@ -52,18 +52,26 @@ __host__ __device__ __forceinline__ float exp2_fast(float v) {
 #endif
 }
 
-// Sums over the G lanes of a channel group (G divides 32; groups are aligned in the warp) of kSub per-step
+// Sums over the G lanes of a channel group (G divides 32; groups are aligned in the warp) of L per-step
 // values at once, as a reduce-scatter: each round over lane bit O either halves the values a lane holds
 // (it keeps one half, adds the partner's copy of that half) or, once a lane holds one value, is a plain
-// butterfly. That is G/2 + G/4 + ... shuffles for kSub steps (8 for G = 16) where one butterfly per step
-// would take kSub * log2(G) (32); on the GPU shuffles, not exponentials, would otherwise bound the N <= 16
-// kernels. On return v[0 .. kSpread) hold the group's totals of steps `first + i`.
-constexpr int spread(int G) { return kSub >= G ? kSub / G : 1; }
+// butterfly. That is G/2 + G/4 + ... shuffles for L steps (8 for G = 16, L = 8) where one butterfly per
+// step would take L * log2(G) (32); on the GPU shuffles, not exponentials, would otherwise bound the N <= 16
+// kernels. On return v[0 .. spread(G, L)) hold the group's totals of steps `first + i`.
+// Steps per sub-chunk: the backward pass keeps L states and decays per owned state in registers, so a thread
+// that owns 4 states takes 4 steps at a time, one that owns 1 takes 8.
+template <int NPL>
+struct Len {
+    static constexpr int sub = NPL == 1 ? 8 : 4;
+    static constexpr int subs = kChunk / sub;
+};
+
+constexpr int spread(int G, int L) { return L >= G ? L / G : 1; }
 
 template <int M, int O>
 struct ReduceScatter {
-    template <class Ctx>
-    __host__ __device__ __forceinline__ static void run(Ctx& ctx, int lane, float (&v)[kSub], int& first) {
+    template <class Ctx, int L>
+    __host__ __device__ __forceinline__ static void run(Ctx& ctx, int lane, float (&v)[L], int& first) {
         if constexpr (O >= 1) {
             if constexpr (M > 1) {
                 constexpr int H = M / 2;
@@ -86,24 +94,24 @@ struct ReduceScatter {
 
 // Returns `first`; the lanes that hold the same totals (they differ only in the butterfly bits) are
 // told apart by `writer`.
-template <int G, class Ctx>
-__host__ __device__ __forceinline__ int group_reduce_scatter(Ctx& ctx, int lane, float (&v)[kSub]) {
+template <int G, int L, class Ctx>
+__host__ __device__ __forceinline__ int group_reduce_scatter(Ctx& ctx, int lane, float (&v)[L]) {
     int first = 0;
-    ReduceScatter<kSub, G / 2>::run(ctx, lane, v, first);
+    ReduceScatter<L, G / 2>::run(ctx, lane, v, first);
     return first;
 }
 
-template <int G>
+template <int G, int L>
 __host__ __device__ __forceinline__ bool writer(int lane) {
-    return kSub >= G || (lane & (G / kSub - 1)) == 0;
+    return L >= G || (lane & (G / L - 1)) == 0;
 }
 
-// Shared memory of the backward pass, in floats: the sub-chunk start states [kSubs][NPL][THREADS] and the
-// per-step sums over the block's channels of dB and dC, [kSub][G * NPL][2].
+// Shared memory of the backward pass, in floats: the sub-chunk start states [subs][NPL][THREADS] and the
+// per-step sums over the block's channels of dB and dC for one chunk, [kChunk][G * NPL][2].
 template <int G, int NPL, int THREADS>
 struct BwdSmem {
-    static constexpr int sub = kSubs * NPL * THREADS;
-    static constexpr int dbc = kSub * G * NPL * 2;
+    static constexpr int sub = Len<NPL>::subs * NPL * THREADS;
+    static constexpr int dbc = kChunk * G * NPL * 2;
     static constexpr int total = sub + dbc;
 };
 
@@ -127,21 +135,28 @@ struct Owner {
     }
 };
 
+// A load that reads nothing when !valid (the pointer may then be out of range).
 template <typename T>
-__host__ __device__ __forceinline__ float load_or_zero(const T* base, int64_t i, bool valid) {
-    return valid ? to_f(base[i]) : 0.0f;
+__host__ __device__ __forceinline__ float ld(const T* ptr, bool valid) {
+    return valid ? to_f(*ptr) : 0.0f;
 }
+
+// Every loop walks pointers forward or back by one step (D elements for x, dt, dy; N for B, C) instead of
+// forming `t * D + d` products: the first version spent about 5 of every 6 instructions of its inner loop on
+// 64-bit index arithmetic and re-read parameters, and ran 30x above its floor.
 
 template <typename T, int G, int NPL, int THREADS, class Ctx>
 __host__ __device__ __forceinline__ void forward_thread(const Params& p, Ctx& ctx, int tid, int64_t tile,
                                                         int64_t b) {
+    constexpr int kSub = Len<NPL>::sub;
     const Owner<G, NPL, THREADS> o(p, tid, tile);
     const int64_t D = p.D, N = p.N, T_ = p.T;
-    const T* x = static_cast<const T*>(p.x) + b * T_ * D;
-    const T* dt = static_cast<const T*>(p.dt) + b * T_ * D;
-    const T* Bm = static_cast<const T*>(p.Bm) + b * T_ * N;
-    const T* Cm = static_cast<const T*>(p.Cm) + b * T_ * N;
-    T* y = static_cast<T*>(p.y) + b * T_ * D;
+    const T* xp = static_cast<const T*>(p.x) + b * T_ * D + o.d;
+    const T* dtp = static_cast<const T*>(p.dt) + b * T_ * D + o.d;
+    const T* bp = static_cast<const T*>(p.Bm) + b * T_ * N + o.lane;  // state k * G + lane at bp[k * G]
+    const T* cp = static_cast<const T*>(p.Cm) + b * T_ * N + o.lane;
+    T* yp = static_cast<T*>(p.y) + b * T_ * D + o.d;
+    float* ck = p.ckpt + (b * p.nchunks * D + o.d) * N + o.lane;  // advances by D * N per chunk
 
     float A2[NPL], h[NPL];
 #pragma unroll
@@ -149,46 +164,48 @@ __host__ __device__ __forceinline__ void forward_thread(const Params& p, Ctx& ct
         A2[k] = o.nv[k] ? p.A[o.d * N + o.n[k]] * kLog2e : 0.0f;
         h[k] = (o.nv[k] && p.h0 != nullptr) ? p.h0[(b * D + o.d) * N + o.n[k]] : 0.0f;
     }
-    const float Dd = (o.dv && p.Dskip != nullptr) ? p.Dskip[o.d] : 0.0f;
+    // the skip term D x, added by one lane per channel
+    const float Dl = (o.dv && o.lane == 0 && p.Dskip != nullptr) ? p.Dskip[o.d] : 0.0f;
+    const bool wr = writer<G, kSub>(o.lane) && o.dv;
 
     for (int64_t t0 = 0; t0 < T_; t0 += kSub) {
+        const int steps = T_ - t0 < kSub ? int(T_ - t0) : kSub;
         if (t0 % kChunk == 0) {
-            float* ck = p.ckpt + ((b * p.nchunks + t0 / kChunk) * D + o.d) * N;
 #pragma unroll
             for (int k = 0; k < NPL; ++k)
-                if (o.nv[k]) ck[o.n[k]] = h[k];
+                if (o.nv[k]) ck[k * G] = h[k];
+            ck += D * N;
         }
         // Loads of the whole sub-chunk first: several independent loads in flight per thread.
         float xs[kSub], dts[kSub];
 #pragma unroll
         for (int i = 0; i < kSub; ++i) {
-            const bool tv = t0 + i < T_;
-            xs[i] = load_or_zero(x, (t0 + i) * D + o.d, o.dv && tv);
-            dts[i] = load_or_zero(dt, (t0 + i) * D + o.d, o.dv && tv);
+            xs[i] = ld(xp, o.dv && i < steps);
+            dts[i] = ld(dtp, o.dv && i < steps);
+            xp += D;
+            dtp += D;
         }
         // Steps past T have x = dt = 0: the decay is 1 and the input 0, so the state does not change.
         float part[kSub];
 #pragma unroll
         for (int i = 0; i < kSub; ++i) {
-            const int64_t t = t0 + i;
-            const bool tv = t < T_;
             const float u = dts[i] * xs[i];
-            float acc = o.lane == 0 ? Dd * xs[i] : 0.0f;  // the skip term, added once per channel
+            float acc = Dl * xs[i];
 #pragma unroll
             for (int k = 0; k < NPL; ++k) {
-                const float bn = load_or_zero(Bm, t * N + o.n[k], o.nv[k] && tv);
-                const float cn = load_or_zero(Cm, t * N + o.n[k], o.nv[k] && tv);
+                const float bn = ld(bp + k * G, o.nv[k] && i < steps);
+                const float cn = ld(cp + k * G, o.nv[k] && i < steps);
                 h[k] = fmaf(exp2_fast(dts[i] * A2[k]), h[k], u * bn);
                 acc = fmaf(h[k], cn, acc);
             }
+            bp += N;
+            cp += N;
             part[i] = acc;
         }
-        const int first = group_reduce_scatter<G>(ctx, o.lane, part);
+        const int first = group_reduce_scatter<G, kSub>(ctx, o.lane, part);
 #pragma unroll
-        for (int i = 0; i < spread(G); ++i) {
-            const int64_t t = t0 + first + i;
-            if (writer<G>(o.lane) && o.dv && t < T_) y[t * D + o.d] = from_f<T>(part[i]);
-        }
+        for (int i = 0; i < spread(G, kSub); ++i)
+            if (wr && first + i < steps) yp[(t0 + first + i) * D] = from_f<T>(part[i]);
     }
     float* hT = p.hT + (b * D + o.d) * N;
 #pragma unroll
@@ -200,18 +217,21 @@ template <typename T, int G, int NPL, int THREADS, class Ctx>
 __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& ctx, float* smem, int tid,
                                                          int64_t tile, int64_t b) {
     using S = BwdSmem<G, NPL, THREADS>;
+    constexpr int kSub = Len<NPL>::sub, kSubs = Len<NPL>::subs;
     constexpr int NP = G * NPL;  // state slots per channel (>= N)
     const Owner<G, NPL, THREADS> o(p, tid, tile);
     const int64_t D = p.D, N = p.N, T_ = p.T;
-    const T* x = static_cast<const T*>(p.x) + b * T_ * D;
-    const T* dt = static_cast<const T*>(p.dt) + b * T_ * D;
-    const T* Bm = static_cast<const T*>(p.Bm) + b * T_ * N;
-    const T* Cm = static_cast<const T*>(p.Cm) + b * T_ * N;
-    const T* gy = static_cast<const T*>(p.gy) + b * T_ * D;
-    T* dx = static_cast<T*>(p.dx) + b * T_ * D;
-    T* ddt = static_cast<T*>(p.ddt) + b * T_ * D;
-    float* sub = smem;  // [kSubs][NPL][THREADS]
-    float* dbc = smem + S::sub;  // [kSub][NP][2]
+    const T* x0 = static_cast<const T*>(p.x) + b * T_ * D + o.d;
+    const T* dt0 = static_cast<const T*>(p.dt) + b * T_ * D + o.d;
+    const T* gy0 = static_cast<const T*>(p.gy) + b * T_ * D + o.d;
+    const T* b0 = static_cast<const T*>(p.Bm) + b * T_ * N + o.lane;
+    const T* c0 = static_cast<const T*>(p.Cm) + b * T_ * N + o.lane;
+    T* dx0 = static_cast<T*>(p.dx) + b * T_ * D + o.d;
+    T* ddt0 = static_cast<T*>(p.ddt) + b * T_ * D + o.d;
+    float* dBp = p.dB_part + (tile * p.B + b) * T_ * N;
+    float* dCp = p.dC_part + (tile * p.B + b) * T_ * N;
+    float* sub = smem + tid;  // [kSubs][NPL][THREADS]: this thread's column
+    float* dbc = smem + S::sub;  // [kChunk][NP][2]
 
     for (int i = tid; i < S::dbc; i += THREADS) dbc[i] = 0.0f;
     ctx.sync();
@@ -226,30 +246,38 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
         dA[k] = 0.0f;
         h[k] = 0.0f;
     }
-    const float Dd = (o.dv && p.Dskip != nullptr) ? p.Dskip[o.d] : 0.0f;
+    const float Dl = (o.dv && o.lane == 0 && p.Dskip != nullptr) ? p.Dskip[o.d] : 0.0f;
+    const bool first_lane = o.lane == 0;
+    const bool wr = writer<G, kSub>(o.lane) && o.dv;
     float dD = 0.0f;
 
     for (int64_t c = p.nchunks - 1; c >= 0; --c) {
         const int64_t tc = c * kChunk;
-        const float* ck = p.ckpt + ((b * p.nchunks + c) * D + o.d) * N;
+        const float* ck = p.ckpt + ((b * p.nchunks + c) * D + o.d) * N + o.lane;
 #pragma unroll
-        for (int k = 0; k < NPL; ++k) h[k] = o.nv[k] ? ck[o.n[k]] : 0.0f;
+        for (int k = 0; k < NPL; ++k) h[k] = o.nv[k] ? ck[k * G] : 0.0f;
         // Level 1: the state at the start of every sub-chunk, from the chunk's checkpoint.
-        for (int s = 0; s < kSubs; ++s) {
+        {
+            const T* xq = x0 + tc * D;
+            const T* dq = dt0 + tc * D;
+            const T* bq = b0 + tc * N;
+            for (int s = 0; s < kSubs; ++s) {
 #pragma unroll
-            for (int k = 0; k < NPL; ++k) sub[(s * NPL + k) * THREADS + tid] = h[k];
-            if (s == kSubs - 1) break;  // the last sub-chunk's end state is not needed
+                for (int k = 0; k < NPL; ++k) sub[(s * NPL + k) * THREADS] = h[k];
+                if (s == kSubs - 1) break;  // the last sub-chunk's end state is not needed
+                const int64_t ts = tc + s * kSub;
+                const int steps = T_ - ts < kSub ? (T_ > ts ? int(T_ - ts) : 0) : kSub;
 #pragma unroll
-            for (int i = 0; i < kSub; ++i) {
-                const int64_t t = tc + s * kSub + i;
-                if (t < T_) {
-                    const float xt = load_or_zero(x, t * D + o.d, o.dv);
-                    const float dtt = load_or_zero(dt, t * D + o.d, o.dv);
+                for (int i = 0; i < kSub; ++i) {
+                    const float xt = ld(xq, o.dv && i < steps);
+                    const float dtt = ld(dq, o.dv && i < steps);
+                    const float u = dtt * xt;
 #pragma unroll
-                    for (int k = 0; k < NPL; ++k) {
-                        const float bn = load_or_zero(Bm, t * N + o.n[k], o.nv[k]);
-                        h[k] = fmaf(exp2_fast(dtt * A2[k]), h[k], dtt * xt * bn);
-                    }
+                    for (int k = 0; k < NPL; ++k)
+                        h[k] = fmaf(exp2_fast(dtt * A2[k]), h[k], u * ld(bq + k * G, o.nv[k] && i < steps));
+                    xq += D;
+                    dq += D;
+                    bq += N;
                 }
             }
         }
@@ -257,88 +285,95 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
         for (int s = kSubs - 1; s >= 0; --s) {
             const int64_t ts = tc + s * kSub;
             if (ts >= T_) continue;  // uniform
+            const int steps = T_ - ts < kSub ? int(T_ - ts) : kSub;
+            const T* xq = x0 + ts * D;
+            const T* dq = dt0 + ts * D;
+            const T* bq = b0 + ts * N;
             float hp[kSub][NPL], av[kSub][NPL];  // h_{t-1} and exp(dt_t A) for t = ts + i
 #pragma unroll
-            for (int k = 0; k < NPL; ++k) h[k] = sub[(s * NPL + k) * THREADS + tid];
+            for (int k = 0; k < NPL; ++k) h[k] = sub[(s * NPL + k) * THREADS];
 #pragma unroll
             for (int i = 0; i < kSub; ++i) {
-                const int64_t t = ts + i;
-                const bool tv = t < T_;
-                const float xt = load_or_zero(x, t * D + o.d, o.dv && tv);
-                const float dtt = load_or_zero(dt, t * D + o.d, o.dv && tv);
+                const float xt = ld(xq, o.dv && i < steps);
+                const float dtt = ld(dq, o.dv && i < steps);
+                const float u = dtt * xt;
 #pragma unroll
                 for (int k = 0; k < NPL; ++k) {
-                    const float bn = load_or_zero(Bm, t * N + o.n[k], o.nv[k] && tv);
                     av[i][k] = exp2_fast(dtt * A2[k]);
                     hp[i][k] = h[k];
-                    h[k] = fmaf(av[i][k], h[k], dtt * xt * bn);
+                    h[k] = fmaf(av[i][k], h[k], u * ld(bq + k * G, o.nv[k] && i < steps));
+                }
+                if (i + 1 < kSub) {  // stop on the last step: the reverse walk starts there
+                    xq += D;
+                    dq += D;
+                    bq += N;
                 }
             }
             // Per step, this lane's parts of dx = dt sum_n G B + D gy and ddt = x sum_n G B + sum_n A G a h_{t-1}
-            // (A = ln(2) A2), summed over the group after the sub-chunk.
+            // (A = ln(2) A2), summed over the group after the sub-chunk. The walk is backwards in time.
+            const T* gq = gy0 + (ts + kSub - 1) * D;
+            const T* cq = c0 + (ts + kSub - 1) * N;
             float dxv[kSub], ddtv[kSub];
 #pragma unroll
             for (int i = kSub - 1; i >= 0; --i) {
-                const int64_t t = ts + i;
-                dxv[i] = 0.0f;
-                ddtv[i] = 0.0f;
-                if (t < T_) {  // uniform
-                    const float xt = load_or_zero(x, t * D + o.d, o.dv);
-                    const float dtt = load_or_zero(dt, t * D + o.d, o.dv);
-                    const float gyt = load_or_zero(gy, t * D + o.d, o.dv);
-                    const float u = dtt * xt;
-                    float s1 = 0.0f, s2 = 0.0f;  // sum_n G B, sum_n A2 G a h_{t-1}
+                const bool tv = i < steps;
+                const float xt = ld(xq, o.dv && tv);
+                const float dtt = ld(dq, o.dv && tv);
+                const float gyt = ld(gq, o.dv && tv);
+                const float u = dtt * xt;
+                float s1 = 0.0f, s2 = 0.0f;  // sum_n G B, sum_n A2 G a h_{t-1}
 #pragma unroll
-                    for (int k = 0; k < NPL; ++k) {
-                        const float bn = load_or_zero(Bm, t * N + o.n[k], o.nv[k]);
-                        const float cn = load_or_zero(Cm, t * N + o.n[k], o.nv[k]);
-                        const float Gk = fmaf(gyt, cn, g[k]);  // dL/dh_t
-                        const float ht = fmaf(av[i][k], hp[i][k], u * bn);
-                        const float q = Gk * av[i][k] * hp[i][k];
-                        s1 = fmaf(Gk, bn, s1);
-                        s2 = fmaf(A2[k], q, s2);
-                        dA[k] = fmaf(dtt, q, dA[k]);
-                        g[k] = av[i][k] * Gk;
-                        if (o.nv[k]) {
-                            ctx.smem_add(&dbc[(i * NP + o.n[k]) * 2 + 0], Gk * u);  // dB_t[n]
-                            ctx.smem_add(&dbc[(i * NP + o.n[k]) * 2 + 1], gyt * ht);  // dC_t[n]
-                        }
+                for (int k = 0; k < NPL; ++k) {
+                    const float bn = ld(bq + k * G, o.nv[k] && tv);
+                    const float cn = ld(cq + k * G, o.nv[k] && tv);
+                    const float Gk = fmaf(gyt, cn, g[k]);  // dL/dh_t (0 past T)
+                    const float ht = fmaf(av[i][k], hp[i][k], u * bn);
+                    const float q = Gk * av[i][k] * hp[i][k];
+                    s1 = fmaf(Gk, bn, s1);
+                    s2 = fmaf(A2[k], q, s2);
+                    dA[k] = fmaf(dtt, q, dA[k]);
+                    // past T: Gk = g (the decay there is 1) and everything else adds 0
+                    g[k] = av[i][k] * Gk;
+                    if (o.nv[k] && tv) {
+                        ctx.smem_add(&dbc[((s * kSub + i) * NP + k * G + o.lane) * 2 + 0], Gk * u);  // dB_t[n]
+                        ctx.smem_add(&dbc[((s * kSub + i) * NP + k * G + o.lane) * 2 + 1], gyt * ht);  // dC_t[n]
                     }
-                    const bool first_lane = o.lane == 0;
-                    dxv[i] = fmaf(dtt, s1, first_lane ? Dd * gyt : 0.0f);
-                    ddtv[i] = fmaf(xt, s1, s2 * kLn2);
-                    if (first_lane) dD = fmaf(gyt, xt, dD);
                 }
+                dxv[i] = fmaf(dtt, s1, Dl * gyt);
+                ddtv[i] = fmaf(xt, s1, s2 * kLn2);
+                if (first_lane) dD = fmaf(gyt, xt, dD);
+                xq -= D;
+                dq -= D;
+                gq -= D;
+                bq -= N;
+                cq -= N;
             }
             {
-                const int first = group_reduce_scatter<G>(ctx, o.lane, dxv);
-                group_reduce_scatter<G>(ctx, o.lane, ddtv);
+                const int first = group_reduce_scatter<G, kSub>(ctx, o.lane, dxv);
+                group_reduce_scatter<G, kSub>(ctx, o.lane, ddtv);
 #pragma unroll
-                for (int i = 0; i < spread(G); ++i) {
-                    const int64_t t = ts + first + i;
-                    if (writer<G>(o.lane) && o.dv && t < T_) {
-                        dx[t * D + o.d] = from_f<T>(dxv[i]);
-                        ddt[t * D + o.d] = from_f<T>(ddtv[i]);
+                for (int i = 0; i < spread(G, kSub); ++i) {
+                    if (wr && first + i < steps) {
+                        dx0[(ts + first + i) * D] = from_f<T>(dxv[i]);
+                        ddt0[(ts + first + i) * D] = from_f<T>(ddtv[i]);
                     }
                 }
             }
-            // This block's sums over its channels of dB and dC for the sub-chunk: one partial row per step.
-            ctx.sync();
-            float* dBp = p.dB_part + (tile * p.B + b) * T_ * N;
-            float* dCp = p.dC_part + (tile * p.B + b) * T_ * N;
-            for (int idx = tid; idx < kSub * NP; idx += THREADS) {
-                const int i = idx / NP;
-                const int n = idx % NP;
-                const int64_t t = ts + i;
-                if (t < T_ && n < N) {
-                    dBp[t * N + n] = dbc[idx * 2 + 0];
-                    dCp[t * N + n] = dbc[idx * 2 + 1];
-                }
-                dbc[idx * 2 + 0] = 0.0f;
-                dbc[idx * 2 + 1] = 0.0f;
-            }
-            ctx.sync();
         }
+        // This block's sums over its channels of dB and dC for the chunk: one partial row per step.
+        ctx.sync();
+        const int csteps = T_ - tc < kChunk ? int(T_ - tc) : kChunk;
+        for (int idx = tid; idx < kChunk * NP; idx += THREADS) {
+            const int i = idx / NP;
+            const int n = idx % NP;
+            if (i < csteps && n < N) {
+                dBp[(tc + i) * N + n] = dbc[idx * 2 + 0];
+                dCp[(tc + i) * N + n] = dbc[idx * 2 + 1];
+            }
+            dbc[idx * 2 + 0] = 0.0f;
+            dbc[idx * 2 + 1] = 0.0f;
+        }
+        ctx.sync();
     }
     // After step 0, g = exp(dt_0 A) ⊙ G_0 = dL/dh0.
 #pragma unroll
@@ -348,7 +383,7 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
             p.dA_part[(b * D + o.d) * N + o.n[k]] = dA[k];
         }
     }
-    if (o.lane == 0 && o.dv) p.dD_part[b * D + o.d] = dD;
+    if (first_lane && o.dv) p.dD_part[b * D + o.d] = dD;
 }
 
 }  // namespace selective_scan

@@ -15,11 +15,12 @@
 // Backward recomputes instead of storing every state: the forward pass writes the state at the start of
 // every kChunk-step chunk (`ckpt`, [B, nchunks, D, N] float32: T / 32 times the state, not T times). The
 // backward pass walks chunks from the last: from the chunk's checkpoint it recomputes the state at the start
-// of each kSub-step sub-chunk (kept in shared memory), then per sub-chunk (last first) the kSub states and
-// decays (kept in registers), and runs the adjoint recurrence
+// of each sub-chunk of 8 steps (4 when a thread owns 4 states; kept in shared memory), then per sub-chunk
+// (last first) its states and decays (kept in registers), and runs the adjoint recurrence
 //   G_t = gy_t C_t + exp(dt_{t+1} A) ⊙ G_{t+1},   G_{T-1} = gy_{T-1} C_{T-1} + dL/dh_T
 // backwards through it. Gradients of B and C are sums over channels: each block adds its channels' parts in
-// shared memory and writes one partial row per (block, t); the caller sums the rows ([tiles, B, T, N]).
+// shared memory over a chunk and writes one partial row per (block, t); the caller sums the rows
+// ([tiles, B, T, N]).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -29,10 +30,10 @@
 namespace wb {
 namespace selective_scan {
 
-constexpr int kSub = 8;  // steps whose states and decays the backward pass keeps in registers
-constexpr int kSubs = 4;  // sub-chunks per checkpointed chunk (their start states live in shared memory)
-constexpr int kChunk = kSub * kSubs;  // steps between forward checkpoints
-constexpr int kThreads = 512;  // threads per block on the GPU (the emulation also runs smaller blocks)
+constexpr int kChunk = 32;  // steps between forward checkpoints
+// Threads per block on the GPU (the emulation also runs smaller blocks). 256 rather than more: two or more
+// blocks per multiprocessor, so one block's barrier waits are covered by another's work.
+constexpr int kThreads = 256;
 constexpr int kMaxState = 64;  // N <= 64: 16 lanes x 4 states per lane
 
 enum class DType { F32, BF16 };
