@@ -5,7 +5,9 @@
 //! Run on a GPU machine: `cargo bench -p kernels --features cuda --bench selective_scan_gpu`, or the
 //! bundle's `kernels-gpu-scan-bench` (scripts/gpu-run.sh). Shapes: B = 8, D = 16 heads x head dim (64, 128),
 //! T in {2048, 4096}, state N in {16, 64}. Timing: CUDA events around each call on the current stream, the
-//! L2 flushed before every run by writing a 256 MiB buffer, warm-up runs, then the median of `RUNS` runs.
+//! L2 flushed before every run by writing a 256 MiB buffer, warm-up runs, then the median of `RUNS` runs for
+//! the kernel and of `BASELINE_RUNS` for the libtorch path (10-600 ms a call: 50 runs of every shape would
+//! take minutes of GPU time for a number that only needs to be right to a few percent).
 //! Forward+backward is the forward call plus torch::autograd::grad for x, dt, A, B, C and D with a fixed
 //! output gradient for y. Prints a Markdown table.
 //!
@@ -25,6 +27,7 @@ use kernels::selective_scan::{blocked, selective_scan_flops};
 use tch::{Device, Kind, Tensor};
 
 const RUNS: usize = 50;
+const BASELINE_RUNS: usize = 10;
 const WARMUP: usize = 5;
 const BANDWIDTH: f64 = 4.3e12; // bytes/s
 const EXP_RATE: f64 = 132.0 * 16.0 * 1.98e9; // exponentials/s
@@ -37,6 +40,13 @@ enum Impl {
 }
 
 impl Impl {
+    fn runs(self) -> usize {
+        match self {
+            Impl::Kernel => RUNS,
+            Impl::Blocked => BASELINE_RUNS,
+        }
+    }
+
     fn run(self, v: &[Tensor]) -> Tensor {
         let (x, dt, a, b, c, d) = (&v[0], &v[1], &v[2], &v[3], &v[4], &v[5]);
         match self {
@@ -52,13 +62,13 @@ struct Bench {
 }
 
 impl Bench {
-    /// Median milliseconds of `f` over RUNS runs after WARMUP, L2 flushed before each.
-    fn time(&mut self, mut f: impl FnMut()) -> f64 {
-        for _ in 0..WARMUP {
+    /// Median milliseconds of `f` over `runs` runs after WARMUP (2 for long baselines), L2 flushed before each.
+    fn time(&mut self, runs: usize, mut f: impl FnMut()) -> f64 {
+        for _ in 0..if runs < RUNS { 2 } else { WARMUP } {
             f();
         }
-        let mut ms = Vec::with_capacity(RUNS);
-        for _ in 0..RUNS {
+        let mut ms = Vec::with_capacity(runs);
+        for _ in 0..runs {
             let _ = self.flush.fill_(1);
             self.timer.start().unwrap();
             f();
@@ -71,7 +81,7 @@ impl Bench {
 
     fn fwd(&mut self, imp: Impl, v: &[Tensor]) -> f64 {
         let _guard = tch::no_grad_guard();
-        self.time(|| {
+        self.time(imp.runs(), || {
             let _ = imp.run(v);
         })
     }
@@ -79,7 +89,7 @@ impl Bench {
     fn fwd_bwd(&mut self, imp: Impl, v: &[Tensor], gy: &Tensor) -> f64 {
         let leaves: Vec<Tensor> = v.iter().map(|t| t.detach().set_requires_grad(true)).collect();
         let ins: Vec<&Tensor> = leaves.iter().collect();
-        self.time(|| {
+        self.time(imp.runs(), || {
             let y = imp.run(&leaves);
             let _ = cuda_ext::grad(&[&y], &[gy], &ins).expect("backward");
         })
@@ -107,7 +117,9 @@ fn main() {
     let kind = Kind::BFloat16;
     let s = 2.0; // bytes per bfloat16
 
-    println!("## selective_scan (bfloat16, with D), B = 8, D = 16 heads x head dim; median of {RUNS} runs, ms\n");
+    println!(
+        "## selective_scan (bfloat16, with D), B = 8, D = 16 heads x head dim; median of {RUNS} runs (libtorch: {BASELINE_RUNS}), ms\n"
+    );
     println!("| T | D | N | pass | kernel | libtorch blocked | blocked / kernel | floor bytes | floor exp | floor FLOPs | kernel / max floor |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let b = 8i64;
