@@ -334,14 +334,14 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
                     dA[k] = fmaf(dtt, q, dA[k]);
                     // past T: Gk = g (the decay there is 1) and everything else adds 0
                     g[k] = av[i][k] * Gk;
-                    if (o.nv[k] && tv) {
-                        ctx.smem_add(&dbc[((s * kSub + i) * NP + k * G + o.lane) * 2 + 0], Gk * u);  // dB_t[n]
-                        ctx.smem_add(&dbc[((s * kSub + i) * NP + k * G + o.lane) * 2 + 1], gyt * ht);  // dC_t[n]
-                    }
+                    // Unconditional (no branch): past T, for a state n >= N or a channel d >= D, u, gy and h
+                    // are 0, so these add exact zeros to slots that exist (n < G * NPL).
+                    ctx.smem_add(&dbc[((s * kSub + i) * NP + k * G + o.lane) * 2 + 0], Gk * u);  // dB_t[n]
+                    ctx.smem_add(&dbc[((s * kSub + i) * NP + k * G + o.lane) * 2 + 1], gyt * ht);  // dC_t[n]
                 }
                 dxv[i] = fmaf(dtt, s1, Dl * gyt);
                 ddtv[i] = fmaf(xt, s1, s2 * kLn2);
-                if (first_lane) dD = fmaf(gyt, xt, dD);
+                dD = fmaf(first_lane ? gyt : 0.0f, xt, dD);
                 xq -= D;
                 dq -= D;
                 gq -= D;
