@@ -48,6 +48,8 @@ def inputs(op, t, d):
         extra["g"] = -0.1 * torch.rand(B, t, H, device=dev, dtype=torch.float32)
     elif op == "gla":
         extra["g"] = torch.nn.functional.logsigmoid(torch.randn(B, t, H, d, device=dev, dtype=torch.float32) + 4)
+    elif op == "linear_attn":
+        extra["normalize"] = False  # the plain causal form, as our linear_attention computes it
     return q, k, v, extra
 
 
