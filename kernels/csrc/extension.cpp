@@ -230,7 +230,7 @@ at::Tensor f32_or_undefined(const at::Tensor& t) {
 struct SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunction> {
     static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A,
                                  const at::Tensor& Bm, const at::Tensor& Cm, const at::Tensor& Dskip,
-                                 const at::Tensor& h0) {
+                                 const at::Tensor& h0, bool need_grad) {
         const at::Tensor A32 = A.to(at::kFloat).contiguous();
         const at::Tensor D32 = f32_or_undefined(Dskip);
         const at::Tensor h032 = f32_or_undefined(h0);
@@ -238,11 +238,12 @@ struct SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFun
         const auto f32 = x.options().dtype(at::kFloat);
         at::Tensor y = at::empty_like(x);
         at::Tensor hT = at::empty({p.B, p.D, p.N}, f32);
-        at::Tensor ckpt = at::empty({p.B, p.nchunks, p.D, p.N}, f32);
+        // Checkpoints only when a backward pass can follow: inference saves their writes (T / 32 states).
+        at::Tensor ckpt = need_grad ? at::empty({p.B, p.nchunks, p.D, p.N}, f32) : at::Tensor();
         p.h0 = h032.defined() ? h032.data_ptr<float>() : nullptr;
         p.y = y.data_ptr();
         p.hT = hT.data_ptr<float>();
-        p.ckpt = ckpt.data_ptr<float>();
+        p.ckpt = need_grad ? ckpt.data_ptr<float>() : nullptr;
         const char* err = ss::forward(p, ss_dtype(x), c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
         TORCH_CHECK(err == nullptr, "selective_scan forward kernel: ", err);
         ctx->save_for_backward({x, dt, A, Bm, Cm, Dskip, h0});
@@ -255,6 +256,7 @@ struct SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFun
         const variable_list s = ctx->get_saved_variables();
         const at::Tensor &x = s[0], &dt = s[1], &A = s[2], &Bm = s[3], &Cm = s[4], &Dskip = s[5], &h0 = s[6];
         const at::Tensor ckpt = ctx->saved_data["ckpt"].toTensor();
+        TORCH_CHECK(ckpt.defined(), "selective_scan backward: the forward pass ran without gradients");
         const c10::cuda::CUDAGuard guard(x.device());
         const at::Tensor A32 = A.to(at::kFloat).contiguous();
         const at::Tensor D32 = f32_or_undefined(Dskip);
@@ -285,7 +287,8 @@ struct SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFun
                 dB.sum(0).to(Bm.scalar_type()),
                 dC.sum(0).to(Cm.scalar_type()),
                 present(Dskip) ? dD.sum(0).to(Dskip.scalar_type()) : at::Tensor(),
-                present(h0) ? dh0.to(h0.scalar_type()) : at::Tensor()};
+                present(h0) ? dh0.to(h0.scalar_type()) : at::Tensor(),
+                at::Tensor()};
     }
 };
 
@@ -338,7 +341,10 @@ WB_EXPORT char* wb_selective_scan(const at::Tensor* x, const at::Tensor* dt, con
         const at::Tensor h = h0 != nullptr ? *h0 : none;
         selective_scan_check(*x, *dt, *A, *Bm, *Cm, d, h);
         const c10::cuda::CUDAGuard guard(x->device());
-        variable_list r = SelectiveScanFunction::apply(*x, *dt, *A, *Bm, *Cm, d, h);
+        const bool need_grad = at::GradMode::is_enabled() &&
+                               (x->requires_grad() || dt->requires_grad() || A->requires_grad() ||
+                                Bm->requires_grad() || Cm->requires_grad() || d.requires_grad() || h.requires_grad());
+        variable_list r = SelectiveScanFunction::apply(*x, *dt, *A, *Bm, *Cm, d, h, need_grad);
         g_scan_calls.fetch_add(1);
         *out_y = new at::Tensor(std::move(r[0]));
         *out_h = new at::Tensor(std::move(r[1]));

@@ -156,7 +156,8 @@ __host__ __device__ __forceinline__ void forward_thread(const Params& p, Ctx& ct
     const T* bp = static_cast<const T*>(p.Bm) + b * T_ * N + o.lane;  // state k * G + lane at bp[k * G]
     const T* cp = static_cast<const T*>(p.Cm) + b * T_ * N + o.lane;
     T* yp = static_cast<T*>(p.y) + b * T_ * D + o.d;
-    float* ck = p.ckpt + (b * p.nchunks * D + o.d) * N + o.lane;  // advances by D * N per chunk
+    // advances by D * N per chunk; null when no gradient will be asked for (inference writes no checkpoints)
+    float* ck = p.ckpt != nullptr ? p.ckpt + (b * p.nchunks * D + o.d) * N + o.lane : nullptr;
 
     float A2[NPL], h[NPL];
 #pragma unroll
@@ -170,7 +171,7 @@ __host__ __device__ __forceinline__ void forward_thread(const Params& p, Ctx& ct
 
     for (int64_t t0 = 0; t0 < T_; t0 += kSub) {
         const int steps = T_ - t0 < kSub ? int(T_ - t0) : kSub;
-        if (t0 % kChunk == 0) {
+        if (ck != nullptr && t0 % kChunk == 0) {
 #pragma unroll
             for (int k = 0; k < NPL; ++k)
                 if (o.nv[k]) ck[k * G] = h[k];

@@ -50,7 +50,7 @@ struct Params {
     // forward outputs
     void* y = nullptr;  // [B, T, D]
     float* hT = nullptr;  // [B, D, N]
-    float* ckpt = nullptr;  // [B, nchunks, D, N]: the state before step c * kChunk
+    float* ckpt = nullptr;  // [B, nchunks, D, N]: the state before step c * kChunk (forward: null = skip)
     // backward inputs
     const void* gy = nullptr;  // [B, T, D]
     const float* ghT = nullptr;  // [B, D, N] or null

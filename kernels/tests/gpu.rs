@@ -484,3 +484,21 @@ fn gpu_selective_scan_bad_inputs() {
     let _ = s(x, dt, a, b, c, Some(d), Some(h0)).unwrap();
     cuda_ext::synchronize().unwrap();
 }
+
+/// Without gradients (inference) the forward pass skips its checkpoints and gives the same outputs bit for
+/// bit.
+#[test]
+#[ignore]
+fn gpu_selective_scan_inference_matches_training_forward() {
+    let dev = gpu();
+    tch::manual_seed(12);
+    for kind in [Kind::Float, Kind::BFloat16] {
+        let v = scan_inputs(ScanCase { b: 2, t: 300, d: 40, n: 16 }, kind, dev);
+        let leaves: Vec<Tensor> = v[..7].iter().map(|t| t.detach().set_requires_grad(true)).collect();
+        let s = |v: &[Tensor]| cuda_ext::selective_scan(&v[0], &v[1], &v[2], &v[3], &v[4], Some(&v[5]), Some(&v[6]));
+        let (y, h) = s(&leaves).unwrap();
+        let (yi, hi) = tch::no_grad(|| s(&v[..7]).unwrap());
+        assert!(!yi.requires_grad());
+        assert!(y.detach().equal(&yi) && h.detach().equal(&hi), "{kind:?}: inference and training forward differ");
+    }
+}
