@@ -13,7 +13,8 @@
 // batch row. The state never leaves registers.
 //
 // Backward recomputes instead of storing every state: the forward pass writes the state at the start of
-// every kChunk-step chunk (`ckpt`, [B, nchunks, D, N] float32: T / 32 times the state, not T times). The
+// every kChunk-step chunk (`ckpt`, [B, nchunks, D, N] float32: T / 32 times the state, not T times; none
+// when no gradient can follow). The
 // backward pass walks chunks from the last: from the chunk's checkpoint it recomputes the state at the start
 // of each sub-chunk of 8 steps (4 when a thread owns 4 states; kept in shared memory), then per sub-chunk
 // (last first) its states and decays (kept in registers), and runs the adjoint recurrence
