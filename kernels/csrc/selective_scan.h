@@ -14,10 +14,10 @@
 //
 // Backward recomputes instead of storing every state: the forward pass writes the state at the start of
 // every kChunk-step chunk (`ckpt`, [B, nchunks, D, N] float32: T / 32 times the state, not T times; none
-// when no gradient can follow). The
-// backward pass walks chunks from the last: from the chunk's checkpoint it recomputes the state at the start
-// of each sub-chunk of 8 steps (4 when a thread owns 4 states; kept in shared memory), then per sub-chunk
-// (last first) its states and decays (kept in registers), and runs the adjoint recurrence
+// when no gradient can follow). The backward pass walks chunks from the last: from the chunk's checkpoint
+// it recomputes the state at the start of each sub-chunk of 8 steps (4 when a thread owns 4 states; kept
+// in shared memory), then per sub-chunk (last first) its states and decays (kept in registers), and runs
+// the adjoint recurrence
 //   G_t = gy_t C_t + exp(dt_{t+1} A) ⊙ G_{t+1},   G_{T-1} = gy_{T-1} C_{T-1} + dL/dh_T
 // backwards through it. Gradients of B and C are sums over channels: each block adds its channels' parts in
 // shared memory over a chunk and writes one partial row per (block, t); the caller sums the rows

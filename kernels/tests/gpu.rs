@@ -292,7 +292,7 @@ struct ScanCase {
 }
 
 /// Awkward shapes: T = 1, T not a multiple of the 8-step sub-chunk or the 32-step checkpoint interval,
-/// T exactly one chunk, odd D that leaves most of a 512-thread block idle, N from 1 to 64 (odd N leaves
+/// T exactly one chunk, odd D that leaves most of a 256-thread block idle, N from 1 to 64 (odd N leaves
 /// lanes idle; N <= 4, <= 16 and <= 64 take the three kernel shapes), and training-like shapes.
 const SCAN_CASES: &[ScanCase] = &[
     ScanCase { b: 1, t: 1, d: 1, n: 1 },
