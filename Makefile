@@ -49,6 +49,7 @@ test-gpu-train: build-cuda
 ## On a GPU machine with the Rust toolchain: kernel timings (Markdown tables).
 bench-gpu: build-cuda
 	$(CARGO) bench -p kernels --features cuda --bench short_conv_gpu
+	$(CARGO) bench -p kernels --features cuda --bench selective_scan_gpu
 
 ## For a GPU machine without Rust: the GPU tests, the benchmark, the kernel library and the workbench
 ## binary in .carry/gpu (git-ignored); run there with `bash scripts/gpu-run.sh .carry/gpu`.

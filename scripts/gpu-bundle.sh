@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Collects what a GPU machine without Rust needs into .carry/gpu (git-ignored), after `make build-cuda`:
+# Collects what a GPU machine without Rust needs into .carry/gpu (git-ignored; DEST=... for another folder),
+# after `make build-cuda`:
 #   kernels-gpu-tests       the kernels' GPU tests (kernels/tests/gpu.rs)
-#   kernels-gpu-bench       the kernels' benchmark (kernels/benches/short_conv_gpu.rs)
+#   kernels-gpu-bench       the short convolution's benchmark (kernels/benches/short_conv_gpu.rs)
+#   kernels-gpu-scan-bench  the selective scan's benchmark (kernels/benches/selective_scan_gpu.rs)
 #   libworkbench_kernels.so the CUDA kernels (sm_90)
 #   workbench               the CLI, built with the kernels (for training runs with --device cuda)
+#   kernel-parity.yaml      the training parity check (gpu-run.sh parity)
+#   fla_bench.py            fla-core's Triton kernels timed with the same protocol (gpu-run.sh fla), with
+#                           .whl/fla_core-0.6.0-py3-none-any.whl when present (`pip download --no-deps
+#                           fla-core==0.6.0 -d .whl`; its one need, einops, is on the GPU image)
 #   gpu-run.sh              what to run there: `bash scripts/gpu-run.sh .carry/gpu` (or the copy here)
 # Binaries are stripped; the bundle is a few tens of MiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARGO=${CARGO:-cargo}
-DEST=.carry/gpu
+DEST=${DEST:-.carry/gpu}
 # The path of the executable cargo built for a target (from its JSON messages).
 executable() {
   python3 -c '
@@ -20,11 +26,15 @@ print(exe[-1])' "$1"
 }
 TESTS=$("$CARGO" test --release -p kernels --features cuda --test gpu --no-run --message-format=json | executable gpu)
 BENCH=$("$CARGO" bench -p kernels --features cuda --bench short_conv_gpu --no-run --message-format=json | executable short_conv_gpu)
+SCAN_BENCH=$("$CARGO" bench -p kernels --features cuda --bench selective_scan_gpu --no-run --message-format=json | executable selective_scan_gpu)
 rm -rf "$DEST"
 mkdir -p "$DEST"
 cp "$TESTS" "$DEST/kernels-gpu-tests"
 cp "$BENCH" "$DEST/kernels-gpu-bench"
+cp "$SCAN_BENCH" "$DEST/kernels-gpu-scan-bench"
 cp target/release/libworkbench_kernels.so target/release/workbench "$DEST/"
-cp scripts/gpu-run.sh "$DEST/"
-strip "$DEST/kernels-gpu-tests" "$DEST/kernels-gpu-bench" "$DEST/workbench" "$DEST/libworkbench_kernels.so"
+cp scripts/gpu-run.sh experiments/kernel-parity.yaml kernels/benches/fla_bench.py "$DEST/"
+# fla-core's wheel for the public comparison (gpu-run.sh fla), when it was downloaded into .whl
+cp .whl/fla_core-0.6.0-py3-none-any.whl "$DEST/" 2>/dev/null || true
+strip "$DEST/kernels-gpu-tests" "$DEST/kernels-gpu-bench" "$DEST/kernels-gpu-scan-bench" "$DEST/workbench" "$DEST/libworkbench_kernels.so"
 du -ch "$DEST"/* | sed 's/^/gpu-bundle: /'

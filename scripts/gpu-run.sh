@@ -2,14 +2,25 @@
 # Runs on the GPU machine (no Rust, no network there): the CUDA kernels' GPU tests and benchmark from a
 # bundle built here with `make gpu-bundle`.
 #
-#   bash scripts/gpu-run.sh [BUNDLE_DIR] [all|tests|bench]      (defaults: .carry/gpu, all)
+#   bash scripts/gpu-run.sh [BUNDLE_DIR] [WHAT...]      (defaults: .carry/gpu, all)
+#
+# WHAT: any of `tests` (every gpu_ test), `conv` (the short convolution's benchmark), `scan` (the selective
+# scan's benchmark), `bench` (both benchmarks), `parity` (experiments/kernel-parity.yaml trained with
+# --kernels auto and --kernels reference, evaluation losses side by side), `all` (all of them), and, only
+# when named, `fla` (kernels/benches/fla_bench.py: fla-core's Triton kernels with the same protocol; needs
+# BUNDLE_DIR/fla_core-0.6.0-py3-none-any.whl and minutes of Triton autotuning).
 #
 # The binaries were linked against the torch 2.11.0 wheel here; there they use that machine's own torch
 # 2.11.0+cu130 through LD_LIBRARY_PATH. Logs go to $OUT (the device tool's output folder) or BUNDLE_DIR/out:
-# machine.txt, gpu-tests.log, bench.md. Exit status: non-zero if any test failed or the benchmark failed.
+# machine.txt, gpu-tests.log, bench.md, scan-bench.md, parity.txt, fla.md. Exit status: non-zero if any test failed or the benchmark failed.
 set -uo pipefail
 BUNDLE=$(cd "${1:-.carry/gpu}" && pwd) || { echo "gpu-run: no bundle at ${1:-.carry/gpu} (make gpu-bundle)" >&2; exit 2; }
-WHAT=${2:-all}
+shift || true
+WHAT=" ${*:-all} "
+want() {
+  case "$WHAT" in *" all "* | *" $1 "*) return 0 ;; esac
+  { [ "$1" = scan ] || [ "$1" = conv ]; } && [[ "$WHAT" == *" bench "* ]]
+}
 OUT=${OUT:-$BUNDLE/out}
 mkdir -p "$OUT"
 TORCH_LIB=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")') || {
@@ -26,12 +37,49 @@ export WORKBENCH_KERNELS_LIB="$BUNDLE/libworkbench_kernels.so"
 } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
 status=0
-if [ "$WHAT" = all ] || [ "$WHAT" = tests ]; then
-  "$BUNDLE/kernels-gpu-tests" --ignored --test-threads=1 gpu_ 2>&1 | tee "$OUT/gpu-tests.log"
+if want tests; then
+  "$BUNDLE/kernels-gpu-tests" --ignored --test-threads=1 --nocapture gpu_ 2>&1 | tee "$OUT/gpu-tests.log"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
-if [ "$WHAT" = all ] || [ "$WHAT" = bench ]; then
+if want parity; then
+  (
+    rc=0
+    for k in auto reference; do
+      start=$(date +%s)
+      "$BUNDLE/workbench" sweep "$BUNDLE/kernel-parity.yaml" --device cuda --kernels "$k" --out "/tmp/parity-$k" \
+        --force > "/tmp/parity-$k.log" 2>&1 || { echo "parity: --kernels $k failed:"; tail -20 "/tmp/parity-$k.log"; rc=1; }
+      echo "--kernels $k: $(( $(date +%s) - start )) s"
+      # a kernel library that did not load would silently train on the reference path: show its warning
+      cat /tmp/parity-"$k"/trials/*/stderr.log 2>/dev/null | grep -i "warning" | sort | uniq -c
+    done
+    python3 - <<'PY'
+import glob, json
+def losses(k):
+    files = glob.glob(f"/tmp/parity-{k}/trials/*/curve.jsonl")
+    if not files:
+        return []
+    return [p.get("eval_loss") for p in map(json.loads, open(files[0])) if p.get("eval_loss") is not None]
+a, r = losses("auto"), losses("reference")
+print("eval loss, kernels auto:     ", " ".join(f"{x:.4f}" for x in a))
+print("eval loss, kernels reference:", " ".join(f"{x:.4f}" for x in r))
+if a and len(a) == len(r):
+    print(f"max |auto - reference| = {max(abs(x - y) for x, y in zip(a, r)):.2e}")
+PY
+    exit $rc
+  ) 2>&1 | tee "$OUT/parity.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+if want scan; then
+  "$BUNDLE/kernels-gpu-scan-bench" 2>&1 | tee "$OUT/scan-bench.md"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+if want conv; then
   "$BUNDLE/kernels-gpu-bench" 2>&1 | tee "$OUT/bench.md"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+if [[ "$WHAT" == *" fla "* ]]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla-site "$BUNDLE"/fla_core-*.whl &&
+    PYTHONPATH=/tmp/fla-site PYTHONUNBUFFERED=1 python3 "$BUNDLE/fla_bench.py" 2>&1 | tee "$OUT/fla.md"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 exit $status

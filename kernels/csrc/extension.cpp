@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "selective_scan.h"
 #include "short_conv.h"
 
 #define WB_EXPORT extern "C" __attribute__((visibility("default")))
@@ -32,7 +33,7 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // Bumped whenever an exported signature changes; cuda_ext.rs refuses a library with another version.
-constexpr int32_t kAbiVersion = 1;
+constexpr int32_t kAbiVersion = 2;
 
 char* dup_message(const std::string& s) {
     char* m = static_cast<char*>(std::malloc(s.size() + 1));
@@ -171,6 +172,129 @@ struct ShortConvFunction : public torch::autograd::Function<ShortConvFunction> {
 std::atomic<int64_t> g_calls{0};
 
 // ---------------------------------------------------------------------------------------------------------
+// Mamba's selective scan.
+namespace ss = wb::selective_scan;
+
+bool present(const at::Tensor& t) { return t.defined() && t.numel() > 0; }
+
+void selective_scan_check(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& Bm,
+                          const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& h0) {
+    TORCH_CHECK(x.defined() && x.is_cuda() && x.dim() == 3 && x.is_contiguous(),
+                "selective_scan: x must be a contiguous CUDA [B, T, D] tensor");
+    TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
+                "selective_scan: x must be float32 or bfloat16, got ", x.scalar_type());
+    const int64_t B = x.size(0), T = x.size(1), D = x.size(2);
+    TORCH_CHECK(B >= 1 && T >= 1 && D >= 1 && B <= 65535, "selective_scan: bad x shape ", x.sizes());
+    TORCH_CHECK(A.defined() && A.dim() == 2 && A.size(0) == D && A.size(1) >= 1 && A.size(1) <= ss::kMaxState,
+                "selective_scan: A must be [D, N] with D = ", D, " and 1 <= N <= 64, got ", A.sizes());
+    const int64_t N = A.size(1);
+    auto same = [&](const at::Tensor& t, const char* name, at::IntArrayRef shape) {
+        TORCH_CHECK(t.sizes() == shape, "selective_scan: ", name, " must be ", shape, ", got ", t.sizes());
+        TORCH_CHECK(t.device() == x.device() && t.scalar_type() == x.scalar_type() && t.is_contiguous(),
+                    "selective_scan: ", name, " must be contiguous, on x's device, with x's dtype");
+    };
+    same(dt, "dt", {B, T, D});
+    same(A, "A", {D, N});
+    same(Bm, "B", {B, T, N});
+    same(Cm, "C", {B, T, N});
+    if (present(Dskip)) same(Dskip, "D", {D});
+    if (present(h0)) same(h0, "h0", {B, D, N});
+}
+
+ss::Params selective_scan_params(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A32,
+                                 const at::Tensor& Bm, const at::Tensor& Cm, const at::Tensor& D32) {
+    ss::Params p;
+    p.x = x.data_ptr();
+    p.dt = dt.data_ptr();
+    p.A = A32.data_ptr<float>();
+    p.Bm = Bm.data_ptr();
+    p.Cm = Cm.data_ptr();
+    p.Dskip = D32.defined() ? D32.data_ptr<float>() : nullptr;
+    p.B = x.size(0);
+    p.T = x.size(1);
+    p.D = x.size(2);
+    p.N = A32.size(1);
+    p.nchunks = ss::nchunks(p.T);
+    p.tiles = ss::tiles(p.D, p.N, ss::kThreads);
+    return p;
+}
+
+ss::DType ss_dtype(const at::Tensor& x) { return x.scalar_type() == at::kFloat ? ss::DType::F32 : ss::DType::BF16; }
+
+at::Tensor f32_or_undefined(const at::Tensor& t) {
+    return present(t) ? t.to(at::kFloat).contiguous() : at::Tensor();
+}
+
+// Outputs {y [B, T, D], h_T [B, D, N]} in x's dtype; D and h0 travel as empty tensors when absent (see
+// has_bias above for why not as undefined ones).
+struct SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunction> {
+    static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A,
+                                 const at::Tensor& Bm, const at::Tensor& Cm, const at::Tensor& Dskip,
+                                 const at::Tensor& h0, bool need_grad) {
+        const at::Tensor A32 = A.to(at::kFloat).contiguous();
+        const at::Tensor D32 = f32_or_undefined(Dskip);
+        const at::Tensor h032 = f32_or_undefined(h0);
+        ss::Params p = selective_scan_params(x, dt, A32, Bm, Cm, D32);
+        const auto f32 = x.options().dtype(at::kFloat);
+        at::Tensor y = at::empty_like(x);
+        at::Tensor hT = at::empty({p.B, p.D, p.N}, f32);
+        // Checkpoints only when a backward pass can follow: inference saves their writes (T / 32 states).
+        at::Tensor ckpt = need_grad ? at::empty({p.B, p.nchunks, p.D, p.N}, f32) : at::Tensor();
+        p.h0 = h032.defined() ? h032.data_ptr<float>() : nullptr;
+        p.y = y.data_ptr();
+        p.hT = hT.data_ptr<float>();
+        p.ckpt = need_grad ? ckpt.data_ptr<float>() : nullptr;
+        const char* err = ss::forward(p, ss_dtype(x), c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+        TORCH_CHECK(err == nullptr, "selective_scan forward kernel: ", err);
+        ctx->save_for_backward({x, dt, A, Bm, Cm, Dskip, h0});
+        // The checkpoints are an intermediate, not an input or output: kept as saved data.
+        ctx->saved_data["ckpt"] = ckpt;
+        return {y, hT.to(x.scalar_type())};
+    }
+
+    static variable_list backward(AutogradContext* ctx, variable_list grads) {
+        const variable_list s = ctx->get_saved_variables();
+        const at::Tensor &x = s[0], &dt = s[1], &A = s[2], &Bm = s[3], &Cm = s[4], &Dskip = s[5], &h0 = s[6];
+        const at::Tensor ckpt = ctx->saved_data["ckpt"].toTensor();
+        TORCH_CHECK(ckpt.defined(), "selective_scan backward: the forward pass ran without gradients");
+        const c10::cuda::CUDAGuard guard(x.device());
+        const at::Tensor A32 = A.to(at::kFloat).contiguous();
+        const at::Tensor D32 = f32_or_undefined(Dskip);
+        ss::Params p = selective_scan_params(x, dt, A32, Bm, Cm, D32);
+        const at::Tensor gy = grads[0].defined() ? grads[0].to(x.scalar_type()).contiguous() : at::zeros_like(x);
+        const at::Tensor ghT = grads[1].defined() ? grads[1].to(at::kFloat).contiguous() : at::Tensor();
+        const auto f32 = x.options().dtype(at::kFloat);
+        at::Tensor dx = at::empty_like(x), ddt = at::empty_like(x);
+        // Every element of these is written by exactly one thread (selective_scan.cuh): no zero fill.
+        at::Tensor dA = at::empty({p.B, p.D, p.N}, f32), dD = at::empty({p.B, p.D}, f32);
+        at::Tensor dB = at::empty({p.tiles, p.B, p.T, p.N}, f32), dC = at::empty({p.tiles, p.B, p.T, p.N}, f32);
+        at::Tensor dh0 = at::empty({p.B, p.D, p.N}, f32);
+        p.ckpt = const_cast<float*>(ckpt.data_ptr<float>());
+        p.gy = gy.data_ptr();
+        p.ghT = ghT.defined() ? ghT.data_ptr<float>() : nullptr;
+        p.dx = dx.data_ptr();
+        p.ddt = ddt.data_ptr();
+        p.dA_part = dA.data_ptr<float>();
+        p.dD_part = dD.data_ptr<float>();
+        p.dB_part = dB.data_ptr<float>();
+        p.dC_part = dC.data_ptr<float>();
+        p.dh0 = dh0.data_ptr<float>();
+        const char* err = ss::backward(p, ss_dtype(x), c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+        TORCH_CHECK(err == nullptr, "selective_scan backward kernel: ", err);
+        return {dx,
+                ddt,
+                dA.sum(0).to(A.scalar_type()),
+                dB.sum(0).to(Bm.scalar_type()),
+                dC.sum(0).to(Cm.scalar_type()),
+                present(Dskip) ? dD.sum(0).to(Dskip.scalar_type()) : at::Tensor(),
+                present(h0) ? dh0.to(h0.scalar_type()) : at::Tensor(),
+                at::Tensor()};
+    }
+};
+
+std::atomic<int64_t> g_scan_calls{0};
+
+// ---------------------------------------------------------------------------------------------------------
 // Timing with CUDA events on the current stream (for the benchmarks).
 struct Timer {
     cudaEvent_t start = nullptr;
@@ -201,6 +325,34 @@ WB_EXPORT char* wb_short_conv(const at::Tensor* x, const at::Tensor* w, const at
         *out = new at::Tensor(std::move(y));
     });
 }
+
+// Mamba's selective scan (selective_scan.h): y [B, T, D] and the final state h_T [B, D, N], both in x's
+// dtype, differentiable in every input. Dskip and h0 may be null.
+WB_EXPORT char* wb_selective_scan(const at::Tensor* x, const at::Tensor* dt, const at::Tensor* A,
+                                  const at::Tensor* Bm, const at::Tensor* Cm, const at::Tensor* Dskip,
+                                  const at::Tensor* h0, at::Tensor** out_y, at::Tensor** out_h) {
+    *out_y = nullptr;
+    *out_h = nullptr;
+    return guarded([&] {
+        TORCH_CHECK(x != nullptr && dt != nullptr && A != nullptr && Bm != nullptr && Cm != nullptr,
+                    "selective_scan: null tensor");
+        const at::Tensor none = at::empty({0}, x->options());
+        const at::Tensor d = Dskip != nullptr ? *Dskip : none;
+        const at::Tensor h = h0 != nullptr ? *h0 : none;
+        selective_scan_check(*x, *dt, *A, *Bm, *Cm, d, h);
+        const c10::cuda::CUDAGuard guard(x->device());
+        const bool need_grad = at::GradMode::is_enabled() &&
+                               (x->requires_grad() || dt->requires_grad() || A->requires_grad() ||
+                                Bm->requires_grad() || Cm->requires_grad() || d.requires_grad() || h.requires_grad());
+        variable_list r = SelectiveScanFunction::apply(*x, *dt, *A, *Bm, *Cm, d, h, need_grad);
+        g_scan_calls.fetch_add(1);
+        *out_y = new at::Tensor(std::move(r[0]));
+        *out_h = new at::Tensor(std::move(r[1]));
+    });
+}
+
+// How many times wb_selective_scan ran (tests check that dispatch reached the kernel).
+WB_EXPORT int64_t wb_selective_scan_calls() { return g_scan_calls.load(); }
 
 // How many times wb_short_conv ran (tests check that dispatch reached the kernel).
 WB_EXPORT int64_t wb_short_conv_calls() { return g_calls.load(); }

@@ -27,7 +27,7 @@ use tch::{Device, Kind, Tensor};
 /// The library's file name.
 pub const LIBRARY: &str = "libworkbench_kernels.so";
 /// Must match `kAbiVersion` in csrc/extension.cpp.
-const ABI_VERSION: i32 = 1;
+const ABI_VERSION: i32 = 2;
 
 /// Why a kernel call did not run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -53,6 +53,19 @@ pub struct Extension {
     short_conv: unsafe extern "C" fn(*const c_void, *const c_void, *const c_void, i32, *mut Raw) -> Msg,
     short_conv_calls: unsafe extern "C" fn() -> i64,
     short_conv_set_chunk: unsafe extern "C" fn(i64),
+    #[allow(clippy::type_complexity)]
+    selective_scan: unsafe extern "C" fn(
+        *const c_void,
+        *const c_void,
+        *const c_void,
+        *const c_void,
+        *const c_void,
+        *const c_void,
+        *const c_void,
+        *mut Raw,
+        *mut Raw,
+    ) -> Msg,
+    selective_scan_calls: unsafe extern "C" fn() -> i64,
     grad: unsafe extern "C" fn(
         *const *const c_void,
         *const *const c_void,
@@ -149,6 +162,8 @@ fn load() -> Result<Extension, String> {
             short_conv: symbol(handle, "wb_short_conv")?,
             short_conv_calls: symbol(handle, "wb_short_conv_calls")?,
             short_conv_set_chunk: symbol(handle, "wb_short_conv_set_chunk")?,
+            selective_scan: symbol(handle, "wb_selective_scan")?,
+            selective_scan_calls: symbol(handle, "wb_selective_scan_calls")?,
             grad: symbol(handle, "wb_grad")?,
             timer_new: symbol(handle, "wb_timer_new")?,
             timer_record: symbol(handle, "wb_timer_record")?,
@@ -294,6 +309,73 @@ pub fn check_short_conv(x: &Meta, w: &Meta, bias: Option<&Meta>) -> Result<(), C
     Ok(())
 }
 
+/// The largest state size N the selective-scan kernel takes (16 lanes x 4 states per lane).
+pub const SELECTIVE_SCAN_MAX_STATE: i64 = 64;
+
+/// Checks the selective scan's arguments (shapes in [`crate::selective_scan`]'s note): `x` [B, T, D] (CUDA,
+/// float32 or bfloat16, contiguous, B <= 65535), `dt` [B, T, D], `a` [D, N] with 1 <= N <= 64, `b` and `c`
+/// [B, T, N], `d` [D], `h0` [B, D, N]; every one contiguous, on x's device, in x's dtype.
+pub fn check_selective_scan(
+    x: &Meta,
+    dt: &Meta,
+    a: &Meta,
+    b: &Meta,
+    c: &Meta,
+    d: Option<&Meta>,
+    h0: Option<&Meta>,
+) -> Result<(), CudaKernelError> {
+    const OP: &str = "selective_scan";
+    let &[bs, t, di] = x.size.as_slice() else {
+        return Err(bad(OP, "x", format!("expected shape [B, T, D], got {:?}", x.size)));
+    };
+    if !x.device.is_cuda() {
+        return Err(bad(OP, "x", format!("expected a CUDA tensor, got device {:?}", x.device)));
+    }
+    if !supported_kind(x.kind) {
+        return Err(bad(OP, "x", format!("expected dtype Float or BFloat16, got {:?}", x.kind)));
+    }
+    if !x.contiguous {
+        return Err(bad(
+            OP,
+            "x",
+            format!("expected a contiguous [B, T, D] = {:?} tensor (call .contiguous())", x.size),
+        ));
+    }
+    if bs < 1 || t < 1 || di < 1 {
+        return Err(bad(OP, "x", format!("expected shape [B, T, D] with B, T, D >= 1, got {:?}", x.size)));
+    }
+    if bs > 65535 {
+        return Err(bad(OP, "x", format!("expected B <= 65535 (one grid dimension), got shape {:?}", x.size)));
+    }
+    let n_ok = a.size.len() == 2 && a.size[0] == di && (1..=SELECTIVE_SCAN_MAX_STATE).contains(&a.size[1]);
+    if !n_ok {
+        return Err(bad(OP, "A", format!("expected shape [D, N] = [{di}, 1..=64], got {:?}", a.size)));
+    }
+    let n = a.size[1];
+    let mut args: Vec<(&'static str, &Meta, Vec<i64>, &str)> = vec![
+        ("dt", dt, vec![bs, t, di], "[B, T, D]"),
+        ("A", a, vec![di, n], "[D, N]"),
+        ("B", b, vec![bs, t, n], "[B, T, N]"),
+        ("C", c, vec![bs, t, n], "[B, T, N]"),
+    ];
+    if let Some(d) = d {
+        args.push(("D", d, vec![di], "[D]"));
+    }
+    if let Some(h0) = h0 {
+        args.push(("h0", h0, vec![bs, di, n], "[B, D, N]"));
+    }
+    for (arg, m, want, names) in args {
+        if m.size != want {
+            return Err(bad(OP, arg, format!("expected shape {names} = {want:?}, got {:?}", m.size)));
+        }
+        same_device_and_kind(OP, arg, x, m)?;
+        if !m.contiguous {
+            return Err(bad(OP, arg, format!("expected a contiguous {names} = {want:?} tensor (call .contiguous())")));
+        }
+    }
+    Ok(())
+}
+
 fn same_device_and_kind(op: &'static str, arg: &'static str, x: &Meta, m: &Meta) -> Result<(), CudaKernelError> {
     if m.device != x.device {
         return Err(bad(op, arg, format!("expected device {:?} (that of x), got {:?}", x.device, m.device)));
@@ -352,6 +434,103 @@ pub(crate) fn short_conv_auto(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act
         Ok(y) => Some(y),
         Err(e) => panic!("{e}"),
     }
+}
+
+/// Mamba's selective scan on the GPU (see [`crate::selective_scan`] for the math): returns `(y [B, T, D],
+/// h_T [B, D, N])` in x's dtype, differentiable in every input. Arguments are checked first
+/// ([`check_selective_scan`]); float32 arithmetic inside for either dtype.
+#[allow(clippy::too_many_arguments)]
+pub fn selective_scan(
+    x: &Tensor,
+    dt: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    d: Option<&Tensor>,
+    h0: Option<&Tensor>,
+) -> Result<(Tensor, Tensor), CudaKernelError> {
+    let (dm, hm) = (d.map(Meta::of), h0.map(Meta::of));
+    check_selective_scan(
+        &Meta::of(x),
+        &Meta::of(dt),
+        &Meta::of(a),
+        &Meta::of(b),
+        &Meta::of(c),
+        dm.as_ref(),
+        hm.as_ref(),
+    )?;
+    selective_scan_unchecked(extension()?, x, dt, a, b, c, d, h0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn selective_scan_unchecked(
+    ext: &Extension,
+    x: &Tensor,
+    dt: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    d: Option<&Tensor>,
+    h0: Option<&Tensor>,
+) -> Result<(Tensor, Tensor), CudaKernelError> {
+    let ptr = |t: &Tensor| t.as_ptr().cast::<c_void>();
+    let opt = |t: Option<&Tensor>| t.map_or(std::ptr::null(), |t| t.as_ptr().cast::<c_void>());
+    let (mut y, mut h): (Raw, Raw) = (std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: the pointers are live tch tensors (at::Tensor*) for the duration of the call; on success `y`
+    // and `h` are new at::Tensor*s whose ownership passes to the returned Tensors.
+    let msg = unsafe { (ext.selective_scan)(ptr(x), ptr(dt), ptr(a), ptr(b), ptr(c), opt(d), opt(h0), &mut y, &mut h) };
+    ext.check("selective_scan", msg)?;
+    Ok(unsafe { (Tensor::from_ptr(y.cast()), Tensor::from_ptr(h.cast())) })
+}
+
+/// The `Auto` path of [`crate::selective_scan::selective_scan`] for a CUDA `x`: the kernel when it applies
+/// (every tensor float32 or bfloat16 in x's dtype and on x's device, 1 <= N <= 64, non-empty) and the
+/// library is loaded, else `None` (the caller's libtorch path). Non-contiguous inputs are made contiguous
+/// (the mixer slices B and C out of one projection). Shapes that do not fit together panic with the
+/// validation message, as the reference's own checks do.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn selective_scan_auto(
+    x: &Tensor,
+    dt: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    d: Option<&Tensor>,
+    h0: Option<&Tensor>,
+) -> Option<(Tensor, Tensor)> {
+    let n = a.size().get(1).copied().unwrap_or(0);
+    let fits = |t: &Tensor| t.kind() == x.kind() && t.device() == x.device();
+    if !supported_kind(x.kind())
+        || !(1..=SELECTIVE_SCAN_MAX_STATE).contains(&n)
+        || x.numel() == 0
+        || ![dt, a, b, c].into_iter().chain(d).chain(h0).all(fits)
+    {
+        return None;
+    }
+    let ext = for_cuda_tensors()?;
+    let cont = |t: &Tensor| t.contiguous();
+    let (x, dt, a, b, c) = (cont(x), cont(dt), cont(a), cont(b), cont(c));
+    let (d, h0) = (d.map(cont), h0.map(cont));
+    let (dm, hm) = (d.as_ref().map(Meta::of), h0.as_ref().map(Meta::of));
+    let checked = check_selective_scan(
+        &Meta::of(&x),
+        &Meta::of(&dt),
+        &Meta::of(&a),
+        &Meta::of(&b),
+        &Meta::of(&c),
+        dm.as_ref(),
+        hm.as_ref(),
+    );
+    match checked.and_then(|()| selective_scan_unchecked(ext, &x, &dt, &a, &b, &c, d.as_ref(), h0.as_ref())) {
+        Ok(r) => Some(r),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// How many times the selective-scan kernel ran in this process (tests check that dispatch reached it).
+pub fn selective_scan_calls() -> Result<i64, CudaKernelError> {
+    let ext = extension()?;
+    Ok(unsafe { (ext.selective_scan_calls)() })
 }
 
 /// How many times the short-convolution kernel ran in this process (tests check that dispatch reached it).
@@ -476,6 +655,54 @@ mod tests {
             assert_eq!(arg, want_arg, "{text}");
             assert!(text.contains(want_text), "`{text}` should mention `{want_text}`");
             assert!(text.starts_with("short_conv: argument"), "{text}");
+        }
+    }
+
+    #[test]
+    fn selective_scan_validation_names_the_argument_and_the_expected_shape() {
+        let gpu = Device::Cuda(0);
+        let k = Kind::BFloat16;
+        let x = meta(gpu, k, &[2, 9, 5]);
+        let a = meta(gpu, k, &[5, 16]);
+        let bc = meta(gpu, k, &[2, 9, 16]);
+        let d = meta(gpu, k, &[5]);
+        let h0 = meta(gpu, k, &[2, 5, 16]);
+        let ok = |x: &Meta, dt: &Meta, a: &Meta, b: &Meta, c: &Meta, d: Option<&Meta>, h: Option<&Meta>| {
+            check_selective_scan(x, dt, a, b, c, d, h)
+        };
+        assert_eq!(ok(&x, &x, &a, &bc, &bc, Some(&d), Some(&h0)), Ok(()));
+        assert_eq!(ok(&x, &x, &a, &bc, &bc, None, None), Ok(()));
+        type Args = (Meta, Meta, Meta, Meta, Meta, Option<Meta>, Option<Meta>);
+        let base: Args = (x.clone(), x.clone(), a.clone(), bc.clone(), bc.clone(), Some(d.clone()), Some(h0.clone()));
+        let with = |f: &dyn Fn(&mut Args)| {
+            let mut v = base.clone();
+            f(&mut v);
+            v
+        };
+        let cases: Vec<(Args, &str, &str)> = vec![
+            (with(&|v| v.0 = meta(gpu, k, &[9, 5])), "x", "[B, T, D]"),
+            (with(&|v| v.0 = meta(Device::Cpu, k, &[2, 9, 5])), "x", "CUDA"),
+            (with(&|v| v.0 = meta(gpu, Kind::Half, &[2, 9, 5])), "x", "Float or BFloat16"),
+            (with(&|v| v.0.contiguous = false), "x", "contiguous"),
+            (with(&|v| v.0 = meta(gpu, k, &[2, 0, 5])), "x", ">= 1"),
+            (with(&|v| v.1 = meta(gpu, k, &[2, 9, 4])), "dt", "[B, T, D] = [2, 9, 5]"),
+            (with(&|v| v.1 = meta(gpu, Kind::Float, &[2, 9, 5])), "dt", "dtype BFloat16"),
+            (with(&|v| v.2 = meta(gpu, k, &[5, 65])), "A", "[D, N] = [5, 1..=64]"),
+            (with(&|v| v.2 = meta(gpu, k, &[4, 16])), "A", "[D, N] = [5, 1..=64]"),
+            (with(&|v| v.2 = meta(Device::Cpu, k, &[5, 16])), "A", "device"),
+            (with(&|v| v.3 = meta(gpu, k, &[2, 9, 15])), "B", "[B, T, N] = [2, 9, 16]"),
+            (with(&|v| v.3.contiguous = false), "B", "contiguous"),
+            (with(&|v| v.4 = meta(gpu, k, &[2, 8, 16])), "C", "[B, T, N] = [2, 9, 16]"),
+            (with(&|v| v.5 = Some(meta(gpu, k, &[6]))), "D", "[D] = [5]"),
+            (with(&|v| v.6 = Some(meta(gpu, k, &[2, 16, 5]))), "h0", "[B, D, N] = [2, 5, 16]"),
+            (with(&|v| v.6 = Some(meta(gpu, Kind::Float, &[2, 5, 16]))), "h0", "dtype"),
+        ];
+        for (v, want_arg, want_text) in cases {
+            let e = check_selective_scan(&v.0, &v.1, &v.2, &v.3, &v.4, v.5.as_ref(), v.6.as_ref()).unwrap_err();
+            let (arg, text) = arg_of(e);
+            assert_eq!(arg, want_arg, "{text}");
+            assert!(text.contains(want_text), "`{text}` should mention `{want_text}`");
+            assert!(text.starts_with("selective_scan: argument"), "{text}");
         }
     }
 

@@ -28,6 +28,12 @@
 //! libtorch's intra-op threads the blocked loop is 1.6-2.7x faster, as its larger ops split across threads
 //! and the loop's 128 KB ops do not. `scan_speed` (ignored test) measures it.
 //!
+//! On CUDA tensors `Auto` runs our kernel (csrc/selective_scan.*, through [`crate::cuda_ext`]) when its
+//! library is loaded and the arguments fit it (float32 or bfloat16 throughout, N <= 64): the state stays in
+//! registers, one pass over the inputs forward, and the backward pass recomputes states from checkpoints
+//! taken every 32 steps instead of storing all of them. Otherwise (and with `WORKBENCH_KERNELS=reference`
+//! for the kernel) it takes the paths above.
+//!
 //! FLOPs (the convention's "state-update multiply-adds"): 2 per state element per token for the update
 //! (forming `exp(dt A)` and `(dt x) B^T` is elementwise and not counted) and, for the selective scan, 2 per
 //! state element per token for the readout `h C`: `4 * Dinner * N` per token. The chunked `linear_scan`
@@ -151,6 +157,14 @@ pub fn selective_scan(
     let n = a.size()[1];
     assert_eq!(a.size(), [di, n], "selective_scan: A must be [Dinner, N]");
     flop_count::record(selective_scan_flops(bs, t, di, n));
+    let path = crate::cuda_ext::resolve(path);
+    // CUDA tensors on the Auto path: our kernel (csrc/selective_scan.cu) when its library is loaded and the
+    // arguments fit it (dtypes, N <= 64); the blocked loop below otherwise.
+    if path == KernelPath::Auto && x.device().is_cuda() {
+        if let Some(r) = crate::cuda_ext::selective_scan_auto(x, dt, a, b, c, d, initial_state) {
+            return r;
+        }
+    }
     let (y, h) = match path {
         KernelPath::Reference => {
             let mut h =
@@ -172,8 +186,10 @@ pub fn selective_scan(
     }
 }
 
-/// The blocked loop of the module note, in time-major layout so every per-token slice is contiguous.
-fn blocked(
+/// The blocked loop of the module note, in time-major layout so every per-token slice is contiguous; without
+/// the skip term `D ⊙ x`. The `Auto` path on CPU, and on CUDA where the kernel does not apply; public so the
+/// GPU benchmark can time it against the kernel (it is what CUDA tensors ran before the kernel existed).
+pub fn blocked(
     x: &Tensor,
     dt: &Tensor,
     a: &Tensor,

@@ -1,0 +1,106 @@
+"""Times flash-linear-attention's (fla-core 0.6.0) Triton kernels with the protocol of our Rust GPU
+benchmarks, so their numbers sit beside ours: bfloat16, B = 8, H = 16, T in {2048, 4096}, head dim in
+{64, 128}; forward and forward+backward; CUDA events around each call, the L2 flushed before every run by
+writing a 256 MiB buffer, warm-up runs first (they include fla's Triton autotuning, which takes minutes the
+first time a shape is seen), then the median of RUNS runs. Prints a Markdown table; an op that fails (fla
+0.6.0 refuses the gated chunk backward on Hopper with Triton >= 3.4, < 3.7.1) gets its error in the table.
+
+On the GPU machine (no network), with the wheel carried in .whl (see scripts/gpu-run.sh `fla`):
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/fla_core-0.6.0-py3-none-any.whl
+    PYTHONPATH=/tmp/site python3 kernels/benches/fla_bench.py [op ...]
+ops: simple_gla (scalar decay per head and token: RetNet, Mamba2's SSD), gla (per-key gates),
+linear_attn (no decay), retention (fixed per-head decay). Default: all four.
+"""
+
+import sys
+
+import torch
+
+RUNS = 50
+WARMUP = 5
+B, H = 8, 16
+
+
+def timed(fn, flush):
+    for _ in range(WARMUP):
+        fn()
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    ms = []
+    for _ in range(RUNS):
+        flush.fill_(1)
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        ms.append(start.elapsed_time(stop))
+    ms.sort()
+    return ms[len(ms) // 2]
+
+
+def inputs(op, t, d):
+    dev, bf = "cuda", torch.bfloat16
+    q = torch.randn(B, t, H, d, device=dev, dtype=bf)
+    k = torch.randn(B, t, H, d, device=dev, dtype=bf) / d**0.5
+    v = torch.randn(B, t, H, d, device=dev, dtype=bf)
+    extra = {}
+    if op == "simple_gla":
+        # log-decays in (-0.1, 0): a scalar per head and token
+        extra["g"] = -0.1 * torch.rand(B, t, H, device=dev, dtype=torch.float32)
+    elif op == "gla":
+        extra["g"] = torch.nn.functional.logsigmoid(torch.randn(B, t, H, d, device=dev, dtype=torch.float32) + 4)
+    elif op == "linear_attn":
+        extra["normalize"] = False  # the plain causal form, as our linear_attention computes it
+    return q, k, v, extra
+
+
+def call(op):
+    if op == "simple_gla":
+        from fla.ops.simple_gla import chunk_simple_gla as f
+    elif op == "gla":
+        from fla.ops.gla import chunk_gla as f
+    elif op == "linear_attn":
+        from fla.ops.linear_attn import chunk_linear_attn as f
+    elif op == "retention":
+        from fla.ops.retention import chunk_retention as f
+    else:
+        raise SystemExit(f"unknown op {op}")
+    return f
+
+
+def main():
+    ops = sys.argv[1:] or ["simple_gla", "gla", "linear_attn", "retention"]
+    flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+    print(f"fla {__import__('fla').__version__}, torch {torch.__version__}, triton {__import__('triton').__version__}, "
+          f"{torch.cuda.get_device_name()}\n")
+    print(f"## fla chunk kernels, bfloat16, B = {B}, H = {H}; median of {RUNS} runs, ms\n")
+    print("| op | T | head dim | fwd | fwd+bwd |")
+    print("|---|---|---|---|---|")
+    for op in ops:
+        f = call(op)
+        for t in (2048, 4096):
+            for d in (64, 128):
+                q, k, v, extra = inputs(op, t, d)
+                cells = []
+                for backward in (False, True):
+                    try:
+                        if backward:
+                            qq, kk, vv = (x.detach().requires_grad_(True) for x in (q, k, v))
+                            do = torch.randn_like(v)
+
+                            def run():
+                                o = f(qq, kk, vv, **extra)[0]
+                                torch.autograd.grad(o, (qq, kk, vv), do)
+                        else:
+
+                            def run():
+                                with torch.no_grad():
+                                    f(q, k, v, **extra)
+
+                        cells.append(f"{timed(run, flush):.3f}")
+                    except Exception as e:  # noqa: BLE001 - the table records why an op did not run
+                        cells.append(f"error: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+                print(f"| {op} | {t} | {d} | {cells[0]} | {cells[1]} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+// Mamba's selective scan: kernels and launchers (selective_scan.h: math, shapes, work split;
+// selective_scan.cuh: the per-thread work).
+//
+// Instantiated for float and bfloat16 and three (lanes per channel, states per lane) shapes: (4, 1) for
+// N <= 4, (16, 1) for N <= 16, (16, 4) for N <= 64.
+#include "selective_scan.cuh"
+
+namespace wb {
+namespace selective_scan {
+namespace {
+
+// What threads share, on the GPU.
+struct DeviceCtx {
+    __device__ __forceinline__ float shfl_xor(float v, int off) { return __shfl_xor_sync(0xffffffffu, v, off); }
+    __device__ __forceinline__ void sync() { __syncthreads(); }
+    __device__ __forceinline__ void smem_add(float* p, float v) { atomicAdd(p, v); }
+};
+
+// Blocks per multiprocessor the register budget is set for: a forward thread with one state fits in 64
+// registers (4 blocks, 32 warps); four states, or the backward pass, need up to 128 (2 blocks).
+template <typename T, int G, int NPL>
+__global__ void __launch_bounds__(kThreads, NPL == 1 ? 4 : 2) forward_kernel(Params p) {
+    DeviceCtx ctx;
+    forward_thread<T, G, NPL, kThreads>(p, ctx, threadIdx.x, blockIdx.x, blockIdx.y);
+}
+
+template <typename T, int G, int NPL>
+__global__ void __launch_bounds__(kThreads, 2) backward_kernel(Params p) {
+    __shared__ float smem[BwdSmem<G, NPL, kThreads>::total];
+    DeviceCtx ctx;
+    backward_thread<T, G, NPL, kThreads>(p, ctx, smem, threadIdx.x, blockIdx.x, blockIdx.y);
+}
+
+template <bool BACKWARD, typename T>
+void launch(const Params& p, cudaStream_t s) {
+    const dim3 grid(unsigned(p.tiles), unsigned(p.B));
+    const Shape sh = pick_shape(p.N);
+    if (sh.G == 4) {
+        BACKWARD ? backward_kernel<T, 4, 1><<<grid, kThreads, 0, s>>>(p)
+                 : forward_kernel<T, 4, 1><<<grid, kThreads, 0, s>>>(p);
+    } else if (sh.NPL == 1) {
+        BACKWARD ? backward_kernel<T, 16, 1><<<grid, kThreads, 0, s>>>(p)
+                 : forward_kernel<T, 16, 1><<<grid, kThreads, 0, s>>>(p);
+    } else {
+        BACKWARD ? backward_kernel<T, 16, 4><<<grid, kThreads, 0, s>>>(p)
+                 : forward_kernel<T, 16, 4><<<grid, kThreads, 0, s>>>(p);
+    }
+}
+
+const char* check(const Params& p) {
+    if (p.N < 1 || p.N > kMaxState) return "selective_scan: N must be in 1..=64";
+    if (p.B > 65535 || p.tiles > 2147483647) return "selective_scan: B or D too large for one launch";
+    if (p.nchunks != nchunks(p.T) || p.tiles != tiles(p.D, p.N, kThreads)) return "selective_scan: bad plan";
+    const cudaError_t e = cudaGetLastError();  // an earlier asynchronous error would be misattributed
+    return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+}
+
+template <bool BACKWARD>
+const char* run(const Params& p, DType dt, cudaStream_t stream) {
+    if (const char* err = check(p)) return err;
+    if (dt == DType::F32) {
+        launch<BACKWARD, float>(p, stream);
+    } else {
+        launch<BACKWARD, __nv_bfloat16>(p, stream);
+    }
+    const cudaError_t e = cudaGetLastError();
+    return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+}
+
+}  // namespace
+
+const char* forward(const Params& p, DType dt, cudaStream_t stream) { return run<false>(p, dt, stream); }
+const char* backward(const Params& p, DType dt, cudaStream_t stream) { return run<true>(p, dt, stream); }
+
+}  // namespace selective_scan
+}  // namespace wb

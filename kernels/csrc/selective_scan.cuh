@@ -1,0 +1,391 @@
+// Mamba's selective scan: the per-thread work of the CUDA kernels (see selective_scan.h for the math, the
+// shapes and the work split).
+//
+// Written once for the GPU and the CPU: every function takes a `Ctx` that provides the only things threads
+// share (lane shuffles inside a warp, the block barrier, adds into shared memory). selective_scan.cu passes
+// one built on the CUDA intrinsics; tests/emulate_selective_scan.cu passes one that runs every thread of a
+// block as a CPU thread, so this exact code is checked against a float64 reference without a GPU.
+//
+// Rules that make that possible and keep the GPU code fast:
+//   - control flow is uniform across the block: loops run over time (the same for every thread), and a
+//     thread whose channel or state index is out of range computes on zeros and stores nothing, so every
+//     lane reaches every shuffle and barrier;
+//   - register arrays are indexed with compile-time constants only (fully unrolled loops).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "selective_scan.h"
+
+namespace wb {
+namespace selective_scan {
+
+__host__ __device__ __forceinline__ float to_f(float v) { return v; }
+__host__ __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T>
+__host__ __device__ __forceinline__ T from_f(float v);
+template <>
+__host__ __device__ __forceinline__ float from_f<float>(float v) {
+    return v;
+}
+template <>
+__host__ __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
+    return __float2bfloat16_rn(v);
+}
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// 2^v: one MUFU instruction on the GPU (relative error about 2^-22); A is pre-scaled by log2(e), so
+// exp(dt A) costs one multiply and this. Results below the smallest normal float flush to 0.
+__host__ __device__ __forceinline__ float exp2_fast(float v) {
+#if defined(__CUDA_ARCH__)
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
+    return r;
+#else
+    return std::exp2(v);
+#endif
+}
+
+// Sums over the G lanes of a channel group (G divides 32; groups are aligned in the warp) of L per-step
+// values at once, as a reduce-scatter: each round over lane bit O either halves the values a lane holds
+// (it keeps one half, adds the partner's copy of that half) or, once a lane holds one value, is a plain
+// butterfly. That is G/2 + G/4 + ... shuffles for L steps (8 for G = 16, L = 8) where one butterfly per
+// step would take L * log2(G) (32); on the GPU shuffles, not exponentials, would otherwise bound the N <= 16
+// kernels. On return v[0 .. spread(G, L)) hold the group's totals of steps `first + i`.
+// Steps per sub-chunk: the backward pass keeps L states and decays per owned state in registers, so a thread
+// that owns 4 states takes 4 steps at a time, one that owns 1 takes 8.
+template <int NPL>
+struct Len {
+    static constexpr int sub = NPL == 1 ? 8 : 4;
+    static constexpr int subs = kChunk / sub;
+};
+
+constexpr int spread(int G, int L) { return L >= G ? L / G : 1; }
+
+template <int M, int O>
+struct ReduceScatter {
+    template <class Ctx, int L>
+    __host__ __device__ __forceinline__ static void run(Ctx& ctx, int lane, float (&v)[L], int& first) {
+        if constexpr (O >= 1) {
+            if constexpr (M > 1) {
+                constexpr int H = M / 2;
+                const bool upper = (lane & O) != 0;
+#pragma unroll
+                for (int i = 0; i < H; ++i) {
+                    const float keep = upper ? v[i + H] : v[i];
+                    const float send = upper ? v[i] : v[i + H];
+                    v[i] = keep + ctx.shfl_xor(send, O);
+                }
+                if (upper) first += H;
+                ReduceScatter<H, O / 2>::run(ctx, lane, v, first);
+            } else {
+                v[0] += ctx.shfl_xor(v[0], O);
+                ReduceScatter<1, O / 2>::run(ctx, lane, v, first);
+            }
+        }
+    }
+};
+
+// Returns `first`; the lanes that hold the same totals (they differ only in the butterfly bits) are
+// told apart by `writer`.
+template <int G, int L, class Ctx>
+__host__ __device__ __forceinline__ int group_reduce_scatter(Ctx& ctx, int lane, float (&v)[L]) {
+    int first = 0;
+    ReduceScatter<L, G / 2>::run(ctx, lane, v, first);
+    return first;
+}
+
+template <int G, int L>
+__host__ __device__ __forceinline__ bool writer(int lane) {
+    return L >= G || (lane & (G / L - 1)) == 0;
+}
+
+// Shared memory of the backward pass, in floats: the sub-chunk start states [subs][NPL][THREADS] and the
+// per-step sums over the block's channels of dB and dC for one chunk, [kChunk][G * NPL][2].
+template <int G, int NPL, int THREADS>
+struct BwdSmem {
+    static constexpr int sub = Len<NPL>::subs * NPL * THREADS;
+    static constexpr int dbc = kChunk * G * NPL * 2;
+    static constexpr int total = sub + dbc;
+};
+
+// Which channel and states a thread owns.
+template <int G, int NPL, int THREADS>
+struct Owner {
+    int lane;
+    int64_t d;
+    bool dv;  // channel in range
+    int64_t n[NPL];
+    bool nv[NPL];  // channel and state in range
+    __host__ __device__ __forceinline__ Owner(const Params& p, int tid, int64_t tile) {
+        lane = tid % G;
+        d = tile * (THREADS / G) + tid / G;
+        dv = d < p.D;
+#pragma unroll
+        for (int k = 0; k < NPL; ++k) {
+            n[k] = int64_t(k) * G + lane;
+            nv[k] = dv && n[k] < p.N;
+        }
+    }
+};
+
+// A load that reads nothing when !valid (the pointer may then be out of range).
+template <typename T>
+__host__ __device__ __forceinline__ float ld(const T* ptr, bool valid) {
+    return valid ? to_f(*ptr) : 0.0f;
+}
+
+// Every loop walks pointers forward or back by one step (D elements for x, dt, dy; N for B, C) instead of
+// forming `t * D + d` products: the first version spent about 5 of every 6 instructions of its inner loop on
+// 64-bit index arithmetic and re-read parameters, and ran 30x above its floor.
+
+template <typename T, int G, int NPL, int THREADS, class Ctx>
+__host__ __device__ __forceinline__ void forward_thread(const Params& p, Ctx& ctx, int tid, int64_t tile,
+                                                        int64_t b) {
+    constexpr int kSub = Len<NPL>::sub;
+    const Owner<G, NPL, THREADS> o(p, tid, tile);
+    const int64_t D = p.D, N = p.N, T_ = p.T;
+    const T* xp = static_cast<const T*>(p.x) + b * T_ * D + o.d;
+    const T* dtp = static_cast<const T*>(p.dt) + b * T_ * D + o.d;
+    const T* bp = static_cast<const T*>(p.Bm) + b * T_ * N + o.lane;  // state k * G + lane at bp[k * G]
+    const T* cp = static_cast<const T*>(p.Cm) + b * T_ * N + o.lane;
+    T* yp = static_cast<T*>(p.y) + b * T_ * D + o.d;
+    // advances by D * N per chunk; null when no gradient will be asked for (inference writes no checkpoints)
+    float* ck = p.ckpt != nullptr ? p.ckpt + (b * p.nchunks * D + o.d) * N + o.lane : nullptr;
+
+    float A2[NPL], h[NPL];
+#pragma unroll
+    for (int k = 0; k < NPL; ++k) {
+        A2[k] = o.nv[k] ? p.A[o.d * N + o.n[k]] * kLog2e : 0.0f;
+        h[k] = (o.nv[k] && p.h0 != nullptr) ? p.h0[(b * D + o.d) * N + o.n[k]] : 0.0f;
+    }
+    // the skip term D x, added by one lane per channel
+    const float Dl = (o.dv && o.lane == 0 && p.Dskip != nullptr) ? p.Dskip[o.d] : 0.0f;
+    const bool wr = writer<G, kSub>(o.lane) && o.dv;
+
+    for (int64_t t0 = 0; t0 < T_; t0 += kSub) {
+        const int steps = T_ - t0 < kSub ? int(T_ - t0) : kSub;
+        if (ck != nullptr && t0 % kChunk == 0) {
+#pragma unroll
+            for (int k = 0; k < NPL; ++k)
+                if (o.nv[k]) ck[k * G] = h[k];
+            ck += D * N;
+        }
+        // Loads of the whole sub-chunk first: several independent loads in flight per thread.
+        float xs[kSub], dts[kSub];
+#pragma unroll
+        for (int i = 0; i < kSub; ++i) {
+            xs[i] = ld(xp, o.dv && i < steps);
+            dts[i] = ld(dtp, o.dv && i < steps);
+            xp += D;
+            dtp += D;
+        }
+        // Steps past T have x = dt = 0: the decay is 1 and the input 0, so the state does not change.
+        float part[kSub];
+#pragma unroll
+        for (int i = 0; i < kSub; ++i) {
+            const float u = dts[i] * xs[i];
+            float acc = Dl * xs[i];
+#pragma unroll
+            for (int k = 0; k < NPL; ++k) {
+                const float bn = ld(bp + k * G, o.nv[k] && i < steps);
+                const float cn = ld(cp + k * G, o.nv[k] && i < steps);
+                h[k] = fmaf(exp2_fast(dts[i] * A2[k]), h[k], u * bn);
+                acc = fmaf(h[k], cn, acc);
+            }
+            bp += N;
+            cp += N;
+            part[i] = acc;
+        }
+        const int first = group_reduce_scatter<G, kSub>(ctx, o.lane, part);
+#pragma unroll
+        for (int i = 0; i < spread(G, kSub); ++i)
+            if (wr && first + i < steps) yp[(t0 + first + i) * D] = from_f<T>(part[i]);
+    }
+    float* hT = p.hT + (b * D + o.d) * N;
+#pragma unroll
+    for (int k = 0; k < NPL; ++k)
+        if (o.nv[k]) hT[o.n[k]] = h[k];
+}
+
+template <typename T, int G, int NPL, int THREADS, class Ctx>
+__host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& ctx, float* smem, int tid,
+                                                         int64_t tile, int64_t b) {
+    using S = BwdSmem<G, NPL, THREADS>;
+    constexpr int kSub = Len<NPL>::sub, kSubs = Len<NPL>::subs;
+    constexpr int NP = G * NPL;  // state slots per channel (>= N)
+    const Owner<G, NPL, THREADS> o(p, tid, tile);
+    const int64_t D = p.D, N = p.N, T_ = p.T;
+    const T* x0 = static_cast<const T*>(p.x) + b * T_ * D + o.d;
+    const T* dt0 = static_cast<const T*>(p.dt) + b * T_ * D + o.d;
+    const T* gy0 = static_cast<const T*>(p.gy) + b * T_ * D + o.d;
+    const T* b0 = static_cast<const T*>(p.Bm) + b * T_ * N + o.lane;
+    const T* c0 = static_cast<const T*>(p.Cm) + b * T_ * N + o.lane;
+    T* dx0 = static_cast<T*>(p.dx) + b * T_ * D + o.d;
+    T* ddt0 = static_cast<T*>(p.ddt) + b * T_ * D + o.d;
+    float* dBp = p.dB_part + (tile * p.B + b) * T_ * N;
+    float* dCp = p.dC_part + (tile * p.B + b) * T_ * N;
+    float* sub = smem + tid;  // [kSubs][NPL][THREADS]: this thread's column
+    float* dbc = smem + S::sub;  // [kChunk][NP][2]
+
+    for (int i = tid; i < S::dbc; i += THREADS) dbc[i] = 0.0f;
+    ctx.sync();
+
+    // Only A log2(e) is kept (registers are the backward pass's limit): sum_n A G a h = ln(2) sum_n A2 G a h.
+    float A2[NPL], g[NPL], dA[NPL], h[NPL];
+#pragma unroll
+    for (int k = 0; k < NPL; ++k) {
+        A2[k] = o.nv[k] ? p.A[o.d * N + o.n[k]] * kLog2e : 0.0f;
+        // g holds exp(dt_{t+1} A) ⊙ G_{t+1} on entry to step t; at t = T - 1 that is dL/dh_T.
+        g[k] = (o.nv[k] && p.ghT != nullptr) ? p.ghT[(b * D + o.d) * N + o.n[k]] : 0.0f;
+        dA[k] = 0.0f;
+        h[k] = 0.0f;
+    }
+    const float Dl = (o.dv && o.lane == 0 && p.Dskip != nullptr) ? p.Dskip[o.d] : 0.0f;
+    const bool first_lane = o.lane == 0;
+    const bool wr = writer<G, kSub>(o.lane) && o.dv;
+    float dD = 0.0f;
+
+    for (int64_t c = p.nchunks - 1; c >= 0; --c) {
+        const int64_t tc = c * kChunk;
+        const float* ck = p.ckpt + ((b * p.nchunks + c) * D + o.d) * N + o.lane;
+#pragma unroll
+        for (int k = 0; k < NPL; ++k) h[k] = o.nv[k] ? ck[k * G] : 0.0f;
+        // Level 1: the state at the start of every sub-chunk, from the chunk's checkpoint.
+        {
+            const T* xq = x0 + tc * D;
+            const T* dq = dt0 + tc * D;
+            const T* bq = b0 + tc * N;
+            for (int s = 0; s < kSubs; ++s) {
+#pragma unroll
+                for (int k = 0; k < NPL; ++k) sub[(s * NPL + k) * THREADS] = h[k];
+                if (s == kSubs - 1) break;  // the last sub-chunk's end state is not needed
+                const int64_t ts = tc + s * kSub;
+                const int steps = T_ - ts < kSub ? (T_ > ts ? int(T_ - ts) : 0) : kSub;
+#pragma unroll
+                for (int i = 0; i < kSub; ++i) {
+                    const float xt = ld(xq, o.dv && i < steps);
+                    const float dtt = ld(dq, o.dv && i < steps);
+                    const float u = dtt * xt;
+#pragma unroll
+                    for (int k = 0; k < NPL; ++k)
+                        h[k] = fmaf(exp2_fast(dtt * A2[k]), h[k], u * ld(bq + k * G, o.nv[k] && i < steps));
+                    xq += D;
+                    dq += D;
+                    bq += N;
+                }
+            }
+        }
+        // Level 2, sub-chunks last first: recompute kSub states, then run the adjoint back through them.
+        for (int s = kSubs - 1; s >= 0; --s) {
+            const int64_t ts = tc + s * kSub;
+            if (ts >= T_) continue;  // uniform
+            const int steps = T_ - ts < kSub ? int(T_ - ts) : kSub;
+            const T* xq = x0 + ts * D;
+            const T* dq = dt0 + ts * D;
+            const T* bq = b0 + ts * N;
+            float hp[kSub][NPL], av[kSub][NPL];  // h_{t-1} and exp(dt_t A) for t = ts + i
+#pragma unroll
+            for (int k = 0; k < NPL; ++k) h[k] = sub[(s * NPL + k) * THREADS];
+#pragma unroll
+            for (int i = 0; i < kSub; ++i) {
+                const float xt = ld(xq, o.dv && i < steps);
+                const float dtt = ld(dq, o.dv && i < steps);
+                const float u = dtt * xt;
+#pragma unroll
+                for (int k = 0; k < NPL; ++k) {
+                    av[i][k] = exp2_fast(dtt * A2[k]);
+                    hp[i][k] = h[k];
+                    h[k] = fmaf(av[i][k], h[k], u * ld(bq + k * G, o.nv[k] && i < steps));
+                }
+                if (i + 1 < kSub) {  // stop on the last step: the reverse walk starts there
+                    xq += D;
+                    dq += D;
+                    bq += N;
+                }
+            }
+            // Per step, this lane's parts of dx = dt sum_n G B + D gy and ddt = x sum_n G B + sum_n A G a h_{t-1}
+            // (A = ln(2) A2), summed over the group after the sub-chunk. The walk is backwards in time.
+            const T* gq = gy0 + (ts + kSub - 1) * D;
+            const T* cq = c0 + (ts + kSub - 1) * N;
+            float dxv[kSub], ddtv[kSub];
+#pragma unroll
+            for (int i = kSub - 1; i >= 0; --i) {
+                const bool tv = i < steps;
+                const float xt = ld(xq, o.dv && tv);
+                const float dtt = ld(dq, o.dv && tv);
+                const float gyt = ld(gq, o.dv && tv);
+                const float u = dtt * xt;
+                float s1 = 0.0f, s2 = 0.0f;  // sum_n G B, sum_n A2 G a h_{t-1}
+#pragma unroll
+                for (int k = 0; k < NPL; ++k) {
+                    const float bn = ld(bq + k * G, o.nv[k] && tv);
+                    const float cn = ld(cq + k * G, o.nv[k] && tv);
+                    const float Gk = fmaf(gyt, cn, g[k]);  // dL/dh_t (0 past T)
+                    const float ht = fmaf(av[i][k], hp[i][k], u * bn);
+                    const float q = Gk * av[i][k] * hp[i][k];
+                    s1 = fmaf(Gk, bn, s1);
+                    s2 = fmaf(A2[k], q, s2);
+                    dA[k] = fmaf(dtt, q, dA[k]);
+                    // past T: Gk = g (the decay there is 1) and everything else adds 0
+                    g[k] = av[i][k] * Gk;
+                    // Unconditional (no branch): past T, for a state n >= N or a channel d >= D, u, gy and h
+                    // are 0, so these add exact zeros to slots that exist (n < G * NPL).
+                    ctx.smem_add(&dbc[((s * kSub + i) * NP + k * G + o.lane) * 2 + 0], Gk * u);  // dB_t[n]
+                    ctx.smem_add(&dbc[((s * kSub + i) * NP + k * G + o.lane) * 2 + 1], gyt * ht);  // dC_t[n]
+                }
+                dxv[i] = fmaf(dtt, s1, Dl * gyt);
+                ddtv[i] = fmaf(xt, s1, s2 * kLn2);
+                dD = fmaf(first_lane ? gyt : 0.0f, xt, dD);
+                xq -= D;
+                dq -= D;
+                gq -= D;
+                bq -= N;
+                cq -= N;
+            }
+            {
+                const int first = group_reduce_scatter<G, kSub>(ctx, o.lane, dxv);
+                group_reduce_scatter<G, kSub>(ctx, o.lane, ddtv);
+#pragma unroll
+                for (int i = 0; i < spread(G, kSub); ++i) {
+                    if (wr && first + i < steps) {
+                        dx0[(ts + first + i) * D] = from_f<T>(dxv[i]);
+                        ddt0[(ts + first + i) * D] = from_f<T>(ddtv[i]);
+                    }
+                }
+            }
+        }
+        // This block's sums over its channels of dB and dC for the chunk: one partial row per step.
+        ctx.sync();
+        const int csteps = T_ - tc < kChunk ? int(T_ - tc) : kChunk;
+        for (int idx = tid; idx < kChunk * NP; idx += THREADS) {
+            const int i = idx / NP;
+            const int n = idx % NP;
+            if (i < csteps && n < N) {
+                dBp[(tc + i) * N + n] = dbc[idx * 2 + 0];
+                dCp[(tc + i) * N + n] = dbc[idx * 2 + 1];
+            }
+            dbc[idx * 2 + 0] = 0.0f;
+            dbc[idx * 2 + 1] = 0.0f;
+        }
+        ctx.sync();
+    }
+    // After step 0, g = exp(dt_0 A) ⊙ G_0 = dL/dh0.
+#pragma unroll
+    for (int k = 0; k < NPL; ++k) {
+        if (o.nv[k]) {
+            p.dh0[(b * D + o.d) * N + o.n[k]] = g[k];
+            p.dA_part[(b * D + o.d) * N + o.n[k]] = dA[k];
+        }
+    }
+    if (first_lane && o.dv) p.dD_part[b * D + o.d] = dD;
+}
+
+}  // namespace selective_scan
+}  // namespace wb

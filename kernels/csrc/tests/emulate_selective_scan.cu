@@ -1,0 +1,368 @@
+// Host emulation of the selective-scan kernels: runs the exact per-thread code of selective_scan.cuh on the
+// CPU, every thread of a block as a CPU thread (warp shuffles and the block barrier emulated with a shared
+// array and a barrier), and checks the output, the final state and every gradient against a float64
+// reference. No GPU needed. Built by kernels/build.rs with the `cuda` feature and run by the
+// `host_emulation_of_the_cuda_kernels` test in kernels/src/cuda_ext.rs.
+//
+// Every output element starts as NaN, so an element no thread writes fails the check.
+// The per-thread code calls this file's host-only context from __host__ __device__ functions; that is
+// fine on the CPU, which is the only place it runs.
+#pragma nv_diag_suppress 20014
+
+#include <condition_variable>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "../selective_scan.cuh"
+
+using namespace wb::selective_scan;
+
+namespace {
+
+// One emulated block: a reusable barrier, double-buffered shuffle slots and mutex-guarded shared adds.
+struct BlockEmu {
+    explicit BlockEmu(int n) : threads(n) {
+        slots[0].assign(n, 0.0f);
+        slots[1].assign(n, 0.0f);
+    }
+    void barrier() {
+        std::unique_lock<std::mutex> lock(m);
+        const int64_t my_gen = gen;
+        if (++count == threads) {
+            count = 0;
+            ++gen;
+            cv.notify_all();
+        } else {
+            cv.wait(lock, [&] { return gen != my_gen; });
+        }
+    }
+    int threads;
+    std::mutex m, add_m;
+    std::condition_variable cv;
+    int count = 0;
+    int64_t gen = 0;
+    std::vector<float> slots[2];
+};
+
+// A shuffle writes this lane's value, waits for every lane, reads the partner's. Alternating buffers make
+// one barrier per shuffle enough: a buffer is written again only after the next barrier, when every lane
+// has read it.
+struct HostCtx {
+    BlockEmu* blk;
+    int tid;
+    int parity = 0;
+    float shfl_xor(float v, int off) {
+        std::vector<float>& s = blk->slots[parity];
+        parity ^= 1;
+        s[tid] = v;
+        blk->barrier();
+        return s[tid ^ off];
+    }
+    void sync() { blk->barrier(); }
+    void smem_add(float* p, float v) {
+        std::lock_guard<std::mutex> lock(blk->add_m);
+        *p += v;
+    }
+};
+
+struct Case {
+    int64_t B, T, D, N;
+    bool skip, h0, ghT;
+};
+
+struct Problem {
+    std::vector<double> x, dt, A, Bm, Cm, Dskip, h0, gy, ghT;  // exactly representable in the tested dtype
+};
+
+struct Result {
+    std::vector<double> y, hT, dx, ddt, dA, dB, dC, dD, dh0;
+    bool inference_mismatch = false;  // the forward pass without checkpoints gave other outputs
+};
+
+Result reference(const Case& c, const Problem& pr) {
+    const int64_t B = c.B, T = c.T, D = c.D, N = c.N;
+    Result r;
+    r.y.assign(B * T * D, 0.0);
+    r.hT.assign(B * D * N, 0.0);
+    r.dx.assign(B * T * D, 0.0);
+    r.ddt.assign(B * T * D, 0.0);
+    r.dA.assign(D * N, 0.0);
+    r.dB.assign(B * T * N, 0.0);
+    r.dC.assign(B * T * N, 0.0);
+    r.dD.assign(D, 0.0);
+    r.dh0.assign(B * D * N, 0.0);
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t d = 0; d < D; ++d) {
+            const double Dd = c.skip ? pr.Dskip[d] : 0.0;
+            std::vector<double> hs((T + 1) * N), as(T * N);  // hs[t + 1] = h_t, hs[0] = h0
+            for (int64_t n = 0; n < N; ++n) hs[n] = c.h0 ? pr.h0[(b * D + d) * N + n] : 0.0;
+            for (int64_t t = 0; t < T; ++t) {
+                const double xt = pr.x[(b * T + t) * D + d], dtt = pr.dt[(b * T + t) * D + d];
+                double yt = Dd * xt;
+                for (int64_t n = 0; n < N; ++n) {
+                    const double a = std::exp(dtt * pr.A[d * N + n]);
+                    as[t * N + n] = a;
+                    const double h = a * hs[t * N + n] + dtt * xt * pr.Bm[(b * T + t) * N + n];
+                    hs[(t + 1) * N + n] = h;
+                    yt += h * pr.Cm[(b * T + t) * N + n];
+                }
+                r.y[(b * T + t) * D + d] = yt;
+            }
+            for (int64_t n = 0; n < N; ++n) r.hT[(b * D + d) * N + n] = hs[T * N + n];
+            std::vector<double> g(N);  // exp(dt_{t+1} A) G_{t+1}
+            for (int64_t n = 0; n < N; ++n) g[n] = c.ghT ? pr.ghT[(b * D + d) * N + n] : 0.0;
+            for (int64_t t = T - 1; t >= 0; --t) {
+                const double xt = pr.x[(b * T + t) * D + d], dtt = pr.dt[(b * T + t) * D + d];
+                const double gyt = pr.gy[(b * T + t) * D + d];
+                double dx = Dd * gyt, ddt = 0.0;
+                for (int64_t n = 0; n < N; ++n) {
+                    const double bn = pr.Bm[(b * T + t) * N + n], cn = pr.Cm[(b * T + t) * N + n];
+                    const double G = g[n] + gyt * cn, a = as[t * N + n], hp = hs[t * N + n];
+                    r.dC[(b * T + t) * N + n] += gyt * hs[(t + 1) * N + n];
+                    r.dB[(b * T + t) * N + n] += G * dtt * xt;
+                    dx += G * dtt * bn;
+                    ddt += G * (pr.A[d * N + n] * a * hp + xt * bn);
+                    r.dA[d * N + n] += G * dtt * a * hp;
+                    g[n] = a * G;
+                }
+                r.dx[(b * T + t) * D + d] = dx;
+                r.ddt[(b * T + t) * D + d] = ddt;
+                r.dD[d] += gyt * xt;
+            }
+            for (int64_t n = 0; n < N; ++n) r.dh0[(b * D + d) * N + n] = g[n];
+        }
+    if (!c.skip) r.dD.assign(D, 0.0);
+    return r;
+}
+
+template <typename T, int G, int NPL, int THREADS>
+Result emulate(const Case& c, const Problem& pr) {
+    const int64_t B = c.B, T_ = c.T, D = c.D, N = c.N;
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    auto to_t = [](const std::vector<double>& v) {
+        std::vector<T> o(v.size());
+        for (size_t i = 0; i < v.size(); ++i) o[i] = from_f<T>(float(v[i]));
+        return o;
+    };
+    auto to_f32 = [](const std::vector<double>& v) {
+        std::vector<float> o(v.size());
+        for (size_t i = 0; i < v.size(); ++i) o[i] = float(v[i]);
+        return o;
+    };
+    std::vector<T> x = to_t(pr.x), dt = to_t(pr.dt), Bm = to_t(pr.Bm), Cm = to_t(pr.Cm), gy = to_t(pr.gy);
+    std::vector<float> A = to_f32(pr.A), Dskip = to_f32(pr.Dskip), h0 = to_f32(pr.h0), ghT = to_f32(pr.ghT);
+    std::vector<T> y(B * T_ * D, from_f<T>(nan)), dx(B * T_ * D, from_f<T>(nan)), ddt(B * T_ * D, from_f<T>(nan));
+    Params p;
+    p.B = B;
+    p.T = T_;
+    p.D = D;
+    p.N = N;
+    p.nchunks = nchunks(T_);
+    p.tiles = tiles(D, N, THREADS);
+    std::vector<float> hT(B * D * N, nan), ckpt(B * p.nchunks * D * N, nan), dA(B * D * N, nan), dD(B * D, nan),
+        dBp(p.tiles * B * T_ * N, nan), dCp(p.tiles * B * T_ * N, nan), dh0(B * D * N, nan);
+    p.x = x.data();
+    p.dt = dt.data();
+    p.A = A.data();
+    p.Bm = Bm.data();
+    p.Cm = Cm.data();
+    p.Dskip = c.skip ? Dskip.data() : nullptr;
+    p.h0 = c.h0 ? h0.data() : nullptr;
+    p.y = y.data();
+    p.hT = hT.data();
+    p.ckpt = ckpt.data();
+    p.gy = gy.data();
+    p.ghT = c.ghT ? ghT.data() : nullptr;
+    p.dx = dx.data();
+    p.ddt = ddt.data();
+    p.dA_part = dA.data();
+    p.dD_part = dD.data();
+    p.dB_part = dBp.data();
+    p.dC_part = dCp.data();
+    p.dh0 = dh0.data();
+
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t tile = 0; tile < p.tiles; ++tile) {
+            BlockEmu blk(THREADS);
+            std::vector<std::thread> threads;
+            for (int tid = 0; tid < THREADS; ++tid)
+                threads.emplace_back([&, tid] {
+                    HostCtx ctx{&blk, tid};
+                    forward_thread<T, G, NPL, THREADS>(p, ctx, tid, tile, b);
+                });
+            for (auto& t : threads) t.join();
+        }
+    // Inference (no checkpoints) gives the same outputs bit for bit.
+    std::vector<T> y_inf(B * T_ * D, from_f<T>(nan));
+    std::vector<float> hT_inf(B * D * N, nan);
+    {
+        Params q = p;
+        q.ckpt = nullptr;
+        q.y = y_inf.data();
+        q.hT = hT_inf.data();
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t tile = 0; tile < q.tiles; ++tile) {
+                BlockEmu blk(THREADS);
+                std::vector<std::thread> threads;
+                for (int tid = 0; tid < THREADS; ++tid)
+                    threads.emplace_back([&, tid] {
+                        HostCtx ctx{&blk, tid};
+                        forward_thread<T, G, NPL, THREADS>(q, ctx, tid, tile, b);
+                    });
+                for (auto& t : threads) t.join();
+            }
+    }
+    // The backward pass runs after the whole forward pass, as on the GPU (it reads every checkpoint).
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t tile = 0; tile < p.tiles; ++tile) {
+            BlockEmu blk(THREADS);
+            std::vector<float> smem(BwdSmem<G, NPL, THREADS>::total, nan);
+            std::vector<std::thread> threads;
+            for (int tid = 0; tid < THREADS; ++tid)
+                threads.emplace_back([&, tid] {
+                    HostCtx ctx{&blk, tid};
+                    backward_thread<T, G, NPL, THREADS>(p, ctx, smem.data(), tid, tile, b);
+                });
+            for (auto& t : threads) t.join();
+        }
+
+    Result r;
+    for (size_t i = 0; i < y.size(); ++i)
+        if (!(to_f(y_inf[i]) == to_f(y[i]))) r.inference_mismatch = true;
+    for (size_t i = 0; i < hT.size(); ++i)
+        if (!(hT_inf[i] == hT[i])) r.inference_mismatch = true;
+    auto back = [](const std::vector<T>& v) {
+        std::vector<double> o(v.size());
+        for (size_t i = 0; i < v.size(); ++i) o[i] = double(to_f(v[i]));
+        return o;
+    };
+    r.y = back(y);
+    r.dx = back(dx);
+    r.ddt = back(ddt);
+    r.hT.assign(hT.begin(), hT.end());
+    r.dh0.assign(dh0.begin(), dh0.end());
+    r.dA.assign(D * N, 0.0);
+    r.dD.assign(D, 0.0);
+    for (int64_t b = 0; b < B; ++b) {
+        for (int64_t i = 0; i < D * N; ++i) r.dA[i] += dA[b * D * N + i];
+        for (int64_t i = 0; i < D; ++i) r.dD[i] += dD[b * D + i];
+    }
+    r.dB.assign(B * T_ * N, 0.0);
+    r.dC.assign(B * T_ * N, 0.0);
+    for (int64_t tile = 0; tile < p.tiles; ++tile)
+        for (int64_t i = 0; i < B * T_ * N; ++i) {
+            r.dB[i] += dBp[tile * B * T_ * N + i];
+            r.dC[i] += dCp[tile * B * T_ * N + i];
+        }
+    if (!c.skip) r.dD.assign(D, 0.0);
+    return r;
+}
+
+// max |a - r| <= tol * max(max |r|, 1), and no NaN (an element no thread wrote).
+bool close(const char* what, const std::vector<double>& a, const std::vector<double>& r, double tol, char* why) {
+    double err = 0.0, scale = 1.0;
+    for (size_t i = 0; i < a.size(); ++i) {
+        if (std::isnan(a[i])) {
+            std::snprintf(why, 256, "%s[%zu] was never written", what, i);
+            return false;
+        }
+        err = std::fmax(err, std::fabs(a[i] - r[i]));
+        scale = std::fmax(scale, std::fabs(r[i]));
+    }
+    if (err > tol * scale) {
+        std::snprintf(why, 256, "%s: max abs error %.3g > %.3g (tol %.1g x scale %.3g)", what, err, tol * scale, tol,
+                      scale);
+        return false;
+    }
+    return true;
+}
+
+template <typename T>
+double round_to(double v) {
+    return double(to_f(from_f<T>(float(v))));
+}
+
+template <typename T, int G, int NPL, int THREADS>
+bool run_case(const Case& c, std::mt19937& rng, const char* dtype) {
+    std::normal_distribution<double> normal(0.0, 1.0);
+    Problem pr;
+    auto fill = [&](std::vector<double>& v, size_t n, auto f) {
+        v.resize(n);
+        for (auto& e : v) e = f();
+    };
+    const int64_t B = c.B, L = c.T, D = c.D, N = c.N;
+    fill(pr.x, B * L * D, [&] { return round_to<T>(normal(rng)); });
+    // dt > 0 as after softplus, spread so that some decays are near 1 and some near 0
+    fill(pr.dt, B * L * D, [&] { return round_to<T>(std::log1p(std::exp(normal(rng) - 1.0))); });
+    fill(pr.A, D * N, [&] { return double(float(-std::exp(normal(rng)))); });
+    fill(pr.Bm, B * L * N, [&] { return round_to<T>(normal(rng)); });
+    fill(pr.Cm, B * L * N, [&] { return round_to<T>(normal(rng)); });
+    fill(pr.Dskip, D, [&] { return double(float(normal(rng))); });
+    fill(pr.h0, B * D * N, [&] { return double(float(normal(rng))); });
+    fill(pr.gy, B * L * D, [&] { return round_to<T>(normal(rng)); });
+    fill(pr.ghT, B * D * N, [&] { return double(float(normal(rng))); });
+    const Result want = reference(c, pr);
+    const Result got = emulate<T, G, NPL, THREADS>(c, pr);
+    // float32: the only differences are summation order and exp2 (exact here); bfloat16: outputs and input
+    // gradients are rounded to bfloat16 once (2^-9 relative) from float32 arithmetic. Gradients the kernel
+    // returns in float32 (dA, dB, dC, dD, dh0, the final state) get the float32 tolerance in both cases.
+    const double tol = sizeof(T) == 4 ? 2e-5 : 1e-2, tol32 = 2e-5;
+    char why[256] = {0};
+    if (got.inference_mismatch) std::snprintf(why, sizeof why, "the forward pass without checkpoints differs");
+    const bool ok = !got.inference_mismatch && close("y", got.y, want.y, tol, why) && close("hT", got.hT, want.hT, tol32, why) &&
+                    close("dx", got.dx, want.dx, tol, why) && close("ddt", got.ddt, want.ddt, tol, why) &&
+                    close("dA", got.dA, want.dA, tol32, why) && close("dB", got.dB, want.dB, tol32, why) &&
+                    close("dC", got.dC, want.dC, tol32, why) && close("dD", got.dD, want.dD, tol32, why) &&
+                    close("dh0", got.dh0, want.dh0, tol32, why);
+    if (!ok) {
+        std::printf("FAIL %s G=%d NPL=%d threads=%d B=%lld T=%lld D=%lld N=%lld skip=%d h0=%d ghT=%d: %s\n", dtype, G,
+                    NPL, THREADS, (long long)c.B, (long long)c.T, (long long)D, (long long)N, int(c.skip), int(c.h0),
+                    int(c.ghT), why);
+    }
+    return ok;
+}
+
+// Runs a case with the kernel shape the launcher picks for its N.
+template <typename T, int THREADS>
+bool dispatch(const Case& c, std::mt19937& rng, const char* dtype) {
+    const Shape sh = pick_shape(c.N);
+    if (sh.G == 4) return run_case<T, 4, 1, THREADS>(c, rng, dtype);
+    if (sh.NPL == 1) return run_case<T, 16, 1, THREADS>(c, rng, dtype);
+    return run_case<T, 16, 4, THREADS>(c, rng, dtype);
+}
+
+template <typename T>
+int run_all(std::mt19937& rng, const char* dtype) {
+    // Awkward shapes: T = 1, T not a multiple of the sub-chunk (8) or chunk (32), T = one chunk exactly,
+    // odd D that leaves part of a block idle, N from 1 to 64 including odd sizes (idle lanes).
+    const Case cases[] = {
+        {1, 1, 1, 1, true, false, false},    {2, 1, 3, 5, true, true, true},     {1, 7, 5, 3, false, true, false},
+        {2, 32, 6, 16, true, false, true},   {1, 70, 9, 17, true, true, true},   {2, 41, 7, 64, false, false, true},
+        {1, 100, 3, 64, true, true, false},  {3, 33, 21, 4, true, true, true},   {1, 9, 4, 2, false, false, false},
+        {1, 65, 5, 13, true, true, true},
+    };
+    int failures = 0, n = 0;
+    for (const Case& c : cases) {
+        failures += dispatch<T, 64>(c, rng, dtype) ? 0 : 1;
+        ++n;
+    }
+    // The GPU's block size once (many channels per block, one tile).
+    failures += dispatch<T, kThreads>(Case{1, 37, 40, 16, true, true, true}, rng, dtype) ? 0 : 1;
+    ++n;
+    std::printf("%-8s %d cases, %d failures\n", dtype, n, failures);
+    return failures;
+}
+
+}  // namespace
+
+int main() {
+    std::mt19937 rng(4321);
+    int failures = run_all<float>(rng, "float32") + run_all<__nv_bfloat16>(rng, "bfloat16");
+    std::printf(failures == 0 ? "all passed\n" : "%d failures\n", failures);
+    return failures == 0 ? 0 : 1;
+}
