@@ -42,7 +42,7 @@
 
 use crate::flop_count;
 use crate::KernelPath;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// Tokens per block of the selective scan's blocked loop: `[B, 16, Dinner, N]` blocks stay in cache at the
 /// bench shape.
@@ -161,7 +161,20 @@ pub fn selective_scan(
     // CUDA tensors on the Auto path: our kernel (csrc/selective_scan.cu) when its library is loaded and the
     // arguments fit it (dtypes, N <= 64); the blocked loop below otherwise.
     if path == KernelPath::Auto && x.device().is_cuda() {
-        if let Some(r) = crate::cuda_ext::selective_scan_auto(x, dt, a, b, c, d, initial_state) {
+        // Under bf16 autocast the projections arrive in bf16 while A, D (parameters) and dt (softplus runs in
+        // float32) do not: the kernel computes in float32 whatever it reads, so it reads float32 then (the
+        // casts are differentiable; the scan is bound by its exponentials, not by these bytes).
+        let parts = [x, dt, a, b, c].into_iter().chain(d).chain(initial_state);
+        let mixed = parts.clone().any(|t| t.kind() != x.kind());
+        let floats = parts.clone().all(|t| matches!(t.kind(), Kind::Float | Kind::BFloat16 | Kind::Half));
+        let r = if mixed && floats {
+            let f = |t: &Tensor| t.to_kind(Kind::Float);
+            let (d, h0) = (d.map(f), initial_state.map(f));
+            crate::cuda_ext::selective_scan_auto(&f(x), &f(dt), &f(a), &f(b), &f(c), d.as_ref(), h0.as_ref())
+        } else {
+            crate::cuda_ext::selective_scan_auto(x, dt, a, b, c, d, initial_state)
+        };
+        if let Some(r) = r {
             return r;
         }
     }
