@@ -228,7 +228,7 @@ fn bench_one(arch: &str, o: &BenchOptions, precision: Precision, ceiling: Option
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "panicked".into());
-            let first = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or(&msg).to_string();
+            let first = crate::train::first_line(&msg);
             row.error = Some(if first.contains("out of memory") {
                 format!("out of memory at batch size {} x {}: {first}", o.batch_size, o.seq_len)
             } else {

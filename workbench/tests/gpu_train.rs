@@ -175,8 +175,8 @@ fn gpu_fused_rms_norm_matches_the_definition() {
     let w = Tensor::randn([3, 7, 48], (Kind::Double, Device::Cpu));
     let mut grads = Vec::new();
     for d in [Device::Cpu, device] {
-        let on = operators::nn::RmsNorm { weight: gain.to_device(d).set_requires_grad(true), eps: norm.eps };
-        let xd = x.to_device(d).set_requires_grad(true);
+        let on = operators::nn::RmsNorm { weight: gain.to_device(d).detach().set_requires_grad(true), eps: norm.eps };
+        let xd = x.to_device(d).detach().set_requires_grad(true); // a fresh leaf on each device
         let y = on.forward(&xd);
         (&y * w.to_device(d)).sum(Kind::Double).backward();
         grads.push((

@@ -124,8 +124,11 @@ fn out_of_memory(spec: &TrialSpec, msg: String) -> String {
     }
 }
 
-fn first_line(msg: &str) -> String {
-    msg.lines().find(|l| !l.trim().is_empty()).unwrap_or(msg).to_string()
+/// The first line of a panic message; libtorch errors reach us Debug-formatted (`Torch("...\\n...")`), so an
+/// escaped newline ends the line too (what follows is libtorch's C++ backtrace).
+pub(crate) fn first_line(msg: &str) -> String {
+    let line = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or(msg);
+    line.split("\\n").next().unwrap_or(line).to_string()
 }
 
 fn device_name(d: Device) -> String {
@@ -421,4 +424,17 @@ fn train(
         inherited: crate::search::inherit::recorded(store, id),
         ..base_result(spec, id, opts)
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn first_line_stops_at_libtorchs_escaped_backtrace() {
+        let msg = "called `Result::unwrap()` on an `Err` value: Torch(\"CUDA out of memory. Tried to allocate 22.00 GiB.\\nException raised from malloc\\nframe #0\")\nstack";
+        assert_eq!(
+            super::first_line(msg),
+            "called `Result::unwrap()` on an `Err` value: Torch(\"CUDA out of memory. Tried to allocate 22.00 GiB."
+        );
+        assert_eq!(super::first_line("\n  \nplain\nsecond"), "plain");
+    }
 }
