@@ -89,14 +89,24 @@ impl Extension {
 
     /// Turns a returned message into an error (and frees it).
     fn check(&self, op: &'static str, msg: Msg) -> Result<(), CudaKernelError> {
-        if msg.is_null() {
-            return Ok(());
-        }
-        // SAFETY: a non-null return is a NUL-terminated string malloc'd by the library, freed once here.
-        let text = unsafe { CStr::from_ptr(msg) }.to_string_lossy().into_owned();
-        unsafe { (self.free_string)(msg) };
-        Err(CudaKernelError::Failed { op, msg: text })
+        take_message(self.free_string, op, msg)
     }
+}
+
+/// A library function's return: null is success, anything else a NUL-terminated message malloc'd by the
+/// library, turned into an error and freed once here with `free_string`.
+pub(crate) fn take_message(
+    free_string: unsafe extern "C" fn(Msg),
+    op: &'static str,
+    msg: Msg,
+) -> Result<(), CudaKernelError> {
+    if msg.is_null() {
+        return Ok(());
+    }
+    // SAFETY: see above; `msg` is not used after it is freed.
+    let text = unsafe { CStr::from_ptr(msg) }.to_string_lossy().into_owned();
+    unsafe { free_string(msg) };
+    Err(CudaKernelError::Failed { op, msg: text })
 }
 
 static EXTENSION: OnceLock<Result<Extension, String>> = OnceLock::new();

@@ -8,7 +8,7 @@
 //! and callers fall back (plain AdamW, float32 training) with a warning.
 
 use crate::cuda_ext::{self, dlerror, symbol, CudaKernelError};
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, c_void, CString};
 use std::sync::OnceLock;
 use tch::{Device, Kind, Tensor};
 
@@ -32,13 +32,7 @@ pub struct TrainOps {
 
 impl TrainOps {
     fn check(&self, op: &'static str, msg: Msg) -> Result<(), CudaKernelError> {
-        if msg.is_null() {
-            return Ok(());
-        }
-        // SAFETY: a non-null return is a NUL-terminated string malloc'd by the library, freed once here.
-        let text = unsafe { CStr::from_ptr(msg) }.to_string_lossy().into_owned();
-        unsafe { (self.free_string)(msg) };
-        Err(CudaKernelError::Failed { op, msg: text })
+        cuda_ext::take_message(self.free_string, op, msg)
     }
 }
 
