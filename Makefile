@@ -40,7 +40,7 @@ test: build check-cuda
 
 ## On a GPU machine with the Rust toolchain: the kernels against their float64 references.
 test-gpu: build-cuda
-	$(CARGO) test --release -p kernels --features cuda --test gpu -- --ignored gpu_ --test-threads=1
+	WORKBENCH_CHUNK_LINEAR_KERNEL=1 $(CARGO) test --release -p kernels --features cuda --test gpu -- --ignored gpu_ --test-threads=1
 
 ## On a GPU machine with the Rust toolchain: the training path (fused AdamW, bf16 autocast, prefetch, OOM).
 test-gpu-train: build-cuda
@@ -50,6 +50,7 @@ test-gpu-train: build-cuda
 bench-gpu: build-cuda
 	$(CARGO) bench -p kernels --features cuda --bench short_conv_gpu
 	$(CARGO) bench -p kernels --features cuda --bench selective_scan_gpu
+	$(CARGO) bench -p kernels --features cuda --bench chunk_linear_gpu
 
 ## For a GPU machine without Rust: the GPU tests, the benchmark, the kernel library and the workbench
 ## binary in .carry/gpu (git-ignored); run there with `bash scripts/gpu-run.sh .carry/gpu`.

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "chunk_linear.h"
 #include "selective_scan.h"
 #include "short_conv.h"
 
@@ -33,7 +34,7 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // Bumped whenever an exported signature changes; cuda_ext.rs refuses a library with another version.
-constexpr int32_t kAbiVersion = 2;
+constexpr int32_t kAbiVersion = 3;
 
 char* dup_message(const std::string& s) {
     char* m = static_cast<char*>(std::malloc(s.size() + 1));
@@ -295,6 +296,130 @@ struct SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFun
 std::atomic<int64_t> g_scan_calls{0};
 
 // ---------------------------------------------------------------------------------------------------------
+// Chunked linear attention with a scalar decay.
+namespace cl = wb::chunk_linear;
+
+void chunk_linear_check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& g,
+                        const at::Tensor& s0) {
+    TORCH_CHECK(q.defined() && q.is_cuda() && q.dim() == 4 && q.is_contiguous(),
+                "chunk_linear: q must be a contiguous CUDA [B, H, T, Dk] tensor");
+    TORCH_CHECK(q.scalar_type() == at::kFloat || q.scalar_type() == at::kBFloat16,
+                "chunk_linear: q must be float32 or bfloat16, got ", q.scalar_type());
+    const int64_t B = q.size(0), H = q.size(1), T = q.size(2), Dk = q.size(3);
+    TORCH_CHECK(B >= 1 && H >= 1 && T >= 1 && B * H <= 65535 && Dk >= 1 && Dk <= cl::kMaxDim,
+                "chunk_linear: bad q shape ", q.sizes());
+    TORCH_CHECK(v.defined() && v.dim() == 4 && v.size(3) >= 1 && v.size(3) <= cl::kMaxDim,
+                "chunk_linear: v must be [B, H, T, Dv] with 1 <= Dv <= 128, got ", v.sizes());
+    const int64_t Dv = v.size(3);
+    auto same = [&](const at::Tensor& t, const char* name, at::IntArrayRef shape) {
+        TORCH_CHECK(t.sizes() == shape, "chunk_linear: ", name, " must be ", shape, ", got ", t.sizes());
+        TORCH_CHECK(t.device() == q.device() && t.scalar_type() == q.scalar_type() && t.is_contiguous(),
+                    "chunk_linear: ", name, " must be contiguous, on q's device, with q's dtype");
+    };
+    same(k, "k", {B, H, T, Dk});
+    same(v, "v", {B, H, T, Dv});
+    if (present(g)) same(g, "g", {B, H, T});
+    if (present(s0)) same(s0, "s0", {B, H, Dk, Dv});
+}
+
+cl::Params chunk_linear_params(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+    cl::Params p;
+    p.q = q.data_ptr();
+    p.k = k.data_ptr();
+    p.v = v.data_ptr();
+    p.B = q.size(0);
+    p.H = q.size(1);
+    p.T = q.size(2);
+    p.Dk = q.size(3);
+    p.Dv = v.size(3);
+    p.N = cl::nchunks(p.T);
+    return p;
+}
+
+cl::DType cl_dtype(const at::Tensor& q) { return q.scalar_type() == at::kFloat ? cl::DType::F32 : cl::DType::BF16; }
+
+// Float32 workspaces of one call (chunk_linear.h); every element is written before it is read.
+struct ChunkLinearWork {
+    at::Tensor g32, s032, bcum, states, scores;
+    ChunkLinearWork(cl::Params& p, const at::Tensor& q, const at::Tensor& g, const at::Tensor& s0) {
+        const auto f32 = q.options().dtype(at::kFloat);
+        g32 = f32_or_undefined(g);
+        s032 = f32_or_undefined(s0);
+        bcum = g32.defined() ? at::empty({p.B, p.H, p.T}, f32) : at::Tensor();
+        states = at::empty({p.B, p.H, p.N, p.Dk, p.Dv}, f32);
+        scores = at::empty({p.B, p.H, p.N, cl::kChunk, cl::kChunk}, f32);
+        p.g = g32.defined() ? g32.data_ptr<float>() : nullptr;
+        p.s0 = s032.defined() ? s032.data_ptr<float>() : nullptr;
+        p.bcum = bcum.defined() ? bcum.data_ptr<float>() : nullptr;
+        p.states = states.data_ptr<float>();
+        p.scores = scores.data_ptr<float>();
+    }
+};
+
+// Outputs {o [B, H, T, Dv], S_T [B, H, Dk, Dv]} in q's dtype; g and s0 travel as empty tensors when absent.
+// The backward pass recomputes the chunk states and scores (nothing but the inputs is saved).
+struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunction> {
+    static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const at::Tensor& g, const at::Tensor& s0) {
+        cl::Params p = chunk_linear_params(q, k, v);
+        ChunkLinearWork w(p, q, g, s0);
+        at::Tensor o = at::empty_like(v);
+        at::Tensor sT = at::empty({p.B, p.H, p.Dk, p.Dv}, q.options().dtype(at::kFloat));
+        p.o = o.data_ptr();
+        p.sT = sT.data_ptr<float>();
+        const char* err = cl::forward(p, cl_dtype(q), c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
+        TORCH_CHECK(err == nullptr, "chunk_linear forward kernel: ", err);
+        ctx->save_for_backward({q, k, v, g, s0});
+        return {o, sT.to(q.scalar_type())};
+    }
+
+    static variable_list backward(AutogradContext* ctx, variable_list grads) {
+        const variable_list s = ctx->get_saved_variables();
+        const at::Tensor &q = s[0], &k = s[1], &v = s[2], &g = s[3], &s0 = s[4];
+        const c10::cuda::CUDAGuard guard(q.device());
+        cl::Params p = chunk_linear_params(q, k, v);
+        ChunkLinearWork w(p, q, g, s0);
+        const auto f32 = q.options().dtype(at::kFloat);
+        const at::Tensor dout = grads[0].defined() ? grads[0].to(q.scalar_type()).contiguous() : at::zeros_like(v);
+        const at::Tensor dsT = grads[1].defined() ? grads[1].to(at::kFloat).contiguous() : at::Tensor();
+        at::Tensor sT = at::empty({p.B, p.H, p.Dk, p.Dv}, f32);
+        at::Tensor gstates = at::empty_like(w.states), pscores = at::empty_like(w.scores);
+        at::Tensor dq = at::empty({p.B, p.H, p.T, p.Dk}, f32), dk = at::empty_like(dq);
+        at::Tensor dv = at::empty({p.B, p.H, p.T, p.Dv}, f32), ds0 = at::empty({p.B, p.H, p.Dk, p.Dv}, f32);
+        p.sT = sT.data_ptr<float>();
+        p.dout = dout.data_ptr();
+        p.dsT = dsT.defined() ? dsT.data_ptr<float>() : nullptr;
+        p.gstates = gstates.data_ptr<float>();
+        p.pscores = pscores.data_ptr<float>();
+        p.dq = dq.data_ptr<float>();
+        p.dk = dk.data_ptr<float>();
+        p.dv = dv.data_ptr<float>();
+        p.ds0 = ds0.data_ptr<float>();
+        const char* err = cl::backward(p, cl_dtype(q), c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
+        TORCH_CHECK(err == nullptr, "chunk_linear backward kernel: ", err);
+        at::Tensor dg;
+        if (present(g)) {
+            // dg_t = sum over later steps s >= t of its chunk of (q_s . dq_s - k_s . dk_s), plus <G(n), S_end(n)>
+            // (chunk_linear.h); S_end(n) is S_start(n + 1), or S_T for the last chunk.
+            const int64_t pad = p.N * cl::kChunk - p.T;
+            at::Tensor r = (q.to(at::kFloat) * dq).sum(-1) - (k.to(at::kFloat) * dk).sum(-1);  // [B, H, T]
+            r = at::constant_pad_nd(r, {0, pad}).view({p.B, p.H, p.N, cl::kChunk});
+            at::Tensor rc = r.flip(-1).cumsum(-1).flip(-1);
+            at::Tensor send = at::cat({w.states.narrow(2, 1, p.N - 1), sT.unsqueeze(2)}, 2);
+            at::Tensor gdot = (gstates * send).sum({-2, -1});  // [B, H, N]
+            dg = (rc + gdot.unsqueeze(-1)).view({p.B, p.H, p.N * cl::kChunk}).narrow(2, 0, p.T).to(g.scalar_type());
+        }
+        return {dq.to(q.scalar_type()),
+                dk.to(k.scalar_type()),
+                dv.to(v.scalar_type()),
+                dg,
+                present(s0) ? ds0.to(s0.scalar_type()) : at::Tensor()};
+    }
+};
+
+std::atomic<int64_t> g_chunk_linear_calls{0};
+
+// ---------------------------------------------------------------------------------------------------------
 // Timing with CUDA events on the current stream (for the benchmarks).
 struct Timer {
     cudaEvent_t start = nullptr;
@@ -350,6 +475,30 @@ WB_EXPORT char* wb_selective_scan(const at::Tensor* x, const at::Tensor* dt, con
         *out_h = new at::Tensor(std::move(r[1]));
     });
 }
+
+// Chunked linear attention with a scalar decay (chunk_linear.h): o [B, H, T, Dv] and the final state
+// S_T [B, H, Dk, Dv], both in q's dtype, differentiable in every input. g (log-decays [B, H, T]) and s0 may
+// be null.
+WB_EXPORT char* wb_chunk_linear(const at::Tensor* q, const at::Tensor* k, const at::Tensor* v, const at::Tensor* g,
+                                const at::Tensor* s0, at::Tensor** out_o, at::Tensor** out_s) {
+    *out_o = nullptr;
+    *out_s = nullptr;
+    return guarded([&] {
+        TORCH_CHECK(q != nullptr && k != nullptr && v != nullptr, "chunk_linear: null tensor");
+        const at::Tensor none = at::empty({0}, q->options());
+        const at::Tensor gg = g != nullptr ? *g : none;
+        const at::Tensor ss = s0 != nullptr ? *s0 : none;
+        chunk_linear_check(*q, *k, *v, gg, ss);
+        const c10::cuda::CUDAGuard guard(q->device());
+        variable_list r = ChunkLinearFunction::apply(*q, *k, *v, gg, ss);
+        g_chunk_linear_calls.fetch_add(1);
+        *out_o = new at::Tensor(std::move(r[0]));
+        *out_s = new at::Tensor(std::move(r[1]));
+    });
+}
+
+// How many times wb_chunk_linear ran (tests check that dispatch reached the kernel).
+WB_EXPORT int64_t wb_chunk_linear_calls() { return g_chunk_linear_calls.load(); }
 
 // How many times wb_selective_scan ran (tests check that dispatch reached the kernel).
 WB_EXPORT int64_t wb_selective_scan_calls() { return g_scan_calls.load(); }

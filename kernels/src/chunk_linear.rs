@@ -33,6 +33,11 @@
 //! later token that pushes a chunk past the limit can change earlier outputs by rounding (never more). The
 //! chunk states are passed along in a loop over the `ceil(T / C)` chunks (elementwise work only).
 //!
+//! On CUDA tensors with a scalar or no decay, `Auto` can run our kernel (csrc/chunk_linear.*, through
+//! [`crate::cuda_ext`]; forward and backward, float32 or bfloat16, head dims <= 128). For now only with
+//! `WORKBENCH_CHUNK_LINEAR_KERNEL=1`: a temporary gate until the kernel has passed its GPU tests on the
+//! H200; everything else takes the libtorch forms below.
+//!
 //! FLOPs (a multiply-add is 2; the decay factors and the state's decay are elementwise and not counted): per
 //! head and chunk `2 C^2 Dk` (scores, every pair of the chunk) + `2 C^2 Dv` (A V) + `2 C Dk Dv` (inter-chunk
 //! read-out) + `2 C Dk Dv` (state update), so [`chunk_linear_flops`] = `B H ceil(T/C) (2 C^2 (Dk + Dv) + 4 C
@@ -96,12 +101,49 @@ pub fn chunk_linear(
     assert_eq!(k.size(), q.size(), "chunk_linear: k must have q's shape [B, H, T, Dk]");
     assert_eq!(v.size()[..3], [b, h, t], "chunk_linear: v must be [B, H, T, Dv]");
     assert!(t >= 1 && chunk >= 1, "chunk_linear: needs T >= 1 and chunk >= 1 (T = {t}, chunk = {chunk})");
+    let path = crate::cuda_ext::resolve(path);
+    if path == KernelPath::Auto && q.device().is_cuda() {
+        if let Some(r) = cuda_kernel(q, k, v, decay, initial_state) {
+            flop_count::record(chunk_linear_flops(b * h, t, dk, dv, chunk));
+            return r;
+        }
+    }
     match path {
         KernelPath::Auto => chunked(q, k, v, decay, initial_state, chunk, None),
         KernelPath::Reference => {
             flop_count::record(chunk_linear_flops(b * h, t, dk, dv, chunk));
             recurrent(q, k, v, decay, initial_state)
         }
+    }
+}
+
+/// CUDA tensors on the Auto path with a scalar or no decay: our kernel (csrc/chunk_linear.cu, chunk length
+/// 64 whatever `chunk` says: the results agree up to rounding) when it is enabled, its library is loaded
+/// and the arguments fit it (dtypes, head dims <= 128); `None` otherwise (the chunked libtorch form).
+///
+/// Gated off by default (`WORKBENCH_CHUNK_LINEAR_KERNEL=1` turns it on): a temporary gate until the kernel
+/// has passed its GPU tests on the H200 ([`crate::cuda_ext::chunk_linear_enabled`] says more).
+fn cuda_kernel(q: &Tensor, k: &Tensor, v: &Tensor, decay: Decay, s0: Option<&Tensor>) -> Option<(Tensor, Tensor)> {
+    let g = match decay {
+        Decay::None => None,
+        Decay::Scalar(g) => Some(g),
+        Decay::PerKey(_) => return None,
+    };
+    if !crate::cuda_ext::chunk_linear_enabled() {
+        return None;
+    }
+    // Under bf16 autocast q, k, v arrive in bf16 while the decay (a float32 parameter times dt) and the state
+    // do not: the kernel computes in float32 whatever it reads, so it reads float32 then (the casts are
+    // differentiable) and the outputs come back in float32, as libtorch's own mixed-dtype ops would give.
+    let parts = [q, k, v].into_iter().chain(g).chain(s0);
+    let mixed = parts.clone().any(|t| t.kind() != q.kind());
+    let floats = parts.clone().all(|t| matches!(t.kind(), Kind::Float | Kind::BFloat16 | Kind::Half));
+    if mixed && floats {
+        let f = |t: &Tensor| t.to_kind(Kind::Float);
+        let (g, s0) = (g.map(f), s0.map(f));
+        crate::cuda_ext::chunk_linear_auto(&f(q), &f(k), &f(v), g.as_ref(), s0.as_ref())
+    } else {
+        crate::cuda_ext::chunk_linear_auto(q, k, v, g, s0)
     }
 }
 

@@ -27,7 +27,7 @@ use tch::{Device, Kind, Tensor};
 /// The library's file name.
 pub const LIBRARY: &str = "libworkbench_kernels.so";
 /// Must match `kAbiVersion` in csrc/extension.cpp.
-const ABI_VERSION: i32 = 2;
+const ABI_VERSION: i32 = 3;
 
 /// Why a kernel call did not run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -66,6 +66,17 @@ pub struct Extension {
         *mut Raw,
     ) -> Msg,
     selective_scan_calls: unsafe extern "C" fn() -> i64,
+    #[allow(clippy::type_complexity)]
+    chunk_linear: unsafe extern "C" fn(
+        *const c_void,
+        *const c_void,
+        *const c_void,
+        *const c_void,
+        *const c_void,
+        *mut Raw,
+        *mut Raw,
+    ) -> Msg,
+    chunk_linear_calls: unsafe extern "C" fn() -> i64,
     grad: unsafe extern "C" fn(
         *const *const c_void,
         *const *const c_void,
@@ -174,6 +185,8 @@ fn load() -> Result<Extension, String> {
             short_conv_set_chunk: symbol(handle, "wb_short_conv_set_chunk")?,
             selective_scan: symbol(handle, "wb_selective_scan")?,
             selective_scan_calls: symbol(handle, "wb_selective_scan_calls")?,
+            chunk_linear: symbol(handle, "wb_chunk_linear")?,
+            chunk_linear_calls: symbol(handle, "wb_chunk_linear_calls")?,
             grad: symbol(handle, "wb_grad")?,
             timer_new: symbol(handle, "wb_timer_new")?,
             timer_record: symbol(handle, "wb_timer_record")?,
@@ -386,6 +399,77 @@ pub fn check_selective_scan(
     Ok(())
 }
 
+/// The largest head dimension (Dk and Dv) the chunked linear-attention kernel takes.
+pub const CHUNK_LINEAR_MAX_DIM: i64 = 128;
+
+/// Checks the chunked linear-attention kernel's arguments (shapes in [`crate::chunk_linear`]'s note): `q`
+/// [B, H, T, Dk] (CUDA, float32 or bfloat16, contiguous, B * H <= 65535, 1 <= Dk <= 128), `k` [B, H, T, Dk],
+/// `v` [B, H, T, Dv] with 1 <= Dv <= 128, `g` (scalar log-decays) [B, H, T], `s0` [B, H, Dk, Dv]; every one
+/// contiguous, on q's device, in q's dtype.
+pub fn check_chunk_linear(
+    q: &Meta,
+    k: &Meta,
+    v: &Meta,
+    g: Option<&Meta>,
+    s0: Option<&Meta>,
+) -> Result<(), CudaKernelError> {
+    const OP: &str = "chunk_linear";
+    let &[b, h, t, dk] = q.size.as_slice() else {
+        return Err(bad(OP, "q", format!("expected shape [B, H, T, Dk], got {:?}", q.size)));
+    };
+    if !q.device.is_cuda() {
+        return Err(bad(OP, "q", format!("expected a CUDA tensor, got device {:?}", q.device)));
+    }
+    if !supported_kind(q.kind) {
+        return Err(bad(OP, "q", format!("expected dtype Float or BFloat16, got {:?}", q.kind)));
+    }
+    if !q.contiguous {
+        return Err(bad(
+            OP,
+            "q",
+            format!("expected a contiguous [B, H, T, Dk] = {:?} tensor (call .contiguous())", q.size),
+        ));
+    }
+    if b < 1 || h < 1 || t < 1 || !(1..=CHUNK_LINEAR_MAX_DIM).contains(&dk) {
+        return Err(bad(
+            OP,
+            "q",
+            format!("expected shape [B, H, T, Dk] with B, H, T >= 1 and 1 <= Dk <= 128, got {:?}", q.size),
+        ));
+    }
+    if b * h > 65535 {
+        return Err(bad(OP, "q", format!("expected B * H <= 65535 (one grid dimension), got shape {:?}", q.size)));
+    }
+    let dv_ok = v.size.len() == 4 && v.size[..3] == [b, h, t] && (1..=CHUNK_LINEAR_MAX_DIM).contains(&v.size[3]);
+    if !dv_ok {
+        return Err(bad(OP, "v", format!("expected shape [B, H, T, Dv] = [{b}, {h}, {t}, 1..=128], got {:?}", v.size)));
+    }
+    let dv = v.size[3];
+    let mut args: Vec<(&'static str, &Meta, Vec<i64>, &str)> =
+        vec![("k", k, vec![b, h, t, dk], "[B, H, T, Dk]"), ("v", v, vec![b, h, t, dv], "[B, H, T, Dv]")];
+    if let Some(g) = g {
+        args.push(("g", g, vec![b, h, t], "[B, H, T]"));
+    }
+    if let Some(s0) = s0 {
+        args.push(("s0", s0, vec![b, h, dk, dv], "[B, H, Dk, Dv]"));
+    }
+    for (arg, m, want, names) in args {
+        if m.size != want {
+            return Err(bad(OP, arg, format!("expected shape {names} = {want:?}, got {:?}", m.size)));
+        }
+        if m.device != q.device {
+            return Err(bad(OP, arg, format!("expected device {:?} (that of q), got {:?}", q.device, m.device)));
+        }
+        if m.kind != q.kind {
+            return Err(bad(OP, arg, format!("expected dtype {:?} (that of q), got {:?}", q.kind, m.kind)));
+        }
+        if !m.contiguous {
+            return Err(bad(OP, arg, format!("expected a contiguous {names} = {want:?} tensor (call .contiguous())")));
+        }
+    }
+    Ok(())
+}
+
 fn same_device_and_kind(op: &'static str, arg: &'static str, x: &Meta, m: &Meta) -> Result<(), CudaKernelError> {
     if m.device != x.device {
         return Err(bad(op, arg, format!("expected device {:?} (that of x), got {:?}", x.device, m.device)));
@@ -535,6 +619,101 @@ pub(crate) fn selective_scan_auto(
         Ok(r) => Some(r),
         Err(e) => panic!("{e}"),
     }
+}
+
+/// Chunked linear attention with a scalar per-head decay on the GPU (see [`crate::chunk_linear`] for the
+/// math): `q`, `k` [B, H, T, Dk], `v` [B, H, T, Dv], `g` the log-decays [B, H, T] (None: no decay), `s0` the
+/// initial state [B, H, Dk, Dv]. Returns `(o [B, H, T, Dv], S_T [B, H, Dk, Dv])` in q's dtype,
+/// differentiable in every input. Arguments are checked first ([`check_chunk_linear`]); float32 arithmetic
+/// inside for either dtype.
+pub fn chunk_linear(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    g: Option<&Tensor>,
+    s0: Option<&Tensor>,
+) -> Result<(Tensor, Tensor), CudaKernelError> {
+    let (gm, sm) = (g.map(Meta::of), s0.map(Meta::of));
+    check_chunk_linear(&Meta::of(q), &Meta::of(k), &Meta::of(v), gm.as_ref(), sm.as_ref())?;
+    chunk_linear_unchecked(extension()?, q, k, v, g, s0)
+}
+
+fn chunk_linear_unchecked(
+    ext: &Extension,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    g: Option<&Tensor>,
+    s0: Option<&Tensor>,
+) -> Result<(Tensor, Tensor), CudaKernelError> {
+    let ptr = |t: &Tensor| t.as_ptr().cast::<c_void>();
+    let opt = |t: Option<&Tensor>| t.map_or(std::ptr::null(), |t| t.as_ptr().cast::<c_void>());
+    let (mut o, mut s): (Raw, Raw) = (std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: the pointers are live tch tensors (at::Tensor*) for the duration of the call; on success `o`
+    // and `s` are new at::Tensor*s whose ownership passes to the returned Tensors.
+    let msg = unsafe { (ext.chunk_linear)(ptr(q), ptr(k), ptr(v), opt(g), opt(s0), &mut o, &mut s) };
+    ext.check("chunk_linear", msg)?;
+    Ok(unsafe { (Tensor::from_ptr(o.cast()), Tensor::from_ptr(s.cast())) })
+}
+
+/// `WORKBENCH_CHUNK_LINEAR_KERNEL`: `1` opts the `Auto` path into the chunked linear-attention kernel.
+///
+/// TEMPORARY gate: the kernel has passed its host emulation (csrc/tests/emulate_chunk_linear.cu) but has
+/// not yet run its `gpu_chunk_linear_*` tests on the H200, so training must not reach it by default. Once
+/// those tests pass there, this gate goes and the kernel becomes the default for CUDA tensors like the
+/// others (`WORKBENCH_KERNELS=reference` still forces the reference).
+fn parse_chunk_linear_gate(value: Option<&str>) -> bool {
+    value.map(str::trim) == Some("1")
+}
+
+/// Whether `WORKBENCH_CHUNK_LINEAR_KERNEL=1` is set (read once); see [`parse_chunk_linear_gate`].
+pub fn chunk_linear_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| parse_chunk_linear_gate(std::env::var("WORKBENCH_CHUNK_LINEAR_KERNEL").ok().as_deref()))
+}
+
+/// The `Auto` path of [`crate::chunk_linear::chunk_linear`] for a CUDA `q` with a scalar or no decay: the
+/// kernel when it is enabled ([`chunk_linear_enabled`]), applies (every tensor float32 or bfloat16 in q's
+/// dtype and on q's device, 1 <= Dk, Dv <= 128, B * H <= 65535, non-empty) and the library is loaded, else
+/// `None` (the caller's libtorch path). Non-contiguous inputs are made contiguous. Shapes that do not fit
+/// together panic with the validation message, as the reference's own checks do.
+pub(crate) fn chunk_linear_auto(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    g: Option<&Tensor>,
+    s0: Option<&Tensor>,
+) -> Option<(Tensor, Tensor)> {
+    if !chunk_linear_enabled() {
+        return None;
+    }
+    let (qs, vs) = (q.size(), v.size());
+    let dims_ok = qs.len() == 4
+        && vs.len() == 4
+        && (1..=CHUNK_LINEAR_MAX_DIM).contains(&qs[3])
+        && (1..=CHUNK_LINEAR_MAX_DIM).contains(&vs[3])
+        && qs[0] * qs[1] <= 65535;
+    let fits = |t: &Tensor| t.kind() == q.kind() && t.device() == q.device();
+    if !supported_kind(q.kind()) || !dims_ok || q.numel() == 0 || ![k, v].into_iter().chain(g).chain(s0).all(fits) {
+        return None;
+    }
+    let ext = for_cuda_tensors()?;
+    let cont = |t: &Tensor| t.contiguous();
+    let (q, k, v) = (cont(q), cont(k), cont(v));
+    let (g, s0) = (g.map(cont), s0.map(cont));
+    let (gm, sm) = (g.as_ref().map(Meta::of), s0.as_ref().map(Meta::of));
+    let checked = check_chunk_linear(&Meta::of(&q), &Meta::of(&k), &Meta::of(&v), gm.as_ref(), sm.as_ref());
+    match checked.and_then(|()| chunk_linear_unchecked(ext, &q, &k, &v, g.as_ref(), s0.as_ref())) {
+        Ok(r) => Some(r),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// How many times the chunked linear-attention kernel ran in this process (tests check that dispatch
+/// reached it).
+pub fn chunk_linear_calls() -> Result<i64, CudaKernelError> {
+    let ext = extension()?;
+    Ok(unsafe { (ext.chunk_linear_calls)() })
 }
 
 /// How many times the selective-scan kernel ran in this process (tests check that dispatch reached it).
@@ -717,11 +896,67 @@ mod tests {
     }
 
     #[test]
+    fn chunk_linear_validation_names_the_argument_and_the_expected_shape() {
+        let gpu = Device::Cuda(0);
+        let kd = Kind::BFloat16;
+        let q = meta(gpu, kd, &[2, 3, 9, 5]);
+        let v = meta(gpu, kd, &[2, 3, 9, 7]);
+        let g = meta(gpu, kd, &[2, 3, 9]);
+        let s0 = meta(gpu, kd, &[2, 3, 5, 7]);
+        assert_eq!(check_chunk_linear(&q, &q, &v, Some(&g), Some(&s0)), Ok(()));
+        assert_eq!(check_chunk_linear(&q, &q, &v, None, None), Ok(()));
+        type Args = (Meta, Meta, Meta, Option<Meta>, Option<Meta>);
+        let base: Args = (q.clone(), q.clone(), v.clone(), Some(g.clone()), Some(s0.clone()));
+        let with = |f: &dyn Fn(&mut Args)| {
+            let mut a = base.clone();
+            f(&mut a);
+            a
+        };
+        let cases: Vec<(Args, &str, &str)> = vec![
+            (with(&|a| a.0 = meta(gpu, kd, &[2, 9, 5])), "q", "[B, H, T, Dk]"),
+            (with(&|a| a.0 = meta(Device::Cpu, kd, &[2, 3, 9, 5])), "q", "CUDA"),
+            (with(&|a| a.0 = meta(gpu, Kind::Half, &[2, 3, 9, 5])), "q", "Float or BFloat16"),
+            (with(&|a| a.0.contiguous = false), "q", "contiguous"),
+            (with(&|a| a.0 = meta(gpu, kd, &[2, 3, 0, 5])), "q", "T >= 1"),
+            (with(&|a| a.0 = meta(gpu, kd, &[2, 3, 9, 129])), "q", "1 <= Dk <= 128"),
+            (with(&|a| a.0 = meta(gpu, kd, &[300, 300, 9, 5])), "q", "B * H <= 65535"),
+            (with(&|a| a.1 = meta(gpu, kd, &[2, 3, 9, 4])), "k", "[B, H, T, Dk] = [2, 3, 9, 5]"),
+            (with(&|a| a.1 = meta(gpu, Kind::Float, &[2, 3, 9, 5])), "k", "dtype BFloat16 (that of q)"),
+            (with(&|a| a.1.contiguous = false), "k", "contiguous"),
+            (with(&|a| a.2 = meta(gpu, kd, &[2, 3, 8, 7])), "v", "[B, H, T, Dv] = [2, 3, 9, 1..=128]"),
+            (with(&|a| a.2 = meta(gpu, kd, &[2, 3, 9, 200])), "v", "[B, H, T, Dv] = [2, 3, 9, 1..=128]"),
+            (with(&|a| a.2 = meta(Device::Cuda(1), kd, &[2, 3, 9, 7])), "v", "device"),
+            (with(&|a| a.3 = Some(meta(gpu, kd, &[2, 3, 9, 5]))), "g", "[B, H, T] = [2, 3, 9]"),
+            (with(&|a| a.3 = Some(meta(gpu, Kind::Float, &[2, 3, 9]))), "g", "dtype"),
+            (with(&|a| a.4 = Some(meta(gpu, kd, &[2, 3, 7, 5]))), "s0", "[B, H, Dk, Dv] = [2, 3, 5, 7]"),
+        ];
+        for (a, want_arg, want_text) in cases {
+            let e = check_chunk_linear(&a.0, &a.1, &a.2, a.3.as_ref(), a.4.as_ref()).unwrap_err();
+            let (arg, text) = arg_of(e);
+            assert_eq!(arg, want_arg, "{text}");
+            assert!(text.contains(want_text), "`{text}` should mention `{want_text}`");
+            assert!(text.starts_with("chunk_linear: argument"), "{text}");
+        }
+    }
+
+    #[test]
+    fn chunk_linear_gate_values() {
+        assert!(!parse_chunk_linear_gate(None));
+        assert!(!parse_chunk_linear_gate(Some("")));
+        assert!(!parse_chunk_linear_gate(Some("0")));
+        assert!(parse_chunk_linear_gate(Some("1")));
+        assert!(parse_chunk_linear_gate(Some(" 1\n")));
+    }
+
+    #[test]
     fn cpu_tensors_are_refused_before_any_library_is_needed() {
         let x = Tensor::randn([1, 3, 2], (Kind::Float, Device::Cpu));
         let w = Tensor::randn([2, 3], (Kind::Float, Device::Cpu));
         let e = short_conv(&x, &w, None, Activation::Silu).unwrap_err();
         assert!(matches!(e, CudaKernelError::BadArgument { arg: "x", .. }), "{e}");
+        let q = Tensor::randn([1, 2, 3, 4], (Kind::Float, Device::Cpu));
+        let e = chunk_linear(&q, &q, &q, None, None).unwrap_err();
+        assert!(matches!(e, CudaKernelError::BadArgument { arg: "q", .. }), "{e}");
     }
 
     #[test]

@@ -1,0 +1,156 @@
+//! GPU benchmark of chunked linear attention with a scalar per-head decay (RetNet / Mamba2's SSD; bfloat16,
+//! log-decays float32 in [-0.1, 0) cast to bf16 like q/k/v, no initial state): our kernel against the
+//! libtorch `Auto` path (the chunked form of fused libtorch ops, chunk 64) and against floors.
+//!
+//! Run on a GPU machine: `cargo bench -p kernels --features cuda --bench chunk_linear_gpu`, or the bundle's
+//! `kernels-gpu-chunk-bench` (scripts/gpu-run.sh `chunk`). Shapes: B = 8, H = 16, T in {2048, 4096}, head
+//! dim Dk = Dv in {64, 128}. Timing: CUDA events around each call on the current stream, the L2 flushed
+//! before every run by writing a 256 MiB buffer, WARMUP runs, then the median of RUNS runs. The kernel is
+//! called through `cuda_ext::chunk_linear` directly (no opt-in gate needed); the libtorch path with
+//! `KernelPath::Auto` while the gate is off. Forward+backward is the forward call plus
+//! torch::autograd::grad for q, k, v and g with fixed output gradients for o and the final state. Prints a
+//! Markdown table; fla's `chunk_simple_gla` (the public kernel for the same math) is timed by
+//! kernels/benches/fla_bench.py with the same protocol (gpu-run.sh `fla`).
+//!
+//! Floors (computed, not measured):
+//! - bytes at 4.3 TB/s (the H200's measured device-to-device copy rate), counting only what must move in
+//!   bf16: forward reads q, k, v, g and writes o and the final state, backward adds reading dO and writing
+//!   dq, dk, dv, dg (the inputs read again are not counted);
+//! - FLOPs at 790 TFLOP/s (bf16 tensor cores): [`chunk_linear_flops`] with chunk 64 forward, 3x for
+//!   forward+backward (the project's convention).
+
+use kernels::chunk_linear::{chunk_linear, chunk_linear_flops, Decay};
+use kernels::cuda_ext::{self, CudaTimer};
+use kernels::KernelPath;
+use tch::{Device, Kind, Tensor};
+
+const RUNS: usize = 50;
+const WARMUP: usize = 5;
+const BANDWIDTH: f64 = 4.3e12; // bytes/s
+const MATMUL_RATE: f64 = 790e12; // FLOP/s
+const CHUNK: i64 = 64;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Impl {
+    Kernel,
+    Libtorch,
+}
+
+impl Impl {
+    fn run(self, v: &[Tensor]) -> (Tensor, Tensor) {
+        let (q, k, vv, g) = (&v[0], &v[1], &v[2], &v[3]);
+        match self {
+            Impl::Kernel => cuda_ext::chunk_linear(q, k, vv, Some(g), None).expect("kernel"),
+            Impl::Libtorch => chunk_linear(q, k, vv, Decay::Scalar(g), None, CHUNK, KernelPath::Auto),
+        }
+    }
+}
+
+struct Bench {
+    flush: Tensor,
+    timer: CudaTimer,
+}
+
+impl Bench {
+    /// Median milliseconds of `f` over RUNS runs after WARMUP, L2 flushed before each.
+    fn time(&mut self, mut f: impl FnMut()) -> f64 {
+        for _ in 0..WARMUP {
+            f();
+        }
+        let mut ms = Vec::with_capacity(RUNS);
+        for _ in 0..RUNS {
+            let _ = self.flush.fill_(1);
+            self.timer.start().unwrap();
+            f();
+            self.timer.stop().unwrap();
+            ms.push(f64::from(self.timer.elapsed_ms().unwrap()));
+        }
+        ms.sort_by(f64::total_cmp);
+        ms[ms.len() / 2]
+    }
+
+    fn fwd(&mut self, imp: Impl, v: &[Tensor]) -> f64 {
+        let _guard = tch::no_grad_guard();
+        self.time(|| {
+            let _ = imp.run(v);
+        })
+    }
+
+    fn fwd_bwd(&mut self, imp: Impl, v: &[Tensor], go: &Tensor, gs: &Tensor) -> f64 {
+        let leaves: Vec<Tensor> = v.iter().map(|t| t.detach().set_requires_grad(true)).collect();
+        let ins: Vec<&Tensor> = leaves.iter().collect();
+        self.time(|| {
+            let (o, s) = imp.run(&leaves);
+            let _ = cuda_ext::grad(&[&o, &s], &[go, gs], &ins).expect("backward");
+        })
+    }
+}
+
+fn main() {
+    let loaded = kernels::cuda::load_torch_cuda();
+    if !tch::Cuda::is_available() {
+        eprintln!("no CUDA device: {loaded:?}");
+        std::process::exit(1);
+    }
+    let ext = match cuda_ext::extension() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    if cuda_ext::chunk_linear_enabled() {
+        eprintln!("unset WORKBENCH_CHUNK_LINEAR_KERNEL: the libtorch column must time the libtorch path");
+        std::process::exit(1);
+    }
+    let dev = Device::Cuda(0);
+    println!("kernel library: {}\n", ext.path().display());
+    let mut bench =
+        Bench { flush: Tensor::empty([256 << 20], (Kind::Uint8, dev)), timer: CudaTimer::new().expect("CUDA events") };
+    tch::manual_seed(0);
+    let kind = Kind::BFloat16;
+    let s = 2.0; // bytes per bfloat16
+    let (b, h) = (8i64, 16i64);
+    println!(
+        "## chunk_linear, scalar decay (bfloat16), B = 8, H = 16, Dk = Dv = head dim; median of {RUNS} runs, ms\n"
+    );
+    println!("| T | head dim | pass | kernel | libtorch Auto | libtorch / kernel | floor bytes | floor FLOPs | kernel / max floor |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for t in [2048i64, 4096] {
+        for d in [64i64, 128] {
+            let opts = (Kind::Float, dev);
+            let sc = (d as f64).powf(-0.25);
+            let v: Vec<Tensor> = [
+                Tensor::randn([b, h, t, d], opts) * sc,
+                Tensor::randn([b, h, t, d], opts) * sc,
+                Tensor::randn([b, h, t, d], opts),
+                -(Tensor::rand([b, h, t], opts) * 0.1 + 1e-3),
+            ]
+            .into_iter()
+            .map(|x| x.to_kind(kind))
+            .collect();
+            let go = Tensor::randn([b, h, t, d], opts).to_kind(kind);
+            let gs = Tensor::randn([b, h, d, d], opts).to_kind(kind);
+            let (btd, bt, state) = ((b * h * t * d) as f64, (b * h * t) as f64, (b * h * d * d) as f64);
+            let flops = chunk_linear_flops(b * h, t, d, d, CHUNK);
+            for (pass, bytes, fl) in [
+                ("fwd", (4.0 * btd + bt + state) * s, flops),
+                ("fwd+bwd", (4.0 * btd + bt + state + 4.0 * btd + bt + state) * s, 3.0 * flops),
+            ] {
+                let mut ms = Vec::new();
+                for imp in [Impl::Kernel, Impl::Libtorch] {
+                    ms.push(if pass == "fwd" { bench.fwd(imp, &v) } else { bench.fwd_bwd(imp, &v, &go, &gs) });
+                }
+                let fb = bytes / BANDWIDTH * 1e3;
+                let ff = fl / MATMUL_RATE * 1e3;
+                println!(
+                    "| {t} | {d} | {pass} | {:.3} | {:.3} | {:.2}x | {fb:.3} | {ff:.3} | {:.1}x |",
+                    ms[0],
+                    ms[1],
+                    ms[1] / ms[0],
+                    ms[0] / fb.max(ff)
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+// Chunked linear attention with a scalar decay: kernels and launchers (chunk_linear.h: math, shapes, work
+// split; chunk_linear.cuh: the per-thread work). Instantiated for float and bfloat16 inputs.
+#include "chunk_linear.cuh"
+
+namespace wb {
+namespace chunk_linear {
+namespace {
+
+__global__ void cumsum_kernel(Params p) { cumsum_thread(p, int64_t(blockIdx.x) * blockDim.x + threadIdx.x); }
+
+__global__ void pass_kernel(Params p, float* buf, const float* start, float* end, bool reverse) {
+    pass_thread(p, buf, start, end, reverse, int64_t(blockIdx.x) * blockDim.x + threadIdx.x);
+}
+
+// Per-chunk kernels: grid (N, B * H), kThreads threads, dynamic shared memory.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) scores_kernel(Params p, const T* X, const T* Y, int64_t D, float* out) {
+    extern __shared__ float smem[];
+    const Chunk c = chunk_of(p, blockIdx.x, blockIdx.y);
+    scores_load(p, c, X, Y, D, smem, threadIdx.x);
+    __syncthreads();
+    scores_compute(p, c, D, out, smem, threadIdx.x);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) update_kernel(Params p, const T* X, Scale s, const T* Y, float* out) {
+    extern __shared__ float smem[];
+    const Chunk c = chunk_of(p, blockIdx.x, blockIdx.y);
+    update_load(p, c, X, s, Y, smem, threadIdx.x);
+    __syncthreads();
+    update_compute(p, c, out, smem, threadIdx.x);
+}
+
+template <typename T, typename TO>
+__global__ void __launch_bounds__(kThreads) rowmix_kernel(Params p, RowMix m, const T* Z, const T* R, TO* out) {
+    extern __shared__ float smem[];
+    const Chunk c = chunk_of(p, blockIdx.x, blockIdx.y);
+    rowmix_load(p, c, m, Z, R, smem, threadIdx.x);
+    __syncthreads();
+    rowmix_compute(p, c, m, out, smem, threadIdx.x);
+}
+
+struct Launch {
+    const Params& p;
+    cudaStream_t s;
+    const char* err = nullptr;
+
+    dim3 chunks() const { return dim3(unsigned(p.N), unsigned(p.B * p.H)); }
+
+    // Opts a kernel into more than 48 KiB of dynamic shared memory.
+    template <typename K>
+    bool smem(K kernel, int64_t floats) {
+        if (err != nullptr) return false;
+        const cudaError_t e =
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(floats * sizeof(float)));
+        if (e != cudaSuccess) err = cudaGetErrorString(e);
+        return err == nullptr;
+    }
+
+    void cumsum() {
+        if (p.g == nullptr || err != nullptr) return;
+        const int64_t n = p.B * p.H * p.N;
+        cumsum_kernel<<<unsigned((n + 255) / 256), 256, 0, s>>>(p);
+    }
+    void pass(float* buf, const float* start, float* end, bool reverse) {
+        if (err != nullptr) return;
+        const int64_t n = p.B * p.H * p.Dk * p.Dv;
+        pass_kernel<<<unsigned((n + 255) / 256), 256, 0, s>>>(p, buf, start, end, reverse);
+    }
+    template <typename T>
+    void scores(const void* X, const void* Y, int64_t D, float* out) {
+        const int64_t f = smem_scores(D);
+        if (smem(scores_kernel<T>, f))
+            scores_kernel<T><<<chunks(), kThreads, f * sizeof(float), s>>>(p, static_cast<const T*>(X),
+                                                                            static_cast<const T*>(Y), D, out);
+    }
+    template <typename T>
+    void update(const void* X, Scale sc, const void* Y, float* out) {
+        const int64_t f = smem_update(p.Dk, p.Dv);
+        if (smem(update_kernel<T>, f))
+            update_kernel<T><<<chunks(), kThreads, f * sizeof(float), s>>>(p, static_cast<const T*>(X), sc,
+                                                                            static_cast<const T*>(Y), out);
+    }
+    template <typename T, typename TO>
+    void rowmix(const RowMix& m, const void* Z, const void* R, TO* out) {
+        const int64_t f = smem_rowmix(m.D1, m.D2);
+        if (smem(rowmix_kernel<T, TO>, f))
+            rowmix_kernel<T, TO><<<chunks(), kThreads, f * sizeof(float), s>>>(p, m, static_cast<const T*>(Z),
+                                                                                static_cast<const T*>(R), out);
+    }
+};
+
+const char* check(const Params& p) {
+    if (p.Dk < 1 || p.Dk > kMaxDim || p.Dv < 1 || p.Dv > kMaxDim) return "chunk_linear: Dk and Dv must be in 1..=128";
+    if (p.B < 1 || p.H < 1 || p.T < 1 || p.N != nchunks(p.T)) return "chunk_linear: bad shape or plan";
+    if (p.B * p.H > 65535 || p.N > 2147483647) return "chunk_linear: B * H must be at most 65535";
+    const cudaError_t e = cudaGetLastError();  // an earlier asynchronous error would be misattributed
+    return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+}
+
+template <bool BACKWARD>
+const char* run(const Params& p, DType dt, cudaStream_t stream) {
+    if (const char* err = check(p)) return err;
+    Launch l{p, stream};
+    if (dt == DType::F32) {
+        BACKWARD ? run_backward<float>(l, p) : run_forward<float>(l, p);
+    } else {
+        BACKWARD ? run_backward<__nv_bfloat16>(l, p) : run_forward<__nv_bfloat16>(l, p);
+    }
+    if (l.err != nullptr) return l.err;
+    const cudaError_t e = cudaGetLastError();
+    return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+}
+
+}  // namespace
+
+const char* forward(const Params& p, DType dt, cudaStream_t stream) { return run<false>(p, dt, stream); }
+const char* backward(const Params& p, DType dt, cudaStream_t stream) { return run<true>(p, dt, stream); }
+
+}  // namespace chunk_linear
+}  // namespace wb

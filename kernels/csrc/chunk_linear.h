@@ -1,0 +1,84 @@
+// Chunked linear attention with a scalar per-head decay (kernels/src/chunk_linear.rs has the math): the
+// host-side interface of chunk_linear.cu. Covers `linear_attention` (no decay), `retnet` and Mamba2's SSD.
+//
+//   S_t = a_t S_{t-1} + k_t^T v_t,   o_t = q_t S_t,   a_t = exp(g_t), g_t <= 0 (absent: a_t = 1)
+//
+// q, k [B, H, T, Dk]; v, o, dO [B, H, T, Dv]: contiguous, float32 or bfloat16 (one dtype). g [B, H, T],
+// s0 / the final state / its gradient [B, H, Dk, Dv], and every workspace and gradient written here are
+// float32 (the torch glue converts). Arithmetic is float32 throughout. 1 <= Dk, Dv <= kMaxDim.
+//
+// Chunked form, chunk length C = kChunk, N = ceil(T / C) chunks; b_i = sum of g over the chunk up to and
+// including i (`bcum`), L = the chunk's last valid position:
+//   scores   A_ij = [j <= i] exp(b_i - b_j) q_i . k_j                       [C, C] per chunk
+//   update   U    = (K * exp(b_L - b))^T V                                  [Dk, Dv] per chunk
+//   pass     S_start(n) = S; S = exp(b_L) S + U(n)   (sequential over chunks, one thread per state element)
+//   output   O    = A V + (Q * exp(b)) S_start                              [C, Dv] per chunk
+// Backward (recomputes A, U and the states; G(n) = dLoss/dS_end(n)):
+//   W    = (Q * exp(b))^T dO;  reverse pass G(n) = G; G = exp(b_L) G + W(n); dS0 = G at the end
+//   P_ij = [j <= i] exp(b_i - b_j) dO_i . v_j
+//   dQ = P K + (dO * exp(b)) S_start^T      dK = P^T Q + (V * exp(b_L - b)) G^T
+//   dV = A^T dO + (K * exp(b_L - b)) G
+//   dg (glue) = within-chunk reverse cumsum of (q . dq - k . dk), plus <G(n), S_end(n)> for the whole chunk.
+//
+// Work split: every "per chunk" step is one block of kThreads threads per (chunk, batch x head); its
+// operands are staged in shared memory as float32 (rows padded to an odd stride: no bank conflicts), then
+// each thread computes a register tile of the output: rows warp + 8 r, columns lane + 32 c. The state
+// pass is one thread per state element. No tensor cores in this version (see BENCHMARKS.md).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace wb {
+namespace chunk_linear {
+
+constexpr int kChunk = 64;
+constexpr int kThreads = 256;  // 8 warps
+constexpr int kMaxDim = 128;   // Dk, Dv <= 128: register tiles of 4 columns of 32, 16 rows of 8
+
+enum class DType { F32, BF16 };
+
+struct Params {
+    const void* q = nullptr;  // [B, H, T, Dk]
+    const void* k = nullptr;  // [B, H, T, Dk]
+    const void* v = nullptr;  // [B, H, T, Dv]
+    const float* g = nullptr;  // [B, H, T] log-decays, or null (no decay)
+    const float* s0 = nullptr;  // [B, H, Dk, Dv] or null
+    void* o = nullptr;  // [B, H, T, Dv]
+    float* sT = nullptr;  // [B, H, Dk, Dv]
+    // workspaces
+    float* bcum = nullptr;  // [B, H, T] (only with g)
+    float* states = nullptr;  // [B, H, N, Dk, Dv]: U, then S_start in place
+    float* scores = nullptr;  // [B, H, N, C, C]: A
+    // backward
+    const void* dout = nullptr;  // [B, H, T, Dv]
+    const float* dsT = nullptr;  // [B, H, Dk, Dv] or null
+    float* gstates = nullptr;  // [B, H, N, Dk, Dv]: W, then G in place
+    float* pscores = nullptr;  // [B, H, N, C, C]: P
+    float* dq = nullptr;  // [B, H, T, Dk]
+    float* dk = nullptr;  // [B, H, T, Dk]
+    float* dv = nullptr;  // [B, H, T, Dv]
+    float* ds0 = nullptr;  // [B, H, Dk, Dv]
+    int64_t B = 0, H = 0, T = 0, Dk = 0, Dv = 0;
+    int64_t N = 0;  // ceil(T / kChunk)
+};
+
+inline int64_t nchunks(int64_t T) { return (T + kChunk - 1) / kChunk; }
+
+// Shared memory (floats) of the per-chunk kernels: rows padded to D + 1.
+inline int64_t smem_scores(int64_t D) { return 2 * int64_t(kChunk) * (D + 1) + kChunk; }
+inline int64_t smem_update(int64_t Dk, int64_t Dv) { return int64_t(kChunk) * (Dk + 1 + Dv + 1); }
+inline int64_t smem_rowmix(int64_t D1, int64_t D2) {
+    return int64_t(kChunk) * (kChunk + 1) + int64_t(kChunk) * (D2 + 1) + int64_t(kChunk) * (D1 + 1) +
+           D1 * (D2 + 1);
+}
+
+// Launch on `stream`; return null or the error's text. `p.N` must be filled in; the forward pass writes
+// o, sT and the workspaces bcum, states, scores; the backward pass needs dout (and dsT) and writes every
+// workspace, dq, dk, dv, ds0 (and recomputes sT into `sT` when it is not null).
+const char* forward(const Params& p, DType dt, cudaStream_t stream);
+const char* backward(const Params& p, DType dt, cudaStream_t stream);
+
+}  // namespace chunk_linear
+}  // namespace wb

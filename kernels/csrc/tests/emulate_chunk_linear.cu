@@ -1,0 +1,302 @@
+// Host emulation of the chunked linear-attention kernels: runs chunk_linear.cuh's launch sequence and
+// per-thread code on the CPU (each per-chunk block: every thread's load step, the barrier, every thread's
+// compute step) and checks the output, the final state and the gradients of q, k, v, the log-decays and the
+// initial state against a float64 reference (the per-token recurrence and its hand-written reverse pass).
+// The log-decay gradient is formed here from dq and dk exactly as extension.cpp's glue forms it. Built by
+// kernels/build.rs with the `cuda` feature and run by `host_emulation_of_the_cuda_kernels` (cuda_ext.rs).
+//
+// Outputs and workspaces start as NaN, so an element no thread writes fails the check.
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "../chunk_linear.cuh"
+
+using namespace wb::chunk_linear;
+
+namespace {
+
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// The launcher of chunk_linear.cuh's run_forward / run_backward, on the CPU.
+struct HostLaunch {
+    const Params& p;
+    std::vector<float> smem;
+
+    template <class Load, class Compute>
+    void blocks(int64_t floats, Load load, Compute compute) {
+        smem.assign(size_t(floats), kNaN);
+        for (int64_t bh = 0; bh < p.B * p.H; ++bh)
+            for (int64_t n = 0; n < p.N; ++n) {
+                const Chunk c = chunk_of(p, n, bh);
+                for (int tid = 0; tid < kThreads; ++tid) load(c, tid);
+                for (int tid = 0; tid < kThreads; ++tid) compute(c, tid);
+            }
+    }
+    void cumsum() {
+        if (p.g == nullptr) return;
+        for (int64_t i = 0; i < p.B * p.H * p.N + 7; ++i) cumsum_thread(p, i);  // extra ids must do nothing
+    }
+    void pass(float* buf, const float* start, float* end, bool reverse) {
+        for (int64_t i = 0; i < p.B * p.H * p.Dk * p.Dv + 7; ++i) pass_thread(p, buf, start, end, reverse, i);
+    }
+    template <typename T>
+    void scores(const void* X, const void* Y, int64_t D, float* out) {
+        blocks(
+            smem_scores(D),
+            [&](const Chunk& c, int tid) {
+                scores_load(p, c, static_cast<const T*>(X), static_cast<const T*>(Y), D, smem.data(), tid);
+            },
+            [&](const Chunk& c, int tid) { scores_compute(p, c, D, out, smem.data(), tid); });
+    }
+    template <typename T>
+    void update(const void* X, Scale s, const void* Y, float* out) {
+        blocks(
+            smem_update(p.Dk, p.Dv),
+            [&](const Chunk& c, int tid) {
+                update_load(p, c, static_cast<const T*>(X), s, static_cast<const T*>(Y), smem.data(), tid);
+            },
+            [&](const Chunk& c, int tid) { update_compute(p, c, out, smem.data(), tid); });
+    }
+    template <typename T, typename TO>
+    void rowmix(const RowMix& m, const void* Z, const void* R, TO* out) {
+        blocks(
+            smem_rowmix(m.D1, m.D2),
+            [&](const Chunk& c, int tid) {
+                rowmix_load(p, c, m, static_cast<const T*>(Z), static_cast<const T*>(R), smem.data(), tid);
+            },
+            [&](const Chunk& c, int tid) { rowmix_compute(p, c, m, out, smem.data(), tid); });
+    }
+};
+
+struct Case {
+    int64_t B, H, T, Dk, Dv;
+    int decay;  // 0: none, 1: mild (log a in [-0.5, 0)), 2: strong (log a in [-30, -5])
+    bool s0, dsT;
+};
+
+template <typename T>
+double round_to(double x) {
+    return double(to_f(from_f<T>(float(x))));
+}
+
+// Reference in float64: forward recurrence, then its reverse pass for the loss
+// sum(wo * o) + sum(wS * S_T). Layout as in chunk_linear.h.
+struct Ref {
+    std::vector<double> o, sT, dq, dk, dv, dg, ds0;
+};
+
+Ref reference(const Case& cs, const std::vector<double>& q, const std::vector<double>& k,
+              const std::vector<double>& v, const std::vector<double>& g, const std::vector<double>& s0,
+              const std::vector<double>& wo, const std::vector<double>& wS) {
+    const int64_t T = cs.T, Dk = cs.Dk, Dv = cs.Dv, per = Dk * Dv;
+    Ref r;
+    r.o.assign(size_t(cs.B * cs.H * T * Dv), 0);
+    r.sT.assign(size_t(cs.B * cs.H * per), 0);
+    r.dq.assign(size_t(cs.B * cs.H * T * Dk), 0);
+    r.dk = r.dq;
+    r.dv = r.o;
+    r.dg.assign(size_t(cs.B * cs.H * T), 0);
+    r.ds0 = r.sT;
+    for (int64_t bh = 0; bh < cs.B * cs.H; ++bh) {
+        std::vector<double> S(size_t((T + 1) * per), 0);  // S[t + 1] = state after step t; S[0] = s0
+        for (int64_t e = 0; e < per; ++e) S[e] = cs.s0 ? s0[bh * per + e] : 0;
+        auto at = [&](int64_t t) { return bh * T + t; };
+        for (int64_t t = 0; t < T; ++t) {
+            const double a = cs.decay ? std::exp(g[at(t)]) : 1.0;
+            for (int64_t d = 0; d < Dk; ++d)
+                for (int64_t e = 0; e < Dv; ++e)
+                    S[(t + 1) * per + d * Dv + e] = a * S[t * per + d * Dv + e] + k[at(t) * Dk + d] * v[at(t) * Dv + e];
+            for (int64_t e = 0; e < Dv; ++e) {
+                double acc = 0;
+                for (int64_t d = 0; d < Dk; ++d) acc += q[at(t) * Dk + d] * S[(t + 1) * per + d * Dv + e];
+                r.o[at(t) * Dv + e] = acc;
+            }
+        }
+        for (int64_t e = 0; e < per; ++e) r.sT[bh * per + e] = S[T * per + e];
+        std::vector<double> G(static_cast<size_t>(per), 0.0);
+        for (int64_t e = 0; e < per; ++e) G[e] = cs.dsT ? wS[bh * per + e] : 0;
+        for (int64_t t = T - 1; t >= 0; --t) {
+            const double* St = &S[(t + 1) * per];
+            const double* Sp = &S[t * per];
+            for (int64_t d = 0; d < Dk; ++d)
+                for (int64_t e = 0; e < Dv; ++e) G[d * Dv + e] += q[at(t) * Dk + d] * wo[at(t) * Dv + e];
+            for (int64_t d = 0; d < Dk; ++d) {
+                double dq = 0, dk = 0;
+                for (int64_t e = 0; e < Dv; ++e) {
+                    dq += wo[at(t) * Dv + e] * St[d * Dv + e];
+                    dk += G[d * Dv + e] * v[at(t) * Dv + e];
+                }
+                r.dq[at(t) * Dk + d] = dq;
+                r.dk[at(t) * Dk + d] = dk;
+            }
+            for (int64_t e = 0; e < Dv; ++e) {
+                double dv = 0;
+                for (int64_t d = 0; d < Dk; ++d) dv += k[at(t) * Dk + d] * G[d * Dv + e];
+                r.dv[at(t) * Dv + e] = dv;
+            }
+            const double a = cs.decay ? std::exp(g[at(t)]) : 1.0;
+            double da = 0;
+            for (int64_t e = 0; e < per; ++e) da += G[e] * Sp[e];
+            r.dg[at(t)] = a * da;
+            for (int64_t e = 0; e < per; ++e) G[e] *= a;
+        }
+        for (int64_t e = 0; e < per; ++e) r.ds0[bh * per + e] = G[e];
+    }
+    return r;
+}
+
+// max |got - want| / max(max |want|, 1); NaN anywhere counts as infinite.
+template <typename V>
+double rel_err(const V& got, const std::vector<double>& want) {
+    double scale = 1, err = 0;
+    for (double w : want) scale = std::max(scale, std::fabs(w));
+    for (size_t i = 0; i < want.size(); ++i) {
+        const double d = std::fabs(double(got[i]) - want[i]);
+        if (!(d == d)) return std::numeric_limits<double>::infinity();
+        err = std::max(err, d);
+    }
+    return err / scale;
+}
+
+template <typename E>
+int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol) {
+    std::normal_distribution<double> nd(0, 1);
+    const double lo = cs.decay == 2 ? -30.0 : -0.5, hi = cs.decay == 2 ? -5.0 : -1e-3;
+    std::uniform_real_distribution<double> ud(lo, hi);
+    const int64_t BH = cs.B * cs.H, T = cs.T, Dk = cs.Dk, Dv = cs.Dv, per = Dk * Dv, N = nchunks(T);
+    auto fill = [&](int64_t n, bool in_t) {
+        std::vector<double> x(static_cast<size_t>(n));
+        for (auto& e : x) e = in_t ? round_to<E>(nd(rng)) : double(float(nd(rng)));
+        return x;
+    };
+    const auto q = fill(BH * T * Dk, true), k = fill(BH * T * Dk, true), v = fill(BH * T * Dv, true);
+    const auto wo = fill(BH * T * Dv, true);
+    const auto s0 = fill(BH * per, false), wS = fill(BH * per, false);
+    std::vector<double> g(static_cast<size_t>(BH * T));
+    for (auto& e : g) e = double(float(ud(rng)));
+    const Ref ref = reference(cs, q, k, v, g, s0, wo, wS);
+
+    auto as_t = [](const std::vector<double>& x) {
+        std::vector<E> y(x.size());
+        for (size_t i = 0; i < x.size(); ++i) y[i] = from_f<E>(float(x[i]));
+        return y;
+    };
+    auto as_f = [](const std::vector<double>& x) { return std::vector<float>(x.begin(), x.end()); };
+    const auto qt = as_t(q), kt = as_t(k), vt = as_t(v), wot = as_t(wo);
+    const auto gf = as_f(g), s0f = as_f(s0), wSf = as_f(wS);
+    std::vector<E> o(size_t(BH * T * Dv), from_f<E>(kNaN));
+    std::vector<float> sT(size_t(BH * per), kNaN), bcum(size_t(BH * T), kNaN);
+    std::vector<float> states(size_t(BH * N * per), kNaN), gstates(states.size(), kNaN);
+    std::vector<float> scores(size_t(BH * N * kChunk * kChunk), kNaN), pscores(scores.size(), kNaN);
+    std::vector<float> dq(size_t(BH * T * Dk), kNaN), dk(dq.size(), kNaN), dv(size_t(BH * T * Dv), kNaN);
+    std::vector<float> ds0(size_t(BH * per), kNaN), sT2(sT.size(), kNaN);
+
+    Params p;
+    p.q = qt.data();
+    p.k = kt.data();
+    p.v = vt.data();
+    p.g = cs.decay ? gf.data() : nullptr;
+    p.s0 = cs.s0 ? s0f.data() : nullptr;
+    p.o = o.data();
+    p.sT = sT.data();
+    p.bcum = cs.decay ? bcum.data() : nullptr;
+    p.states = states.data();
+    p.scores = scores.data();
+    p.B = cs.B;
+    p.H = cs.H;
+    p.T = T;
+    p.Dk = Dk;
+    p.Dv = Dv;
+    p.N = N;
+    {
+        HostLaunch l{p, {}};
+        run_forward<E>(l, p);
+    }
+    Params pb = p;
+    pb.sT = sT2.data();
+    pb.dout = wot.data();
+    pb.dsT = cs.dsT ? wSf.data() : nullptr;
+    pb.gstates = gstates.data();
+    pb.pscores = pscores.data();
+    pb.dq = dq.data();
+    pb.dk = dk.data();
+    pb.dv = dv.data();
+    pb.ds0 = ds0.data();
+    states.assign(states.size(), kNaN);  // the backward pass recomputes them
+    scores.assign(scores.size(), kNaN);
+    {
+        HostLaunch l{pb, {}};
+        run_backward<E>(l, pb);
+    }
+    // The glue's dg: within-chunk reverse cumsum of (q . dq - k . dk), plus <G(n), S_end(n)> per chunk.
+    std::vector<double> dg(size_t(BH * T), 0);
+    for (int64_t bh = 0; bh < BH; ++bh)
+        for (int64_t n = 0; n < N; ++n) {
+            double gs = 0;
+            for (int64_t e = 0; e < per; ++e) {
+                const double send = n + 1 < N ? states[(bh * N + n + 1) * per + e] : sT2[bh * per + e];
+                gs += double(gstates[(bh * N + n) * per + e]) * send;
+            }
+            double acc = gs;
+            for (int64_t t = std::min(T, (n + 1) * kChunk) - 1; t >= n * kChunk; --t) {
+                const int64_t at = bh * T + t;
+                for (int64_t d = 0; d < Dk; ++d)
+                    acc += q[at * Dk + d] * dq[at * Dk + d] - k[at * Dk + d] * dk[at * Dk + d];
+                dg[at] = acc;
+            }
+        }
+
+    std::vector<float> of(o.size());
+    for (size_t i = 0; i < o.size(); ++i) of[i] = to_f(o[i]);
+    struct Check {
+        const char* name;
+        double err;
+    };
+    std::vector<Check> checks = {{"o", rel_err(of, ref.o)},     {"sT", rel_err(sT, ref.sT)},
+                                 {"sT (bwd)", rel_err(sT2, ref.sT)}, {"dq", rel_err(dq, ref.dq)},
+                                 {"dk", rel_err(dk, ref.dk)},   {"dv", rel_err(dv, ref.dv)},
+                                 {"ds0", rel_err(ds0, ref.ds0)}};
+    // dg = q . dq - k . dk summed: a difference of terms much larger than dg itself under strong decay (the
+    // diagonal terms q_i . k_i dO_i . v_i cancel exactly), so float32 rounding of those terms shows at 1e-4 of
+    // the scale; it is held to that rather than the other gradients' bound.
+    if (cs.decay) checks.push_back({"dg", rel_err(dg, ref.dg) * tol / std::max(tol, 1e-4)});
+    int failures = 0;
+    double worst = 0;
+    for (const Check& c : checks) {
+        worst = std::max(worst, c.err);
+        if (!(c.err <= tol)) {
+            std::printf("FAIL %s B=%lld H=%lld T=%lld Dk=%lld Dv=%lld decay=%d s0=%d dsT=%d: %s error %.3g > %.3g\n",
+                        dtype, (long long)cs.B, (long long)cs.H, (long long)T, (long long)Dk, (long long)Dv,
+                        cs.decay, cs.s0, cs.dsT, c.name, c.err, tol);
+            ++failures;
+        }
+    }
+    std::printf("%s %s B=%lld H=%lld T=%lld Dk=%lld Dv=%lld decay=%d s0=%d dsT=%d: worst %.2e\n",
+                failures ? "FAIL" : "ok  ", dtype, (long long)cs.B, (long long)cs.H, (long long)T, (long long)Dk,
+                (long long)Dv, cs.decay, cs.s0, cs.dsT, worst);
+    return failures;
+}
+
+}  // namespace
+
+int main() {
+    std::mt19937 rng(4321);
+    // T = 1, T below / at / past one chunk and not a multiple of it, small, odd and full head dims, Dk != Dv,
+    // no decay / mild / strong, with and without s0 and the final state's gradient.
+    const Case cases[] = {
+        {1, 1, 1, 1, 1, 1, true, true},    {2, 1, 1, 5, 3, 0, false, false}, {1, 2, 7, 3, 5, 1, true, false},
+        {1, 1, 64, 4, 4, 2, false, true},  {1, 2, 65, 8, 6, 1, true, true},  {2, 1, 130, 5, 7, 0, true, true},
+        {1, 1, 150, 33, 17, 2, true, true}, {1, 1, 129, 64, 64, 1, false, true},
+        {1, 1, 100, 128, 128, 1, true, true}, {1, 1, 70, 96, 128, 2, false, false},
+    };
+    int failures = 0;
+    // Tolerances on max error / max(max |reference|, 1): float32 arithmetic on inputs exactly representable
+    // in the dtype; bfloat16 adds the output's one rounding (2^-9).
+    for (const Case& c : cases) failures += run_case<float>(rng, c, "float32", 2e-5);
+    for (const Case& c : cases) failures += run_case<__nv_bfloat16>(rng, c, "bfloat16", 8e-3);
+    std::printf(failures == 0 ? "all passed\n" : "%d failures\n", failures);
+    return failures == 0 ? 0 : 1;
+}
