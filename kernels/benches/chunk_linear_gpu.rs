@@ -19,10 +19,13 @@
 //! - FLOPs at 790 TFLOP/s (bf16 tensor cores): [`chunk_linear_flops`] with chunk 64 forward, 3x for
 //!   forward+backward (the project's convention).
 
+mod common;
+
+use common::Timing;
 use kernels::chunk_linear::{chunk_linear, chunk_linear_flops, Decay};
-use kernels::cuda_ext::{self, CudaTimer};
+use kernels::cuda_ext;
 use kernels::KernelPath;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 const RUNS: usize = 50;
 const WARMUP: usize = 5;
@@ -46,27 +49,12 @@ impl Impl {
     }
 }
 
-struct Bench {
-    flush: Tensor,
-    timer: CudaTimer,
-}
+struct Bench(Timing);
 
 impl Bench {
     /// Median milliseconds of `f` over RUNS runs after WARMUP, L2 flushed before each.
-    fn time(&mut self, mut f: impl FnMut()) -> f64 {
-        for _ in 0..WARMUP {
-            f();
-        }
-        let mut ms = Vec::with_capacity(RUNS);
-        for _ in 0..RUNS {
-            let _ = self.flush.fill_(1);
-            self.timer.start().unwrap();
-            f();
-            self.timer.stop().unwrap();
-            ms.push(f64::from(self.timer.elapsed_ms().unwrap()));
-        }
-        ms.sort_by(f64::total_cmp);
-        ms[ms.len() / 2]
+    fn time(&mut self, f: impl FnMut()) -> f64 {
+        self.0.median_ms(WARMUP, RUNS, f)
     }
 
     fn fwd(&mut self, imp: Impl, v: &[Tensor]) -> f64 {
@@ -87,27 +75,12 @@ impl Bench {
 }
 
 fn main() {
-    let loaded = kernels::cuda::load_torch_cuda();
-    if !tch::Cuda::is_available() {
-        eprintln!("no CUDA device: {loaded:?}");
-        std::process::exit(1);
-    }
-    let ext = match cuda_ext::extension() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(1);
-        }
-    };
     if cuda_ext::chunk_linear_enabled() {
         eprintln!("unset WORKBENCH_CHUNK_LINEAR_KERNEL: the libtorch column must time the libtorch path");
         std::process::exit(1);
     }
-    let dev = Device::Cuda(0);
-    println!("kernel library: {}\n", ext.path().display());
-    let mut bench =
-        Bench { flush: Tensor::empty([256 << 20], (Kind::Uint8, dev)), timer: CudaTimer::new().expect("CUDA events") };
-    tch::manual_seed(0);
+    let (timing, dev) = Timing::setup();
+    let mut bench = Bench(timing);
     let kind = Kind::BFloat16;
     let s = 2.0; // bytes per bfloat16
     let (b, h) = (8i64, 16i64);

@@ -22,9 +22,12 @@
 //! - FLOPs: 4*D*N per token (the project's convention: update and readout), 3x for training, at 790 TFLOP/s.
 //!   The scan has no matrix products, so this floor is far below the others; it is printed for completeness.
 
-use kernels::cuda_ext::{self, CudaTimer};
+mod common;
+
+use common::Timing;
+use kernels::cuda_ext;
 use kernels::selective_scan::{blocked, selective_scan_flops};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 const RUNS: usize = 50;
 const BASELINE_RUNS: usize = 10;
@@ -56,27 +59,12 @@ impl Impl {
     }
 }
 
-struct Bench {
-    flush: Tensor,
-    timer: CudaTimer,
-}
+struct Bench(Timing);
 
 impl Bench {
     /// Median milliseconds of `f` over `runs` runs after WARMUP (2 for long baselines), L2 flushed before each.
-    fn time(&mut self, runs: usize, mut f: impl FnMut()) -> f64 {
-        for _ in 0..if runs < RUNS { 2 } else { WARMUP } {
-            f();
-        }
-        let mut ms = Vec::with_capacity(runs);
-        for _ in 0..runs {
-            let _ = self.flush.fill_(1);
-            self.timer.start().unwrap();
-            f();
-            self.timer.stop().unwrap();
-            ms.push(f64::from(self.timer.elapsed_ms().unwrap()));
-        }
-        ms.sort_by(f64::total_cmp);
-        ms[ms.len() / 2]
+    fn time(&mut self, runs: usize, f: impl FnMut()) -> f64 {
+        self.0.median_ms(if runs < RUNS { 2 } else { WARMUP }, runs, f)
     }
 
     fn fwd(&mut self, imp: Impl, v: &[Tensor]) -> f64 {
@@ -97,23 +85,8 @@ impl Bench {
 }
 
 fn main() {
-    let loaded = kernels::cuda::load_torch_cuda();
-    if !tch::Cuda::is_available() {
-        eprintln!("no CUDA device: {loaded:?}");
-        std::process::exit(1);
-    }
-    let ext = match cuda_ext::extension() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(1);
-        }
-    };
-    let dev = Device::Cuda(0);
-    println!("kernel library: {}\n", ext.path().display());
-    let mut bench =
-        Bench { flush: Tensor::empty([256 << 20], (Kind::Uint8, dev)), timer: CudaTimer::new().expect("CUDA events") };
-    tch::manual_seed(0);
+    let (timing, dev) = Timing::setup();
+    let mut bench = Bench(timing);
     let kind = Kind::BFloat16;
     let s = 2.0; // bytes per bfloat16
 

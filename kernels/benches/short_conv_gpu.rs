@@ -11,10 +11,13 @@
 //! Bytes floor, per element of x (B*T*C of them, `s` bytes each): forward reads x and writes y (2s);
 //! backward reads x and dy and writes dx (3s); w, bias and their gradients are negligible.
 
-use kernels::cuda_ext::{self, CudaTimer};
+mod common;
+
+use common::Timing;
+use kernels::cuda_ext;
 use kernels::short_conv::{short_conv, Activation};
 use kernels::KernelPath;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 const RUNS: usize = 60;
 const WARMUP: usize = 10;
@@ -43,27 +46,12 @@ impl Impl {
     }
 }
 
-struct Bench {
-    flush: Tensor,
-    timer: CudaTimer,
-}
+struct Bench(Timing);
 
 impl Bench {
     /// Median milliseconds of `f` over RUNS runs after WARMUP, L2 flushed before each.
-    fn time(&mut self, mut f: impl FnMut()) -> f64 {
-        for _ in 0..WARMUP {
-            f();
-        }
-        let mut ms = Vec::with_capacity(RUNS);
-        for _ in 0..RUNS {
-            let _ = self.flush.fill_(1);
-            self.timer.start().unwrap();
-            f();
-            self.timer.stop().unwrap();
-            ms.push(f64::from(self.timer.elapsed_ms().unwrap()));
-        }
-        ms.sort_by(f64::total_cmp);
-        ms[ms.len() / 2]
+    fn time(&mut self, f: impl FnMut()) -> f64 {
+        self.0.median_ms(WARMUP, RUNS, f)
     }
 
     fn fwd(&mut self, imp: Impl, x: &Tensor, w: &Tensor, b: &Tensor) -> f64 {
@@ -87,23 +75,8 @@ impl Bench {
 }
 
 fn main() {
-    let loaded = kernels::cuda::load_torch_cuda();
-    if !tch::Cuda::is_available() {
-        eprintln!("no CUDA device: {loaded:?}");
-        std::process::exit(1);
-    }
-    let ext = match cuda_ext::extension() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(1);
-        }
-    };
-    let dev = Device::Cuda(0);
-    println!("kernel library: {}\n", ext.path().display());
-    let mut bench =
-        Bench { flush: Tensor::empty([256 << 20], (Kind::Uint8, dev)), timer: CudaTimer::new().expect("CUDA events") };
-    tch::manual_seed(0);
+    let (timing, dev) = Timing::setup();
+    let mut bench = Bench(timing);
 
     println!("## short_conv (k = {K}, SiLU, bias), B = 8, C = 16 heads x head dim; median of {RUNS} runs, ms\n");
     println!("| dtype | T | C | pass | kernel | conv1d | reference | floor @ 4.3 TB/s | kernel / floor | conv1d / kernel | reference / kernel |");
