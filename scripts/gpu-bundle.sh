@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Collects what a GPU machine without Rust needs into .carry/gpu (git-ignored; DEST=... for another folder),
 # after `make build-cuda`:
-#   kernels-gpu-tests       the kernels' GPU tests (kernels/tests/gpu.rs)
+#   kernels-gpu-tests       the kernels' GPU tests (kernels/tests/gpu/)
 #   kernels-gpu-bench       the short convolution's benchmark (kernels/benches/short_conv_gpu.rs)
 #   kernels-gpu-scan-bench  the selective scan's benchmark (kernels/benches/selective_scan_gpu.rs)
 #   kernels-gpu-chunk-bench chunked linear attention's benchmark (kernels/benches/chunk_linear_gpu.rs)

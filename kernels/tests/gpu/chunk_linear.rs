@@ -1,0 +1,185 @@
+use super::{gpu, rel_err};
+use kernels::cuda_ext::{self, CudaKernelError};
+use kernels::KernelPath;
+use tch::{Device, Kind, Tensor};
+
+// ---------------------------------------------------------------------------------------------------------
+// Chunked linear attention with a scalar decay (csrc/chunk_linear.*).
+
+use kernels::chunk_linear::{chunk_linear, Decay};
+
+/// Tolerances on `max |kernel - reference| / max(max |reference|, 1)`: float32 2e-4 (float32 arithmetic
+/// over sums of up to 64 + Dk terms per chunk plus the state pass; the host emulation measured <= 2e-6);
+/// bfloat16 1.6e-2 (each output and gradient rounded to bfloat16 once from float32). The log-decay gradient
+/// in float32 gets 1e-3: it is formed as sum(q . dq - k . dk), a difference of terms much larger than itself
+/// under strong decay (the emulation measured 5.6e-5 at decay e^-30 per step).
+fn cl_tolerance(kind: Kind, name: &str) -> f64 {
+    match (kind, name) {
+        (Kind::Float, "dg") => 1e-3,
+        (Kind::Float, _) => 2e-4,
+        (Kind::BFloat16, _) => 1.6e-2,
+        (other, _) => panic!("no tolerance for {other:?}"),
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ClCase {
+    b: i64,
+    h: i64,
+    t: i64,
+    dk: i64,
+    dv: i64,
+    /// 0: no decay; otherwise log-decays uniform in [-strength, -1e-3].
+    strength: f64,
+}
+
+/// T = 1, T below / at / past one chunk of 64 and not a multiple of it, small and odd head dims, Dk != Dv,
+/// no decay, mild and strong decay, and one training-sized shape.
+const CL_CASES: &[ClCase] = &[
+    ClCase { b: 1, h: 1, t: 1, dk: 1, dv: 1, strength: 0.5 },
+    ClCase { b: 2, h: 3, t: 1, dk: 5, dv: 3, strength: 0.0 },
+    ClCase { b: 1, h: 2, t: 7, dk: 3, dv: 5, strength: 0.5 },
+    ClCase { b: 2, h: 2, t: 64, dk: 16, dv: 16, strength: 30.0 },
+    ClCase { b: 1, h: 3, t: 65, dk: 8, dv: 6, strength: 0.5 },
+    ClCase { b: 2, h: 1, t: 130, dk: 33, dv: 17, strength: 0.0 },
+    ClCase { b: 1, h: 2, t: 200, dk: 64, dv: 64, strength: 0.1 },
+    ClCase { b: 2, h: 2, t: 257, dk: 128, dv: 128, strength: 0.05 },
+    ClCase { b: 1, h: 2, t: 100, dk: 96, dv: 128, strength: 30.0 },
+    ClCase { b: 2, h: 4, t: 1000, dk: 64, dv: 128, strength: 0.02 },
+];
+
+/// q, k, v, log-decays (None without decay), s0, and the output gradients (of o and of S_T), all rounded to
+/// `kind`, on the GPU. q and k are scaled by Dk^-1/4 each so that scores stay O(1).
+fn cl_inputs(c: ClCase, kind: Kind, dev: Device) -> (Vec<Tensor>, Option<Tensor>, Tensor, Tensor) {
+    let opts = (Kind::Float, dev);
+    let s = (c.dk as f64).powf(-0.25);
+    let qkv = vec![
+        (Tensor::randn([c.b, c.h, c.t, c.dk], opts) * s).to_kind(kind),
+        (Tensor::randn([c.b, c.h, c.t, c.dk], opts) * s).to_kind(kind),
+        Tensor::randn([c.b, c.h, c.t, c.dv], opts).to_kind(kind),
+        Tensor::randn([c.b, c.h, c.dk, c.dv], opts).to_kind(kind),
+    ];
+    let g = (c.strength > 0.0).then(|| (-(Tensor::rand([c.b, c.h, c.t], opts) * c.strength + 1e-3)).to_kind(kind));
+    let go = Tensor::randn([c.b, c.h, c.t, c.dv], opts).to_kind(kind);
+    let gs = Tensor::randn([c.b, c.h, c.dk, c.dv], opts).to_kind(kind);
+    (qkv, g, go, gs)
+}
+
+/// Output, final state and the gradients of q, k, v, g, s0 of `f` against the float64 recurrence.
+/// The implementation under test: (q, k, v, s0), the log-decays -> (o, S_T).
+type ClFn<'a> = &'a dyn Fn(&[Tensor], Option<&Tensor>) -> (Tensor, Tensor);
+
+fn check_chunk_linear(label: &str, c: ClCase, kind: Kind, f: ClFn) {
+    let dev = Device::Cuda(0);
+    let (qkv, g, go, gs) = cl_inputs(c, kind, dev);
+    let leaf = |t: &Tensor| t.detach().set_requires_grad(true);
+    let vars: Vec<Tensor> = qkv.iter().map(leaf).collect();
+    let gv = g.as_ref().map(leaf);
+    let (o, s) = f(&vars, gv.as_ref());
+    assert_eq!(o.kind(), kind, "{label}: output dtype");
+    assert!(o.requires_grad(), "{label}: the output must carry gradients");
+    let mut ins: Vec<&Tensor> = vars.iter().collect();
+    ins.extend(gv.as_ref());
+    let grads = cuda_ext::grad(&[&o, &s], &[&go, &gs], &ins).expect("kernel backward");
+
+    let f64leaf = |t: &Tensor| t.detach().to_kind(Kind::Double).set_requires_grad(true);
+    let rv: Vec<Tensor> = qkv.iter().map(f64leaf).collect();
+    let rg = g.as_ref().map(f64leaf);
+    let decay = rg.as_ref().map_or(Decay::None, Decay::Scalar);
+    let (or, sr) = chunk_linear(&rv[0], &rv[1], &rv[2], decay, Some(&rv[3]), 64, KernelPath::Reference);
+    let loss = (&or * go.to_kind(Kind::Double)).sum(Kind::Double) + (&sr * gs.to_kind(Kind::Double)).sum(Kind::Double);
+    let mut rins: Vec<&Tensor> = rv.iter().collect();
+    rins.extend(rg.as_ref());
+    let rgrads = Tensor::run_backward(&[loss], &rins, false, false);
+
+    let names = ["o", "S_T", "dq", "dk", "dv", "ds0", "dg"];
+    let mut got = vec![o.detach(), s.detach()];
+    got.extend(grads);
+    let mut want = vec![or.detach(), sr.detach()];
+    want.extend(rgrads);
+    let mut report = Vec::new();
+    for ((name, a), r) in names.iter().zip(&got).zip(&want) {
+        assert_eq!(a.kind(), kind, "{label}: {name} dtype");
+        let e = rel_err(a, r);
+        let tol = cl_tolerance(kind, name);
+        assert!(e <= tol, "{label} {c:?} {kind:?}: {name} relative error {e:.3e} > {tol:.1e}");
+        report.push(format!("{name} {e:.1e}"));
+    }
+    println!("{label} {c:?} {kind:?}: {}", report.join(", "));
+}
+
+#[test]
+#[ignore]
+fn gpu_chunk_linear_matches_float64_reference() {
+    gpu();
+    tch::manual_seed(11);
+    for &c in CL_CASES {
+        for kind in [Kind::Float, Kind::BFloat16] {
+            check_chunk_linear("kernel", c, kind, &|v, g| {
+                cuda_ext::chunk_linear(&v[0], &v[1], &v[2], g, Some(&v[3])).expect("kernel")
+            });
+        }
+    }
+}
+
+/// `chunk_linear(.., KernelPath::Auto)` reaches the kernel for CUDA tensors with a scalar or no decay when
+/// WORKBENCH_CHUNK_LINEAR_KERNEL=1 (gpu-run.sh sets it for the tests), also with mixed dtypes (bf16 q/k/v
+/// with a float32 decay, as under autocast), and gives the reference's answer; per-key decays and
+/// `KernelPath::Reference` do not reach it.
+#[test]
+#[ignore]
+fn gpu_chunk_linear_dispatch() {
+    gpu();
+    assert!(
+        cuda_ext::chunk_linear_enabled(),
+        "set WORKBENCH_CHUNK_LINEAR_KERNEL=1 for this test (the kernel's temporary opt-in gate)"
+    );
+    tch::manual_seed(12);
+    let c = ClCase { b: 2, h: 2, t: 70, dk: 8, dv: 12, strength: 0.3 };
+    for (kind, gkind) in [(Kind::Float, Kind::Float), (Kind::BFloat16, Kind::BFloat16), (Kind::BFloat16, Kind::Float)] {
+        let label = format!("Auto {kind:?} q/k/v, {gkind:?} decay");
+        check_chunk_linear(&label, c, kind, &|v, g| {
+            let before = cuda_ext::chunk_linear_calls().expect("library");
+            let g = g.map(|g| g.to_kind(gkind));
+            let (o, s) = chunk_linear(
+                &v[0],
+                &v[1],
+                &v[2],
+                g.as_ref().map_or(Decay::None, Decay::Scalar),
+                Some(&v[3]),
+                64,
+                KernelPath::Auto,
+            );
+            assert_eq!(cuda_ext::chunk_linear_calls().expect("library"), before + 1, "{label}: kernel not reached");
+            (o.to_kind(kind), s.to_kind(kind))
+        });
+    }
+    let (qkv, _, _, _) = cl_inputs(c, Kind::Float, Device::Cuda(0));
+    let before = cuda_ext::chunk_linear_calls().expect("library");
+    let gk = Tensor::rand([c.b, c.h, c.t, c.dk], (Kind::Float, Device::Cuda(0))).neg();
+    let _ = chunk_linear(&qkv[0], &qkv[1], &qkv[2], Decay::PerKey(&gk), None, 64, KernelPath::Auto);
+    let _ = chunk_linear(&qkv[0], &qkv[1], &qkv[2], Decay::None, None, 64, KernelPath::Reference);
+    assert_eq!(
+        cuda_ext::chunk_linear_calls().expect("library"),
+        before,
+        "per-key decay or Reference reached the kernel"
+    );
+}
+
+#[test]
+#[ignore]
+fn gpu_chunk_linear_bad_inputs() {
+    let dev = gpu();
+    let q = Tensor::randn([1, 2, 5, 4], (Kind::Float, dev));
+    let v = Tensor::randn([1, 2, 5, 3], (Kind::Float, dev));
+    let e = cuda_ext::chunk_linear(&q, &q, &q.to_kind(Kind::BFloat16), None, None).unwrap_err();
+    assert!(matches!(e, CudaKernelError::BadArgument { arg: "v", .. }), "{e}");
+    let e = cuda_ext::chunk_linear(&q, &q.transpose(2, 3), &v, None, None).unwrap_err();
+    assert!(matches!(e, CudaKernelError::BadArgument { arg: "k", .. }), "{e}");
+    let wide = Tensor::randn([1, 2, 5, 256], (Kind::Float, dev));
+    let e = cuda_ext::chunk_linear(&wide, &wide, &v, None, None).unwrap_err();
+    assert!(matches!(e, CudaKernelError::BadArgument { arg: "q", .. }), "{e}");
+    let g = Tensor::zeros([1, 2, 4], (Kind::Float, dev));
+    let e = cuda_ext::chunk_linear(&q, &q, &v, Some(&g), None).unwrap_err();
+    assert!(e.to_string().contains("[B, H, T] = [1, 2, 5]"), "{e}");
+}
