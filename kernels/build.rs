@@ -80,10 +80,13 @@ mod cuda {
         let mut host_tests = Vec::new();
         let bin_dir = tc.out.join("host-tests");
         fs::create_dir_all(&bin_dir).expect("create OUT_DIR/host-tests");
+        // The tests' own headers (tests/*.h) key their programs too.
+        let test_headers = header_digest(&test_dir);
         for src in list(&test_dir, &["cu"]) {
             let stem = file_name(&src);
             let args = host_test_args(&tc);
-            let key = digest(&[&fs::read(&src).expect("read test source"), &headers, args.join("\u{1}").as_bytes()]);
+            let source = fs::read(&src).expect("read test source");
+            let key = digest(&[&source, &headers, &test_headers, args.join("\u{1}").as_bytes()]);
             let exe = bin_dir.join(format!("{stem}-{key:016x}"));
             remove_stale(&bin_dir, &format!("{stem}-"), &exe);
             if !exe.exists() {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../short_conv.cuh"
+#include "emulate.h"
 
 using namespace wb::short_conv;
 
@@ -138,25 +139,6 @@ Result emulate(const Case& c, const Problem& pr) {
         }
     if (!c.bias) r.db.assign(C, 0.0);
     return r;
-}
-
-// max |a - r| <= tol * max(max |r|, 1), and no NaN (an element no thread wrote).
-bool close(const char* what, const std::vector<double>& a, const std::vector<double>& r, double tol, char* why) {
-    double err = 0.0, scale = 1.0;
-    for (size_t i = 0; i < a.size(); ++i) {
-        if (std::isnan(a[i])) {
-            std::snprintf(why, 256, "%s[%zu] was never written", what, i);
-            return false;
-        }
-        err = std::fmax(err, std::fabs(a[i] - r[i]));
-        scale = std::fmax(scale, std::fabs(r[i]));
-    }
-    if (err > tol * scale) {
-        std::snprintf(why, 256, "%s: max abs error %.3g > %.3g (tol %.1g x scale %.3g)", what, err, tol * scale, tol,
-                      scale);
-        return false;
-    }
-    return true;
 }
 
 template <typename T>
