@@ -9,6 +9,9 @@
 #   torch          scripts/bench_train_torch.py, eager (needs .whl/ with flash-linear-attention, fla-core, einops)
 #   torch-compile  the same with torch.compile (transformer, gla, hyena, striped)
 #   scaling        experiments/gpu-scaling.yaml on this machine's GPUs, report in OUT/gpu-scaling
+#   speedup        the same sweep on cuda:0 alone (4 trials at once) and then on every GPU (4 trials per GPU),
+#                  wall times in OUT/speedup.txt, the multi-GPU report in OUT/gpu-scaling
+# TORCH_ARCH and TORCH_COMPILE_ARCH (comma-separated) narrow the PyTorch side's architectures.
 # Output goes to $OUT (the device tool's folder) or BUNDLE/out. Exit status: non-zero if any part failed.
 set -uo pipefail
 BUNDLE=$(cd "${1:-.carry/gpu-train}" && pwd) || { echo "gpu-train: no bundle at ${1:-.carry/gpu-train}" >&2; exit 2; }
@@ -46,12 +49,27 @@ if wants bench; then
   step bench bash -c "'$BUNDLE/workbench' bench-train --device cuda --json '$OUT/bench-train.json' > '$OUT/bench-train.md' 2> '$OUT/bench-train.log'; rc=\$?; cat '$OUT/bench-train.md'; exit \$rc"
 fi
 if wants torch; then
-  step torch bash -c "$(declare -f torch_side); BUNDLE='$BUNDLE' torch_side --compile no --arch transformer,hyena,striped,mamba,gla --json '$OUT/bench-torch-eager.json' > '$OUT/bench-torch-eager.md' 2> '$OUT/bench-torch-eager.log'; rc=\$?; cat '$OUT/bench-torch-eager.md'; tail -3 '$OUT/bench-torch-eager.log'; exit \$rc"
+  step torch bash -c "$(declare -f torch_side); BUNDLE='$BUNDLE' torch_side --compile no --arch ${TORCH_ARCH:-transformer,hyena,striped,mamba,gla} --json '$OUT/bench-torch-eager.json' > '$OUT/bench-torch-eager.md' 2> '$OUT/bench-torch-eager.log'; rc=\$?; cat '$OUT/bench-torch-eager.md'; tail -3 '$OUT/bench-torch-eager.log'; exit \$rc"
 fi
 if wants torch-compile; then
-  step torch-compile bash -c "$(declare -f torch_side); BUNDLE='$BUNDLE' torch_side --compile yes --arch transformer,hyena,striped,gla --json '$OUT/bench-torch-compile.json' > '$OUT/bench-torch-compile.md' 2> '$OUT/bench-torch-compile.log'; rc=\$?; cat '$OUT/bench-torch-compile.md'; tail -3 '$OUT/bench-torch-compile.log'; exit \$rc"
+  step torch-compile bash -c "$(declare -f torch_side); BUNDLE='$BUNDLE' torch_side --compile yes --arch ${TORCH_COMPILE_ARCH:-transformer,hyena,striped,gla} --json '$OUT/bench-torch-compile.json' > '$OUT/bench-torch-compile.md' 2> '$OUT/bench-torch-compile.log'; rc=\$?; cat '$OUT/bench-torch-compile.md'; tail -3 '$OUT/bench-torch-compile.log'; exit \$rc"
 fi
 if wants scaling; then
   step scaling bash -c "'$BUNDLE/workbench' sweep '$BUNDLE/gpu-scaling.yaml' --device cuda --out '$OUT/gpu-scaling' --force > '$OUT/gpu-scaling.log' 2>&1; rc=\$?; tail -5 '$OUT/gpu-scaling.log'; exit \$rc"
+fi
+if wants speedup; then
+  gpus=$(nvidia-smi -L | wc -l)
+  all=$(seq -s, -f 'cuda:%g' 0 $((gpus - 1)))
+  sweep() { # NAME DEVICES JOBS
+    local t0=$SECONDS
+    "$BUNDLE/workbench" sweep "$BUNDLE/gpu-scaling.yaml" --device cuda --devices "$2" --jobs "$3" --out "$OUT/$1" --force > "$OUT/$1.log" 2>&1
+    local rc=$?
+    echo "$1: --devices $2 --jobs $3: exit $rc, $((SECONDS - t0)) s wall" | tee -a "$OUT/speedup.txt"
+    return $rc
+  }
+  export -f sweep
+  export BUNDLE OUT
+  step speedup-1gpu bash -c "sweep gpu-scaling-1gpu cuda:0 4"
+  step speedup-all bash -c "sweep gpu-scaling $all $((4 * gpus))"
 fi
 exit $status

@@ -1,4 +1,4 @@
-//! `grid` (every trial of the space, in the space's order) and `random` over the grid (`n` trials drawn
+//! `grid` (every trial of the space, the longest first: see [`Grid::new`]) and `random` over the grid (`n` trials drawn
 //! without replacement by a seeded shuffle). Neither looks at outcomes.
 
 use super::{Job, Outcome, Proposal, RandomSpec, Strategy, StrategyReport};
@@ -27,8 +27,13 @@ pub struct Grid {
 }
 
 impl Grid {
+    /// The trials in launch order: largest FLOP budget first, then most steps (at one budget the smaller
+    /// model takes more, shorter steps, which small models run at a lower utilisation), then the space's
+    /// order. Starting the longest trials first keeps one long trial from running alone at the end of a
+    /// parallel sweep (longest-processing-time-first scheduling); results and reports do not depend on it.
     pub fn new(trials: Vec<TrialSpec>) -> Grid {
-        let trials = distinct(trials);
+        let mut trials = distinct(trials);
+        trials.sort_by(|a, b| b.budget_flops.total_cmp(&a.budget_flops).then(b.steps().cmp(&a.steps())));
         Grid { full_flops: grid_flops(&trials), trials, next: 0 }
     }
 }

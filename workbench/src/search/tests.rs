@@ -266,3 +266,21 @@ fn inheritance_changes_the_children_ids_not_the_first_generation() {
         assert!(!off.iter().any(|(o, _)| o == id), "{id}: an inheriting trial has a from-scratch trial's id");
     }
 }
+
+#[test]
+fn grid_launches_the_longest_trials_first() {
+    let text = format!(
+        "name: t\n{TASK}budgets: [1e8, 1e9]\ncandidates:
+  - {{name: a, layout: [attention, swiglu], depth: 2, d_model: [16, 32], mixers: {{attention: {{heads: 2}}}}}}\n"
+    );
+    let space = Space::from_text(&text, std::path::Path::new("space.yaml")).unwrap();
+    let mut grid = grid::Grid::new(space.trials().unwrap());
+    let mut order = Vec::new();
+    while let Proposal::Run(job) = grid.propose() {
+        order.push((job.spec.budget_flops, job.spec.stack.d_model, job.spec.steps()));
+    }
+    // Budget 1e9 before 1e8; within a budget the smaller model (more steps) first.
+    let budgets: Vec<f64> = order.iter().map(|o| o.0).collect();
+    assert_eq!(budgets, [1e9, 1e9, 1e8, 1e8]);
+    assert!(order[0].1 == 16 && order[1].1 == 32 && order[0].2 > order[1].2, "{order:?}");
+}
