@@ -1,5 +1,5 @@
 // Training-step helpers that libtorch has and tch does not bind: libtorch's fused AdamW, the autocast
-// dtype, and the CUDA caching allocator's statistics. No kernels of our own here: each function calls
+// dtype, the CUDA caching allocator's statistics, and the Kineto profiler (torch.profiler's engine). No kernels of our own here: each function calls
 // the ATen/c10 implementation that PyTorch itself uses, so the GPU training path runs the same code as
 // `torch.optim.AdamW(fused=True)` and `torch.autocast("cuda", torch.bfloat16)`.
 //
@@ -11,9 +11,12 @@
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 
 #include <cstdlib>
 #include <cstring>
+#include <set>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -51,7 +54,7 @@ std::vector<at::Tensor> list(at::Tensor** ts, int32_t n) {
 }  // namespace
 
 // Version of this file's functions; train_ops.rs refuses a library with another.
-WB_TRAIN_EXPORT int32_t wb_train_abi_version() { return 1; }
+WB_TRAIN_EXPORT int32_t wb_train_abi_version() { return 2; }
 
 // One AdamW update of `n` parameters with libtorch's multi-tensor fused kernel (`at::_fused_adamw_`):
 // p <- p (1 - lr wd); m, v updated; p <- p - lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps), with bc from
@@ -96,4 +99,24 @@ WB_TRAIN_EXPORT char* wb_train_reset_peak(int32_t device) {
 // Hands cached blocks back to the driver (torch.cuda.empty_cache), e.g. after an out-of-memory step.
 WB_TRAIN_EXPORT char* wb_train_empty_cache() {
   return train_guard([&] { c10::cuda::CUDACachingAllocator::emptyCache(); });
+}
+
+// Starts libtorch's Kineto profiler (what torch.profiler.profile runs) for host-side ops and CUDA kernels.
+WB_TRAIN_EXPORT char* wb_train_profile_start() {
+  return train_guard([&] {
+    namespace impl = torch::profiler::impl;
+    const impl::ProfilerConfig config(impl::ProfilerState::KINETO);
+    const std::set<impl::ActivityType> activities{impl::ActivityType::CPU, impl::ActivityType::CUDA};
+    torch::autograd::profiler::prepareProfiler(config, activities);
+    torch::autograd::profiler::enableProfiler(config, activities);
+  });
+}
+
+// Stops the profiler and writes its Chrome trace (JSON; one event per op and per kernel) to `path`.
+WB_TRAIN_EXPORT char* wb_train_profile_stop(const char* path) {
+  return train_guard([&] {
+    auto result = torch::autograd::profiler::disableProfiler();
+    if (!result) throw std::runtime_error("the profiler was not running");
+    result->save(path);
+  });
 }

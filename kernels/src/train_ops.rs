@@ -1,6 +1,7 @@
 //! libtorch's GPU training helpers that tch does not bind (csrc/train_ops.cpp): the fused multi-tensor
 //! AdamW (`torch.optim.AdamW(fused=True)`), the CUDA autocast dtype (bfloat16 instead of libtorch's
-//! float16 default) and the caching allocator's memory counters (`torch.cuda.max_memory_allocated`).
+//! float16 default), the caching allocator's memory counters (`torch.cuda.max_memory_allocated`) and the
+//! Kineto profiler (`torch.profiler`: host ops and CUDA kernels to a Chrome trace).
 //!
 //! They live in the same `libworkbench_kernels.so` as our kernels (built with the `cuda` feature) but are
 //! looked up as their own set with their own version, so the kernels' ABI can move without them. On a
@@ -16,7 +17,7 @@ type Msg = *mut c_char;
 type T = *const c_void;
 
 /// Must match `wb_train_abi_version` in csrc/train_ops.cpp.
-const TRAIN_ABI_VERSION: i32 = 1;
+const TRAIN_ABI_VERSION: i32 = 2;
 
 /// The functions of csrc/train_ops.cpp.
 pub struct TrainOps {
@@ -28,6 +29,8 @@ pub struct TrainOps {
     memory_stats: unsafe extern "C" fn(i32, *mut i64, *mut i64, *mut i64) -> Msg,
     reset_peak: unsafe extern "C" fn(i32) -> Msg,
     empty_cache: unsafe extern "C" fn() -> Msg,
+    profile_start: unsafe extern "C" fn() -> Msg,
+    profile_stop: unsafe extern "C" fn(*const c_char) -> Msg,
 }
 
 impl TrainOps {
@@ -65,6 +68,8 @@ fn load() -> Result<TrainOps, String> {
             memory_stats: symbol(handle, "wb_train_memory_stats")?,
             reset_peak: symbol(handle, "wb_train_reset_peak")?,
             empty_cache: symbol(handle, "wb_train_empty_cache")?,
+            profile_start: symbol(handle, "wb_train_profile_start")?,
+            profile_stop: symbol(handle, "wb_train_profile_stop")?,
         })
     }
 }
@@ -204,4 +209,22 @@ pub fn reset_peak(device: Device) -> Result<(), CudaKernelError> {
 pub fn empty_cache() -> Result<(), CudaKernelError> {
     let ops = train_ops()?;
     ops.check("empty_cache", unsafe { (ops.empty_cache)() })
+}
+
+/// Starts libtorch's profiler (host-side ops and CUDA kernels) until [`profile_stop`].
+pub fn profile_start() -> Result<(), CudaKernelError> {
+    let ops = train_ops()?;
+    ops.check("profile_start", unsafe { (ops.profile_start)() })
+}
+
+/// Stops the profiler and writes its Chrome trace (JSON) to `path`.
+pub fn profile_stop(path: &std::path::Path) -> Result<(), CudaKernelError> {
+    let ops = train_ops()?;
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| CudaKernelError::BadArgument {
+        op: "profile_stop",
+        arg: "path",
+        msg: "contains a NUL byte".into(),
+    })?;
+    // SAFETY: a NUL-terminated path, read during the call only.
+    ops.check("profile_stop", unsafe { (ops.profile_stop)(c.as_ptr()) })
 }

@@ -83,6 +83,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             kernels,
             precision,
             json,
+            profile,
         } => {
             let archs: Vec<String> = arch.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
             for a in &archs {
@@ -98,6 +99,13 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             }
             let device = parse_device(&device)?;
             precision.resolve(device).map_err(UsageError::new)?;
+            if let Some(dir) = &profile {
+                if !device.is_cuda() {
+                    return Err(UsageError::new("--profile profiles CUDA kernels: use it with --device cuda").into());
+                }
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| UsageError::new(format!("--profile {}: cannot create it: {e}", dir.display())))?;
+            }
             let o = workbench::bench::BenchOptions {
                 archs,
                 d_model,
@@ -110,6 +118,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
                 device,
                 kernel_path: kernel_path(kernels),
                 precision,
+                profile,
             };
             let report = workbench::bench::run(&o)?;
             print!("{}", workbench::bench::markdown(&report));

@@ -201,6 +201,10 @@ pub(crate) enum Cmd {
         /// Also write the measurements as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Profile one more window per architecture (CUDA): Chrome traces DIR/ARCH.trace.json and a summary
+        /// (GPU busy time per step, kernels and host ops per step, the kernels with the most time).
+        #[arg(long, value_name = "DIR")]
+        profile: Option<PathBuf>,
     },
     /// Data tools: convert text into a token file.
     Data {

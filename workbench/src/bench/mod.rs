@@ -84,6 +84,8 @@ impl Task for RandomTokens {
     }
 }
 
+pub mod profile;
+
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -98,6 +100,8 @@ pub struct BenchOptions {
     pub device: Device,
     pub kernel_path: KernelPath,
     pub precision: Precision,
+    /// Profile one more window per architecture into this folder (CUDA only; see [`profile`]).
+    pub profile: Option<std::path::PathBuf>,
 }
 
 /// One architecture's measurements.
@@ -117,6 +121,8 @@ pub struct BenchRow {
     pub fused_adamw: bool,
     pub final_loss: Option<f64>,
     pub error: Option<String>,
+    /// `--profile`: the profiled window's summary, or why there is none.
+    pub profile: Option<Result<profile::ProfileSummary, String>>,
 }
 
 /// The whole run.
@@ -172,42 +178,57 @@ fn bench_one(arch: &str, o: &BenchOptions, precision: Precision, ceiling: Option
         fused_adamw: false,
         final_loss: None,
         error: None,
+        profile: None,
     };
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<(Vec<f64>, f64, bool)> {
-        tch::manual_seed(0);
-        let vs = VarStore::new(o.device);
-        let stack = Stack::new(&vs.root(), &spec, o.kernel_path);
-        let mut opt = AdamW::new(&vs, &OptimSpec::default());
-        let fused = opt.is_fused();
-        let task = RandomTokens { vocab: o.vocab as usize, seq_len: o.seq_len as usize };
-        let mut feed = Feeder::new(o.device, o.batch_size);
-        let mut step = 0u64;
-        let run = |n: u64, opt: &mut AdamW, feed: &mut Feeder, step: &mut u64| -> Tensor {
-            let mut last = Tensor::zeros([], (Kind::Float, o.device));
-            for _ in 0..n {
-                let parts = StepParts { stack: &stack, opt, precision, feed };
-                last = optimizer_step(parts, &task, *step, 1e-4, 1.0, true);
-                *step += 1;
-            }
-            last
-        };
-        let _ = run(o.warmup, &mut opt, &mut feed, &mut step);
-        sync(o.device);
-        if o.device.is_cuda() {
-            kernels::train_ops::reset_peak(o.device).ok();
-        }
-        let mut times = Vec::new();
-        let mut last = Tensor::zeros([], (Kind::Float, o.device));
-        for _ in 0..o.windows {
-            let t = Instant::now();
-            last = run(o.steps, &mut opt, &mut feed, &mut step);
+    type Profiled = Option<Result<profile::ProfileSummary, String>>;
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<(Vec<f64>, f64, bool, Profiled)> {
+            tch::manual_seed(0);
+            let vs = VarStore::new(o.device);
+            let stack = Stack::new(&vs.root(), &spec, o.kernel_path);
+            let mut opt = AdamW::new(&vs, &OptimSpec::default());
+            let fused = opt.is_fused();
+            let task = RandomTokens { vocab: o.vocab as usize, seq_len: o.seq_len as usize };
+            let mut feed = Feeder::new(o.device, o.batch_size);
+            let mut step = 0u64;
+            let run = |n: u64, opt: &mut AdamW, feed: &mut Feeder, step: &mut u64| -> Tensor {
+                let mut last = Tensor::zeros([], (Kind::Float, o.device));
+                for _ in 0..n {
+                    let parts = StepParts { stack: &stack, opt, precision, feed };
+                    last = optimizer_step(parts, &task, *step, 1e-4, 1.0, true);
+                    *step += 1;
+                }
+                last
+            };
+            let _ = run(o.warmup, &mut opt, &mut feed, &mut step);
             sync(o.device);
-            times.push(t.elapsed().as_secs_f64() / o.steps as f64);
-        }
-        Ok((times, last.double_value(&[]), fused))
-    }));
+            if o.device.is_cuda() {
+                kernels::train_ops::reset_peak(o.device).ok();
+            }
+            let mut times = Vec::new();
+            let mut last = Tensor::zeros([], (Kind::Float, o.device));
+            for _ in 0..o.windows {
+                let t = Instant::now();
+                last = run(o.steps, &mut opt, &mut feed, &mut step);
+                sync(o.device);
+                times.push(t.elapsed().as_secs_f64() / o.steps as f64);
+            }
+            let loss = last.double_value(&[]);
+            let profiled = o.profile.as_ref().filter(|_| o.device.is_cuda()).map(|dir| -> Result<_, String> {
+                let path = dir.join(format!("{arch}.trace.json"));
+                kernels::train_ops::profile_start().map_err(|e| e.to_string())?;
+                let t = Instant::now();
+                let _ = run(o.steps, &mut opt, &mut feed, &mut step);
+                sync(o.device);
+                let wall = t.elapsed().as_secs_f64();
+                kernels::train_ops::profile_stop(&path).map_err(|e| e.to_string())?;
+                profile::summarize(&path, o.steps, wall).map_err(|e| format!("{e:#}"))
+            });
+            Ok((times, loss, fused, profiled))
+        }));
     match outcome {
-        Ok(Ok((mut times, loss, fused))) => {
+        Ok(Ok((mut times, loss, fused, profiled))) => {
+            row.profile = profiled;
             times.sort_by(f64::total_cmp);
             let step_s = times[times.len() / 2];
             row.step_ms = Some(step_s * 1e3);
@@ -275,7 +296,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
     })
 }
 
-/// The report as a Markdown table.
+/// The report as a Markdown table (and each architecture's profile, when there is one).
 pub fn markdown(r: &BenchReport) -> String {
     let mut s = format!(
         "device {}, batch {} x {} tokens, {} steps per window, median of {} windows{}\n\n",
@@ -303,6 +324,13 @@ pub fn markdown(r: &BenchReport) -> String {
             f(row.peak_memory_gib, 2),
             row.error.as_deref().unwrap_or("")
         ));
+    }
+    for row in &r.rows {
+        match &row.profile {
+            Some(Ok(p)) => s.push_str(&profile::markdown(&row.arch, p)),
+            Some(Err(e)) => s.push_str(&format!("\n{}: no profile: {e}\n", row.arch)),
+            None => {}
+        }
     }
     s
 }
@@ -335,6 +363,7 @@ mod tests {
             device: Device::Cpu,
             kernel_path: KernelPath::Auto,
             precision: Precision::Auto,
+            profile: None,
         };
         let r = run(&o).unwrap();
         assert_eq!(r.rows.len(), 2);
