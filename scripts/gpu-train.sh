@@ -9,6 +9,8 @@
 #   torch          scripts/bench_train_torch.py, eager (needs .whl/ with flash-linear-attention, fla-core, einops)
 #   torch-compile  the same with torch.compile (transformer, gla, hyena, striped)
 #   scaling        experiments/gpu-scaling.yaml on this machine's GPUs, report in OUT/gpu-scaling
+#   profile        bench-train --profile on PROFILE_ARCH (default gla,transformer): where each step's GPU time
+#                  goes (OUT/profile.md; the Chrome traces stay in /tmp/wb-profile, too large to ship)
 #   speedup        the same sweep on cuda:0 alone (4 trials at once) and then on every GPU (4 trials per GPU),
 #                  wall times in OUT/speedup.txt, the multi-GPU report in OUT/gpu-scaling
 # TORCH_ARCH and TORCH_COMPILE_ARCH (comma-separated) narrow the PyTorch side's architectures.
@@ -56,6 +58,9 @@ if wants torch-compile; then
 fi
 if wants scaling; then
   step scaling bash -c "'$BUNDLE/workbench' sweep '$BUNDLE/gpu-scaling.yaml' --device cuda --out '$OUT/gpu-scaling' --force > '$OUT/gpu-scaling.log' 2>&1; rc=\$?; tail -5 '$OUT/gpu-scaling.log'; exit \$rc"
+fi
+if wants profile; then
+  step profile bash -c "'$BUNDLE/workbench' bench-train --device cuda --arch '${PROFILE_ARCH:-gla,transformer}' --profile /tmp/wb-profile > '$OUT/profile.md' 2> '$OUT/profile.log'; rc=\$?; cat '$OUT/profile.md'; exit \$rc"
 fi
 if wants speedup; then
   gpus=$(nvidia-smi -L | wc -l)
