@@ -1,0 +1,176 @@
+//! The FFT long convolution fused with its skip and gate on the GPU (csrc/long_conv.*, csrc/ext_long_conv.cpp):
+//! `y = gate * (causal_conv(u, k[:, :T]) + D u)`, see [`crate::long_conv`] for the math. cuFFT (through
+//! libtorch) does the transforms; our kernels do the transposes, the zero padding, the spectral products, the
+//! skip and the gate around them, one pass each.
+
+use super::check::{bad, check_lead, same_device_and_kind};
+use super::{extension, for_cuda_tensors, supported_kind, symbol, CudaKernelError, Extension, Meta, Msg, Raw};
+use std::ffi::c_void;
+use tch::Tensor;
+
+/// The library's long-convolution entry points (csrc/ext_long_conv.cpp).
+pub(super) struct Symbols {
+    run: unsafe extern "C" fn(*const c_void, *const c_void, *const c_void, *const c_void, *mut Raw) -> Msg,
+    calls: unsafe extern "C" fn() -> i64,
+}
+
+impl Symbols {
+    /// # Safety
+    /// `handle` is a live dlopen handle of the kernel library.
+    pub(super) unsafe fn load(handle: *mut c_void) -> Result<Symbols, String> {
+        Ok(Symbols { run: symbol(handle, "wb_long_conv")?, calls: symbol(handle, "wb_long_conv_calls")? })
+    }
+}
+
+/// The largest channel count one launch covers (65535 tiles of 32 channels in grid.y).
+pub const LONG_CONV_MAX_CHANNELS: i64 = 65535 * 32;
+
+/// Checks the long convolution's arguments: `u` [B, T, C] (CUDA, float32 or bfloat16, contiguous, B <= 65535),
+/// `k` [C, L] with L >= T, `d` [C] (both on u's device, float32 or bfloat16, any layout: they are converted to
+/// float32 inside), `gate` [B, T, C] (contiguous, on u's device, in u's dtype).
+pub fn check_long_conv(u: &Meta, k: &Meta, d: Option<&Meta>, gate: Option<&Meta>) -> Result<(), CudaKernelError> {
+    const OP: &str = "long_conv";
+    let &[b, t, c] = u.size.as_slice() else {
+        return Err(bad(OP, "u", format!("expected shape [B, T, C], got {:?}", u.size)));
+    };
+    check_lead(OP, "u", u, "[B, T, C]")?;
+    if b < 1 || t < 1 || c < 1 {
+        return Err(bad(OP, "u", format!("expected shape [B, T, C] with B, T, C >= 1, got {:?}", u.size)));
+    }
+    if b > 65535 || c > LONG_CONV_MAX_CHANNELS {
+        return Err(bad(OP, "u", format!("expected B <= 65535 and C <= {LONG_CONV_MAX_CHANNELS}, got {:?}", u.size)));
+    }
+    let param = |arg: &'static str, m: &Meta, ok: bool, want: String| {
+        if !ok {
+            return Err(bad(OP, arg, format!("expected shape {want}, got {:?}", m.size)));
+        }
+        if m.device != u.device {
+            return Err(bad(OP, arg, format!("expected device {:?} (that of u), got {:?}", u.device, m.device)));
+        }
+        if !supported_kind(m.kind) {
+            return Err(bad(OP, arg, format!("expected dtype Float or BFloat16, got {:?}", m.kind)));
+        }
+        Ok(())
+    };
+    let k_ok = k.size.len() == 2 && k.size[0] == c && k.size[1] >= t;
+    param("k", k, k_ok, format!("[C, L] = [{c}, L >= T = {t}]"))?;
+    if let Some(d) = d {
+        param("D", d, d.size == [c], format!("[C] = [{c}]"))?;
+    }
+    if let Some(g) = gate {
+        if g.size != u.size {
+            return Err(bad(OP, "gate", format!("expected shape [B, T, C] = {:?}, got {:?}", u.size, g.size)));
+        }
+        same_device_and_kind(OP, "gate", ("u", u), g)?;
+        if !g.contiguous {
+            return Err(bad(OP, "gate", format!("expected a contiguous [B, T, C] = {:?} tensor", u.size)));
+        }
+    }
+    Ok(())
+}
+
+/// `gate * (causal_conv(u, k[:, :T]) + d * u)` on the GPU in u's dtype (float32 arithmetic inside),
+/// differentiable in every input; `d` and `gate` may be absent. Arguments are checked first
+/// ([`check_long_conv`]).
+pub fn long_conv(u: &Tensor, k: &Tensor, d: Option<&Tensor>, gate: Option<&Tensor>) -> Result<Tensor, CudaKernelError> {
+    let (dm, gm) = (d.map(Meta::of), gate.map(Meta::of));
+    check_long_conv(&Meta::of(u), &Meta::of(k), dm.as_ref(), gm.as_ref())?;
+    long_conv_unchecked(extension()?, u, k, d, gate)
+}
+
+fn long_conv_unchecked(
+    ext: &Extension,
+    u: &Tensor,
+    k: &Tensor,
+    d: Option<&Tensor>,
+    gate: Option<&Tensor>,
+) -> Result<Tensor, CudaKernelError> {
+    let ptr = |t: &Tensor| t.as_ptr().cast::<c_void>();
+    let opt = |t: Option<&Tensor>| t.map_or(std::ptr::null(), |t| t.as_ptr().cast::<c_void>());
+    let mut out: Raw = std::ptr::null_mut();
+    // SAFETY: the pointers are live tch tensors (at::Tensor*) for the duration of the call; on success `out`
+    // is a new at::Tensor* whose ownership passes to the returned Tensor.
+    let msg = unsafe { (ext.long_conv.run)(ptr(u), ptr(k), opt(d), opt(gate), &mut out) };
+    ext.check("long_conv", msg)?;
+    Ok(unsafe { Tensor::from_ptr(out.cast()) })
+}
+
+/// The `Auto` path of [`crate::long_conv`]'s convolutions for a CUDA `u`: the kernel when it applies (u and
+/// gate float32 or bfloat16 in one dtype, k and D float32 or bfloat16, non-empty) and the library is loaded,
+/// else `None` (the caller's libtorch path). Non-contiguous u and gate are made contiguous. Shapes that do
+/// not fit together panic with the validation message, as the reference's own checks do.
+pub(crate) fn long_conv_auto(u: &Tensor, k: &Tensor, d: Option<&Tensor>, gate: Option<&Tensor>) -> Option<Tensor> {
+    let kinds_ok = supported_kind(u.kind())
+        && supported_kind(k.kind())
+        && d.is_none_or(|d| supported_kind(d.kind()))
+        && gate.is_none_or(|g| g.kind() == u.kind());
+    if !kinds_ok || u.numel() == 0 {
+        return None;
+    }
+    let ext = for_cuda_tensors()?;
+    let (u, gate) = (u.contiguous(), gate.map(Tensor::contiguous));
+    let (dm, gm) = (d.map(Meta::of), gate.as_ref().map(Meta::of));
+    let checked = check_long_conv(&Meta::of(&u), &Meta::of(k), dm.as_ref(), gm.as_ref());
+    match checked.and_then(|()| long_conv_unchecked(ext, &u, k, d, gate.as_ref())) {
+        Ok(y) => Some(y),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// How many times the long-convolution kernel ran in this process (tests check that dispatch reached it).
+pub fn long_conv_calls() -> Result<i64, CudaKernelError> {
+    let ext = extension()?;
+    Ok(unsafe { (ext.long_conv.calls)() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    fn meta(device: Device, kind: Kind, size: &[i64]) -> Meta {
+        Meta { device, kind, size: size.to_vec(), contiguous: true }
+    }
+
+    #[test]
+    fn long_conv_validation_names_the_argument_and_the_expected_shape() {
+        let gpu = Device::Cuda(0);
+        let bf = Kind::BFloat16;
+        let u = meta(gpu, bf, &[2, 9, 5]);
+        let k = meta(gpu, Kind::Float, &[5, 12]);
+        let d = meta(gpu, Kind::Float, &[5]);
+        assert_eq!(check_long_conv(&u, &k, Some(&d), Some(&u)), Ok(()));
+        assert_eq!(check_long_conv(&u, &meta(gpu, bf, &[5, 9]), None, None), Ok(()));
+        type Args = (Meta, Meta, Option<Meta>, Option<Meta>);
+        let base: Args = (u.clone(), k.clone(), Some(d.clone()), Some(u.clone()));
+        let with = |f: &dyn Fn(&mut Args)| {
+            let mut a = base.clone();
+            f(&mut a);
+            a
+        };
+        let cases: Vec<(Args, &str, &str)> = vec![
+            (with(&|a| a.0 = meta(gpu, bf, &[9, 5])), "u", "[B, T, C]"),
+            (with(&|a| a.0 = meta(Device::Cpu, bf, &[2, 9, 5])), "u", "CUDA"),
+            (with(&|a| a.0 = meta(gpu, Kind::Double, &[2, 9, 5])), "u", "Float or BFloat16"),
+            (with(&|a| a.0.contiguous = false), "u", "contiguous"),
+            (with(&|a| a.0 = meta(gpu, bf, &[2, 0, 5])), "u", ">= 1"),
+            (with(&|a| a.1 = meta(gpu, Kind::Float, &[5, 8])), "k", "[C, L] = [5, L >= T = 9]"),
+            (with(&|a| a.1 = meta(gpu, Kind::Float, &[4, 12])), "k", "[C, L] = [5, L >= T = 9]"),
+            (with(&|a| a.1 = meta(Device::Cpu, Kind::Float, &[5, 12])), "k", "device"),
+            (with(&|a| a.1 = meta(gpu, Kind::Double, &[5, 12])), "k", "Float or BFloat16"),
+            (with(&|a| a.2 = Some(meta(gpu, Kind::Float, &[6]))), "D", "[C] = [5]"),
+            (with(&|a| a.2 = Some(meta(Device::Cuda(1), Kind::Float, &[5]))), "D", "device"),
+            (with(&|a| a.3 = Some(meta(gpu, bf, &[2, 9, 4]))), "gate", "[B, T, C] = [2, 9, 5]"),
+            (with(&|a| a.3 = Some(meta(gpu, Kind::Float, &[2, 9, 5]))), "gate", "dtype BFloat16 (that of u)"),
+            (with(&|a| a.3 = Some(Meta { contiguous: false, ..u.clone() })), "gate", "contiguous"),
+        ];
+        for (a, want_arg, want_text) in cases {
+            let e = check_long_conv(&a.0, &a.1, a.2.as_ref(), a.3.as_ref()).unwrap_err();
+            let CudaKernelError::BadArgument { arg, .. } = &e else { panic!("expected a bad-argument error, got {e}") };
+            let text = e.to_string();
+            assert_eq!(*arg, want_arg, "{text}");
+            assert!(text.contains(want_text), "`{text}` should mention `{want_text}`");
+            assert!(text.starts_with("long_conv: argument"), "{text}");
+        }
+    }
+}
