@@ -55,11 +55,14 @@ char* guarded(F&& f) {
 // "Absent" (no D, no gate) travels as an empty tensor: libtorch's custom Function records every tensor input.
 bool present(const at::Tensor& t) { return t.defined() && t.numel() > 0; }
 
+// u and the gate are read at b * stride(0) + t * stride(1) + c: any batch and time strides will do.
+bool channels_contiguous(const at::Tensor& t) { return t.dim() == 3 && (t.stride(2) == 1 || t.size(2) == 1); }
+
 lc::DType dtype_of(const at::Tensor& u) { return u.scalar_type() == at::kFloat ? lc::DType::F32 : lc::DType::BF16; }
 
 void check(const at::Tensor& u, const at::Tensor& k, const at::Tensor& D, const at::Tensor& gate) {
-    TORCH_CHECK(u.defined() && u.is_cuda() && u.dim() == 3 && u.is_contiguous(),
-                "long_conv: u must be a contiguous CUDA [B, T, C] tensor");
+    TORCH_CHECK(u.defined() && u.is_cuda() && u.dim() == 3 && channels_contiguous(u),
+                "long_conv: u must be a CUDA [B, T, C] tensor with contiguous channels");
     TORCH_CHECK(u.scalar_type() == at::kFloat || u.scalar_type() == at::kBFloat16,
                 "long_conv: u must be float32 or bfloat16, got ", u.scalar_type());
     const int64_t B = u.size(0), T = u.size(1), C = u.size(2);
@@ -77,8 +80,8 @@ void check(const at::Tensor& u, const at::Tensor& k, const at::Tensor& D, const 
     }
     if (present(gate)) {
         TORCH_CHECK(gate.sizes() == u.sizes() && gate.device() == u.device() &&
-                        gate.scalar_type() == u.scalar_type() && gate.is_contiguous(),
-                    "long_conv: gate must be contiguous, shaped like u, on u's device, in u's dtype");
+                        gate.scalar_type() == u.scalar_type() && channels_contiguous(gate),
+                    "long_conv: gate must be shaped like u, on u's device, in u's dtype, with contiguous channels");
     }
 }
 
@@ -100,7 +103,11 @@ lc::Params params(const at::Tensor& u, const at::Tensor& D32, const at::Tensor& 
     p.N = lc::fft_size(p.T);
     p.inv_n = 1.0f / float(p.N);
     p.u = u.data_ptr();
+    p.su_b = u.stride(0);
+    p.su_t = u.stride(1);
     p.gate = present(gate) ? gate.data_ptr() : nullptr;
+    p.sg_b = present(gate) ? gate.stride(0) : 0;
+    p.sg_t = present(gate) ? gate.stride(1) : 0;
     p.D = D32.defined() ? D32.data_ptr<float>() : nullptr;
     return p;
 }
@@ -129,8 +136,9 @@ struct LongConvFunction : public torch::autograd::Function<LongConvFunction> {
         TORCH_CHECK(z.is_contiguous() && z.scalar_type() == at::kFloat, "long_conv: unexpected irfft output");
         p.z = z.data_ptr<float>();
 
-        at::Tensor y = at::empty_like(u);
-        at::Tensor w = need_grad && present(gate) ? at::empty_like(u) : at::Tensor();
+        // outputs are contiguous whatever the strides of u
+        at::Tensor y = at::empty(u.sizes(), u.options());
+        at::Tensor w = need_grad && present(gate) ? at::empty(u.sizes(), u.options()) : at::Tensor();
         p.y = y.data_ptr();
         p.w = w.defined() ? w.data_ptr() : nullptr;
         ok(lc::forward_unpack(p, dt, stream), "forward unpack");
@@ -151,7 +159,8 @@ struct LongConvFunction : public torch::autograd::Function<LongConvFunction> {
         const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(u.device().index()).stream();
         const lc::DType dt = dtype_of(u);
         const auto f32 = u.options().dtype(at::kFloat);
-        const at::Tensor dy = grads[0].defined() ? grads[0].to(u.scalar_type()).contiguous() : at::zeros_like(u);
+        const at::Tensor dy =
+            grads[0].defined() ? grads[0].to(u.scalar_type()).contiguous() : at::zeros(u.sizes(), u.options());
         p.dy = dy.data_ptr();
         p.w = w.defined() ? w.data_ptr() : nullptr;
         const at::Tensor K = filter_spectrum(k, p.T, p.N);
@@ -159,7 +168,7 @@ struct LongConvFunction : public torch::autograd::Function<LongConvFunction> {
 
         // u and e = dy * gate packed side by side, so one batched rfft transforms both.
         at::Tensor xs = at::empty({2, p.B, p.C, p.N}, f32);
-        at::Tensor dgate = present(gate) ? at::empty_like(u) : at::Tensor();
+        at::Tensor dgate = present(gate) ? at::empty(u.sizes(), u.options()) : at::Tensor();
         // Every row is written by exactly one block (long_conv.cuh), so no zero fill.
         at::Tensor dD_part = present(D) ? at::empty({p.B * lc::tiles(p.T), p.C}, f32) : at::Tensor();
         p.xu = xs.select(0, 0).data_ptr<float>();
@@ -179,7 +188,7 @@ struct LongConvFunction : public torch::autograd::Function<LongConvFunction> {
         S.reset();
         TORCH_CHECK(zdu.is_contiguous() && zdu.scalar_type() == at::kFloat, "long_conv: unexpected irfft output");
         p.z = zdu.data_ptr<float>();
-        at::Tensor du = at::empty_like(u);
+        at::Tensor du = at::empty(u.sizes(), u.options());
         p.du = du.data_ptr();
         ok(lc::backward_unpack(p, dt, stream), "backward unpack");
 

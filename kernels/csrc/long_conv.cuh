@@ -55,7 +55,7 @@ __host__ __device__ __forceinline__ void forward_pack_load(const Params& p, Tile
     for (int i = 0; i < kPerThread; ++i) {
         const int r = ty + i * kRows;  // time within the tile
         const int64_t t = bx * kTile + r;
-        tile[r][tx] = (t < p.T && c < p.C) ? to_float(u[(bz * p.T + t) * p.C + c]) : 0.0f;
+        tile[r][tx] = (t < p.T && c < p.C) ? to_float(u[bz * p.su_b + t * p.su_t + c]) : 0.0f;
     }
 }
 
@@ -98,9 +98,11 @@ __host__ __device__ __forceinline__ void forward_unpack_store(const Params& p, c
         const int64_t t = bx * kTile + r;
         if (t >= p.T) continue;
         const int64_t idx = (bz * p.T + t) * p.C + c;
-        const float w = p.D != nullptr ? fmaf(d, to_float(u[idx]), tile[tx][r]) : tile[tx][r];
+        float w = tile[tx][r];
+        if (p.D != nullptr) w = fmaf(d, to_float(u[bz * p.su_b + t * p.su_t + c]), w);
         if (p.w != nullptr) static_cast<T*>(p.w)[idx] = from_float<T>(w);
-        static_cast<T*>(p.y)[idx] = from_float<T>(gate != nullptr ? to_float(gate[idx]) * w : w);
+        const float y = gate != nullptr ? to_float(gate[bz * p.sg_b + t * p.sg_t + c]) * w : w;
+        static_cast<T*>(p.y)[idx] = from_float<T>(y);
     }
 }
 
@@ -124,9 +126,9 @@ __host__ __device__ __forceinline__ void backward_pack_load(const Params& p, Til
         if (t < p.T && c < p.C) {
             const int64_t idx = (bz * p.T + t) * p.C + c;
             const float g = to_float(dy[idx]);
-            uu = to_float(u[idx]);
+            uu = to_float(u[bz * p.su_b + t * p.su_t + c]);
             if (gate != nullptr) {
-                e = g * to_float(gate[idx]);
+                e = g * to_float(gate[bz * p.sg_b + t * p.sg_t + c]);
                 static_cast<T*>(p.dgate)[idx] = from_float<T>(g * to_float(static_cast<const T*>(p.w)[idx]));
             } else {
                 e = g;
@@ -193,7 +195,8 @@ __host__ __device__ __forceinline__ void backward_unpack_store(const Params& p, 
         const int64_t idx = (bz * p.T + t) * p.C + c;
         float v = tile[tx][r];
         if (p.D != nullptr) {
-            const float e = gate != nullptr ? to_float(dy[idx]) * to_float(gate[idx]) : to_float(dy[idx]);
+            const float g = to_float(dy[idx]);
+            const float e = gate != nullptr ? g * to_float(gate[bz * p.sg_b + t * p.sg_t + c]) : g;
             v = fmaf(p.D[c], e, v);
         }
         static_cast<T*>(p.du)[idx] = from_float<T>(v);

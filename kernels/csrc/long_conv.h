@@ -12,8 +12,10 @@
 //             rfft(x_u, x_e) -> U, E;  spectral: E[b] *= conj(K), dK += E[b] conj(U[b]) / N (summed over b)
 //             irfft(E) -> du_conv;  unpack: du = du_conv^T + D dy gate;  dk = irfft(dK)[:, :T] (host side)
 // N is the FFT length (even, >= 2T, so the circular convolution of the zero-padded signals is the linear
-// one for t < T), F = N/2 + 1 bins. u, gate, dy, y, w, du, dgate: [B, T, C] contiguous in float32 or
-// bfloat16 (one dtype); every other buffer is float32; the spectra are interleaved complex64 (float2).
+// one for t < T), F = N/2 + 1 bins. u, gate, dy, y, w, du, dgate: [B, T, C] in float32 or bfloat16 (one
+// dtype), contiguous except u and gate, which only need contiguous channels (Hyena slices them out of one
+// projection: strides (T * 3d, 3d, 1)); every other buffer is float32; the spectra are interleaved
+// complex64 (float2).
 //
 // Plain C++ (no device code, no torch), shared by long_conv.cu, ext_long_conv.cpp and the host emulation
 // test (tests/emulate_long_conv.cu).
@@ -59,9 +61,10 @@ inline int64_t fft_size(int64_t T) {
 
 struct Params {
     int64_t B = 0, T = 0, C = 0, N = 0;
-    // [B, T, C] in the tensor dtype
+    // [B, T, C] in the tensor dtype; u and gate at element (b, t, c) = b * s?_b + t * s?_t + c
     const void* u = nullptr;
     const void* gate = nullptr;  // null: no gate (y = w)
+    int64_t su_b = 0, su_t = 0, sg_b = 0, sg_t = 0;
     const void* dy = nullptr;  // backward
     void* y = nullptr;  // forward output
     void* w = nullptr;  // forward: the pre-gate value, saved for dgate (null: not saved); backward: read

@@ -23,6 +23,7 @@ namespace {
 struct Case {
     int64_t B, T, C;
     bool gate, skip;
+    bool strided;  // u and gate as slices of wider buffers (NaN between rows), as Hyena passes them
 };
 
 struct Problem {
@@ -149,7 +150,20 @@ bool run_case(const Case& c, std::mt19937& rng, const char* dtype) {
         for (size_t i = 0; i < v.size(); ++i) r[i] = from_float<T>(float(v[i]));
         return r;
     };
-    std::vector<T> u = cast(pr.u), gate = cast(pr.gate), dy = cast(pr.dy);
+    std::vector<T> dy = cast(pr.dy);
+    // u and gate: contiguous, or rows of C + 3 (gate: + 5) elements and batch rows 7 (gate: 2) elements apart
+    auto layout = [&](const std::vector<double>& v, int64_t pad_t, int64_t pad_b, int64_t& sb, int64_t& st) {
+        st = C + (c.strided ? pad_t : 0);
+        sb = T_ * st + (c.strided ? pad_b : 0);
+        std::vector<T> r(B * sb, from_float<T>(nan));
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t t = 0; t < T_; ++t)
+                for (int64_t ch = 0; ch < C; ++ch)
+                    r[b * sb + t * st + ch] = from_float<T>(float(v[(b * T_ + t) * C + ch]));
+        return r;
+    };
+    int64_t su_b, su_t, sg_b, sg_t;
+    std::vector<T> u = layout(pr.u, 3, 7, su_b, su_t), gate = layout(pr.gate, 5, 2, sg_b, sg_t);
     std::vector<T> y(n, from_float<T>(nan)), w(n, from_float<T>(nan)), du(n, from_float<T>(nan)),
         dgate(n, from_float<T>(nan));
     std::vector<float> D(pr.D.begin(), pr.D.end()), kpad(C * N, 0.0f);
@@ -166,6 +180,10 @@ bool run_case(const Case& c, std::mt19937& rng, const char* dtype) {
     p.N = N;
     p.u = u.data();
     p.gate = c.gate ? gate.data() : nullptr;
+    p.su_b = su_b;
+    p.su_t = su_t;
+    p.sg_b = sg_b;
+    p.sg_t = sg_t;
     p.dy = dy.data();
     p.y = y.data();
     p.w = c.gate ? w.data() : nullptr;
@@ -250,8 +268,8 @@ bool run_case(const Case& c, std::mt19937& rng, const char* dtype) {
         ok = ok && close("w", got.w, want.w, tol, why) && close("dgate", got.dgate, want.dgate, tol, why);
     }
     if (!ok) {
-        std::printf("FAIL %s B=%lld T=%lld C=%lld N=%lld gate=%d D=%d: %s\n", dtype, (long long)B, (long long)T_,
-                    (long long)C, (long long)N, int(c.gate), int(c.skip), why);
+        std::printf("FAIL %s B=%lld T=%lld C=%lld N=%lld gate=%d D=%d strided=%d: %s\n", dtype, (long long)B,
+                    (long long)T_, (long long)C, (long long)N, int(c.gate), int(c.skip), int(c.strided), why);
     }
     return ok;
 }
@@ -263,8 +281,8 @@ int run_all(std::mt19937& rng, const char* dtype) {
     const int64_t shapes[][3] = {{1, 1, 1}, {2, 1, 3}, {1, 2, 5}, {2, 7, 3}, {3, 37, 13}, {2, 64, 40}, {1, 97, 33}};
     int failures = 0, cases = 0;
     for (const auto& s : shapes)
-        for (int flags = 0; flags < 4; ++flags) {
-            const Case c{s[0], s[1], s[2], (flags & 1) != 0, (flags & 2) != 0};
+        for (int flags = 0; flags < 8; ++flags) {
+            const Case c{s[0], s[1], s[2], (flags & 1) != 0, (flags & 2) != 0, (flags & 4) != 0};
             failures += run_case<T>(c, rng, dtype) ? 0 : 1;
             ++cases;
         }

@@ -25,9 +25,11 @@ impl Symbols {
 /// The largest channel count one launch covers (65535 tiles of 32 channels in grid.y).
 pub const LONG_CONV_MAX_CHANNELS: i64 = 65535 * 32;
 
-/// Checks the long convolution's arguments: `u` [B, T, C] (CUDA, float32 or bfloat16, contiguous, B <= 65535),
-/// `k` [C, L] with L >= T, `d` [C] (both on u's device, float32 or bfloat16, any layout: they are converted to
-/// float32 inside), `gate` [B, T, C] (contiguous, on u's device, in u's dtype).
+/// Checks the long convolution's arguments: `u` [B, T, C] (CUDA, float32 or bfloat16, B <= 65535, channels
+/// contiguous: any batch and time strides, as when Hyena slices u out of one projection), `k` [C, L] with
+/// L >= T, `d` [C] (both on u's device, float32 or bfloat16, any layout: they are converted to float32
+/// inside), `gate` [B, T, C] (on u's device, in u's dtype, channels contiguous). Take the metadata of u and
+/// the gate with [`channels_meta`].
 pub fn check_long_conv(u: &Meta, k: &Meta, d: Option<&Meta>, gate: Option<&Meta>) -> Result<(), CudaKernelError> {
     const OP: &str = "long_conv";
     let &[b, t, c] = u.size.as_slice() else {
@@ -63,18 +65,27 @@ pub fn check_long_conv(u: &Meta, k: &Meta, d: Option<&Meta>, gate: Option<&Meta>
         }
         same_device_and_kind(OP, "gate", ("u", u), g)?;
         if !g.contiguous {
-            return Err(bad(OP, "gate", format!("expected a contiguous [B, T, C] = {:?} tensor", u.size)));
+            let msg = format!("expected contiguous channels (stride 1 in C) in the [B, T, C] = {:?} tensor", u.size);
+            return Err(bad(OP, "gate", msg));
         }
     }
     Ok(())
+}
+
+/// [`Meta`] of u or the gate, where `contiguous` means what the kernel needs of them: contiguous channels
+/// (batch and time may have any strides).
+pub fn channels_meta(t: &Tensor) -> Meta {
+    let (size, stride) = (t.size(), t.stride());
+    let contiguous = size.len() != 3 || size[2] <= 1 || stride[2] == 1;
+    Meta { contiguous, ..Meta::of(t) }
 }
 
 /// `gate * (causal_conv(u, k[:, :T]) + d * u)` on the GPU in u's dtype (float32 arithmetic inside),
 /// differentiable in every input; `d` and `gate` may be absent. Arguments are checked first
 /// ([`check_long_conv`]).
 pub fn long_conv(u: &Tensor, k: &Tensor, d: Option<&Tensor>, gate: Option<&Tensor>) -> Result<Tensor, CudaKernelError> {
-    let (dm, gm) = (d.map(Meta::of), gate.map(Meta::of));
-    check_long_conv(&Meta::of(u), &Meta::of(k), dm.as_ref(), gm.as_ref())?;
+    let (dm, gm) = (d.map(Meta::of), gate.map(channels_meta));
+    check_long_conv(&channels_meta(u), &Meta::of(k), dm.as_ref(), gm.as_ref())?;
     long_conv_unchecked(extension()?, u, k, d, gate)
 }
 
@@ -97,8 +108,9 @@ fn long_conv_unchecked(
 
 /// The `Auto` path of [`crate::long_conv`]'s convolutions for a CUDA `u`: the kernel when it applies (u and
 /// gate float32 or bfloat16 in one dtype, k and D float32 or bfloat16, non-empty) and the library is loaded,
-/// else `None` (the caller's libtorch path). Non-contiguous u and gate are made contiguous. Shapes that do
-/// not fit together panic with the validation message, as the reference's own checks do.
+/// else `None` (the caller's libtorch path). u and gate are read in place when their channels are contiguous
+/// (Hyena's slices of one projection), else copied. Shapes that do not fit together panic with the
+/// validation message, as the reference's own checks do.
 pub(crate) fn long_conv_auto(u: &Tensor, k: &Tensor, d: Option<&Tensor>, gate: Option<&Tensor>) -> Option<Tensor> {
     let kinds_ok = supported_kind(u.kind())
         && supported_kind(k.kind())
@@ -108,9 +120,10 @@ pub(crate) fn long_conv_auto(u: &Tensor, k: &Tensor, d: Option<&Tensor>, gate: O
         return None;
     }
     let ext = for_cuda_tensors()?;
-    let (u, gate) = (u.contiguous(), gate.map(Tensor::contiguous));
-    let (dm, gm) = (d.map(Meta::of), gate.as_ref().map(Meta::of));
-    let checked = check_long_conv(&Meta::of(&u), &Meta::of(k), dm.as_ref(), gm.as_ref());
+    let rows = |t: &Tensor| if channels_meta(t).contiguous { t.shallow_clone() } else { t.contiguous() };
+    let (u, gate) = (rows(u), gate.map(rows));
+    let (dm, gm) = (d.map(Meta::of), gate.as_ref().map(channels_meta));
+    let checked = check_long_conv(&channels_meta(&u), &Meta::of(k), dm.as_ref(), gm.as_ref());
     match checked.and_then(|()| long_conv_unchecked(ext, &u, k, d, gate.as_ref())) {
         Ok(y) => Some(y),
         Err(e) => panic!("{e}"),

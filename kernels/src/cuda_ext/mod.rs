@@ -24,7 +24,7 @@ use crate::short_conv::Activation;
 use crate::KernelPath;
 pub use check::*;
 pub(crate) use long_conv::long_conv_auto;
-pub use long_conv::{check_long_conv, long_conv, long_conv_calls, LONG_CONV_MAX_CHANNELS};
+pub use long_conv::{channels_meta, check_long_conv, long_conv, long_conv_calls, LONG_CONV_MAX_CHANNELS};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::PathBuf;
 use std::sync::{Once, OnceLock};
