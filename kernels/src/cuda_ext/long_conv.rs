@@ -141,6 +141,45 @@ mod tests {
     use super::*;
     use tch::{Device, Kind};
 
+    /// ext_long_conv.cpp's formulation, written in libtorch ops on CPU in float64: libtorch's FFT
+    /// conventions (rfft of the filter with norm "forward", the inverses with norm "forward" = unscaled), the
+    /// conjugations and the batch sum of dK give the reference's output and autograd gradients. (The host
+    /// emulation runs the kernels' own code with a hand-written DFT; this pins that DFT to libtorch's.)
+    #[test]
+    fn spectral_formulation_matches_the_reference_gradients() {
+        tch::manual_seed(0);
+        let (b, t, c, l) = (2, 37, 5, 40);
+        let n = 80; // csrc/long_conv.h: fft_size(37) = 2 * 40
+        let opts = (Kind::Double, Device::Cpu);
+        let leaf = |s: &[i64]| Tensor::randn(s, opts).set_requires_grad(true);
+        let (u, k, d, g) = (leaf(&[b, t, c]), leaf(&[c, l]), leaf(&[c]), leaf(&[b, t, c]));
+        let dy = Tensor::randn([b, t, c], opts);
+        let w_ref = crate::long_conv::reference(&u, &k.narrow(1, 0, t)) + &u * &d;
+        let y_ref = &g * &w_ref;
+        let want = Tensor::run_backward(&[(&y_ref * &dy).sum(Kind::Double)], &[&u, &k, &d, &g], false, false);
+        let _guard = tch::no_grad_guard();
+        // [B, T, C] -> zero-padded [B, C, N]
+        let pack = |x: &Tensor| x.transpose(1, 2).constant_pad_nd([0, n - t]);
+        let unpack = |z: &Tensor| z.narrow(2, 0, t).transpose(1, 2);
+        let kf = k.narrow(1, 0, t).fft_rfft(n, 1, "forward"); // [C, F], carries 1/N
+        let w = unpack(&(pack(&u).fft_rfft(n, -1, "backward") * &kf).fft_irfft(n, -1, "forward")) + &u * &d;
+        let y = &g * &w;
+        let e = &dy * &g;
+        let (uf, ef) = (pack(&u).fft_rfft(n, -1, "backward"), pack(&e).fft_rfft(n, -1, "backward"));
+        let du = unpack(&(&ef * kf.conj()).fft_irfft(n, -1, "forward")) + &d * &e;
+        let dkf = (&ef * uf.conj()).sum_dim_intlist(0, false, None::<Kind>) / n as f64;
+        let dk = dkf.fft_irfft(n, -1, "forward").narrow(1, 0, t).constant_pad_nd([0, l - t]);
+        let dd = (&e * &u).sum_dim_intlist([0, 1].as_slice(), false, Kind::Double);
+        let dgate = &dy * &w;
+        let err = |a: &Tensor, r: &Tensor| (a - r).abs().max().double_value(&[]);
+        assert!(err(&y, &y_ref) < 1e-10, "y {}", err(&y, &y_ref));
+        for (name, a, r) in
+            [("du", &du, &want[0]), ("dk", &dk, &want[1]), ("dD", &dd, &want[2]), ("dgate", &dgate, &want[3])]
+        {
+            assert!(err(a, r) < 1e-10, "{name} {}", err(a, r));
+        }
+    }
+
     fn meta(device: Device, kind: Kind, size: &[i64]) -> Meta {
         Meta { device, kind, size: size.to_vec(), contiguous: true }
     }
