@@ -50,6 +50,7 @@ test-gpu-train: build-cuda
 bench-gpu: build-cuda
 	$(CARGO) bench -p kernels --features cuda --bench short_conv_gpu
 	$(CARGO) bench -p kernels --features cuda --bench selective_scan_gpu
+	$(CARGO) bench -p kernels --features cuda --bench long_conv_gpu
 	$(CARGO) bench -p kernels --features cuda --bench chunk_linear_gpu
 
 ## For a GPU machine without Rust: the GPU tests, the benchmark, the kernel library and the workbench

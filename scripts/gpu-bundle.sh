@@ -5,6 +5,7 @@
 #   kernels-gpu-bench       the short convolution's benchmark (kernels/benches/short_conv_gpu.rs)
 #   kernels-gpu-scan-bench  the selective scan's benchmark (kernels/benches/selective_scan_gpu.rs)
 #   kernels-gpu-chunk-bench chunked linear attention's benchmark (kernels/benches/chunk_linear_gpu.rs)
+#   kernels-gpu-longconv-bench Hyena's gated FFT long convolution's benchmark (kernels/benches/long_conv_gpu.rs)
 #   libworkbench_kernels.so the CUDA kernels (sm_90)
 #   workbench               the CLI, built with the kernels (for training runs with --device cuda)
 #   kernel-parity.yaml      the training parity check (gpu-run.sh parity)
@@ -29,15 +30,18 @@ TESTS=$("$CARGO" test --release -p kernels --features cuda --test gpu --no-run -
 BENCH=$("$CARGO" bench -p kernels --features cuda --bench short_conv_gpu --no-run --message-format=json | executable short_conv_gpu)
 CHUNK_BENCH=$("$CARGO" bench -p kernels --features cuda --bench chunk_linear_gpu --no-run --message-format=json | executable chunk_linear_gpu)
 SCAN_BENCH=$("$CARGO" bench -p kernels --features cuda --bench selective_scan_gpu --no-run --message-format=json | executable selective_scan_gpu)
+LONGCONV_BENCH=$("$CARGO" bench -p kernels --features cuda --bench long_conv_gpu --no-run --message-format=json | executable long_conv_gpu)
 rm -rf "$DEST"
 mkdir -p "$DEST"
 cp "$TESTS" "$DEST/kernels-gpu-tests"
 cp "$BENCH" "$DEST/kernels-gpu-bench"
 cp "$SCAN_BENCH" "$DEST/kernels-gpu-scan-bench"
 cp "$CHUNK_BENCH" "$DEST/kernels-gpu-chunk-bench"
+cp "$LONGCONV_BENCH" "$DEST/kernels-gpu-longconv-bench"
 cp target/release/libworkbench_kernels.so target/release/workbench "$DEST/"
 cp scripts/gpu-run.sh experiments/kernel-parity.yaml kernels/benches/fla_bench.py "$DEST/"
 # fla-core's wheel for the public comparison (gpu-run.sh fla), when it was downloaded into .whl
 cp .whl/fla_core-0.6.0-py3-none-any.whl "$DEST/" 2>/dev/null || true
-strip "$DEST/kernels-gpu-tests" "$DEST/kernels-gpu-bench" "$DEST/kernels-gpu-scan-bench" "$DEST/kernels-gpu-chunk-bench" "$DEST/workbench" "$DEST/libworkbench_kernels.so"
+strip "$DEST/kernels-gpu-tests" "$DEST/kernels-gpu-bench" "$DEST/kernels-gpu-scan-bench" "$DEST/kernels-gpu-chunk-bench" \
+  "$DEST/kernels-gpu-longconv-bench" "$DEST/workbench" "$DEST/libworkbench_kernels.so"
 du -ch "$DEST"/* | sed 's/^/gpu-bundle: /'

@@ -6,21 +6,22 @@
 #
 # WHAT: any of `tests` (every gpu_ test; with WORKBENCH_CHUNK_LINEAR_KERNEL=1, the chunked linear-attention
 # kernel's temporary opt-in), `conv` (the short convolution's benchmark), `scan` (the selective scan's
-# benchmark), `chunk` (chunked linear attention's benchmark), `bench` (all three benchmarks), `parity` (experiments/kernel-parity.yaml trained with
+# benchmark), `chunk` (chunked linear attention's benchmark), `longconv` (Hyena's gated FFT long convolution's
+# benchmark), `bench` (all four benchmarks), `parity` (experiments/kernel-parity.yaml trained with
 # --kernels auto and --kernels reference, evaluation losses side by side), `all` (all of them), and, only
 # when named, `fla` (kernels/benches/fla_bench.py: fla-core's Triton kernels with the same protocol; needs
 # BUNDLE_DIR/fla_core-0.6.0-py3-none-any.whl and minutes of Triton autotuning).
 #
 # The binaries were linked against the torch 2.11.0 wheel here; there they use that machine's own torch
 # 2.11.0+cu130 through LD_LIBRARY_PATH. Logs go to $OUT (the device tool's output folder) or BUNDLE_DIR/out:
-# machine.txt, gpu-tests.log, bench.md, scan-bench.md, parity.txt, chunk-bench.md, fla.md. Exit status: non-zero if any test failed or the benchmark failed.
+# machine.txt, gpu-tests.log, bench.md, scan-bench.md, parity.txt, chunk-bench.md, longconv-bench.md, fla.md. Exit status: non-zero if any test failed or the benchmark failed.
 set -uo pipefail
 BUNDLE=$(cd "${1:-.carry/gpu}" && pwd) || { echo "gpu-run: no bundle at ${1:-.carry/gpu} (make gpu-bundle)" >&2; exit 2; }
 shift || true
 WHAT=" ${*:-all} "
 want() {
   case "$WHAT" in *" all "* | *" $1 "*) return 0 ;; esac
-  { [ "$1" = scan ] || [ "$1" = conv ] || [ "$1" = chunk ]; } && [[ "$WHAT" == *" bench "* ]]
+  { [ "$1" = scan ] || [ "$1" = conv ] || [ "$1" = chunk ] || [ "$1" = longconv ]; } && [[ "$WHAT" == *" bench "* ]]
 }
 OUT=${OUT:-$BUNDLE/out}
 mkdir -p "$OUT"
@@ -76,6 +77,10 @@ if want scan; then
 fi
 if want chunk; then
   "$BUNDLE/kernels-gpu-chunk-bench" 2>&1 | tee "$OUT/chunk-bench.md"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+if want longconv; then
+  "$BUNDLE/kernels-gpu-longconv-bench" 2>&1 | tee "$OUT/longconv-bench.md"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 if want conv; then

@@ -6,9 +6,16 @@
 //! ```
 //! Shapes: u `[B, T, C]`, k `[C, L]` with `L >= T` (only the first T taps are read), D `[C]` (optional).
 //!
+//! Hyena's gated form [`long_conv_gated`] is `gate * long_conv(u, k, D)` (gate `[B, T, C]`), one call so
+//! that the CUDA kernel can fuse the gate too.
+//!
 //! Paths:
 //! - `Reference`: the definition, a loop over lags `s` adding `k[:, s] * u` shifted by `s`.
-//! - `Auto`: of the two fast algorithms, the one with fewer FLOPs at this length ([`algorithm`]):
+//! - `Auto` on CUDA tensors: our fused kernel (csrc/long_conv.*, csrc/ext_long_conv.cpp) when its library is
+//!   loaded: cuFFT for the transforms (zero-padded to an even 2,3,5,7-smooth length >= 2T), our kernels for
+//!   the transposes, padding, spectral products, skip and gate around them, float32 inside, the result in u's
+//!   dtype. It runs at every length (the FLOPs recorded stay those of the algorithm below).
+//! - `Auto` otherwise: of the two fast algorithms, the one with fewer FLOPs at this length ([`algorithm`]):
 //!   - [`Algorithm::Direct`]: a depthwise `conv1d` with the reversed filter over the input left-padded
 //!     with T - 1 zeros. Exactly causal: the padding contributes exact zeros.
 //!   - [`Algorithm::Fft`]: zero-pad u and k to N = 2T, real FFT, multiply the spectra, inverse real FFT,
@@ -24,14 +31,14 @@
 //!   `(5 N log2 N + 6 (N/2 + 1)) / T` with `N = 2T`.
 //! - Not counted: the FFT of the filter and everything else that depends only on the parameters (it is
 //!   done once per forward for the whole batch, so its share per token depends on the batch size and
-//!   vanishes as B*T grows), and the `D * u` skip (elementwise).
+//!   vanishes as B*T grows), the `D * u` skip and the gate (elementwise).
 //!
 //! Both paths record the `Auto` count ([`flops_per_token`] per channel), the work training actually runs.
 //! The recurrent form has no finite state: [`long_conv_step`] reads the whole input history.
 
 use crate::flop_count;
 use crate::KernelPath;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// The fast algorithm `Auto` runs at a given length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,11 +80,32 @@ pub fn flops_per_token(seq_len: i64) -> f64 {
 
 /// Causal long convolution `u [B, T, C]`, `k [C, L >= T]`, optional skip `d [C]`; see the module note.
 pub fn long_conv(u: &Tensor, k: &Tensor, d: Option<&Tensor>, path: KernelPath) -> Tensor {
+    fused(u, k, d, None, path)
+}
+
+/// Hyena's gated long convolution, `gate * long_conv(u, k, d)` with `gate [B, T, C]`: one call, so that the
+/// CUDA kernel applies the gate in the pass that writes the convolution's result (and its backward pass
+/// computes both gradients of the product in the pass that reads dy). FLOPs: those of `long_conv` (the gate
+/// is elementwise).
+pub fn long_conv_gated(u: &Tensor, k: &Tensor, d: Option<&Tensor>, gate: &Tensor, path: KernelPath) -> Tensor {
+    fused(u, k, d, Some(gate), path)
+}
+
+fn fused(u: &Tensor, k: &Tensor, d: Option<&Tensor>, gate: Option<&Tensor>, path: KernelPath) -> Tensor {
     let (b, t, c) = u.size3().expect("long_conv: u must be [B, T, C]");
     let (kc, l) = k.size2().expect("long_conv: k must be [C, L]");
     assert_eq!(kc, c, "long_conv: filter has {kc} channels, input {c}");
     assert!(l >= t, "long_conv: filter length {l} is shorter than the sequence ({t})");
+    if let Some(g) = gate {
+        assert_eq!(g.size(), u.size(), "long_conv: gate must be shaped like u [B, T, C]");
+    }
     flop_count::record((b * t * c) as f64 * flops_per_token(t));
+    let path = crate::cuda_ext::resolve(path);
+    if path == KernelPath::Auto && u.device().is_cuda() {
+        if let Some(y) = cuda_auto(u, k, d, gate) {
+            return y;
+        }
+    }
     let k = k.narrow(1, 0, t); // [C, T]
     let y = match path {
         KernelPath::Auto => match algorithm(t) {
@@ -86,10 +114,29 @@ pub fn long_conv(u: &Tensor, k: &Tensor, d: Option<&Tensor>, path: KernelPath) -
         },
         KernelPath::Reference => reference(u, &k),
     };
-    match d {
+    let y = match d {
         Some(d) => y + u * d,
         None => y,
+    };
+    match gate {
+        Some(g) => g * y,
+        None => y,
     }
+}
+
+/// The CUDA kernel for a CUDA `u`, or `None` (the libtorch path). Under bf16 autocast u and the gate may
+/// arrive in different dtypes: the kernel reads both in one dtype, float32 then (the casts are
+/// differentiable); float16 tensors are read as float32.
+fn cuda_auto(u: &Tensor, k: &Tensor, d: Option<&Tensor>, gate: Option<&Tensor>) -> Option<Tensor> {
+    let low = |t: &Tensor| matches!(t.kind(), Kind::Float | Kind::BFloat16 | Kind::Half);
+    let f32 = |t: &Tensor| t.to_kind(Kind::Float);
+    let no_half = |t: &Tensor| if t.kind() == Kind::Half { f32(t) } else { t.shallow_clone() };
+    let (k, d) = (no_half(k), d.map(no_half));
+    let (u, gate) = match gate {
+        Some(g) if g.kind() != u.kind() && low(u) && low(g) => (f32(u), Some(f32(g))),
+        _ => (no_half(u), gate.map(no_half)),
+    };
+    crate::cuda_ext::long_conv_auto(&u, &k, d.as_ref(), gate.as_ref())
 }
 
 /// The direct algorithm (no skip, no FLOP recording): `u [B, T, C]`, `k [C, T]`.
@@ -161,6 +208,23 @@ mod tests {
             let r0 = reference(&u, &kt);
             assert!(max_err(&dy, &r0) < 1e-10, "direct T={t}: {}", max_err(&dy, &r0));
             assert!(max_err(&fy, &r0) < 1e-10, "fft T={t}: {}", max_err(&fy, &r0));
+        }
+    }
+
+    #[test]
+    fn gated_paths_match_the_gated_reference_and_record_the_same_flops() {
+        tch::manual_seed(3);
+        for (b, t, c, l) in [(2, 1, 3, 1), (1, 7, 5, 9), (2, 100, 3, 104)] {
+            let (u, k, d, g) = (rand(&[b, t, c]), rand(&[c, l]), rand(&[c]), rand(&[b, t, c]));
+            let want = &g * long_conv(&u, &k, Some(&d), KernelPath::Reference);
+            for path in [KernelPath::Auto, KernelPath::Reference] {
+                let counter = flop_count::Counter::start();
+                let y = long_conv_gated(&u, &k, Some(&d), &g, path);
+                assert_eq!(counter.total(), (b * t * c) as f64 * flops_per_token(t), "{path:?} T={t}");
+                assert!(max_err(&y, &want) < 1e-10, "{path:?} T={t}: {}", max_err(&y, &want));
+            }
+            let y = long_conv_gated(&u, &k, None, &g, KernelPath::Auto);
+            assert!(max_err(&y, &(&g * long_conv(&u, &k, None, KernelPath::Reference))) < 1e-10);
         }
     }
 

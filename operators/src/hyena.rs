@@ -28,7 +28,7 @@ use crate::long_conv::{torch_default, FilterConfig, ImplicitFilter};
 use crate::mixer::{SequenceMixer, State};
 use crate::nn::{residual_std, Linear, DECAY, INIT_STD, NO_DECAY};
 use crate::registry::{BuildCtx, Built, Family, MixerSpec};
-use kernels::long_conv::{flops_per_token as conv_flops, long_conv, long_conv_step};
+use kernels::long_conv::{flops_per_token as conv_flops, long_conv_gated, long_conv_step};
 use kernels::short_conv::{short_conv, short_conv_step, Activation};
 use kernels::KernelPath;
 use serde::{Deserialize, Serialize};
@@ -243,7 +243,8 @@ impl SequenceMixer for Hyena {
         let mut v = parts[self.order as usize].shallow_clone();
         for n in 0..self.order {
             let (hn, dn) = self.filter_n(&h, n);
-            v = &parts[n as usize] * long_conv(&v, &hn, Some(&dn), self.path); // [B, T, d]
+            v = long_conv_gated(&v, &hn, Some(&dn), &parts[n as usize], self.path);
+            // [B, T, d]: x^n * (h^n * v + D^n v)
         }
         self.out_proj.forward(&v)
     }

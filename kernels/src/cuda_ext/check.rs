@@ -19,7 +19,7 @@ impl Meta {
     }
 }
 
-fn bad(op: &'static str, arg: &'static str, msg: String) -> CudaKernelError {
+pub(super) fn bad(op: &'static str, arg: &'static str, msg: String) -> CudaKernelError {
     CudaKernelError::BadArgument { op, arg, msg }
 }
 
@@ -30,7 +30,7 @@ pub fn supported_kind(kind: Kind) -> bool {
 
 /// What every kernel asks of its leading tensor `m` (argument `arg`, shape `dims` such as `[B, T, C]`): on
 /// CUDA, float32 or bfloat16, contiguous.
-fn check_lead(op: &'static str, arg: &'static str, m: &Meta, dims: &str) -> Result<(), CudaKernelError> {
+pub(super) fn check_lead(op: &'static str, arg: &'static str, m: &Meta, dims: &str) -> Result<(), CudaKernelError> {
     if !m.device.is_cuda() {
         return Err(bad(op, arg, format!("expected a CUDA tensor, got device {:?}", m.device)));
     }
@@ -44,7 +44,7 @@ fn check_lead(op: &'static str, arg: &'static str, m: &Meta, dims: &str) -> Resu
 }
 
 /// `m` (argument `arg`) sits on the leading tensor's device in its dtype.
-fn same_device_and_kind(
+pub(super) fn same_device_and_kind(
     op: &'static str,
     arg: &'static str,
     (lead_name, lead): (&str, &Meta),

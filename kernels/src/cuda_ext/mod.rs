@@ -18,10 +18,13 @@
 //! (as [`KernelPath::Reference`] does for one call).
 
 mod check;
+mod long_conv;
 
 use crate::short_conv::Activation;
 use crate::KernelPath;
 pub use check::*;
+pub(crate) use long_conv::long_conv_auto;
+pub use long_conv::{channels_meta, check_long_conv, long_conv, long_conv_calls, LONG_CONV_MAX_CHANNELS};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::PathBuf;
 use std::sync::{Once, OnceLock};
@@ -80,6 +83,7 @@ pub struct Extension {
         *mut Raw,
     ) -> Msg,
     chunk_linear_calls: unsafe extern "C" fn() -> i64,
+    long_conv: long_conv::Symbols,
     grad: unsafe extern "C" fn(
         *const *const c_void,
         *const *const c_void,
@@ -190,6 +194,7 @@ fn load() -> Result<Extension, String> {
             selective_scan_calls: symbol(handle, "wb_selective_scan_calls")?,
             chunk_linear: symbol(handle, "wb_chunk_linear")?,
             chunk_linear_calls: symbol(handle, "wb_chunk_linear_calls")?,
+            long_conv: long_conv::Symbols::load(handle)?,
             grad: symbol(handle, "wb_grad")?,
             timer_new: symbol(handle, "wb_timer_new")?,
             timer_record: symbol(handle, "wb_timer_record")?,

@@ -35,5 +35,6 @@ fn rel_err(a: &Tensor, r: &Tensor) -> f64 {
 }
 
 mod chunk_linear;
+mod long_conv;
 mod selective_scan;
 mod short_conv;

@@ -1,0 +1,309 @@
+// Host emulation of the FFT long convolution: runs the exact per-thread code of long_conv.cuh on the CPU,
+// block by block and thread by thread (phase 1 of every thread of a block, the barrier, then phase 2),
+// with a naive DFT in place of cuFFT that follows libtorch's conventions (rfft unnormalised, the filter's
+// spectrum scaled by 1/N, irfft unnormalised = norm "forward", imaginary parts of the DC and Nyquist bins
+// ignored). The whole pipeline of ext_long_conv.cpp, forward and backward, is checked against a float64
+// direct convolution: y, the saved pre-gate value w, du, dk, dD and dgate. No GPU needed.
+//
+// Every buffer a kernel must fill starts as NaN (the packed buffers' zero padding included), so an element
+// that no thread writes fails the check.
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "../long_conv.cuh"
+#include "emulate.h"
+
+using namespace wb::long_conv;
+
+namespace {
+
+struct Case {
+    int64_t B, T, C;
+    bool gate, skip;
+    bool strided;  // u and gate as slices of wider buffers (NaN between rows), as Hyena passes them
+};
+
+struct Problem {
+    std::vector<double> u, gate, dy, k, D;  // values exactly representable in the tested dtype (k, D: float32)
+};
+
+struct Result {
+    std::vector<double> y, w, du, dk, dD, dgate;
+};
+
+Result reference(const Case& c, const Problem& pr) {
+    const int64_t B = c.B, T = c.T, C = c.C;
+    Result r;
+    r.y.assign(B * T * C, 0.0);
+    r.w.assign(B * T * C, 0.0);
+    r.du.assign(B * T * C, 0.0);
+    r.dgate.assign(B * T * C, 0.0);
+    r.dk.assign(C * T, 0.0);
+    r.dD.assign(C, 0.0);
+    std::vector<double> e(B * T * C);
+    auto at = [&](int64_t b, int64_t t, int64_t ch) { return (b * T + t) * C + ch; };
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t t = 0; t < T; ++t)
+            for (int64_t ch = 0; ch < C; ++ch) {
+                double w = c.skip ? pr.D[ch] * pr.u[at(b, t, ch)] : 0.0;
+                for (int64_t s = 0; s <= t; ++s) w += pr.k[ch * T + s] * pr.u[at(b, t - s, ch)];
+                const int64_t i = at(b, t, ch);
+                const double g = c.gate ? pr.gate[i] : 1.0;
+                r.w[i] = w;
+                r.y[i] = g * w;
+                e[i] = pr.dy[i] * g;
+                r.dgate[i] = c.gate ? pr.dy[i] * w : 0.0;
+            }
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t t = 0; t < T; ++t)
+            for (int64_t ch = 0; ch < C; ++ch) {
+                const int64_t i = at(b, t, ch);
+                double du = c.skip ? pr.D[ch] * e[i] : 0.0;
+                for (int64_t s = 0; t + s < T; ++s) du += pr.k[ch * T + s] * e[at(b, t + s, ch)];
+                r.du[i] = du;
+                if (c.skip) r.dD[ch] += e[i] * pr.u[i];
+                for (int64_t s = 0; s <= t; ++s) r.dk[ch * T + s] += e[i] * pr.u[at(b, t - s, ch)];
+            }
+    return r;
+}
+
+// Real DFT of `rows` rows of length N (float32 in, complex64 out), unnormalised, times `scale`.
+void rfft(const float* x, float2* X, int64_t rows, int64_t N, double scale) {
+    const int64_t F = bins(N);
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t f = 0; f < F; ++f) {
+            double re = 0.0, im = 0.0;
+            for (int64_t n = 0; n < N; ++n) {
+                const double th = -2.0 * M_PI * double((f * n) % N) / double(N);
+                re += x[r * N + n] * std::cos(th);
+                im += x[r * N + n] * std::sin(th);
+            }
+            X[r * F + f] = make_float2(float(re * scale), float(im * scale));
+        }
+}
+
+// Inverse real DFT without the 1/N (libtorch's irfft with norm "forward"), Hermitian extension of F bins.
+void irfft(const float2* X, float* x, int64_t rows, int64_t N) {
+    const int64_t F = bins(N);
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t n = 0; n < N; ++n) {
+            double v = X[r * F].x + X[r * F + N / 2].x * ((n % 2 == 0) ? 1.0 : -1.0);
+            for (int64_t f = 1; f < N / 2; ++f) {
+                const double th = 2.0 * M_PI * double((f * n) % N) / double(N);
+                v += 2.0 * (X[r * F + f].x * std::cos(th) - X[r * F + f].y * std::sin(th));
+            }
+            x[r * N + n] = float(v);
+        }
+}
+
+// Runs phase 1 of every thread of each block of a tile grid, then phase 2.
+template <typename Load, typename Store>
+void tile_grid(int64_t gx, int64_t gy, int64_t gz, Load load, Store store) {
+    for (int64_t bz = 0; bz < gz; ++bz)
+        for (int64_t by = 0; by < gy; ++by)
+            for (int64_t bx = 0; bx < gx; ++bx) {
+                for (int ty = 0; ty < kRows; ++ty)
+                    for (int tx = 0; tx < kTile; ++tx) load(tx, ty, bx, by, bz);
+                for (int ty = 0; ty < kRows; ++ty)
+                    for (int tx = 0; tx < kTile; ++tx) store(tx, ty, bx, by, bz);
+            }
+}
+
+template <typename T>
+std::vector<double> widen(const std::vector<T>& v) {
+    std::vector<double> r(v.size());
+    for (size_t i = 0; i < v.size(); ++i) r[i] = to_float(v[i]);
+    return r;
+}
+
+bool all_written(const char* what, const std::vector<float>& v, char* why) {
+    for (size_t i = 0; i < v.size(); ++i)
+        if (std::isnan(v[i])) {
+            std::snprintf(why, 256, "%s[%zu] was never written", what, i);
+            return false;
+        }
+    return true;
+}
+
+template <typename T>
+bool run_case(const Case& c, std::mt19937& rng, const char* dtype) {
+    const int64_t B = c.B, T_ = c.T, C = c.C, N = fft_size(T_), F = bins(N);
+    std::normal_distribution<double> normal(0.0, 1.0);
+    Problem pr;
+    const int64_t n = B * T_ * C;
+    for (auto* v : {&pr.u, &pr.gate, &pr.dy}) {
+        v->resize(n);
+        for (auto& x : *v) x = double(to_float(from_float<T>(float(normal(rng)))));
+    }
+    pr.k.resize(C * T_);
+    for (auto& x : pr.k) x = double(float(normal(rng) / std::sqrt(double(T_))));
+    pr.D.resize(C);
+    for (auto& x : pr.D) x = double(float(normal(rng)));
+    const Result want = reference(c, pr);
+
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    auto cast = [&](const std::vector<double>& v) {
+        std::vector<T> r(v.size());
+        for (size_t i = 0; i < v.size(); ++i) r[i] = from_float<T>(float(v[i]));
+        return r;
+    };
+    std::vector<T> dy = cast(pr.dy);
+    // u and gate: contiguous, or rows of C + 3 (gate: + 5) elements and batch rows 7 (gate: 2) elements apart
+    auto layout = [&](const std::vector<double>& v, int64_t pad_t, int64_t pad_b, int64_t& sb, int64_t& st) {
+        st = C + (c.strided ? pad_t : 0);
+        sb = T_ * st + (c.strided ? pad_b : 0);
+        std::vector<T> r(B * sb, from_float<T>(nan));
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t t = 0; t < T_; ++t)
+                for (int64_t ch = 0; ch < C; ++ch)
+                    r[b * sb + t * st + ch] = from_float<T>(float(v[(b * T_ + t) * C + ch]));
+        return r;
+    };
+    int64_t su_b, su_t, sg_b, sg_t;
+    std::vector<T> u = layout(pr.u, 3, 7, su_b, su_t), gate = layout(pr.gate, 5, 2, sg_b, sg_t);
+    std::vector<T> y(n, from_float<T>(nan)), w(n, from_float<T>(nan)), du(n, from_float<T>(nan)),
+        dgate(n, from_float<T>(nan));
+    std::vector<float> D(pr.D.begin(), pr.D.end()), kpad(C * N, 0.0f);
+    for (int64_t ch = 0; ch < C; ++ch)
+        for (int64_t s = 0; s < T_; ++s) kpad[ch * N + s] = float(pr.k[ch * T_ + s]);
+    std::vector<float> xu(B * C * N, nan), xe(B * C * N, nan), z(B * C * N), dD_part(B * tiles(T_) * C, nan);
+    std::vector<float2> K(C * F), X(B * C * F), E(B * C * F), dK(C * F);
+    rfft(kpad.data(), K.data(), C, N, 1.0 / double(N));
+
+    Params p;
+    p.B = B;
+    p.T = T_;
+    p.C = C;
+    p.N = N;
+    p.u = u.data();
+    p.gate = c.gate ? gate.data() : nullptr;
+    p.su_b = su_b;
+    p.su_t = su_t;
+    p.sg_b = sg_b;
+    p.sg_t = sg_t;
+    p.dy = dy.data();
+    p.y = y.data();
+    p.w = c.gate ? w.data() : nullptr;
+    p.du = du.data();
+    p.dgate = c.gate ? dgate.data() : nullptr;
+    p.D = c.skip ? D.data() : nullptr;
+    p.xu = xu.data();
+    p.xe = xe.data();
+    p.z = z.data();
+    p.K = K.data();
+    p.dK = dK.data();
+    p.dD_part = c.skip ? dD_part.data() : nullptr;
+    p.inv_n = 1.0f / float(N);
+    float tile[kTile][kTile + 1], tile2[kTile][kTile + 1], red[kRows * kTile];
+
+    // forward
+    tile_grid(
+        tiles(N), tiles(C), B, [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
+            forward_pack_load<T>(p, tile, tx, ty, bx, by, bz);
+        },
+        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) { forward_pack_store(p, tile, tx, ty, bx, by, bz); });
+    char why[256] = {0};
+    bool ok = all_written("xu (forward)", xu, why);
+    rfft(xu.data(), X.data(), B * C, N, 1.0);
+    p.X = X.data();
+    for (int64_t i = 0; i < C * F; ++i) forward_spectral_thread(p, i);
+    irfft(X.data(), z.data(), B * C, N);
+    tile_grid(
+        tiles(T_), tiles(C), B,
+        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) { forward_unpack_load(p, tile, tx, ty, bx, by, bz); },
+        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
+            forward_unpack_store<T>(p, tile, tx, ty, bx, by, bz);
+        });
+
+    // backward
+    std::fill(xu.begin(), xu.end(), nan);
+    tile_grid(
+        tiles(N), tiles(C), B,
+        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
+            backward_pack_load<T>(p, tile, tile2, red, tx, ty, bx, by, bz);
+        },
+        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
+            backward_pack_store(p, tile, tile2, red, tx, ty, bx, by, bz);
+        });
+    ok = ok && all_written("xu (backward)", xu, why) && all_written("xe", xe, why);
+    if (c.skip) ok = ok && all_written("dD partials", dD_part, why);
+    std::vector<float2> U(B * C * F);
+    rfft(xu.data(), U.data(), B * C, N, 1.0);
+    rfft(xe.data(), E.data(), B * C, N, 1.0);
+    p.U = U.data();
+    p.E = E.data();
+    for (int64_t i = 0; i < C * F; ++i) backward_spectral_thread(p, i);
+    irfft(E.data(), z.data(), B * C, N);
+    p.xu = p.xe = nullptr;  // freed before the unpack by ext_long_conv.cpp
+    tile_grid(
+        tiles(T_), tiles(C), B,
+        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) { backward_unpack_load(p, tile, tx, ty, bx, by, bz); },
+        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
+            backward_unpack_store<T>(p, tile, tx, ty, bx, by, bz);
+        });
+    std::vector<float> dkfull(C * N);
+    irfft(dK.data(), dkfull.data(), C, N);
+
+    Result got;
+    got.y = widen(y);
+    got.du = widen(du);
+    got.dk.resize(C * T_);
+    for (int64_t ch = 0; ch < C; ++ch)
+        for (int64_t s = 0; s < T_; ++s) got.dk[ch * T_ + s] = dkfull[ch * N + s];
+    got.dD.assign(C, 0.0);
+    if (c.skip)
+        for (int64_t row = 0; row < B * tiles(T_); ++row)
+            for (int64_t ch = 0; ch < C; ++ch) got.dD[ch] += dD_part[row * C + ch];
+    // float32: the transposes are exact and the DFT is float64, so only float32 rounding of the spectra and
+    // the products remains; bfloat16: one rounding of each [B, T, C] output (2^-9 relative) plus margin.
+    const double tol = sizeof(T) == 4 ? 1e-5 : 1e-2;
+    ok = ok && close("y", got.y, want.y, tol, why) && close("du", got.du, want.du, tol, why) &&
+         close("dk", got.dk, want.dk, 1e-5, why) && close("dD", got.dD, want.dD, 1e-5, why);
+    if (c.gate) {
+        got.w = widen(w);
+        got.dgate = widen(dgate);
+        ok = ok && close("w", got.w, want.w, tol, why) && close("dgate", got.dgate, want.dgate, tol, why);
+    }
+    if (!ok) {
+        std::printf("FAIL %s B=%lld T=%lld C=%lld N=%lld gate=%d D=%d strided=%d: %s\n", dtype, (long long)B,
+                    (long long)T_, (long long)C, (long long)N, int(c.gate), int(c.skip), int(c.strided), why);
+    }
+    return ok;
+}
+
+template <typename T>
+int run_all(std::mt19937& rng, const char* dtype) {
+    // Awkward shapes: T = 1, T and C not multiples of the 32-wide tile (and below it), T whose FFT length is
+    // not 2T (37 -> 2 * 40, 97 -> 2 * 98), several batch rows, channel tiles past the first.
+    const int64_t shapes[][3] = {{1, 1, 1}, {2, 1, 3}, {1, 2, 5}, {2, 7, 3}, {3, 37, 13}, {2, 64, 40}, {1, 97, 33}};
+    int failures = 0, cases = 0;
+    for (const auto& s : shapes)
+        for (int flags = 0; flags < 8; ++flags) {
+            const Case c{s[0], s[1], s[2], (flags & 1) != 0, (flags & 2) != 0, (flags & 4) != 0};
+            failures += run_case<T>(c, rng, dtype) ? 0 : 1;
+            ++cases;
+        }
+    std::printf("%-8s: %d cases, %d failures\n", dtype, cases, failures);
+    return failures;
+}
+
+}  // namespace
+
+int main() {
+    std::mt19937 rng(4321);
+    int failures = run_all<float>(rng, "float32") + run_all<__nv_bfloat16>(rng, "bfloat16");
+    // The FFT length: even, at least 2T, 2T at powers of two, 2,3,5,7-smooth halves.
+    const int64_t sizes[][2] = {{1, 2}, {2, 4}, {11, 24}, {37, 80}, {2048, 4096}, {4096, 8192}, {4099, 8232}};
+    for (const auto& s : sizes) {
+        if (fft_size(s[0]) != s[1]) {
+            std::printf("FAIL fft_size(%lld) = %lld, expected %lld\n", (long long)s[0], (long long)fft_size(s[0]),
+                        (long long)s[1]);
+            ++failures;
+        }
+    }
+    std::printf(failures == 0 ? "all passed\n" : "%d failures\n", failures);
+    return failures == 0 ? 0 : 1;
+}
