@@ -20,10 +20,14 @@
 //   dV = A^T dO + (K * exp(b_L - b)) G
 //   dg (glue) = within-chunk reverse cumsum of (q . dq - k . dk), plus <G(n), S_end(n)> for the whole chunk.
 //
-// Work split: every "per chunk" step is one block of kThreads threads per (chunk, batch x head); its
-// operands are staged in shared memory as float32 (rows padded to an odd stride: no bank conflicts), then
-// each thread computes a register tile of the output: rows warp + 8 r, columns lane + 32 c. The state
-// pass is one thread per state element. No tensor cores in this version (see BENCHMARKS.md).
+// Work split, float32 inputs (chunk_linear.cuh): every "per chunk" step is one block of kThreads threads per
+// (chunk, batch x head); its operands are staged in shared memory as float32 (rows padded to an odd stride:
+// no bank conflicts), then each thread computes a register tile of the output: rows warp + 8 r, columns
+// lane + 32 c. The state pass is one thread per state element.
+// Bfloat16 inputs (chunk_linear_tc.cuh) take tensor cores: a sequential scan per (batch x head, 32 state
+// columns) that keeps its state tile on chip and adds U (or W) with bfloat16 mma, and one fused block per
+// (chunk, batch x head) for each of O, dQ, dK, dV that recomputes its scores (A or P) on tensor cores;
+// `scores` and `pscores` are not used there.
 #pragma once
 
 #include <cuda_runtime_api.h>

@@ -5,14 +5,26 @@
 // The log-decay gradient is formed here from dq and dk exactly as extension.cpp's glue forms it. Built by
 // kernels/build.rs with the `cuda` feature and run by `host_emulation_of_the_cuda_kernels` (cuda_ext.rs).
 //
-// Outputs and workspaces start as NaN, so an element no thread writes fails the check.
+// Float32 inputs run the float32 path (chunk_linear.cuh), bfloat16 inputs the tensor-core path
+// (chunk_linear_tc.cuh) over emulate.h's wmma shim, each warp-collective step once per warp.
+//
+// Outputs, workspaces and shared memory start as NaN, so an element no thread writes (or a read of shared
+// memory no step wrote) fails the check.
+// The block code calls this file's host-only executor from __host__ __device__ functions; that is fine on
+// the CPU, which is the only place it runs.
+#pragma nv_diag_suppress 20011
+#pragma nv_diag_suppress 20014
+
+#define WB_EMULATE_WMMA
+#include "emulate.h"
+
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <random>
 #include <vector>
 
-#include "../chunk_linear.cuh"
+#include "../chunk_linear_tc.cuh"
 
 using namespace wb::chunk_linear;
 
@@ -20,10 +32,34 @@ namespace {
 
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-// The launcher of chunk_linear.cuh's run_forward / run_backward, on the CPU.
+// The executor of chunk_linear_tc.cuh's blocks on the CPU: a step runs for every thread (or once per warp)
+// before the next begins, which is what the GPU's barrier between steps guarantees.
+struct HostBlock {
+    template <class F>
+    void threads(F&& f) {
+        for (int tid = 0; tid < kThreads; ++tid) f(tid);
+    }
+    template <class F>
+    void warps(F&& f) {
+        for (int w = 0; w < kWarps; ++w) f(w);
+    }
+};
+
+// Shared memory of one tensor-core block: 128-byte aligned, every byte 0xff (NaN as float and bfloat16).
+struct HostSmem {
+    std::vector<unsigned char> raw;
+    unsigned char* fresh(int64_t bytes) {
+        raw.assign(size_t(bytes + 128), 0xff);
+        const uintptr_t at = (reinterpret_cast<uintptr_t>(raw.data()) + 127) / 128 * 128;
+        return reinterpret_cast<unsigned char*>(at);
+    }
+};
+
+// The launcher of the launch sequences (chunk_linear.cuh's and chunk_linear_tc.cuh's), on the CPU.
 struct HostLaunch {
     const Params& p;
     std::vector<float> smem;
+    HostSmem tc_smem;
 
     template <class Load, class Compute>
     void blocks(int64_t floats, Load load, Compute compute) {
@@ -59,6 +95,21 @@ struct HostLaunch {
                 update_load(p, c, static_cast<const T*>(X), s, static_cast<const T*>(Y), smem.data(), tid);
             },
             [&](const Chunk& c, int tid) { update_compute(p, c, out, smem.data(), tid); });
+    }
+    void scan(const ScanArgs& a) {
+        for (int64_t bh = 0; bh < p.B * p.H; ++bh)
+            for (int64_t col0 = 0; col0 < p.Dv; col0 += kScanCols) {
+                HostBlock blk;
+                scan_block(blk, p, a, bh, col0, tc_smem.fresh(scan_smem(p.Dk).bytes));
+            }
+    }
+    template <typename TO>
+    void mix(const MixTc& m, TO* out) {
+        for (int64_t bh = 0; bh < p.B * p.H; ++bh)
+            for (int64_t n = 0; n < p.N; ++n) {
+                HostBlock blk;
+                mix_block(blk, p, chunk_of(p, n, bh), m, out, tc_smem.fresh(mix_smem(m.D1, m.D2, m.ht).bytes));
+            }
     }
     template <typename T, typename TO>
     void rowmix(const RowMix& m, const void* Z, const void* R, TO* out) {
@@ -162,7 +213,7 @@ double rel_err(const V& got, const std::vector<double>& want) {
 }
 
 template <typename E>
-int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol) {
+int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, double dg_tol) {
     std::normal_distribution<double> nd(0, 1);
     const double lo = cs.decay == 2 ? -30.0 : -0.5, hi = cs.decay == 2 ? -5.0 : -1e-3;
     std::uniform_real_distribution<double> ud(lo, hi);
@@ -212,8 +263,12 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol) {
     p.Dv = Dv;
     p.N = N;
     {
-        HostLaunch l{p, {}};
-        run_forward<E>(l, p);
+        HostLaunch l{p, {}, {}};
+        if constexpr (std::is_same<E, float>::value) {
+            run_forward<E>(l, p);
+        } else {
+            run_forward_tc(l, p);
+        }
     }
     Params pb = p;
     pb.sT = sT2.data();
@@ -228,8 +283,12 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol) {
     states.assign(states.size(), kNaN);  // the backward pass recomputes them
     scores.assign(scores.size(), kNaN);
     {
-        HostLaunch l{pb, {}};
-        run_backward<E>(l, pb);
+        HostLaunch l{pb, {}, {}};
+        if constexpr (std::is_same<E, float>::value) {
+            run_backward<E>(l, pb);
+        } else {
+            run_backward_tc(l, pb);
+        }
     }
     // The glue's dg: within-chunk reverse cumsum of (q . dq - k . dk), plus <G(n), S_end(n)> per chunk.
     std::vector<double> dg(size_t(BH * T), 0);
@@ -260,9 +319,11 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol) {
                                  {"dk", rel_err(dk, ref.dk)},   {"dv", rel_err(dv, ref.dv)},
                                  {"ds0", rel_err(ds0, ref.ds0)}};
     // dg = q . dq - k . dk summed: a difference of terms much larger than dg itself under strong decay (the
-    // diagonal terms q_i . k_i dO_i . v_i cancel exactly), so float32 rounding of those terms shows at 1e-4 of
-    // the scale; it is held to that rather than the other gradients' bound.
-    if (cs.decay) checks.push_back({"dg", rel_err(dg, ref.dg) * tol / std::max(tol, 1e-4)});
+    // diagonal terms q_i . k_i dO_i . v_i cancel exactly; so do <G(n), S_end(n)> and the last rows' share of
+    // k . dk), so rounding of those terms shows at its size relative to dg: float32 arithmetic at 1e-4 of the
+    // scale; the bfloat16 tensor-core path, which rounds the chunk states and the scaled operands to
+    // bfloat16 before their products, at 2e-2 (measured 1.2e-2 at decay e^-30..e^-5 per step).
+    if (cs.decay) checks.push_back({"dg", rel_err(dg, ref.dg) * tol / dg_tol});
     int failures = 0;
     double worst = 0;
     for (const Check& c : checks) {
@@ -291,12 +352,13 @@ int main() {
         {1, 1, 64, 4, 4, 2, false, true},  {1, 2, 65, 8, 6, 1, true, true},  {2, 1, 130, 5, 7, 0, true, true},
         {1, 1, 150, 33, 17, 2, true, true}, {1, 1, 129, 64, 64, 1, false, true},
         {1, 1, 100, 128, 128, 1, true, true}, {1, 1, 70, 96, 128, 2, false, false},
+        {2, 2, 192, 16, 48, 1, true, true},  {1, 1, 200, 128, 64, 2, true, true},
     };
     int failures = 0;
     // Tolerances on max error / max(max |reference|, 1): float32 arithmetic on inputs exactly representable
     // in the dtype; bfloat16 adds the output's one rounding (2^-9).
-    for (const Case& c : cases) failures += run_case<float>(rng, c, "float32", 2e-5);
-    for (const Case& c : cases) failures += run_case<__nv_bfloat16>(rng, c, "bfloat16", 8e-3);
+    for (const Case& c : cases) failures += run_case<float>(rng, c, "float32", 2e-5, 1e-4);
+    for (const Case& c : cases) failures += run_case<__nv_bfloat16>(rng, c, "bfloat16", 8e-3, 2e-2);
     std::printf(failures == 0 ? "all passed\n" : "%d failures\n", failures);
     return failures == 0 ? 0 : 1;
 }

@@ -1,0 +1,379 @@
+// Chunked linear attention with a scalar decay: the tensor-core path, taken for bfloat16 q, k, v
+// (chunk_linear.h has the math; float32 inputs keep chunk_linear.cuh's float32 path).
+//
+// Two kernels (plus chunk_linear.cuh's cumsum), both 8 warps, bfloat16 16x16x16 wmma tiles with float32
+// accumulators, operands staged in shared memory as bfloat16 (zero-padded to multiples of 16, rows padded by
+// 16 bytes against bank conflicts):
+//   scan: one block per (batch x head, 32 state columns), sequential over the chunks (reversed for the
+//         gradient pass). The state tile S [Dk, 32] stays in shared memory as float32. Per chunk: write S to
+//         `buf` (S_start(n), or G(n) in reverse), S *= exp(b_L), stage X * scale and Y; then
+//         S += X^T Y on tensor cores. Forward: X = K, scale exp(b_L - b), Y = V. Reverse: X = Q, scale
+//         exp(b), Y = dO, start dS_T, end dS_0.
+//   mix:  one block per (chunk, batch x head): scores X Y^T on tensor cores, masked and decayed
+//         ([j <= i] exp(b_i - b_j)) in shared memory, rounded to bfloat16, then
+//         out = M Z + (R * scale) H, with M the scores or their transpose and H a chunk state or its
+//         transpose (both transposes are wmma's col-major loads). The four uses (chunk_linear.h):
+//           O  = A V   + (Q e^b) S_start          dQ = P K   + (dO e^b) S_start^T
+//           dK = P^T Q + (V e^(bL-b)) G^T         dV = A^T dO + (K e^(bL-b)) G
+// The scaled operands, the decayed scores and the chunk states are rounded to bfloat16 before their
+// products (as in fla's kernels); every sum is float32.
+//
+// Written once for the GPU and the CPU: a block's work is a sequence of steps over an executor `Blk`,
+// `blk.threads(f)` (f(tid) for every thread, then a barrier) and `blk.warps(f)` (f(warp) once per warp, all
+// its lanes together, then a barrier: the warp-collective wmma calls). chunk_linear.cu's executor runs them
+// on the GPU; tests/emulate_chunk_linear.cu runs them on the CPU over tests/emulate.h's wmma shim. No step
+// touches a fragment's elements (their layout is unspecified): decay, masks and scales are applied in
+// shared memory between the tensor-core steps.
+#pragma once
+
+#include <mma.h>
+
+#include <type_traits>
+
+#include "chunk_linear.cuh"
+
+namespace wb {
+namespace chunk_linear {
+
+#if defined(WB_EMULATE_WMMA) && !defined(__CUDA_ARCH__)
+namespace wmma = ::emu::wmma;
+#else
+namespace wmma = ::nvcuda::wmma;
+#endif
+
+#define WB_HD __host__ __device__ __forceinline__
+
+using bf16 = __nv_bfloat16;
+constexpr int kWarps = kThreads / 32;
+constexpr int kScanCols = 32;  // state columns per scan block
+
+WB_HD int pad16(int64_t d) { return int((d + 15) / 16 * 16); }
+WB_HD int64_t align128(int64_t bytes) { return (bytes + 127) / 128 * 128; }
+
+using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+
+// acc += sum_{k < K} A(m0 + ., k) B(k, n0 + .), operands bfloat16 in shared memory: A(m, k) = a[m * lda + k]
+// (row_major) or a[k * lda + m] (col_major); B(k, n) = b[k * ldb + n] (row_major) or b[n * ldb + k].
+template <class LA, class LB>
+WB_HD void mma_k(FragC& acc, const bf16* a, int lda, const bf16* b, int ldb, int m0, int n0, int K) {
+    constexpr bool ar = std::is_same<LA, wmma::row_major>::value;
+    constexpr bool br = std::is_same<LB, wmma::row_major>::value;
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, LA> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, LB> fb;
+    for (int k = 0; k < K; k += 16) {
+        wmma::load_matrix_sync(fa, ar ? a + m0 * lda + k : a + k * lda + m0, lda);
+        wmma::load_matrix_sync(fb, br ? b + k * ldb + n0 : b + n0 * ldb + k, ldb);
+        wmma::mma_sync(acc, fa, fb, acc);
+    }
+}
+
+// Accumulator loads, stores and zeroing, as templates: the steps' lambdas are compiled for the host too,
+// where only a template's body is left unchecked until it is instantiated.
+template <class F>
+WB_HD void acc_zero(F& acc) {
+    wmma::fill_fragment(acc, 0.f);
+}
+template <class F>
+WB_HD void acc_load(F& acc, const float* p, int ld) {
+    wmma::load_matrix_sync(acc, p, unsigned(ld), wmma::mem_row_major);
+}
+template <class F>
+WB_HD void acc_store(float* p, const F& acc, int ld) {
+    wmma::store_matrix_sync(p, acc, unsigned(ld), wmma::mem_row_major);
+}
+
+// Eight bfloat16 values as one 16-byte word.
+union Pack8 {
+    uint4 u;
+    bf16 h[8];
+};
+
+// Stages dst[r][e], r < kChunk, e < W (a multiple of 16): row t0 + r, column col0 + e of a [B, H, T, D]
+// tensor, times the row's scale; zeros past the chunk's end and past column D. One thread per 8 columns,
+// with 16-byte loads where the layout allows them.
+WB_HD void stage_bf16(const Params& p, const Chunk& c, bf16* dst, int ld, const bf16* src, int64_t D, int64_t col0,
+                      int W, Scale s, int tid) {
+    const int segs = W / 8;
+    const bool vec = D % 8 == 0 && col0 % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0;
+    const bool scaled = s != Scale::None && p.bcum != nullptr;
+    for (int idx = tid; idx < kChunk * segs; idx += kThreads) {
+        const int r = idx / segs, e0 = (idx % segs) * 8;
+        Pack8 v;
+        if (r < c.valid) {
+            const bf16* row = src + (c.bh * p.T + c.t0 + r) * D + col0 + e0;
+            const float sc = scaled ? row_scale(p, c, s, r) : 1.f;
+            if (vec && col0 + e0 + 8 <= D) {
+                v.u = *reinterpret_cast<const uint4*>(row);
+                if (scaled) {
+#pragma unroll
+                    for (int i = 0; i < 8; ++i) v.h[i] = from_f<bf16>(to_f(v.h[i]) * sc);
+                }
+            } else {
+#pragma unroll
+                for (int i = 0; i < 8; ++i) v.h[i] = from_f<bf16>(col0 + e0 + i < D ? to_f(row[i]) * sc : 0.f);
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) v.h[i] = from_f<bf16>(0.f);
+        }
+        *reinterpret_cast<uint4*>(dst + r * ld + e0) = v.u;
+    }
+}
+
+// Stages a float32 [rows, cols] matrix into bfloat16 dst[rows_p][ld] (rows_p, cols_p multiples of 16), zeros
+// in the padding.
+WB_HD void stage_state_bf16(bf16* dst, int ld, const float* src, int64_t rows, int64_t cols, int rows_p, int cols_p,
+                            int tid) {
+    for (int idx = tid; idx < rows_p * cols_p; idx += kThreads) {
+        const int r = idx / cols_p, col = idx % cols_p;
+        dst[r * ld + col] = from_f<bf16>(r < rows && col < cols ? src[r * cols + col] : 0.f);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The scan (see the top). Shared memory: S float [Dkp][kScanCols + 4], X bf16 [C][Dkp + 8],
+// Y bf16 [C][kScanCols + 8].
+struct ScanArgs {
+    const bf16* X = nullptr;
+    Scale s = Scale::None;
+    const bf16* Y = nullptr;
+    float* buf = nullptr;  // [B, H, N, Dk, Dv]: S_start(n) (forward) or G(n) (reverse)
+    const float* start = nullptr;  // [B, H, Dk, Dv] or null (zeros)
+    float* end = nullptr;  // [B, H, Dk, Dv] or null (not written)
+    bool reverse = false;
+};
+
+struct ScanSmem {
+    int Dkp, ldS, ldX, ldY;
+    int64_t oX, oY, bytes;
+};
+
+WB_HD ScanSmem scan_smem(int64_t Dk) {
+    ScanSmem L;
+    L.Dkp = pad16(Dk);
+    L.ldS = kScanCols + 4;
+    L.ldX = L.Dkp + 8;
+    L.ldY = kScanCols + 8;
+    L.oX = align128(int64_t(L.Dkp) * L.ldS * 4);
+    L.oY = L.oX + align128(int64_t(kChunk) * L.ldX * 2);
+    L.bytes = L.oY + align128(int64_t(kChunk) * L.ldY * 2);
+    return L;
+}
+
+template <class Blk>
+WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, int64_t col0, unsigned char* smem) {
+    const ScanSmem L = scan_smem(p.Dk);
+    float* S = reinterpret_cast<float*>(smem);
+    bf16* Xs = reinterpret_cast<bf16*>(smem + L.oX);
+    bf16* Ys = reinterpret_cast<bf16*>(smem + L.oY);
+    const int64_t per = p.Dk * p.Dv;
+    const int64_t ncols = p.Dv - col0 < kScanCols ? p.Dv - col0 : kScanCols;
+    // State element (d, e) of the tile is (d, col0 + e) of the [Dk, Dv] state.
+    blk.threads([&](int tid) {
+        for (int idx = tid; idx < L.Dkp * kScanCols; idx += kThreads) {
+            const int d = idx / kScanCols, e = idx % kScanCols;
+            const bool in = d < p.Dk && e < ncols && a.start != nullptr;
+            S[d * L.ldS + e] = in ? a.start[bh * per + d * p.Dv + col0 + e] : 0.f;
+        }
+    });
+    for (int64_t m = 0; m < p.N; ++m) {
+        const int64_t n = a.reverse ? p.N - 1 - m : m;
+        const Chunk c = chunk_of(p, n, bh);
+        blk.threads([&](int tid) {
+            const float decay = p.bcum != nullptr ? exp_f(bcum_at(p, c, c.valid - 1)) : 1.f;
+            float* slot = a.buf + (bh * p.N + n) * per + col0;
+            for (int idx = tid; idx < L.Dkp * kScanCols; idx += kThreads) {
+                const int d = idx / kScanCols, e = idx % kScanCols;
+                float& s = S[d * L.ldS + e];
+                if (d < p.Dk && e < ncols) slot[d * p.Dv + e] = s;
+                s *= decay;
+            }
+            stage_bf16(p, c, Xs, L.ldX, a.X, p.Dk, 0, L.Dkp, a.s, tid);
+            stage_bf16(p, c, Ys, L.ldY, a.Y, p.Dv, col0, kScanCols, Scale::None, tid);
+        });
+        blk.warps([&](int w) {
+            constexpr int ct = kScanCols / 16;
+            for (int t = w; t < (L.Dkp / 16) * ct; t += kWarps) {
+                const int m0 = (t / ct) * 16, n0 = (t % ct) * 16;
+                FragC acc;
+                acc_load(acc, S + m0 * L.ldS + n0, L.ldS);
+                // S(d, e) += sum_j X[j][d] Y[j][e]: X read transposed (col-major A)
+                mma_k<wmma::col_major, wmma::row_major>(acc, Xs, L.ldX, Ys, L.ldY, m0, n0, kChunk);
+                acc_store(S + m0 * L.ldS + n0, acc, L.ldS);
+            }
+        });
+    }
+    blk.threads([&](int tid) {
+        if (a.end == nullptr) return;
+        for (int idx = tid; idx < L.Dkp * kScanCols; idx += kThreads) {
+            const int d = idx / kScanCols, e = idx % kScanCols;
+            if (d < p.Dk && e < ncols) a.end[bh * per + d * p.Dv + col0 + e] = S[d * L.ldS + e];
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The mix (see the top): out = M Z + (R * scale) H for one chunk, rows < valid, columns < D2.
+// Shared memory: X, Y bf16 [C][D1p + 8] (later the float result [C][D2p + 4]), scores float [C][C + 4],
+// M bf16 [C][C + 8], Z bf16 [C][D2p + 8], R bf16 [C][D1p + 8], H bf16 as stored (transposed or not),
+// b float [C].
+struct MixTc {
+    const bf16* X = nullptr;  // scores X_i . Y_j, X and Y [B, H, T, D1]
+    const bf16* Y = nullptr;
+    bool mt = false;  // M = the scores' transpose
+    const bf16* Z = nullptr;  // [B, H, T, D2]
+    bool r_is_y = false;  // R = Y's rows (else X's)
+    Scale s = Scale::None;
+    const float* Hm = nullptr;  // [B, H, N, D1, D2], or [B, H, N, D2, D1] when ht
+    bool ht = false;
+    int64_t D1 = 0, D2 = 0;
+};
+
+struct MixSmem {
+    int D1p, D2p, ldx, ldz, ldo, ldh, lds, ldm;
+    int64_t oS, oM, oZ, oR, oH, oB, bytes;
+};
+
+WB_HD MixSmem mix_smem(int64_t D1, int64_t D2, bool ht) {
+    MixSmem L;
+    L.D1p = pad16(D1);
+    L.D2p = pad16(D2);
+    L.ldx = L.D1p + 8;
+    L.ldz = L.D2p + 8;
+    L.ldo = L.D2p + 4;
+    L.ldh = ht ? L.D1p + 8 : L.D2p + 8;
+    L.lds = kChunk + 4;
+    L.ldm = kChunk + 8;
+    const int64_t xy = 2 * int64_t(kChunk) * L.ldx * 2, of = int64_t(kChunk) * L.ldo * 4;
+    L.oS = align128(xy > of ? xy : of);
+    L.oM = L.oS + align128(int64_t(kChunk) * L.lds * 4);
+    L.oZ = L.oM + align128(int64_t(kChunk) * L.ldm * 2);
+    L.oR = L.oZ + align128(int64_t(kChunk) * L.ldz * 2);
+    L.oH = L.oR + align128(int64_t(kChunk) * L.ldx * 2);
+    L.oB = L.oH + align128(int64_t(ht ? L.D2p : L.D1p) * L.ldh * 2);
+    L.bytes = L.oB + align128(kChunk * 4);
+    return L;
+}
+
+template <class Blk, typename TO>
+WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, TO* out, unsigned char* smem) {
+    const MixSmem L = mix_smem(m.D1, m.D2, m.ht);
+    bf16* Xs = reinterpret_cast<bf16*>(smem);
+    bf16* Ys = Xs + kChunk * L.ldx;
+    float* Of = reinterpret_cast<float*>(smem);  // after the scores, over X and Y
+    float* Sf = reinterpret_cast<float*>(smem + L.oS);
+    bf16* Ms = reinterpret_cast<bf16*>(smem + L.oM);
+    bf16* Zs = reinterpret_cast<bf16*>(smem + L.oZ);
+    bf16* Rs = reinterpret_cast<bf16*>(smem + L.oR);
+    bf16* Hs = reinterpret_cast<bf16*>(smem + L.oH);
+    float* b = reinterpret_cast<float*>(smem + L.oB);
+    blk.threads([&](int tid) {
+        stage_bf16(p, c, Xs, L.ldx, m.X, m.D1, 0, L.D1p, Scale::None, tid);
+        stage_bf16(p, c, Ys, L.ldx, m.Y, m.D1, 0, L.D1p, Scale::None, tid);
+        stage_bf16(p, c, Zs, L.ldz, m.Z, m.D2, 0, L.D2p, Scale::None, tid);
+        stage_bf16(p, c, Rs, L.ldx, m.r_is_y ? m.Y : m.X, m.D1, 0, L.D1p, m.s, tid);
+        const float* h = m.Hm + (c.bh * p.N + c.n) * m.D1 * m.D2;
+        if (m.ht) {
+            stage_state_bf16(Hs, L.ldh, h, m.D2, m.D1, L.D2p, L.D1p, tid);
+        } else {
+            stage_state_bf16(Hs, L.ldh, h, m.D1, m.D2, L.D1p, L.D2p, tid);
+        }
+        for (int r = tid; r < kChunk; r += kThreads) b[r] = bcum_at(p, c, r);
+    });
+    // scores X Y^T: [C, C], Y read transposed (col-major B)
+    blk.warps([&](int w) {
+        constexpr int ct = kChunk / 16;
+        for (int t = w; t < ct * ct; t += kWarps) {
+            const int m0 = (t / ct) * 16, n0 = (t % ct) * 16;
+            FragC acc;
+            acc_zero(acc);
+            mma_k<wmma::row_major, wmma::col_major>(acc, Xs, L.ldx, Ys, L.ldx, m0, n0, L.D1p);
+            acc_store(Sf + m0 * L.lds + n0, acc, L.lds);
+        }
+    });
+    blk.threads([&](int tid) {
+        for (int idx = tid; idx < kChunk * kChunk; idx += kThreads) {
+            const int i = idx / kChunk, j = idx % kChunk;
+            Ms[i * L.ldm + j] = from_f<bf16>(j <= i ? Sf[i * L.lds + j] * exp_f(b[i] - b[j]) : 0.f);
+        }
+    });
+    // out = M Z + R H: M and H read transposed (col-major) when asked
+    blk.warps([&](int w) {
+        const int ct = L.D2p / 16;
+        for (int t = w; t < (kChunk / 16) * ct; t += kWarps) {
+            const int m0 = (t / ct) * 16, n0 = (t % ct) * 16;
+            FragC acc;
+            acc_zero(acc);
+            if (m.mt) {
+                mma_k<wmma::col_major, wmma::row_major>(acc, Ms, L.ldm, Zs, L.ldz, m0, n0, kChunk);
+            } else {
+                mma_k<wmma::row_major, wmma::row_major>(acc, Ms, L.ldm, Zs, L.ldz, m0, n0, kChunk);
+            }
+            if (m.ht) {
+                mma_k<wmma::row_major, wmma::col_major>(acc, Rs, L.ldx, Hs, L.ldh, m0, n0, L.D1p);
+            } else {
+                mma_k<wmma::row_major, wmma::row_major>(acc, Rs, L.ldx, Hs, L.ldh, m0, n0, L.D1p);
+            }
+            acc_store(Of + m0 * L.ldo + n0, acc, L.ldo);
+        }
+    });
+    blk.threads([&](int tid) {
+        for (int64_t idx = tid; idx < int64_t(c.valid) * m.D2; idx += kThreads) {
+            const int i = int(idx / m.D2), e = int(idx % m.D2);
+            out[(c.bh * p.T + c.t0 + i) * m.D2 + e] = from_f<TO>(Of[i * L.ldo + e]);
+        }
+    });
+}
+
+// The four mixes (chunk_linear.h).
+inline MixTc mix_tc_output(const Params& p) {
+    const auto* q = static_cast<const bf16*>(p.q);
+    return {q, static_cast<const bf16*>(p.k), false, static_cast<const bf16*>(p.v), false, Scale::ExpB, p.states,
+            false, p.Dk, p.Dv};
+}
+inline MixTc mix_tc_dq(const Params& p) {
+    const auto* d = static_cast<const bf16*>(p.dout);
+    return {d, static_cast<const bf16*>(p.v), false, static_cast<const bf16*>(p.k), false, Scale::ExpB, p.states,
+            true, p.Dv, p.Dk};
+}
+inline MixTc mix_tc_dk(const Params& p) {
+    const auto* d = static_cast<const bf16*>(p.dout);
+    return {d, static_cast<const bf16*>(p.v), true, static_cast<const bf16*>(p.q), true, Scale::ExpLastMinusB,
+            p.gstates, true, p.Dv, p.Dk};
+}
+inline MixTc mix_tc_dv(const Params& p) {
+    const auto* q = static_cast<const bf16*>(p.q);
+    return {q, static_cast<const bf16*>(p.k), true, static_cast<const bf16*>(p.dout), true, Scale::ExpLastMinusB,
+            p.gstates, false, p.Dk, p.Dv};
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The launch sequences of the bfloat16 path, over a launcher `L` with cumsum(), scan(ScanArgs) and
+// mix<TO>(MixTc, TO*). The backward pass recomputes the chunk states.
+template <class L>
+void run_forward_tc(L& l, const Params& p) {
+    const auto* k = static_cast<const bf16*>(p.k);
+    const auto* v = static_cast<const bf16*>(p.v);
+    l.cumsum();
+    l.scan(ScanArgs{k, Scale::ExpLastMinusB, v, p.states, p.s0, p.sT, false});  // S_start, S_T
+    l.template mix<bf16>(mix_tc_output(p), static_cast<bf16*>(p.o));
+}
+
+template <class L>
+void run_backward_tc(L& l, const Params& p) {
+    const auto* q = static_cast<const bf16*>(p.q);
+    const auto* k = static_cast<const bf16*>(p.k);
+    const auto* v = static_cast<const bf16*>(p.v);
+    const auto* dout = static_cast<const bf16*>(p.dout);
+    l.cumsum();
+    l.scan(ScanArgs{k, Scale::ExpLastMinusB, v, p.states, p.s0, p.sT, false});  // S_start
+    l.scan(ScanArgs{q, Scale::ExpB, dout, p.gstates, p.dsT, p.ds0, true});  // G, dS_0
+    l.template mix<float>(mix_tc_dq(p), p.dq);
+    l.template mix<float>(mix_tc_dk(p), p.dk);
+    l.template mix<float>(mix_tc_dv(p), p.dv);
+}
+
+#undef WB_HD
+
+}  // namespace chunk_linear
+}  // namespace wb
