@@ -34,7 +34,7 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // Bumped whenever an exported signature changes; cuda_ext.rs refuses a library with another version.
-constexpr int32_t kAbiVersion = 3;
+constexpr int32_t kAbiVersion = 4;
 
 char* dup_message(const std::string& s) {
     char* m = static_cast<char*>(std::malloc(s.size() + 1));
@@ -311,15 +311,17 @@ void chunk_linear_check(const at::Tensor& q, const at::Tensor& k, const at::Tens
     TORCH_CHECK(v.defined() && v.dim() == 4 && v.size(3) >= 1 && v.size(3) <= cl::kMaxDim,
                 "chunk_linear: v must be [B, H, T, Dv] with 1 <= Dv <= 128, got ", v.sizes());
     const int64_t Dv = v.size(3);
-    auto same = [&](const at::Tensor& t, const char* name, at::IntArrayRef shape) {
+    // g and s0 may also be float32 with bfloat16 q, k, v (as under autocast)
+    auto same = [&](const at::Tensor& t, const char* name, at::IntArrayRef shape, bool or_f32) {
         TORCH_CHECK(t.sizes() == shape, "chunk_linear: ", name, " must be ", shape, ", got ", t.sizes());
-        TORCH_CHECK(t.device() == q.device() && t.scalar_type() == q.scalar_type() && t.is_contiguous(),
-                    "chunk_linear: ", name, " must be contiguous, on q's device, with q's dtype");
+        const bool dtype_ok = t.scalar_type() == q.scalar_type() || (or_f32 && t.scalar_type() == at::kFloat);
+        TORCH_CHECK(t.device() == q.device() && dtype_ok && t.is_contiguous(), "chunk_linear: ", name,
+                    " must be contiguous, on q's device, with q's dtype", or_f32 ? " or float32" : "");
     };
-    same(k, "k", {B, H, T, Dk});
-    same(v, "v", {B, H, T, Dv});
-    if (present(g)) same(g, "g", {B, H, T});
-    if (present(s0)) same(s0, "s0", {B, H, Dk, Dv});
+    same(k, "k", {B, H, T, Dk}, false);
+    same(v, "v", {B, H, T, Dv}, false);
+    if (present(g)) same(g, "g", {B, H, T}, true);
+    if (present(s0)) same(s0, "s0", {B, H, Dk, Dv}, true);
 }
 
 cl::Params chunk_linear_params(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
@@ -338,6 +340,13 @@ cl::Params chunk_linear_params(const at::Tensor& q, const at::Tensor& k, const a
 
 cl::DType cl_dtype(const at::Tensor& q) { return q.scalar_type() == at::kFloat ? cl::DType::F32 : cl::DType::BF16; }
 
+// The final state's dtype: q's, or float32 when a float32 decay or initial state comes with bfloat16 q
+// (torch's type promotion of the state's inputs).
+at::ScalarType cl_state_dtype(const at::Tensor& q, const at::Tensor& g, const at::Tensor& s0) {
+    const bool f32 = (present(g) && g.scalar_type() == at::kFloat) || (present(s0) && s0.scalar_type() == at::kFloat);
+    return f32 ? at::kFloat : q.scalar_type();
+}
+
 // Float32 workspaces of one call (chunk_linear.h); every element is written before it is read.
 struct ChunkLinearWork {
     at::Tensor g32, s032, bcum, states, scores;
@@ -347,7 +356,9 @@ struct ChunkLinearWork {
         s032 = f32_or_undefined(s0);
         bcum = g32.defined() ? at::empty({p.B, p.H, p.T}, f32) : at::Tensor();
         states = at::empty({p.B, p.H, p.N, p.Dk, p.Dv}, f32);
-        scores = at::empty({p.B, p.H, p.N, cl::kChunk, cl::kChunk}, f32);
+        // only the float32 path keeps its scores in global memory (the tensor-core path recomputes them)
+        scores = cl_dtype(q) == cl::DType::F32 ? at::empty({p.B, p.H, p.N, cl::kChunk, cl::kChunk}, f32)
+                                               : at::empty({0}, f32);
         p.g = g32.defined() ? g32.data_ptr<float>() : nullptr;
         p.s0 = s032.defined() ? s032.data_ptr<float>() : nullptr;
         p.bcum = bcum.defined() ? bcum.data_ptr<float>() : nullptr;
@@ -356,7 +367,8 @@ struct ChunkLinearWork {
     }
 };
 
-// Outputs {o [B, H, T, Dv], S_T [B, H, Dk, Dv]} in q's dtype; g and s0 travel as empty tensors when absent.
+// Outputs {o [B, H, T, Dv] in q's dtype, S_T [B, H, Dk, Dv] in cl_state_dtype}; g and s0 travel as empty
+// tensors when absent.
 // The backward pass recomputes the chunk states and scores (nothing but the inputs is saved).
 struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunction> {
     static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -370,7 +382,7 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
         const char* err = cl::forward(p, cl_dtype(q), c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
         TORCH_CHECK(err == nullptr, "chunk_linear forward kernel: ", err);
         ctx->save_for_backward({q, k, v, g, s0});
-        return {o, sT.to(q.scalar_type())};
+        return {o, sT.to(cl_state_dtype(q, g, s0))};
     }
 
     static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -476,9 +488,9 @@ WB_EXPORT char* wb_selective_scan(const at::Tensor* x, const at::Tensor* dt, con
     });
 }
 
-// Chunked linear attention with a scalar decay (chunk_linear.h): o [B, H, T, Dv] and the final state
-// S_T [B, H, Dk, Dv], both in q's dtype, differentiable in every input. g (log-decays [B, H, T]) and s0 may
-// be null.
+// Chunked linear attention with a scalar decay (chunk_linear.h): o [B, H, T, Dv] in q's dtype and the final
+// state S_T [B, H, Dk, Dv] (q's dtype, or float32 when g or s0 is float32 with bfloat16 q), differentiable in
+// every input. g (log-decays [B, H, T]) and s0 may be null; with bfloat16 q, k, v they may be float32.
 WB_EXPORT char* wb_chunk_linear(const at::Tensor* q, const at::Tensor* k, const at::Tensor* v, const at::Tensor* g,
                                 const at::Tensor* s0, at::Tensor** out_o, at::Tensor** out_s) {
     *out_o = nullptr;
