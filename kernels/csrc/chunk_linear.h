@@ -53,12 +53,14 @@ struct Params {
     float* sT = nullptr;  // [B, H, Dk, Dv]
     // workspaces
     float* bcum = nullptr;  // [B, H, T] (only with g)
-    float* states = nullptr;  // [B, H, N, Dk, Dv]: U, then S_start in place
+    float* states = nullptr;  // [B, H, N, Dk, Dv]: U, then S_start in place (bf16 path: S_start, backward only)
+    void* states16 = nullptr;  // [B, H, N, Dk, Dv] bfloat16: S_start (bf16 path: the mixes read these)
     float* scores = nullptr;  // [B, H, N, C, C]: A
     // backward
     const void* dout = nullptr;  // [B, H, T, Dv]
     const float* dsT = nullptr;  // [B, H, Dk, Dv] or null
-    float* gstates = nullptr;  // [B, H, N, Dk, Dv]: W, then G in place
+    float* gstates = nullptr;  // [B, H, N, Dk, Dv]: W, then G in place (bf16 path: G)
+    void* gstates16 = nullptr;  // [B, H, N, Dk, Dv] bfloat16: G (bf16 path)
     float* pscores = nullptr;  // [B, H, N, C, C]: P
     float* dq = nullptr;  // [B, H, T, Dk]
     float* dk = nullptr;  // [B, H, T, Dk]

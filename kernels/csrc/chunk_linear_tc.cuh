@@ -6,11 +6,11 @@
 // 16 bytes against bank conflicts):
 //   scan: one block per (batch x head, 32 state columns), sequential over the chunks (reversed for the
 //         gradient pass). The state tile S [Dk, 32] stays in shared memory as float32. Per chunk: write S to
-//         `buf` (S_start(n), or G(n) in reverse), S *= exp(b_L), stage X * scale and Y; then
-//         S += X^T Y on tensor cores. Forward: X = K, scale exp(b_L - b), Y = V. Reverse: X = Q, scale
-//         exp(b), Y = dO, start dS_T, end dS_0.
-//   mix:  one block per (chunk, batch x head): scores X Y^T on tensor cores, masked and decayed
-//         ([j <= i] exp(b_i - b_j)) in shared memory, rounded to bfloat16, then
+//         `buf16` in bfloat16 for the mixes (and to `buf` in float32 for the backward glue), S *= exp(b_L),
+//         stage X and Y * scale; then S += X^T Y on tensor cores. Forward: X = K, Y = V, scale
+//         exp(b_L - b). Reverse: X = Q, Y = dO, scale exp(b), start dS_T, end dS_0.
+//   mix:  one block per (chunk, batch x head), every operand staged by cp.async: scores X Y^T on tensor
+//         cores, masked and decayed ([j <= i] exp(b_i - b_j)) in shared memory, rounded to bfloat16, then
 //         out = M Z + (R * scale) H, with M the scores or their transpose and H a chunk state or its
 //         transpose (both transposes are wmma's col-major loads). The four uses (chunk_linear.h):
 //           O  = A V   + (Q e^b) S_start          dQ = P K   + (dO e^b) S_start^T
@@ -28,6 +28,7 @@
 
 #include <mma.h>
 
+#include <cstring>
 #include <type_traits>
 
 #include "chunk_linear.cuh"
@@ -88,45 +89,85 @@ union Pack8 {
     bf16 h[8];
 };
 
-// Stages dst[r][e], r < kChunk, e < W (a multiple of 16): row t0 + r, column col0 + e of a [B, H, T, D]
-// tensor, times the row's scale; zeros past the chunk's end and past column D. One thread per 8 columns,
-// with 16-byte loads where the layout allows them.
-WB_HD void stage_bf16(const Params& p, const Chunk& c, bf16* dst, int ld, const bf16* src, int64_t D, int64_t col0,
-                      int W, Scale s, int tid) {
+// 16 bytes from global to shared memory without a register round trip (cp.async: many in flight per
+// thread, no wait until copy_wait()); a plain copy on the CPU.
+WB_HD void copy16(void* dst, const void* src) {
+#if defined(__CUDA_ARCH__)
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src));
+#else
+    std::memcpy(dst, src, 16);
+#endif
+}
+
+// Waits for this thread's copy16s (the step's barrier then publishes them to the block).
+WB_HD void copy_wait() {
+#if defined(__CUDA_ARCH__)
+    asm volatile("cp.async.wait_all;\n" ::);
+#endif
+}
+
+// Whether 8-column segments of rows of D bfloat16 values starting at col0 are 16-byte aligned.
+WB_HD bool rows_vec8(const void* base, int64_t D, int64_t col0) {
+    return D % 8 == 0 && col0 % 8 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0;
+}
+
+// Stages dst[r][e] = M[r][col0 + e] for r < rows_p, e < W (multiples of 16 and 8) of a row-major bfloat16
+// matrix M with `rows` valid rows of D columns; zeros past them. Whole 16-byte segments go by copy16.
+WB_HD void stage_raw(bf16* dst, int ld, const bf16* M, int64_t rows, int64_t D, int64_t col0, int rows_p, int W,
+                     int tid) {
     const int segs = W / 8;
-    const bool vec = D % 8 == 0 && col0 % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0;
-    const bool scaled = s != Scale::None && p.bcum != nullptr;
-    for (int idx = tid; idx < kChunk * segs; idx += kThreads) {
+    const bool vec = rows_vec8(M, D, col0);
+    for (int idx = tid; idx < rows_p * segs; idx += kThreads) {
         const int r = idx / segs, e0 = (idx % segs) * 8;
-        Pack8 v;
-        if (r < c.valid) {
-            const bf16* row = src + (c.bh * p.T + c.t0 + r) * D + col0 + e0;
-            const float sc = scaled ? row_scale(p, c, s, r) : 1.f;
-            if (vec && col0 + e0 + 8 <= D) {
-                v.u = *reinterpret_cast<const uint4*>(row);
-                if (scaled) {
-#pragma unroll
-                    for (int i = 0; i < 8; ++i) v.h[i] = from_f<bf16>(to_f(v.h[i]) * sc);
-                }
-            } else {
-#pragma unroll
-                for (int i = 0; i < 8; ++i) v.h[i] = from_f<bf16>(col0 + e0 + i < D ? to_f(row[i]) * sc : 0.f);
-            }
+        bf16* d = dst + r * ld + e0;
+        const bf16* src = M + r * D + col0 + e0;
+        if (vec && r < rows && col0 + e0 + 8 <= D) {
+            copy16(d, src);
         } else {
+            Pack8 v;
 #pragma unroll
-            for (int i = 0; i < 8; ++i) v.h[i] = from_f<bf16>(0.f);
+            for (int i = 0; i < 8; ++i) v.h[i] = from_f<bf16>(r < rows && col0 + e0 + i < D ? to_f(src[i]) : 0.f);
+            *reinterpret_cast<uint4*>(d) = v.u;
         }
-        *reinterpret_cast<uint4*>(dst + r * ld + e0) = v.u;
     }
 }
 
-// Stages a float32 [rows, cols] matrix into bfloat16 dst[rows_p][ld] (rows_p, cols_p multiples of 16), zeros
-// in the padding.
-WB_HD void stage_state_bf16(bf16* dst, int ld, const float* src, int64_t rows, int64_t cols, int rows_p, int cols_p,
-                            int tid) {
-    for (int idx = tid; idx < rows_p * cols_p; idx += kThreads) {
-        const int r = idx / cols_p, col = idx % cols_p;
-        dst[r * ld + col] = from_f<bf16>(r < rows && col < cols ? src[r * cols + col] : 0.f);
+// The chunk's rows of a [B, H, T, D] tensor: stage_raw of rows [0, C), `valid` of them real.
+WB_HD void stage_rows_raw(const Params& p, const Chunk& c, bf16* dst, int ld, const bf16* src, int64_t D, int W,
+                          int tid) {
+    stage_raw(dst, ld, src + (c.bh * p.T + c.t0) * D, c.valid, D, 0, kChunk, W, tid);
+}
+
+// Stages a chunk's rows of a [B, H, T, D] tensor, columns [col0, col0 + W), each row times its scale, through
+// registers (all of a thread's loads first, then the stores); W * kChunk / 8 <= U * kThreads.
+template <int U>
+WB_HD void stage_rows_scaled(const Params& p, const Chunk& c, bf16* dst, int ld, const bf16* src, int64_t D,
+                             int64_t col0, int W, Scale s, int tid) {
+    const int segs = W / 8;
+    const bool vec = rows_vec8(src, D, col0);
+    Pack8 v[U];
+    float sc[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+        const int idx = tid + u * kThreads, r = idx / segs, e0 = (idx % segs) * 8;
+        if (idx >= kChunk * segs) break;
+        const bf16* row = src + (c.bh * p.T + c.t0 + r) * D + col0 + e0;
+        sc[u] = r < c.valid ? row_scale(p, c, s, r) : 0.f;
+        if (vec && r < c.valid && col0 + e0 + 8 <= D) {
+            v[u].u = *reinterpret_cast<const uint4*>(row);
+        } else {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) v[u].h[i] = from_f<bf16>(r < c.valid && col0 + e0 + i < D ? to_f(row[i]) : 0.f);
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+        const int idx = tid + u * kThreads, r = idx / segs, e0 = (idx % segs) * 8;
+        if (idx >= kChunk * segs) break;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) v[u].h[i] = from_f<bf16>(to_f(v[u].h[i]) * sc[u]);
+        *reinterpret_cast<uint4*>(dst + r * ld + e0) = v[u].u;
     }
 }
 
@@ -135,9 +176,10 @@ WB_HD void stage_state_bf16(bf16* dst, int ld, const float* src, int64_t rows, i
 // Y bf16 [C][kScanCols + 8].
 struct ScanArgs {
     const bf16* X = nullptr;
-    Scale s = Scale::None;
+    Scale s = Scale::None;  // of Y's rows
     const bf16* Y = nullptr;
-    float* buf = nullptr;  // [B, H, N, Dk, Dv]: S_start(n) (forward) or G(n) (reverse)
+    bf16* buf16 = nullptr;  // [B, H, N, Dk, Dv]: S_start(n) (forward) or G(n) (reverse), for the mixes
+    float* buf = nullptr;  // the same in float32, or null (not written)
     const float* start = nullptr;  // [B, H, Dk, Dv] or null (zeros)
     float* end = nullptr;  // [B, H, Dk, Dv] or null (not written)
     bool reverse = false;
@@ -180,16 +222,22 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
         const int64_t n = a.reverse ? p.N - 1 - m : m;
         const Chunk c = chunk_of(p, n, bh);
         blk.threads([&](int tid) {
+            // X's rows by copy16 first, in flight while S goes out; Y's rows scaled: U = X^T diag(scale) Y.
+            stage_rows_raw(p, c, Xs, L.ldX, a.X, p.Dk, L.Dkp, tid);
             const float decay = p.bcum != nullptr ? exp_f(bcum_at(p, c, c.valid - 1)) : 1.f;
-            float* slot = a.buf + (bh * p.N + n) * per + col0;
+            const int64_t slot = (bh * p.N + n) * per + col0;
             for (int idx = tid; idx < L.Dkp * kScanCols; idx += kThreads) {
                 const int d = idx / kScanCols, e = idx % kScanCols;
                 float& s = S[d * L.ldS + e];
-                if (d < p.Dk && e < ncols) slot[d * p.Dv + e] = s;
+                if (d < p.Dk && e < ncols) {
+                    if (a.buf != nullptr) a.buf[slot + d * p.Dv + e] = s;
+                    a.buf16[slot + d * p.Dv + e] = from_f<bf16>(s);
+                }
                 s *= decay;
             }
-            stage_bf16(p, c, Xs, L.ldX, a.X, p.Dk, 0, L.Dkp, a.s, tid);
-            stage_bf16(p, c, Ys, L.ldY, a.Y, p.Dv, col0, kScanCols, Scale::None, tid);
+            static_assert(kChunk * kScanCols / 8 <= kThreads, "one segment of Y per thread");
+            stage_rows_scaled<1>(p, c, Ys, L.ldY, a.Y, p.Dv, col0, kScanCols, a.s, tid);
+            copy_wait();
         });
         blk.warps([&](int w) {
             constexpr int ct = kScanCols / 16;
@@ -224,7 +272,7 @@ struct MixTc {
     const bf16* Z = nullptr;  // [B, H, T, D2]
     bool r_is_y = false;  // R = Y's rows (else X's)
     Scale s = Scale::None;
-    const float* Hm = nullptr;  // [B, H, N, D1, D2], or [B, H, N, D2, D1] when ht
+    const bf16* Hm = nullptr;  // [B, H, N, D1, D2], or [B, H, N, D2, D1] when ht (the scans' buf16)
     bool ht = false;
     int64_t D1 = 0, D2 = 0;
 };
@@ -255,6 +303,18 @@ WB_HD MixSmem mix_smem(int64_t D1, int64_t D2, bool ht) {
     return L;
 }
 
+// Four float32 values to four aligned outputs in one store.
+WB_HD void store4(float* o, const float* f) { *reinterpret_cast<float4*>(o) = make_float4(f[0], f[1], f[2], f[3]); }
+WB_HD void store4(bf16* o, const float* f) {
+    union {
+        uint2 u;
+        bf16 h[4];
+    } v;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) v.h[i] = from_f<bf16>(f[i]);
+    *reinterpret_cast<uint2*>(o) = v.u;
+}
+
 template <class Blk, typename TO>
 WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, TO* out, unsigned char* smem) {
     const MixSmem L = mix_smem(m.D1, m.D2, m.ht);
@@ -267,18 +327,19 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
     bf16* Rs = reinterpret_cast<bf16*>(smem + L.oR);
     bf16* Hs = reinterpret_cast<bf16*>(smem + L.oH);
     float* b = reinterpret_cast<float*>(smem + L.oB);
+    // Every operand as stored, by copy16; R is scaled from X's or Y's copy once the scores are done.
     blk.threads([&](int tid) {
-        stage_bf16(p, c, Xs, L.ldx, m.X, m.D1, 0, L.D1p, Scale::None, tid);
-        stage_bf16(p, c, Ys, L.ldx, m.Y, m.D1, 0, L.D1p, Scale::None, tid);
-        stage_bf16(p, c, Zs, L.ldz, m.Z, m.D2, 0, L.D2p, Scale::None, tid);
-        stage_bf16(p, c, Rs, L.ldx, m.r_is_y ? m.Y : m.X, m.D1, 0, L.D1p, m.s, tid);
-        const float* h = m.Hm + (c.bh * p.N + c.n) * m.D1 * m.D2;
+        stage_rows_raw(p, c, Xs, L.ldx, m.X, m.D1, L.D1p, tid);
+        stage_rows_raw(p, c, Ys, L.ldx, m.Y, m.D1, L.D1p, tid);
+        stage_rows_raw(p, c, Zs, L.ldz, m.Z, m.D2, L.D2p, tid);
+        const bf16* h = m.Hm + (c.bh * p.N + c.n) * m.D1 * m.D2;
         if (m.ht) {
-            stage_state_bf16(Hs, L.ldh, h, m.D2, m.D1, L.D2p, L.D1p, tid);
+            stage_raw(Hs, L.ldh, h, m.D2, m.D1, 0, L.D2p, L.D1p, tid);
         } else {
-            stage_state_bf16(Hs, L.ldh, h, m.D1, m.D2, L.D1p, L.D2p, tid);
+            stage_raw(Hs, L.ldh, h, m.D1, m.D2, 0, L.D1p, L.D2p, tid);
         }
         for (int r = tid; r < kChunk; r += kThreads) b[r] = bcum_at(p, c, r);
+        copy_wait();
     });
     // scores X Y^T: [C, C], Y read transposed (col-major B)
     blk.warps([&](int w) {
@@ -295,6 +356,13 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
         for (int idx = tid; idx < kChunk * kChunk; idx += kThreads) {
             const int i = idx / kChunk, j = idx % kChunk;
             Ms[i * L.ldm + j] = from_f<bf16>(j <= i ? Sf[i * L.lds + j] * exp_f(b[i] - b[j]) : 0.f);
+        }
+        const bf16* src = m.r_is_y ? Ys : Xs;
+        const bool decay = p.bcum != nullptr && m.s != Scale::None;
+        for (int idx = tid; idx < kChunk * L.D1p; idx += kThreads) {
+            const int r = idx / L.D1p, e = idx % L.D1p;
+            const float sc = !decay ? 1.f : exp_f(m.s == Scale::ExpB ? b[r] : b[c.valid - 1] - b[r]);
+            Rs[r * L.ldx + e] = from_f<bf16>(to_f(src[r * L.ldx + e]) * sc);
         }
     });
     // out = M Z + R H: M and H read transposed (col-major) when asked
@@ -317,45 +385,59 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
             acc_store(Of + m0 * L.ldo + n0, acc, L.ldo);
         }
     });
+    // out: 4 columns per thread and store where they are aligned
     blk.threads([&](int tid) {
-        for (int64_t idx = tid; idx < int64_t(c.valid) * m.D2; idx += kThreads) {
-            const int i = int(idx / m.D2), e = int(idx % m.D2);
-            out[(c.bh * p.T + c.t0 + i) * m.D2 + e] = from_f<TO>(Of[i * L.ldo + e]);
+        const int segs = L.D2p / 4;
+        const bool vec = m.D2 % 4 == 0 && reinterpret_cast<uintptr_t>(out) % (4 * sizeof(TO)) == 0;
+        for (int idx = tid; idx < c.valid * segs; idx += kThreads) {
+            const int i = idx / segs, e0 = (idx % segs) * 4;
+            TO* o = out + (c.bh * p.T + c.t0 + i) * m.D2 + e0;
+            const float* f = Of + i * L.ldo + e0;
+            if (vec && e0 < m.D2) {
+                store4(o, f);
+            } else {
+                for (int e = 0; e < 4 && e0 + e < m.D2; ++e) o[e] = from_f<TO>(f[e]);
+            }
         }
     });
 }
 
 // The four mixes (chunk_linear.h).
+inline const bf16* states16(const Params& p) { return static_cast<const bf16*>(p.states16); }
+inline const bf16* gstates16(const Params& p) { return static_cast<const bf16*>(p.gstates16); }
 inline MixTc mix_tc_output(const Params& p) {
     const auto* q = static_cast<const bf16*>(p.q);
-    return {q, static_cast<const bf16*>(p.k), false, static_cast<const bf16*>(p.v), false, Scale::ExpB, p.states,
+    return {q, static_cast<const bf16*>(p.k), false, static_cast<const bf16*>(p.v), false, Scale::ExpB, states16(p),
             false, p.Dk, p.Dv};
 }
 inline MixTc mix_tc_dq(const Params& p) {
     const auto* d = static_cast<const bf16*>(p.dout);
-    return {d, static_cast<const bf16*>(p.v), false, static_cast<const bf16*>(p.k), false, Scale::ExpB, p.states,
+    return {d, static_cast<const bf16*>(p.v), false, static_cast<const bf16*>(p.k), false, Scale::ExpB, states16(p),
             true, p.Dv, p.Dk};
 }
 inline MixTc mix_tc_dk(const Params& p) {
     const auto* d = static_cast<const bf16*>(p.dout);
     return {d, static_cast<const bf16*>(p.v), true, static_cast<const bf16*>(p.q), true, Scale::ExpLastMinusB,
-            p.gstates, true, p.Dv, p.Dk};
+            gstates16(p), true, p.Dv, p.Dk};
 }
 inline MixTc mix_tc_dv(const Params& p) {
     const auto* q = static_cast<const bf16*>(p.q);
     return {q, static_cast<const bf16*>(p.k), true, static_cast<const bf16*>(p.dout), true, Scale::ExpLastMinusB,
-            p.gstates, false, p.Dk, p.Dv};
+            gstates16(p), false, p.Dk, p.Dv};
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // The launch sequences of the bfloat16 path, over a launcher `L` with cumsum(), scan(ScanArgs) and
-// mix<TO>(MixTc, TO*). The backward pass recomputes the chunk states.
+// mix<TO>(MixTc, TO*). The mixes read the bfloat16 chunk states (states16, gstates16); the float32 ones
+// (states, gstates) are written by the backward pass only, for the glue's log-decay gradient, which
+// recomputes the chunk states.
 template <class L>
 void run_forward_tc(L& l, const Params& p) {
     const auto* k = static_cast<const bf16*>(p.k);
     const auto* v = static_cast<const bf16*>(p.v);
     l.cumsum();
-    l.scan(ScanArgs{k, Scale::ExpLastMinusB, v, p.states, p.s0, p.sT, false});  // S_start, S_T
+    auto* s16 = static_cast<bf16*>(p.states16);
+    l.scan(ScanArgs{k, Scale::ExpLastMinusB, v, s16, nullptr, p.s0, p.sT, false});  // S_start, S_T
     l.template mix<bf16>(mix_tc_output(p), static_cast<bf16*>(p.o));
 }
 
@@ -366,8 +448,10 @@ void run_backward_tc(L& l, const Params& p) {
     const auto* v = static_cast<const bf16*>(p.v);
     const auto* dout = static_cast<const bf16*>(p.dout);
     l.cumsum();
-    l.scan(ScanArgs{k, Scale::ExpLastMinusB, v, p.states, p.s0, p.sT, false});  // S_start
-    l.scan(ScanArgs{q, Scale::ExpB, dout, p.gstates, p.dsT, p.ds0, true});  // G, dS_0
+    auto* s16 = static_cast<bf16*>(p.states16);
+    auto* g16 = static_cast<bf16*>(p.gstates16);
+    l.scan(ScanArgs{k, Scale::ExpLastMinusB, v, s16, p.states, p.s0, p.sT, false});  // S_start
+    l.scan(ScanArgs{q, Scale::ExpB, dout, g16, p.gstates, p.dsT, p.ds0, true});  // G, dS_0
     l.template mix<float>(mix_tc_dq(p), p.dq);
     l.template mix<float>(mix_tc_dk(p), p.dk);
     l.template mix<float>(mix_tc_dv(p), p.dv);

@@ -348,17 +348,21 @@ at::ScalarType cl_state_dtype(const at::Tensor& q, const at::Tensor& g, const at
 }
 
 // Float32 workspaces of one call (chunk_linear.h); every element is written before it is read.
+// The bfloat16 path keeps no scores (it recomputes them), reads its chunk states in bfloat16 (states16) and
+// writes float32 ones only in the backward pass (`backward`), for the log-decay gradient.
 struct ChunkLinearWork {
-    at::Tensor g32, s032, bcum, states, scores;
-    ChunkLinearWork(cl::Params& p, const at::Tensor& q, const at::Tensor& g, const at::Tensor& s0) {
+    at::Tensor g32, s032, bcum, states, scores, states16;
+    ChunkLinearWork(cl::Params& p, const at::Tensor& q, const at::Tensor& g, const at::Tensor& s0, bool backward) {
         const auto f32 = q.options().dtype(at::kFloat);
+        const bool f32_path = cl_dtype(q) == cl::DType::F32;
         g32 = f32_or_undefined(g);
         s032 = f32_or_undefined(s0);
         bcum = g32.defined() ? at::empty({p.B, p.H, p.T}, f32) : at::Tensor();
-        states = at::empty({p.B, p.H, p.N, p.Dk, p.Dv}, f32);
-        // only the float32 path keeps its scores in global memory (the tensor-core path recomputes them)
-        scores = cl_dtype(q) == cl::DType::F32 ? at::empty({p.B, p.H, p.N, cl::kChunk, cl::kChunk}, f32)
-                                               : at::empty({0}, f32);
+        const std::vector<int64_t> state_shape{p.B, p.H, p.N, p.Dk, p.Dv}, none{0};
+        states = at::empty(f32_path || backward ? state_shape : none, f32);
+        scores = at::empty(f32_path ? std::vector<int64_t>{p.B, p.H, p.N, cl::kChunk, cl::kChunk} : none, f32);
+        states16 = f32_path ? at::Tensor() : at::empty({p.B, p.H, p.N, p.Dk, p.Dv}, q.options());
+        p.states16 = f32_path ? nullptr : states16.data_ptr();
         p.g = g32.defined() ? g32.data_ptr<float>() : nullptr;
         p.s0 = s032.defined() ? s032.data_ptr<float>() : nullptr;
         p.bcum = bcum.defined() ? bcum.data_ptr<float>() : nullptr;
@@ -374,7 +378,7 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
     static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const at::Tensor& g, const at::Tensor& s0) {
         cl::Params p = chunk_linear_params(q, k, v);
-        ChunkLinearWork w(p, q, g, s0);
+        ChunkLinearWork w(p, q, g, s0, false);
         at::Tensor o = at::empty_like(v);
         at::Tensor sT = at::empty({p.B, p.H, p.Dk, p.Dv}, q.options().dtype(at::kFloat));
         p.o = o.data_ptr();
@@ -390,12 +394,14 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
         const at::Tensor &q = s[0], &k = s[1], &v = s[2], &g = s[3], &s0 = s[4];
         const c10::cuda::CUDAGuard guard(q.device());
         cl::Params p = chunk_linear_params(q, k, v);
-        ChunkLinearWork w(p, q, g, s0);
+        ChunkLinearWork w(p, q, g, s0, true);
         const auto f32 = q.options().dtype(at::kFloat);
         const at::Tensor dout = grads[0].defined() ? grads[0].to(q.scalar_type()).contiguous() : at::zeros_like(v);
         const at::Tensor dsT = grads[1].defined() ? grads[1].to(at::kFloat).contiguous() : at::Tensor();
         at::Tensor sT = at::empty({p.B, p.H, p.Dk, p.Dv}, f32);
         at::Tensor gstates = at::empty_like(w.states), pscores = at::empty_like(w.scores);
+        at::Tensor gstates16 = w.states16.defined() ? at::empty_like(w.states16) : at::Tensor();
+        p.gstates16 = gstates16.defined() ? gstates16.data_ptr() : nullptr;
         at::Tensor dq = at::empty({p.B, p.H, p.T, p.Dk}, f32), dk = at::empty_like(dq);
         at::Tensor dv = at::empty({p.B, p.H, p.T, p.Dv}, f32), ds0 = at::empty({p.B, p.H, p.Dk, p.Dv}, f32);
         p.sT = sT.data_ptr<float>();

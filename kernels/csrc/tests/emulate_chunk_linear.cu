@@ -244,6 +244,7 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     std::vector<float> scores(size_t(BH * N * kChunk * kChunk), kNaN), pscores(scores.size(), kNaN);
     std::vector<float> dq(size_t(BH * T * Dk), kNaN), dk(dq.size(), kNaN), dv(size_t(BH * T * Dv), kNaN);
     std::vector<float> ds0(size_t(BH * per), kNaN), sT2(sT.size(), kNaN);
+    std::vector<E> states16(states.size(), from_f<E>(kNaN)), gstates16(states.size(), from_f<E>(kNaN));
 
     Params p;
     p.q = qt.data();
@@ -256,6 +257,8 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     p.bcum = cs.decay ? bcum.data() : nullptr;
     p.states = states.data();
     p.scores = scores.data();
+    p.states16 = states16.data();
+    p.gstates16 = gstates16.data();
     p.B = cs.B;
     p.H = cs.H;
     p.T = T;
@@ -281,6 +284,7 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     pb.dv = dv.data();
     pb.ds0 = ds0.data();
     states.assign(states.size(), kNaN);  // the backward pass recomputes them
+    states16.assign(states16.size(), from_f<E>(kNaN));
     scores.assign(scores.size(), kNaN);
     {
         HostLaunch l{pb, {}, {}};
