@@ -56,11 +56,12 @@ struct DeviceBlock {
     }
 };
 
-// Tensor-core kernels: scan grid (ceil(Dv / kScanCols), B * H); mix grid (N, B * H).
+// Tensor-core kernels: scan grid (ceil(Dv / COLS), B * H); mix grid (N, B * H).
+template <int COLS>
 __global__ void __launch_bounds__(kThreads) scan_kernel(Params p, ScanArgs a) {
     extern __shared__ __align__(128) unsigned char smem_tc[];
     DeviceBlock blk;
-    scan_block(blk, p, a, blockIdx.y, int64_t(blockIdx.x) * kScanCols, smem_tc);
+    scan_block<COLS>(blk, p, a, blockIdx.y, int64_t(blockIdx.x) * COLS, smem_tc);
 }
 
 template <typename TO>
@@ -115,11 +116,13 @@ struct Launch {
             update_kernel<T><<<chunks(), kThreads, f * sizeof(float), s>>>(p, static_cast<const T*>(X), sc,
                                                                             static_cast<const T*>(Y), out);
     }
-    void scan(const ScanArgs& a) {
-        const int64_t bytes = scan_smem(p.Dk).bytes;
-        const dim3 grid(unsigned((p.Dv + kScanCols - 1) / kScanCols), unsigned(p.B * p.H));
-        if (smem_bytes(scan_kernel, bytes)) scan_kernel<<<grid, kThreads, bytes, s>>>(p, a);
+    template <int COLS>
+    void scan_cols(const ScanArgs& a) {
+        const int64_t bytes = scan_smem(p.Dk, COLS).bytes;
+        const dim3 grid(unsigned((p.Dv + COLS - 1) / COLS), unsigned(p.B * p.H));
+        if (smem_bytes(scan_kernel<COLS>, bytes)) scan_kernel<COLS><<<grid, kThreads, bytes, s>>>(p, a);
     }
+    void scan(const ScanArgs& a) { chunk_linear::scan_cols(p.Dv) == 64 ? scan_cols<64>(a) : scan_cols<32>(a); }
     template <typename TO>
     void mix(const MixTc& m, TO* out) {
         const int64_t bytes = mix_smem(m.D1, m.D2, m.ht).bytes;

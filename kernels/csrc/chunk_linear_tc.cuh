@@ -4,11 +4,11 @@
 // Two kernels (plus chunk_linear.cuh's cumsum), both 8 warps, bfloat16 16x16x16 wmma tiles with float32
 // accumulators, operands staged in shared memory as bfloat16 (zero-padded to multiples of 16, rows padded by
 // 16 bytes against bank conflicts):
-//   scan: one block per (batch x head, 32 state columns), sequential over the chunks (reversed for the
-//         gradient pass). The state tile S [Dk, 32] stays in shared memory as float32. Per chunk: write S to
-//         `buf16` in bfloat16 for the mixes (and to `buf` in float32 for the backward glue), S *= exp(b_L),
-//         stage X and Y * scale; then S += X^T Y on tensor cores. Forward: X = K, Y = V, scale
-//         exp(b_L - b). Reverse: X = Q, Y = dO, scale exp(b), start dS_T, end dS_0.
+//   scan: one block per (batch x head, 32 or 64 state columns), sequential over the chunks (reversed for
+//         the gradient pass). The state tile S [Dk, 32 or 64] stays in shared memory as float32. Per
+//         chunk: write S to `buf16` in bfloat16 for the mixes (and to `buf` in float32 for the backward
+//         glue), S *= exp(b_L), stage X and Y * scale; then S += X^T Y on tensor cores. Forward: X = K,
+//         Y = V, scale exp(b_L - b). Reverse: X = Q, Y = dO, scale exp(b), start dS_T, end dS_0.
 //   mix:  one block per (chunk, batch x head), every operand staged by cp.async: scores X Y^T on tensor
 //         cores, masked and decayed ([j <= i] exp(b_i - b_j)) in shared memory, rounded to bfloat16, then
 //         out = M Z + (R * scale) H, with M the scores or their transpose and H a chunk state or its
@@ -46,7 +46,9 @@ namespace wmma = ::nvcuda::wmma;
 
 using bf16 = __nv_bfloat16;
 constexpr int kWarps = kThreads / 32;
-constexpr int kScanCols = 32;  // state columns per scan block
+// State columns per scan block: 64 for Dv > 64 (fewer re-reads of X, two segments of Y per thread), else 32
+// (more blocks in flight for the small states).
+WB_HD int scan_cols(int64_t Dv) { return Dv > 64 ? 64 : 32; }
 
 WB_HD int pad16(int64_t d) { return int((d + 15) / 16 * 16); }
 WB_HD int64_t align128(int64_t bytes) { return (bytes + 127) / 128 * 128; }
@@ -172,8 +174,8 @@ WB_HD void stage_rows_scaled(const Params& p, const Chunk& c, bf16* dst, int ld,
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// The scan (see the top). Shared memory: S float [Dkp][kScanCols + 4], X bf16 [C][Dkp + 8],
-// Y bf16 [C][kScanCols + 8].
+// The scan (see the top), COLS state columns per block. Shared memory: S float [Dkp][COLS + 4],
+// X bf16 [C][Dkp + 8], Y bf16 [C][COLS + 8].
 struct ScanArgs {
     const bf16* X = nullptr;
     Scale s = Scale::None;  // of Y's rows
@@ -190,21 +192,22 @@ struct ScanSmem {
     int64_t oX, oY, bytes;
 };
 
-WB_HD ScanSmem scan_smem(int64_t Dk) {
+WB_HD ScanSmem scan_smem(int64_t Dk, int cols) {
     ScanSmem L;
     L.Dkp = pad16(Dk);
-    L.ldS = kScanCols + 4;
+    L.ldS = cols + 4;
     L.ldX = L.Dkp + 8;
-    L.ldY = kScanCols + 8;
+    L.ldY = cols + 8;
     L.oX = align128(int64_t(L.Dkp) * L.ldS * 4);
     L.oY = L.oX + align128(int64_t(kChunk) * L.ldX * 2);
     L.bytes = L.oY + align128(int64_t(kChunk) * L.ldY * 2);
     return L;
 }
 
-template <class Blk>
+template <int COLS, class Blk>
 WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, int64_t col0, unsigned char* smem) {
-    const ScanSmem L = scan_smem(p.Dk);
+    constexpr int kScanCols = COLS;
+    const ScanSmem L = scan_smem(p.Dk, COLS);
     float* S = reinterpret_cast<float*>(smem);
     bf16* Xs = reinterpret_cast<bf16*>(smem + L.oX);
     bf16* Ys = reinterpret_cast<bf16*>(smem + L.oY);
@@ -235,8 +238,8 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
                 }
                 s *= decay;
             }
-            static_assert(kChunk * kScanCols / 8 <= kThreads, "one segment of Y per thread");
-            stage_rows_scaled<1>(p, c, Ys, L.ldY, a.Y, p.Dv, col0, kScanCols, a.s, tid);
+            constexpr int segs = (kChunk * kScanCols / 8 + kThreads - 1) / kThreads;  // of Y per thread
+            stage_rows_scaled<segs>(p, c, Ys, L.ldY, a.Y, p.Dv, col0, kScanCols, a.s, tid);
             copy_wait();
         });
         blk.warps([&](int w) {
@@ -262,9 +265,9 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
 
 // ---------------------------------------------------------------------------------------------------------
 // The mix (see the top): out = M Z + (R * scale) H for one chunk, rows < valid, columns < D2.
-// Shared memory: X, Y bf16 [C][D1p + 8] (later the float result [C][D2p + 4]), scores float [C][C + 4],
-// M bf16 [C][C + 8], Z bf16 [C][D2p + 8], R bf16 [C][D1p + 8], H bf16 as stored (transposed or not),
-// b float [C].
+// Shared memory (MixSmem): X, Y bf16 [C][D1p + 8] (one of them becomes R), scores float [C][C + 4] (the
+// float result [C][D2p + 4] later), M bf16 [C][C + 8], Z bf16 [C][D2p + 8], H bf16 as stored (transposed
+// or not), b float [C].
 struct MixTc {
     const bf16* X = nullptr;  // scores X_i . Y_j, X and Y [B, H, T, D1]
     const bf16* Y = nullptr;
@@ -277,9 +280,12 @@ struct MixTc {
     int64_t D1 = 0, D2 = 0;
 };
 
+// Regions: the R slot (X or Y, whichever R is made of; scaled in place into R), the other slot followed by
+// the float32 scores (the two together later hold the float32 result), M, Z, H, b. At D1 = D2 = 128 this is
+// 111 KiB: two blocks per SM.
 struct MixSmem {
     int D1p, D2p, ldx, ldz, ldo, ldh, lds, ldm;
-    int64_t oS, oM, oZ, oR, oH, oB, bytes;
+    int64_t oQ, oS, oM, oZ, oH, oB, bytes;
 };
 
 WB_HD MixSmem mix_smem(int64_t D1, int64_t D2, bool ht) {
@@ -292,12 +298,13 @@ WB_HD MixSmem mix_smem(int64_t D1, int64_t D2, bool ht) {
     L.ldh = ht ? L.D1p + 8 : L.D2p + 8;
     L.lds = kChunk + 4;
     L.ldm = kChunk + 8;
-    const int64_t xy = 2 * int64_t(kChunk) * L.ldx * 2, of = int64_t(kChunk) * L.ldo * 4;
-    L.oS = align128(xy > of ? xy : of);
-    L.oM = L.oS + align128(int64_t(kChunk) * L.lds * 4);
+    const int64_t slot = align128(int64_t(kChunk) * L.ldx * 2), of = int64_t(kChunk) * L.ldo * 4;
+    L.oQ = slot;
+    L.oS = L.oQ + slot;
+    const int64_t after = L.oS + align128(int64_t(kChunk) * L.lds * 4);
+    L.oM = after > L.oQ + align128(of) ? after : L.oQ + align128(of);
     L.oZ = L.oM + align128(int64_t(kChunk) * L.ldm * 2);
-    L.oR = L.oZ + align128(int64_t(kChunk) * L.ldz * 2);
-    L.oH = L.oR + align128(int64_t(kChunk) * L.ldx * 2);
+    L.oH = L.oZ + align128(int64_t(kChunk) * L.ldz * 2);
     L.oB = L.oH + align128(int64_t(ht ? L.D2p : L.D1p) * L.ldh * 2);
     L.bytes = L.oB + align128(kChunk * 4);
     return L;
@@ -318,13 +325,14 @@ WB_HD void store4(bf16* o, const float* f) {
 template <class Blk, typename TO>
 WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, TO* out, unsigned char* smem) {
     const MixSmem L = mix_smem(m.D1, m.D2, m.ht);
-    bf16* Xs = reinterpret_cast<bf16*>(smem);
-    bf16* Ys = Xs + kChunk * L.ldx;
-    float* Of = reinterpret_cast<float*>(smem);  // after the scores, over X and Y
+    bf16* Rs = reinterpret_cast<bf16*>(smem);  // X or Y, then R
+    bf16* other = reinterpret_cast<bf16*>(smem + L.oQ);
+    bf16* Xs = m.r_is_y ? other : Rs;
+    bf16* Ys = m.r_is_y ? Rs : other;
+    float* Of = reinterpret_cast<float*>(smem + L.oQ);  // after the scores, over the other slot and them
     float* Sf = reinterpret_cast<float*>(smem + L.oS);
     bf16* Ms = reinterpret_cast<bf16*>(smem + L.oM);
     bf16* Zs = reinterpret_cast<bf16*>(smem + L.oZ);
-    bf16* Rs = reinterpret_cast<bf16*>(smem + L.oR);
     bf16* Hs = reinterpret_cast<bf16*>(smem + L.oH);
     float* b = reinterpret_cast<float*>(smem + L.oB);
     // Every operand as stored, by copy16; R is scaled from X's or Y's copy once the scores are done.
@@ -357,12 +365,11 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
             const int i = idx / kChunk, j = idx % kChunk;
             Ms[i * L.ldm + j] = from_f<bf16>(j <= i ? Sf[i * L.lds + j] * exp_f(b[i] - b[j]) : 0.f);
         }
-        const bf16* src = m.r_is_y ? Ys : Xs;
         const bool decay = p.bcum != nullptr && m.s != Scale::None;
-        for (int idx = tid; idx < kChunk * L.D1p; idx += kThreads) {
+        for (int idx = tid; decay && idx < kChunk * L.D1p; idx += kThreads) {
             const int r = idx / L.D1p, e = idx % L.D1p;
-            const float sc = !decay ? 1.f : exp_f(m.s == Scale::ExpB ? b[r] : b[c.valid - 1] - b[r]);
-            Rs[r * L.ldx + e] = from_f<bf16>(to_f(src[r * L.ldx + e]) * sc);
+            const float sc = exp_f(m.s == Scale::ExpB ? b[r] : b[c.valid - 1] - b[r]);
+            Rs[r * L.ldx + e] = from_f<bf16>(to_f(Rs[r * L.ldx + e]) * sc);  // in place: one thread per element
         }
     });
     // out = M Z + R H: M and H read transposed (col-major) when asked
@@ -428,9 +435,9 @@ inline MixTc mix_tc_dv(const Params& p) {
 
 // ---------------------------------------------------------------------------------------------------------
 // The launch sequences of the bfloat16 path, over a launcher `L` with cumsum(), scan(ScanArgs) and
-// mix<TO>(MixTc, TO*). The mixes read the bfloat16 chunk states (states16, gstates16); the float32 ones
-// (states, gstates) are written by the backward pass only, for the glue's log-decay gradient, which
-// recomputes the chunk states.
+// mix<TO>(MixTc, TO*). The mixes read the bfloat16 chunk states (states16, gstates16). The backward pass
+// recomputes the chunk states and also writes them in float32 (states), for the glue's log-decay
+// gradient <G(n), S_end(n)>, which takes G in bfloat16 (gstates16), as the dK and dV products did.
 template <class L>
 void run_forward_tc(L& l, const Params& p) {
     const auto* k = static_cast<const bf16*>(p.k);
@@ -451,7 +458,7 @@ void run_backward_tc(L& l, const Params& p) {
     auto* s16 = static_cast<bf16*>(p.states16);
     auto* g16 = static_cast<bf16*>(p.gstates16);
     l.scan(ScanArgs{k, Scale::ExpLastMinusB, v, s16, p.states, p.s0, p.sT, false});  // S_start
-    l.scan(ScanArgs{q, Scale::ExpB, dout, g16, p.gstates, p.dsT, p.ds0, true});  // G, dS_0
+    l.scan(ScanArgs{q, Scale::ExpB, dout, g16, nullptr, p.dsT, p.ds0, true});  // G (bfloat16 only), dS_0
     l.template mix<float>(mix_tc_dq(p), p.dq);
     l.template mix<float>(mix_tc_dk(p), p.dk);
     l.template mix<float>(mix_tc_dv(p), p.dv);

@@ -399,7 +399,9 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
         const at::Tensor dout = grads[0].defined() ? grads[0].to(q.scalar_type()).contiguous() : at::zeros_like(v);
         const at::Tensor dsT = grads[1].defined() ? grads[1].to(at::kFloat).contiguous() : at::Tensor();
         at::Tensor sT = at::empty({p.B, p.H, p.Dk, p.Dv}, f32);
-        at::Tensor gstates = at::empty_like(w.states), pscores = at::empty_like(w.scores);
+        // (the bfloat16 path keeps G in bfloat16 only)
+        at::Tensor gstates = w.states16.defined() ? at::empty({0}, f32) : at::empty_like(w.states);
+        at::Tensor pscores = at::empty_like(w.scores);
         at::Tensor gstates16 = w.states16.defined() ? at::empty_like(w.states16) : at::Tensor();
         p.gstates16 = gstates16.defined() ? gstates16.data_ptr() : nullptr;
         at::Tensor dq = at::empty({p.B, p.H, p.T, p.Dk}, f32), dk = at::empty_like(dq);
@@ -420,11 +422,18 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
             // dg_t = sum over later steps s >= t of its chunk of (q_s . dq_s - k_s . dk_s), plus <G(n), S_end(n)>
             // (chunk_linear.h); S_end(n) is S_start(n + 1), or S_T for the last chunk.
             const int64_t pad = p.N * cl::kChunk - p.T;
-            at::Tensor r = (q.to(at::kFloat) * dq).sum(-1) - (k.to(at::kFloat) * dk).sum(-1);  // [B, H, T]
+            at::Tensor r = (q * dq).sum(-1) - (k * dk).sum(-1);  // [B, H, T], float32 (dq, dk are)
             r = at::constant_pad_nd(r, {0, pad}).view({p.B, p.H, p.N, cl::kChunk});
             at::Tensor rc = r.flip(-1).cumsum(-1).flip(-1);
-            at::Tensor send = at::cat({w.states.narrow(2, 1, p.N - 1), sT.unsqueeze(2)}, 2);
-            at::Tensor gdot = (gstates * send).sum({-2, -1});  // [B, H, N]
+            // The bfloat16 path's G is the bfloat16 one its dK, dV products used: <G(n), S_end(n)> then cancels
+            // their share of k . dk to float32 rounding (under strong decay dg is far smaller than either).
+            const at::Tensor& G = gstates16.defined() ? gstates16 : gstates;
+            at::Tensor gdot = at::empty({p.B, p.H, p.N}, f32);  // [B, H, N]
+            if (p.N > 1) {
+                const int64_t m = p.N - 1;
+                gdot.narrow(2, 0, m).copy_((G.narrow(2, 0, m) * w.states.narrow(2, 1, m)).sum({-2, -1}));
+            }
+            gdot.narrow(2, p.N - 1, 1).copy_((G.narrow(2, p.N - 1, 1) * sT.unsqueeze(2)).sum({-2, -1}));
             dg = (rc + gdot.unsqueeze(-1)).view({p.B, p.H, p.N * cl::kChunk}).narrow(2, 0, p.T).to(g.scalar_type());
         }
         return {dq.to(q.scalar_type()),

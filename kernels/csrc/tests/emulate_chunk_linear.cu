@@ -96,13 +96,15 @@ struct HostLaunch {
             },
             [&](const Chunk& c, int tid) { update_compute(p, c, out, smem.data(), tid); });
     }
-    void scan(const ScanArgs& a) {
+    template <int COLS>
+    void scan_cols(const ScanArgs& a) {
         for (int64_t bh = 0; bh < p.B * p.H; ++bh)
-            for (int64_t col0 = 0; col0 < p.Dv; col0 += kScanCols) {
+            for (int64_t col0 = 0; col0 < p.Dv; col0 += COLS) {
                 HostBlock blk;
-                scan_block(blk, p, a, bh, col0, tc_smem.fresh(scan_smem(p.Dk).bytes));
+                scan_block<COLS>(blk, p, a, bh, col0, tc_smem.fresh(scan_smem(p.Dk, COLS).bytes));
             }
     }
+    void scan(const ScanArgs& a) { wb::chunk_linear::scan_cols(p.Dv) == 64 ? scan_cols<64>(a) : scan_cols<32>(a); }
     template <typename TO>
     void mix(const MixTc& m, TO* out) {
         for (int64_t bh = 0; bh < p.B * p.H; ++bh)
@@ -294,14 +296,17 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
             run_backward_tc(l, pb);
         }
     }
-    // The glue's dg: within-chunk reverse cumsum of (q . dq - k . dk), plus <G(n), S_end(n)> per chunk.
+    // The glue's dg: within-chunk reverse cumsum of (q . dq - k . dk), plus <G(n), S_end(n)> per chunk (G in
+    // bfloat16 on the tensor-core path, as extension.cpp takes it).
     std::vector<double> dg(size_t(BH * T), 0);
     for (int64_t bh = 0; bh < BH; ++bh)
         for (int64_t n = 0; n < N; ++n) {
             double gs = 0;
             for (int64_t e = 0; e < per; ++e) {
                 const double send = n + 1 < N ? states[(bh * N + n + 1) * per + e] : sT2[bh * per + e];
-                gs += double(gstates[(bh * N + n) * per + e]) * send;
+                const size_t at = size_t((bh * N + n) * per + e);
+                const double G = std::is_same<E, float>::value ? gstates[at] : to_f(gstates16[at]);
+                gs += G * send;
             }
             double acc = gs;
             for (int64_t t = std::min(T, (n + 1) * kChunk) - 1; t >= n * kChunk; --t) {
@@ -325,8 +330,8 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     // dg = q . dq - k . dk summed: a difference of terms much larger than dg itself under strong decay (the
     // diagonal terms q_i . k_i dO_i . v_i cancel exactly; so do <G(n), S_end(n)> and the last rows' share of
     // k . dk), so rounding of those terms shows at its size relative to dg: float32 arithmetic at 1e-4 of the
-    // scale; the bfloat16 tensor-core path, which rounds the chunk states and the scaled operands to
-    // bfloat16 before their products, at 2e-2 (measured 1.2e-2 at decay e^-30..e^-5 per step).
+    // scale. The bfloat16 path forms both sides from the same bfloat16 G, so the cancellation is float32's
+    // and dg meets the bfloat16 bound (with G in float32 for <G, S_end> it measured up to 9e-2 here).
     if (cs.decay) checks.push_back({"dg", rel_err(dg, ref.dg) * tol / dg_tol});
     int failures = 0;
     double worst = 0;
@@ -357,12 +362,13 @@ int main() {
         {1, 1, 150, 33, 17, 2, true, true}, {1, 1, 129, 64, 64, 1, false, true},
         {1, 1, 100, 128, 128, 1, true, true}, {1, 1, 70, 96, 128, 2, false, false},
         {2, 2, 192, 16, 48, 1, true, true},  {1, 1, 200, 128, 64, 2, true, true},
+        {1, 2, 90, 40, 100, 1, true, true},  // two scan tiles of 64 columns, the second partial
     };
     int failures = 0;
     // Tolerances on max error / max(max |reference|, 1): float32 arithmetic on inputs exactly representable
     // in the dtype; bfloat16 adds the output's one rounding (2^-9).
     for (const Case& c : cases) failures += run_case<float>(rng, c, "float32", 2e-5, 1e-4);
-    for (const Case& c : cases) failures += run_case<__nv_bfloat16>(rng, c, "bfloat16", 8e-3, 2e-2);
+    for (const Case& c : cases) failures += run_case<__nv_bfloat16>(rng, c, "bfloat16", 8e-3, 8e-3);
     std::printf(failures == 0 ? "all passed\n" : "%d failures\n", failures);
     return failures == 0 ? 0 : 1;
 }
