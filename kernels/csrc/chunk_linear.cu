@@ -57,8 +57,9 @@ struct DeviceBlock {
 };
 
 // Tensor-core kernels: scan grid (ceil(Dv / COLS), B * H); mix grid (N, B * H).
+// (minimum 2 blocks per SM: without it ptxas held the scan to 64 registers and spilled)
 template <int COLS>
-__global__ void __launch_bounds__(kThreads) scan_kernel(Params p, ScanArgs a) {
+__global__ void __launch_bounds__(kThreads, 2) scan_kernel(Params p, ScanArgs a) {
     extern __shared__ __align__(128) unsigned char smem_tc[];
     DeviceBlock blk;
     scan_block<COLS>(blk, p, a, blockIdx.y, int64_t(blockIdx.x) * COLS, smem_tc);

@@ -109,6 +109,18 @@ WB_HD void copy_wait() {
 #endif
 }
 
+// Closes this thread's group of copy16s; copy_wait_prior() waits for every group but the last one closed.
+WB_HD void copy_commit() {
+#if defined(__CUDA_ARCH__)
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+WB_HD void copy_wait_prior() {
+#if defined(__CUDA_ARCH__)
+    asm volatile("cp.async.wait_group 1;\n" ::);
+#endif
+}
+
 // Whether 8-column segments of rows of D bfloat16 values starting at col0 are 16-byte aligned.
 WB_HD bool rows_vec8(const void* base, int64_t D, int64_t col0) {
     return D % 8 == 0 && col0 % 8 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0;
@@ -141,38 +153,6 @@ WB_HD void stage_rows_raw(const Params& p, const Chunk& c, bf16* dst, int ld, co
     stage_raw(dst, ld, src + (c.bh * p.T + c.t0) * D, c.valid, D, 0, kChunk, W, tid);
 }
 
-// Stages a chunk's rows of a [B, H, T, D] tensor, columns [col0, col0 + W), each row times its scale, through
-// registers (all of a thread's loads first, then the stores); W * kChunk / 8 <= U * kThreads.
-template <int U>
-WB_HD void stage_rows_scaled(const Params& p, const Chunk& c, bf16* dst, int ld, const bf16* src, int64_t D,
-                             int64_t col0, int W, Scale s, int tid) {
-    const int segs = W / 8;
-    const bool vec = rows_vec8(src, D, col0);
-    Pack8 v[U];
-    float sc[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-        const int idx = tid + u * kThreads, r = idx / segs, e0 = (idx % segs) * 8;
-        if (idx >= kChunk * segs) break;
-        const bf16* row = src + (c.bh * p.T + c.t0 + r) * D + col0 + e0;
-        sc[u] = r < c.valid ? row_scale(p, c, s, r) : 0.f;
-        if (vec && r < c.valid && col0 + e0 + 8 <= D) {
-            v[u].u = *reinterpret_cast<const uint4*>(row);
-        } else {
-#pragma unroll
-            for (int i = 0; i < 8; ++i) v[u].h[i] = from_f<bf16>(r < c.valid && col0 + e0 + i < D ? to_f(row[i]) : 0.f);
-        }
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-        const int idx = tid + u * kThreads, r = idx / segs, e0 = (idx % segs) * 8;
-        if (idx >= kChunk * segs) break;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) v[u].h[i] = from_f<bf16>(to_f(v[u].h[i]) * sc[u]);
-        *reinterpret_cast<uint4*>(dst + r * ld + e0) = v[u].u;
-    }
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // The scan (see the top), COLS state columns per block. Shared memory: S float [Dkp][COLS + 4],
 // X bf16 [C][Dkp + 8], Y bf16 [C][COLS + 8].
@@ -189,7 +169,7 @@ struct ScanArgs {
 
 struct ScanSmem {
     int Dkp, ldS, ldX, ldY;
-    int64_t oX, oY, bytes;
+    int64_t oX, oY, x, y, bytes;  // buffer b of X at oX + b x, of Y at oY + b y
 };
 
 WB_HD ScanSmem scan_smem(int64_t Dk, int cols) {
@@ -198,39 +178,73 @@ WB_HD ScanSmem scan_smem(int64_t Dk, int cols) {
     L.ldS = cols + 4;
     L.ldX = L.Dkp + 8;
     L.ldY = cols + 8;
+    L.x = align128(int64_t(kChunk) * L.ldX * 2);
+    L.y = align128(int64_t(kChunk) * L.ldY * 2);
     L.oX = align128(int64_t(L.Dkp) * L.ldS * 4);
-    L.oY = L.oX + align128(int64_t(kChunk) * L.ldX * 2);
-    L.bytes = L.oY + align128(int64_t(kChunk) * L.ldY * 2);
+    L.oY = L.oX + 2 * L.x;
+    L.bytes = L.oY + 2 * L.y;
     return L;
 }
 
+// Scales the segments of dst that stage_raw(.., rows_p = kChunk, W, tid) gave this thread (so this thread's
+// own copies, visible to it after its copy wait) by their row's scale; rows past the chunk's end are zeros.
+WB_HD void scale_own_rows(const Params& p, const Chunk& c, bf16* dst, int ld, int W, Scale s, int tid) {
+    if (s == Scale::None || p.bcum == nullptr) return;
+    const int segs = W / 8;
+    for (int idx = tid; idx < kChunk * segs; idx += kThreads) {
+        const int r = idx / segs, e0 = (idx % segs) * 8;
+        if (r >= c.valid) continue;
+        const float sc = row_scale(p, c, s, r);
+        Pack8 v;
+        v.u = *reinterpret_cast<const uint4*>(dst + r * ld + e0);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) v.h[i] = from_f<bf16>(to_f(v.h[i]) * sc);
+        *reinterpret_cast<uint4*>(dst + r * ld + e0) = v.u;
+    }
+}
+
+// Double-buffered: the step of chunk m issues the copies of chunk m + 1 before it waits for its own (issued
+// one step earlier), so the loads of the next chunk overlap this chunk's state write-out and products.
 template <int COLS, class Blk>
 WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, int64_t col0, unsigned char* smem) {
-    constexpr int kScanCols = COLS;
     const ScanSmem L = scan_smem(p.Dk, COLS);
     float* S = reinterpret_cast<float*>(smem);
-    bf16* Xs = reinterpret_cast<bf16*>(smem + L.oX);
-    bf16* Ys = reinterpret_cast<bf16*>(smem + L.oY);
+    // the buffers of the m-th chunk visited (pointer arithmetic, not an array: no local memory)
+    auto Xs = [&](int64_t m) { return reinterpret_cast<bf16*>(smem + L.oX + (m & 1) * L.x); };
+    auto Ys = [&](int64_t m) { return reinterpret_cast<bf16*>(smem + L.oY + (m & 1) * L.y); };
     const int64_t per = p.Dk * p.Dv;
-    const int64_t ncols = p.Dv - col0 < kScanCols ? p.Dv - col0 : kScanCols;
+    const int64_t ncols = p.Dv - col0 < COLS ? p.Dv - col0 : COLS;
+    auto chunk_at = [&](int64_t m) { return chunk_of(p, a.reverse ? p.N - 1 - m : m, bh); };
+    // X's rows and Y's columns [col0, col0 + COLS) of the m-th chunk visited, as stored, into buffer m % 2.
+    auto issue = [&](int64_t m, int tid) {
+        const Chunk c = chunk_at(m);
+        stage_rows_raw(p, c, Xs(m), L.ldX, a.X, p.Dk, L.Dkp, tid);
+        stage_raw(Ys(m), L.ldY, a.Y + (c.bh * p.T + c.t0) * p.Dv, c.valid, p.Dv, col0, kChunk, COLS, tid);
+        copy_commit();
+    };
     // State element (d, e) of the tile is (d, col0 + e) of the [Dk, Dv] state.
     blk.threads([&](int tid) {
-        for (int idx = tid; idx < L.Dkp * kScanCols; idx += kThreads) {
-            const int d = idx / kScanCols, e = idx % kScanCols;
+        for (int idx = tid; idx < L.Dkp * COLS; idx += kThreads) {
+            const int d = idx / COLS, e = idx % COLS;
             const bool in = d < p.Dk && e < ncols && a.start != nullptr;
             S[d * L.ldS + e] = in ? a.start[bh * per + d * p.Dv + col0 + e] : 0.f;
         }
+        issue(0, tid);
     });
     for (int64_t m = 0; m < p.N; ++m) {
-        const int64_t n = a.reverse ? p.N - 1 - m : m;
-        const Chunk c = chunk_of(p, n, bh);
+        const Chunk c = chunk_at(m);
         blk.threads([&](int tid) {
-            // X's rows by copy16 first, in flight while S goes out; Y's rows scaled: U = X^T diag(scale) Y.
-            stage_rows_raw(p, c, Xs, L.ldX, a.X, p.Dk, L.Dkp, tid);
+            if (m + 1 < p.N) {
+                issue(m + 1, tid);
+                copy_wait_prior();  // all but the group just issued
+            } else {
+                copy_wait();
+            }
+            scale_own_rows(p, c, Ys(m), L.ldY, COLS, a.s, tid);  // U = X^T diag(scale) Y
             const float decay = p.bcum != nullptr ? exp_f(bcum_at(p, c, c.valid - 1)) : 1.f;
-            const int64_t slot = (bh * p.N + n) * per + col0;
-            for (int idx = tid; idx < L.Dkp * kScanCols; idx += kThreads) {
-                const int d = idx / kScanCols, e = idx % kScanCols;
+            const int64_t slot = (bh * p.N + c.n) * per + col0;
+            for (int idx = tid; idx < L.Dkp * COLS; idx += kThreads) {
+                const int d = idx / COLS, e = idx % COLS;
                 float& s = S[d * L.ldS + e];
                 if (d < p.Dk && e < ncols) {
                     if (a.buf != nullptr) a.buf[slot + d * p.Dv + e] = s;
@@ -238,26 +252,23 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
                 }
                 s *= decay;
             }
-            constexpr int segs = (kChunk * kScanCols / 8 + kThreads - 1) / kThreads;  // of Y per thread
-            stage_rows_scaled<segs>(p, c, Ys, L.ldY, a.Y, p.Dv, col0, kScanCols, a.s, tid);
-            copy_wait();
         });
         blk.warps([&](int w) {
-            constexpr int ct = kScanCols / 16;
+            constexpr int ct = COLS / 16;
             for (int t = w; t < (L.Dkp / 16) * ct; t += kWarps) {
                 const int m0 = (t / ct) * 16, n0 = (t % ct) * 16;
                 FragC acc;
                 acc_load(acc, S + m0 * L.ldS + n0, L.ldS);
                 // S(d, e) += sum_j X[j][d] Y[j][e]: X read transposed (col-major A)
-                mma_k<wmma::col_major, wmma::row_major>(acc, Xs, L.ldX, Ys, L.ldY, m0, n0, kChunk);
+                mma_k<wmma::col_major, wmma::row_major>(acc, Xs(m), L.ldX, Ys(m), L.ldY, m0, n0, kChunk);
                 acc_store(S + m0 * L.ldS + n0, acc, L.ldS);
             }
         });
     }
     blk.threads([&](int tid) {
         if (a.end == nullptr) return;
-        for (int idx = tid; idx < L.Dkp * kScanCols; idx += kThreads) {
-            const int d = idx / kScanCols, e = idx % kScanCols;
+        for (int idx = tid; idx < L.Dkp * COLS; idx += kThreads) {
+            const int d = idx / COLS, e = idx % COLS;
             if (d < p.Dk && e < ncols) a.end[bh * per + d * p.Dv + col0 + e] = S[d * L.ldS + e];
         }
     });
