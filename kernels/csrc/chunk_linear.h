@@ -64,7 +64,8 @@ struct Params {
     float* pscores = nullptr;  // [B, H, N, C, C]: P
     float* dq = nullptr;  // [B, H, T, Dk]
     float* dk = nullptr;  // [B, H, T, Dk]
-    float* dv = nullptr;  // [B, H, T, Dv]
+    float* dv = nullptr;  // [B, H, T, Dv] (float32 path)
+    void* dv16 = nullptr;  // [B, H, T, Dv] bfloat16 (bf16 path: dV needs no float32 copy, dg does not read it)
     float* ds0 = nullptr;  // [B, H, Dk, Dv]
     int64_t B = 0, H = 0, T = 0, Dk = 0, Dv = 0;
     int64_t N = 0;  // ceil(T / kChunk)

@@ -28,6 +28,8 @@
 
 #include <mma.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
@@ -98,6 +100,10 @@ WB_HD void copy16(void* dst, const void* src) {
     const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src));
 #else
+    if (reinterpret_cast<uintptr_t>(dst) % 16 != 0 || reinterpret_cast<uintptr_t>(src) % 16 != 0) {
+        std::fprintf(stderr, "copy16: misaligned %p <- %p (cp.async needs 16 bytes)\n", dst, src);
+        std::abort();
+    }
     std::memcpy(dst, src, 16);
 #endif
 }
@@ -472,7 +478,7 @@ void run_backward_tc(L& l, const Params& p) {
     l.scan(ScanArgs{q, Scale::ExpB, dout, g16, nullptr, p.dsT, p.ds0, true});  // G (bfloat16 only), dS_0
     l.template mix<float>(mix_tc_dq(p), p.dq);
     l.template mix<float>(mix_tc_dk(p), p.dk);
-    l.template mix<float>(mix_tc_dv(p), p.dv);
+    l.template mix<bf16>(mix_tc_dv(p), static_cast<bf16*>(p.dv16));
 }
 
 #undef WB_HD

@@ -405,7 +405,10 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
         at::Tensor gstates16 = w.states16.defined() ? at::empty_like(w.states16) : at::Tensor();
         p.gstates16 = gstates16.defined() ? gstates16.data_ptr() : nullptr;
         at::Tensor dq = at::empty({p.B, p.H, p.T, p.Dk}, f32), dk = at::empty_like(dq);
-        at::Tensor dv = at::empty({p.B, p.H, p.T, p.Dv}, f32), ds0 = at::empty({p.B, p.H, p.Dk, p.Dv}, f32);
+        // the bfloat16 path writes dV in v's dtype (nothing reads it in float32)
+        const bool f32_path = cl_dtype(q) == cl::DType::F32;
+        at::Tensor dv = at::empty({p.B, p.H, p.T, p.Dv}, f32_path ? f32 : v.options());
+        at::Tensor ds0 = at::empty({p.B, p.H, p.Dk, p.Dv}, f32);
         p.sT = sT.data_ptr<float>();
         p.dout = dout.data_ptr();
         p.dsT = dsT.defined() ? dsT.data_ptr<float>() : nullptr;
@@ -413,7 +416,8 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
         p.pscores = pscores.data_ptr<float>();
         p.dq = dq.data_ptr<float>();
         p.dk = dk.data_ptr<float>();
-        p.dv = dv.data_ptr<float>();
+        p.dv = f32_path ? dv.data_ptr<float>() : nullptr;
+        p.dv16 = f32_path ? nullptr : dv.data_ptr();
         p.ds0 = ds0.data_ptr<float>();
         const char* err = cl::backward(p, cl_dtype(q), c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
         TORCH_CHECK(err == nullptr, "chunk_linear backward kernel: ", err);
