@@ -194,17 +194,29 @@ WB_HD ScanSmem scan_smem(int64_t Dk, int cols) {
 
 // Scales the segments of dst that stage_raw(.., rows_p = kChunk, W, tid) gave this thread (so this thread's
 // own copies, visible to it after its copy wait) by their row's scale; rows past the chunk's end are zeros.
-WB_HD void scale_own_rows(const Params& p, const Chunk& c, bf16* dst, int ld, int W, Scale s, int tid) {
-    if (s == Scale::None || p.bcum == nullptr) return;
+// In two halves around the wait: own_row_scales() reads the scales (their loads in flight during the wait),
+// scale_own_rows() applies them. U = the thread's segments, kChunk * W / 8 <= U * kThreads.
+template <int U>
+WB_HD void own_row_scales(const Params& p, const Chunk& c, int W, Scale s, int tid, float (&sc)[U]) {
     const int segs = W / 8;
-    for (int idx = tid; idx < kChunk * segs; idx += kThreads) {
-        const int r = idx / segs, e0 = (idx % segs) * 8;
-        if (r >= c.valid) continue;
-        const float sc = row_scale(p, c, s, r);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+        const int r = (tid + u * kThreads) / segs;
+        sc[u] = r < c.valid ? row_scale(p, c, s, r) : 1.f;
+    }
+}
+
+template <int U>
+WB_HD void scale_own_rows(bf16* dst, int ld, int W, int tid, const float (&sc)[U]) {
+    const int segs = W / 8;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+        const int idx = tid + u * kThreads, r = idx / segs, e0 = (idx % segs) * 8;
+        if (idx >= kChunk * segs) break;
         Pack8 v;
         v.u = *reinterpret_cast<const uint4*>(dst + r * ld + e0);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) v.h[i] = from_f<bf16>(to_f(v.h[i]) * sc);
+        for (int i = 0; i < 8; ++i) v.h[i] = from_f<bf16>(to_f(v.h[i]) * sc[u]);
         *reinterpret_cast<uint4*>(dst + r * ld + e0) = v.u;
     }
 }
@@ -240,14 +252,18 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
     for (int64_t m = 0; m < p.N; ++m) {
         const Chunk c = chunk_at(m);
         blk.threads([&](int tid) {
+            if (m + 1 < p.N) issue(m + 1, tid);
+            constexpr int U = (kChunk * COLS / 8 + kThreads - 1) / kThreads;  // Y segments per thread
+            const bool scaled = a.s != Scale::None && p.bcum != nullptr;
+            float sc[U];
+            if (scaled) own_row_scales<U>(p, c, COLS, a.s, tid, sc);
+            const float decay = p.bcum != nullptr ? exp_f(bcum_at(p, c, c.valid - 1)) : 1.f;
             if (m + 1 < p.N) {
-                issue(m + 1, tid);
                 copy_wait_prior();  // all but the group just issued
             } else {
                 copy_wait();
             }
-            scale_own_rows(p, c, Ys(m), L.ldY, COLS, a.s, tid);  // U = X^T diag(scale) Y
-            const float decay = p.bcum != nullptr ? exp_f(bcum_at(p, c, c.valid - 1)) : 1.f;
+            if (scaled) scale_own_rows<U>(Ys(m), L.ldY, COLS, tid, sc);  // U = X^T diag(scale) Y
             const int64_t slot = (bh * p.N + c.n) * per + col0;
             for (int idx = tid; idx < L.Dkp * COLS; idx += kThreads) {
                 const int d = idx / COLS, e = idx % COLS;
