@@ -62,10 +62,15 @@ struct Params {
     float* gstates = nullptr;  // [B, H, N, Dk, Dv]: W, then G in place (bf16 path: G)
     void* gstates16 = nullptr;  // [B, H, N, Dk, Dv] bfloat16: G (bf16 path)
     float* pscores = nullptr;  // [B, H, N, C, C]: P
-    float* dq = nullptr;  // [B, H, T, Dk]
-    float* dk = nullptr;  // [B, H, T, Dk]
+    float* dq = nullptr;  // [B, H, T, Dk] (float32 path)
+    float* dk = nullptr;  // [B, H, T, Dk] (float32 path)
     float* dv = nullptr;  // [B, H, T, Dv] (float32 path)
-    void* dv16 = nullptr;  // [B, H, T, Dv] bfloat16 (bf16 path: dV needs no float32 copy, dg does not read it)
+    // bf16 path: dQ, dK, dV in bfloat16, and the rows' q . dq and k . dk (from float32 dq, dk) for dg
+    void* dq16 = nullptr;  // [B, H, T, Dk]
+    void* dk16 = nullptr;  // [B, H, T, Dk]
+    void* dv16 = nullptr;  // [B, H, T, Dv]
+    float* qdq = nullptr;  // [B, H, T]
+    float* kdk = nullptr;  // [B, H, T]
     float* ds0 = nullptr;  // [B, H, Dk, Dv]
     int64_t B = 0, H = 0, T = 0, Dk = 0, Dv = 0;
     int64_t N = 0;  // ceil(T / kChunk)

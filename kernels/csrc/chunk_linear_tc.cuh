@@ -311,7 +311,19 @@ struct MixTc {
     const bf16* Hm = nullptr;  // [B, H, N, D1, D2], or [B, H, N, D2, D1] when ht (the scans' buf16)
     bool ht = false;
     int64_t D1 = 0, D2 = 0;
+    // With W: also dot[t] = out_t . W_t (float32 out, before rounding), W [B, H, T, D2], dot [B, H, T]
+    const bf16* W = nullptr;
+    float* dot = nullptr;
 };
+
+// A shared-memory float add from many threads (serial on the CPU).
+WB_HD void smem_add(float* at, float v) {
+#if defined(__CUDA_ARCH__)
+    atomicAdd(at, v);
+#else
+    *at += v;
+#endif
+}
 
 // Regions: the R slot (X or Y, whichever R is made of; scaled in place into R), the other slot followed by
 // the float32 scores (the two together later hold the float32 result), M, Z, H, b. At D1 = D2 = 128 this is
@@ -339,7 +351,7 @@ WB_HD MixSmem mix_smem(int64_t D1, int64_t D2, bool ht) {
     L.oZ = L.oM + align128(int64_t(kChunk) * L.ldm * 2);
     L.oH = L.oZ + align128(int64_t(kChunk) * L.ldz * 2);
     L.oB = L.oH + align128(int64_t(ht ? L.D2p : L.D1p) * L.ldh * 2);
-    L.bytes = L.oB + align128(kChunk * 4);
+    L.bytes = L.oB + 2 * align128(kChunk * 4);  // b, then the row dots
     return L;
 }
 
@@ -368,6 +380,7 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
     bf16* Zs = reinterpret_cast<bf16*>(smem + L.oZ);
     bf16* Hs = reinterpret_cast<bf16*>(smem + L.oH);
     float* b = reinterpret_cast<float*>(smem + L.oB);
+    float* dots = b + kChunk;  // (b's region is 128-byte rounded: kChunk floats are 256 bytes)
     // Every operand as stored, by copy16; R is scaled from X's or Y's copy once the scores are done.
     blk.threads([&](int tid) {
         stage_rows_raw(p, c, Xs, L.ldx, m.X, m.D1, L.D1p, tid);
@@ -379,7 +392,10 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
         } else {
             stage_raw(Hs, L.ldh, h, m.D1, m.D2, 0, L.D1p, L.D2p, tid);
         }
-        for (int r = tid; r < kChunk; r += kThreads) b[r] = bcum_at(p, c, r);
+        for (int r = tid; r < kChunk; r += kThreads) {
+            b[r] = bcum_at(p, c, r);
+            dots[r] = 0.f;
+        }
         copy_wait();
     });
     // scores X Y^T: [C, C], Y read transposed (col-major B)
@@ -438,8 +454,19 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
             } else {
                 for (int e = 0; e < 4 && e0 + e < m.D2; ++e) o[e] = from_f<TO>(f[e]);
             }
+            if (m.W != nullptr) {
+                const bf16* w = m.W + (c.bh * p.T + c.t0 + i) * m.D2 + e0;
+                float part = 0.f;
+                for (int e = 0; e < 4 && e0 + e < m.D2; ++e) part += f[e] * to_f(w[e]);
+                smem_add(&dots[i], part);
+            }
         }
     });
+    if (m.W != nullptr) {
+        blk.threads([&](int tid) {
+            for (int i = tid; i < c.valid; i += kThreads) m.dot[c.bh * p.T + c.t0 + i] = dots[i];
+        });
+    }
 }
 
 // The four mixes (chunk_linear.h).
@@ -492,8 +519,13 @@ void run_backward_tc(L& l, const Params& p) {
     auto* g16 = static_cast<bf16*>(p.gstates16);
     l.scan(ScanArgs{k, Scale::ExpLastMinusB, v, s16, p.states, p.s0, p.sT, false});  // S_start
     l.scan(ScanArgs{q, Scale::ExpB, dout, g16, nullptr, p.dsT, p.ds0, true});  // G (bfloat16 only), dS_0
-    l.template mix<float>(mix_tc_dq(p), p.dq);
-    l.template mix<float>(mix_tc_dk(p), p.dk);
+    MixTc dq = mix_tc_dq(p), dk = mix_tc_dk(p);
+    dq.W = q;  // q_t . dq_t and k_t . dk_t for the log-decay gradient, from float32 dq, dk
+    dq.dot = p.qdq;
+    dk.W = k;
+    dk.dot = p.kdk;
+    l.template mix<bf16>(dq, static_cast<bf16*>(p.dq16));
+    l.template mix<bf16>(dk, static_cast<bf16*>(p.dk16));
     l.template mix<bf16>(mix_tc_dv(p), static_cast<bf16*>(p.dv16));
 }
 

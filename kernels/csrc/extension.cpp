@@ -404,18 +404,28 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
         at::Tensor pscores = at::empty_like(w.scores);
         at::Tensor gstates16 = w.states16.defined() ? at::empty_like(w.states16) : at::Tensor();
         p.gstates16 = gstates16.defined() ? gstates16.data_ptr() : nullptr;
-        at::Tensor dq = at::empty({p.B, p.H, p.T, p.Dk}, f32), dk = at::empty_like(dq);
-        // the bfloat16 path writes dV in v's dtype (nothing reads it in float32)
+        // The bfloat16 path writes dQ, dK, dV in q's dtype, and the rows' q . dq and k . dk (float32) for dg.
         const bool f32_path = cl_dtype(q) == cl::DType::F32;
-        at::Tensor dv = at::empty({p.B, p.H, p.T, p.Dv}, f32_path ? f32 : v.options());
+        const auto gopts = f32_path ? f32 : q.options();
+        at::Tensor dq = at::empty({p.B, p.H, p.T, p.Dk}, gopts), dk = at::empty_like(dq);
+        at::Tensor dv = at::empty({p.B, p.H, p.T, p.Dv}, gopts);
+        at::Tensor qdq, kdk;
+        if (!f32_path) {
+            qdq = at::empty({p.B, p.H, p.T}, f32);
+            kdk = at::empty_like(qdq);
+            p.qdq = qdq.data_ptr<float>();
+            p.kdk = kdk.data_ptr<float>();
+        }
         at::Tensor ds0 = at::empty({p.B, p.H, p.Dk, p.Dv}, f32);
         p.sT = sT.data_ptr<float>();
         p.dout = dout.data_ptr();
         p.dsT = dsT.defined() ? dsT.data_ptr<float>() : nullptr;
         p.gstates = gstates.data_ptr<float>();
         p.pscores = pscores.data_ptr<float>();
-        p.dq = dq.data_ptr<float>();
-        p.dk = dk.data_ptr<float>();
+        p.dq = f32_path ? dq.data_ptr<float>() : nullptr;
+        p.dk = f32_path ? dk.data_ptr<float>() : nullptr;
+        p.dq16 = f32_path ? nullptr : dq.data_ptr();
+        p.dk16 = f32_path ? nullptr : dk.data_ptr();
         p.dv = f32_path ? dv.data_ptr<float>() : nullptr;
         p.dv16 = f32_path ? nullptr : dv.data_ptr();
         p.ds0 = ds0.data_ptr<float>();
@@ -426,7 +436,7 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
             // dg_t = sum over later steps s >= t of its chunk of (q_s . dq_s - k_s . dk_s), plus <G(n), S_end(n)>
             // (chunk_linear.h); S_end(n) is S_start(n + 1), or S_T for the last chunk.
             const int64_t pad = p.N * cl::kChunk - p.T;
-            at::Tensor r = (q * dq).sum(-1) - (k * dk).sum(-1);  // [B, H, T], float32 (dq, dk are)
+            at::Tensor r = f32_path ? (q * dq).sum(-1) - (k * dk).sum(-1) : qdq - kdk;  // [B, H, T]
             r = at::constant_pad_nd(r, {0, pad}).view({p.B, p.H, p.N, cl::kChunk});
             at::Tensor rc = r.flip(-1).cumsum(-1).flip(-1);
             // The bfloat16 path's G is the bfloat16 one its dK, dV products used: <G(n), S_end(n)> then cancels

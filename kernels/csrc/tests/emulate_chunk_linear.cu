@@ -284,8 +284,14 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     pb.dq = dq.data();
     pb.dk = dk.data();
     pb.dv = dv.data();
-    std::vector<E> dv16(dv.size(), from_f<E>(kNaN));  // the bfloat16 path's dV
+    // the bfloat16 path's dQ, dK, dV and row dots q . dq, k . dk
+    std::vector<E> dq16(dq.size(), from_f<E>(kNaN)), dk16(dk.size(), from_f<E>(kNaN)), dv16(dv.size(), from_f<E>(kNaN));
+    std::vector<float> qdq(size_t(BH * T), kNaN), kdk(qdq.size(), kNaN);
+    pb.dq16 = dq16.data();
+    pb.dk16 = dk16.data();
     pb.dv16 = dv16.data();
+    pb.qdq = qdq.data();
+    pb.kdk = kdk.data();
     pb.ds0 = ds0.data();
     states.assign(states.size(), kNaN);  // the backward pass recomputes them
     states16.assign(states16.size(), from_f<E>(kNaN));
@@ -298,8 +304,10 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
             run_backward_tc(l, pb);
         }
     }
-    // The glue's dg: within-chunk reverse cumsum of (q . dq - k . dk), plus <G(n), S_end(n)> per chunk (G in
-    // bfloat16 on the tensor-core path, as extension.cpp takes it).
+    // The glue's dg: within-chunk reverse cumsum of (q . dq - k . dk), plus <G(n), S_end(n)> per chunk. The
+    // tensor-core path gives the row dots itself (from float32 dq, dk) and G in bfloat16, as extension.cpp
+    // takes them.
+    constexpr bool f32 = std::is_same<E, float>::value;
     std::vector<double> dg(size_t(BH * T), 0);
     for (int64_t bh = 0; bh < BH; ++bh)
         for (int64_t n = 0; n < N; ++n) {
@@ -307,14 +315,18 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
             for (int64_t e = 0; e < per; ++e) {
                 const double send = n + 1 < N ? states[(bh * N + n + 1) * per + e] : sT2[bh * per + e];
                 const size_t at = size_t((bh * N + n) * per + e);
-                const double G = std::is_same<E, float>::value ? gstates[at] : to_f(gstates16[at]);
+                const double G = f32 ? gstates[at] : to_f(gstates16[at]);
                 gs += G * send;
             }
             double acc = gs;
             for (int64_t t = std::min(T, (n + 1) * kChunk) - 1; t >= n * kChunk; --t) {
                 const int64_t at = bh * T + t;
-                for (int64_t d = 0; d < Dk; ++d)
-                    acc += q[at * Dk + d] * dq[at * Dk + d] - k[at * Dk + d] * dk[at * Dk + d];
+                if (f32) {
+                    for (int64_t d = 0; d < Dk; ++d)
+                        acc += q[at * Dk + d] * dq[at * Dk + d] - k[at * Dk + d] * dk[at * Dk + d];
+                } else {
+                    acc += double(qdq[at]) - double(kdk[at]);
+                }
                 dg[at] = acc;
             }
         }
@@ -330,8 +342,8 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
         double err;
     };
     std::vector<Check> checks = {{"o", rel_err(of, ref.o)},     {"sT", rel_err(sT, ref.sT)},
-                                 {"sT (bwd)", rel_err(sT2, ref.sT)}, {"dq", rel_err(dq, ref.dq)},
-                                 {"dk", rel_err(dk, ref.dk)},   {"dv", std::is_same<E, float>::value ? rel_err(dv, ref.dv) : rel_err(as_float(dv16), ref.dv)},
+                                 {"sT (bwd)", rel_err(sT2, ref.sT)}, {"dq", f32 ? rel_err(dq, ref.dq) : rel_err(as_float(dq16), ref.dq)},
+                                 {"dk", f32 ? rel_err(dk, ref.dk) : rel_err(as_float(dk16), ref.dk)},   {"dv", f32 ? rel_err(dv, ref.dv) : rel_err(as_float(dv16), ref.dv)},
                                  {"ds0", rel_err(ds0, ref.ds0)}};
     // dg = q . dq - k . dk summed: a difference of terms much larger than dg itself under strong decay (the
     // diagonal terms q_i . k_i dO_i . v_i cancel exactly; so do <G(n), S_end(n)> and the last rows' share of
