@@ -18,6 +18,8 @@
 // The scaled operands, the decayed scores and the chunk states are rounded to bfloat16 before their
 // products (as in fla's kernels); every sum is float32.
 //
+// chunk_linear_tc_tiles.cuh has the building blocks (tile products, cp.async copies, staging).
+//
 // Written once for the GPU and the CPU: a block's work is a sequence of steps over an executor `Blk`,
 // `blk.threads(f)` (f(tid) for every thread, then a barrier) and `blk.warps(f)` (f(warp) once per warp, all
 // its lanes together, then a barrier: the warp-collective wmma calls). chunk_linear.cu's executor runs them
@@ -26,140 +28,18 @@
 // shared memory between the tensor-core steps.
 #pragma once
 
-#include <mma.h>
-
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <type_traits>
-
-#include "chunk_linear.cuh"
+#include "chunk_linear_tc_tiles.cuh"
 
 namespace wb {
 namespace chunk_linear {
 
-#if defined(WB_EMULATE_WMMA) && !defined(__CUDA_ARCH__)
-namespace wmma = ::emu::wmma;
-#else
-namespace wmma = ::nvcuda::wmma;
-#endif
-
 #define WB_HD __host__ __device__ __forceinline__
 
-using bf16 = __nv_bfloat16;
-constexpr int kWarps = kThreads / 32;
+// ---------------------------------------------------------------------------------------------------------
 // State columns per scan block: 64 for Dv > 64 (fewer re-reads of X, two segments of Y per thread), else 32
 // (more blocks in flight for the small states).
 WB_HD int scan_cols(int64_t Dv) { return Dv > 64 ? 64 : 32; }
 
-WB_HD int pad16(int64_t d) { return int((d + 15) / 16 * 16); }
-WB_HD int64_t align128(int64_t bytes) { return (bytes + 127) / 128 * 128; }
-
-using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
-
-// acc += sum_{k < K} A(m0 + ., k) B(k, n0 + .), operands bfloat16 in shared memory: A(m, k) = a[m * lda + k]
-// (row_major) or a[k * lda + m] (col_major); B(k, n) = b[k * ldb + n] (row_major) or b[n * ldb + k].
-template <class LA, class LB>
-WB_HD void mma_k(FragC& acc, const bf16* a, int lda, const bf16* b, int ldb, int m0, int n0, int K) {
-    constexpr bool ar = std::is_same<LA, wmma::row_major>::value;
-    constexpr bool br = std::is_same<LB, wmma::row_major>::value;
-    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, LA> fa;
-    wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, LB> fb;
-    for (int k = 0; k < K; k += 16) {
-        wmma::load_matrix_sync(fa, ar ? a + m0 * lda + k : a + k * lda + m0, lda);
-        wmma::load_matrix_sync(fb, br ? b + k * ldb + n0 : b + n0 * ldb + k, ldb);
-        wmma::mma_sync(acc, fa, fb, acc);
-    }
-}
-
-// Accumulator loads, stores and zeroing, as templates: the steps' lambdas are compiled for the host too,
-// where only a template's body is left unchecked until it is instantiated.
-template <class F>
-WB_HD void acc_zero(F& acc) {
-    wmma::fill_fragment(acc, 0.f);
-}
-template <class F>
-WB_HD void acc_load(F& acc, const float* p, int ld) {
-    wmma::load_matrix_sync(acc, p, unsigned(ld), wmma::mem_row_major);
-}
-template <class F>
-WB_HD void acc_store(float* p, const F& acc, int ld) {
-    wmma::store_matrix_sync(p, acc, unsigned(ld), wmma::mem_row_major);
-}
-
-// Eight bfloat16 values as one 16-byte word.
-union Pack8 {
-    uint4 u;
-    bf16 h[8];
-};
-
-// 16 bytes from global to shared memory without a register round trip (cp.async: many in flight per
-// thread, no wait until copy_wait()); a plain copy on the CPU.
-WB_HD void copy16(void* dst, const void* src) {
-#if defined(__CUDA_ARCH__)
-    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src));
-#else
-    if (reinterpret_cast<uintptr_t>(dst) % 16 != 0 || reinterpret_cast<uintptr_t>(src) % 16 != 0) {
-        std::fprintf(stderr, "copy16: misaligned %p <- %p (cp.async needs 16 bytes)\n", dst, src);
-        std::abort();
-    }
-    std::memcpy(dst, src, 16);
-#endif
-}
-
-// Waits for this thread's copy16s (the step's barrier then publishes them to the block).
-WB_HD void copy_wait() {
-#if defined(__CUDA_ARCH__)
-    asm volatile("cp.async.wait_all;\n" ::);
-#endif
-}
-
-// Closes this thread's group of copy16s; copy_wait_prior() waits for every group but the last one closed.
-WB_HD void copy_commit() {
-#if defined(__CUDA_ARCH__)
-    asm volatile("cp.async.commit_group;\n" ::);
-#endif
-}
-WB_HD void copy_wait_prior() {
-#if defined(__CUDA_ARCH__)
-    asm volatile("cp.async.wait_group 1;\n" ::);
-#endif
-}
-
-// Whether 8-column segments of rows of D bfloat16 values starting at col0 are 16-byte aligned.
-WB_HD bool rows_vec8(const void* base, int64_t D, int64_t col0) {
-    return D % 8 == 0 && col0 % 8 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0;
-}
-
-// Stages dst[r][e] = M[r][col0 + e] for r < rows_p, e < W (multiples of 16 and 8) of a row-major bfloat16
-// matrix M with `rows` valid rows of D columns; zeros past them. Whole 16-byte segments go by copy16.
-WB_HD void stage_raw(bf16* dst, int ld, const bf16* M, int64_t rows, int64_t D, int64_t col0, int rows_p, int W,
-                     int tid) {
-    const int segs = W / 8;
-    const bool vec = rows_vec8(M, D, col0);
-    for (int idx = tid; idx < rows_p * segs; idx += kThreads) {
-        const int r = idx / segs, e0 = (idx % segs) * 8;
-        bf16* d = dst + r * ld + e0;
-        const bf16* src = M + r * D + col0 + e0;
-        if (vec && r < rows && col0 + e0 + 8 <= D) {
-            copy16(d, src);
-        } else {
-            Pack8 v;
-#pragma unroll
-            for (int i = 0; i < 8; ++i) v.h[i] = from_f<bf16>(r < rows && col0 + e0 + i < D ? to_f(src[i]) : 0.f);
-            *reinterpret_cast<uint4*>(d) = v.u;
-        }
-    }
-}
-
-// The chunk's rows of a [B, H, T, D] tensor: stage_raw of rows [0, C), `valid` of them real.
-WB_HD void stage_rows_raw(const Params& p, const Chunk& c, bf16* dst, int ld, const bf16* src, int64_t D, int W,
-                          int tid) {
-    stage_raw(dst, ld, src + (c.bh * p.T + c.t0) * D, c.valid, D, 0, kChunk, W, tid);
-}
-
-// ---------------------------------------------------------------------------------------------------------
 // The scan (see the top), COLS state columns per block. Shared memory: S float [Dkp][COLS + 4],
 // X bf16 [C][Dkp + 8], Y bf16 [C][COLS + 8].
 struct ScanArgs {
@@ -300,7 +180,7 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
 // The mix (see the top): out = M Z + (R * scale) H for one chunk, rows < valid, columns < D2.
 // Shared memory (MixSmem): X, Y bf16 [C][D1p + 8] (one of them becomes R), scores float [C][C + 4] (the
 // float result [C][D2p + 4] later), M bf16 [C][C + 8], Z bf16 [C][D2p + 8], H bf16 as stored (transposed
-// or not), b float [C].
+// or not), b float [C], the row dots float [C].
 struct MixTc {
     const bf16* X = nullptr;  // scores X_i . Y_j, X and Y [B, H, T, D1]
     const bf16* Y = nullptr;
@@ -326,8 +206,8 @@ WB_HD void smem_add(float* at, float v) {
 }
 
 // Regions: the R slot (X or Y, whichever R is made of; scaled in place into R), the other slot followed by
-// the float32 scores (the two together later hold the float32 result), M, Z, H, b. At D1 = D2 = 128 this is
-// 111 KiB: two blocks per SM.
+// the float32 scores (the two together later hold the float32 result), M, Z, H, b and the row dots. At
+// D1 = D2 = 128 this is 111.5 KiB: two blocks per SM.
 struct MixSmem {
     int D1p, D2p, ldx, ldz, ldo, ldh, lds, ldm;
     int64_t oQ, oS, oM, oZ, oH, oB, bytes;
@@ -495,7 +375,8 @@ inline MixTc mix_tc_dv(const Params& p) {
 
 // ---------------------------------------------------------------------------------------------------------
 // The launch sequences of the bfloat16 path, over a launcher `L` with cumsum(), scan(ScanArgs) and
-// mix<TO>(MixTc, TO*). The mixes read the bfloat16 chunk states (states16, gstates16). The backward pass
+// mix<TO>(MixTc, TO*). The mixes read the bfloat16 chunk states (states16, gstates16) and write bfloat16
+// (o, dq16, dk16, dv16; the dQ and dK mixes also the rows' q . dq and k . dk). The backward pass
 // recomputes the chunk states and also writes them in float32 (states), for the glue's log-decay
 // gradient <G(n), S_end(n)>, which takes G in bfloat16 (gstates16), as the dK and dV products did.
 template <class L>
