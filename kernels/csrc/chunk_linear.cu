@@ -1,6 +1,7 @@
 // Chunked linear attention with a scalar decay: kernels and launchers (chunk_linear.h: math, shapes, work
-// split; chunk_linear.cuh: the per-thread work). Instantiated for float and bfloat16 inputs.
-#include "chunk_linear.cuh"
+// split; chunk_linear.cuh: the float32 path's per-thread work; chunk_linear_tc.cuh: the bfloat16 path's
+// tensor-core blocks). Float32 inputs take the float32 path, bfloat16 inputs the tensor-core path.
+#include "chunk_linear_tc.cuh"
 
 namespace wb {
 namespace chunk_linear {
@@ -40,6 +41,38 @@ __global__ void __launch_bounds__(kThreads) rowmix_kernel(Params p, RowMix m, co
     rowmix_compute(p, c, m, out, smem, threadIdx.x);
 }
 
+// The executor of chunk_linear_tc.cuh's blocks: every thread runs a `threads` step, every warp's lanes
+// run a `warps` step together; a barrier after each.
+struct DeviceBlock {
+    template <class F>
+    __device__ __forceinline__ void threads(F&& f) {
+        f(int(threadIdx.x));
+        __syncthreads();
+    }
+    template <class F>
+    __device__ __forceinline__ void warps(F&& f) {
+        f(int(threadIdx.x) / 32);
+        __syncthreads();
+    }
+};
+
+// Tensor-core kernels: scan grid (ceil(Dv / COLS), B * H); mix grid (N, B * H).
+// (minimum 2 blocks per SM: without it ptxas held the scan to 64 registers and spilled)
+template <int COLS>
+__global__ void __launch_bounds__(kThreads, 2) scan_kernel(Params p, ScanArgs a) {
+    extern __shared__ __align__(128) unsigned char smem_tc[];
+    DeviceBlock blk;
+    scan_block<COLS>(blk, p, a, blockIdx.y, int64_t(blockIdx.x) * COLS, smem_tc);
+}
+
+template <typename TO>
+__global__ void __launch_bounds__(kThreads) mix_kernel(Params p, MixTc m, TO* out) {
+    extern __shared__ __align__(128) unsigned char smem_tc[];
+    DeviceBlock blk;
+    const Chunk c = chunk_of(p, blockIdx.x, blockIdx.y);
+    mix_block(blk, p, c, m, out, smem_tc);
+}
+
 struct Launch {
     const Params& p;
     cudaStream_t s;
@@ -50,9 +83,12 @@ struct Launch {
     // Opts a kernel into more than 48 KiB of dynamic shared memory.
     template <typename K>
     bool smem(K kernel, int64_t floats) {
+        return smem_bytes(kernel, floats * int64_t(sizeof(float)));
+    }
+    template <typename K>
+    bool smem_bytes(K kernel, int64_t bytes) {
         if (err != nullptr) return false;
-        const cudaError_t e =
-            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(floats * sizeof(float)));
+        const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
         if (e != cudaSuccess) err = cudaGetErrorString(e);
         return err == nullptr;
     }
@@ -81,6 +117,18 @@ struct Launch {
             update_kernel<T><<<chunks(), kThreads, f * sizeof(float), s>>>(p, static_cast<const T*>(X), sc,
                                                                             static_cast<const T*>(Y), out);
     }
+    template <int COLS>
+    void scan_cols(const ScanArgs& a) {
+        const int64_t bytes = scan_smem(p.Dk, COLS).bytes;
+        const dim3 grid(unsigned((p.Dv + COLS - 1) / COLS), unsigned(p.B * p.H));
+        if (smem_bytes(scan_kernel<COLS>, bytes)) scan_kernel<COLS><<<grid, kThreads, bytes, s>>>(p, a);
+    }
+    void scan(const ScanArgs& a) { chunk_linear::scan_cols(p.Dv) == 64 ? scan_cols<64>(a) : scan_cols<32>(a); }
+    template <typename TO>
+    void mix(const MixTc& m, TO* out) {
+        const int64_t bytes = mix_smem(m.D1, m.D2, m.ht).bytes;
+        if (smem_bytes(mix_kernel<TO>, bytes)) mix_kernel<TO><<<chunks(), kThreads, bytes, s>>>(p, m, out);
+    }
     template <typename T, typename TO>
     void rowmix(const RowMix& m, const void* Z, const void* R, TO* out) {
         const int64_t f = smem_rowmix(m.D1, m.D2);
@@ -105,7 +153,7 @@ const char* run(const Params& p, DType dt, cudaStream_t stream) {
     if (dt == DType::F32) {
         BACKWARD ? run_backward<float>(l, p) : run_forward<float>(l, p);
     } else {
-        BACKWARD ? run_backward<__nv_bfloat16>(l, p) : run_forward<__nv_bfloat16>(l, p);
+        BACKWARD ? run_backward_tc(l, p) : run_forward_tc(l, p);
     }
     if (l.err != nullptr) return l.err;
     const cudaError_t e = cudaGetLastError();

@@ -134,14 +134,19 @@ WB_HD void zero(float (&acc)[RT][CT]) {
 
 // ---------------------------------------------------------------------------------------------------------
 // 1. Within-chunk cumulative log-decays: one thread per (batch x head, chunk).
+//    Every load first (the stores to bcum would otherwise hold each next load back: 64 latencies in a row).
 WB_HD void cumsum_thread(const Params& p, int64_t idx) {
     if (idx >= p.B * p.H * p.N) return;
     const Chunk c = chunk_of(p, idx % p.N, idx / p.N);
+    const int64_t at = c.bh * p.T + c.t0;
+    float g[kChunk];
+#pragma unroll
+    for (int r = 0; r < kChunk; ++r) g[r] = r < c.valid ? p.g[at + r] : 0.f;
     float acc = 0.f;
-    for (int r = 0; r < c.valid; ++r) {
-        const int64_t at = c.bh * p.T + c.t0 + r;
-        acc += p.g[at];
-        p.bcum[at] = acc;
+#pragma unroll
+    for (int r = 0; r < kChunk; ++r) {
+        acc += g[r];
+        if (r < c.valid) p.bcum[at + r] = acc;
     }
 }
 

@@ -20,10 +20,14 @@
 //   dV = A^T dO + (K * exp(b_L - b)) G
 //   dg (glue) = within-chunk reverse cumsum of (q . dq - k . dk), plus <G(n), S_end(n)> for the whole chunk.
 //
-// Work split: every "per chunk" step is one block of kThreads threads per (chunk, batch x head); its
-// operands are staged in shared memory as float32 (rows padded to an odd stride: no bank conflicts), then
-// each thread computes a register tile of the output: rows warp + 8 r, columns lane + 32 c. The state
-// pass is one thread per state element. No tensor cores in this version (see BENCHMARKS.md).
+// Work split, float32 inputs (chunk_linear.cuh): every "per chunk" step is one block of kThreads threads per
+// (chunk, batch x head); its operands are staged in shared memory as float32 (rows padded to an odd stride:
+// no bank conflicts), then each thread computes a register tile of the output: rows warp + 8 r, columns
+// lane + 32 c. The state pass is one thread per state element.
+// Bfloat16 inputs (chunk_linear_tc.cuh) take tensor cores: a sequential scan per (batch x head, 32 state
+// columns) that keeps its state tile on chip and adds U (or W) with bfloat16 mma, and one fused block per
+// (chunk, batch x head) for each of O, dQ, dK, dV that recomputes its scores (A or P) on tensor cores;
+// `scores` and `pscores` are not used there.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -49,16 +53,24 @@ struct Params {
     float* sT = nullptr;  // [B, H, Dk, Dv]
     // workspaces
     float* bcum = nullptr;  // [B, H, T] (only with g)
-    float* states = nullptr;  // [B, H, N, Dk, Dv]: U, then S_start in place
+    float* states = nullptr;  // [B, H, N, Dk, Dv]: U, then S_start in place (bf16 path: S_start, backward only)
+    void* states16 = nullptr;  // [B, H, N, Dk, Dv] bfloat16: S_start (bf16 path: the mixes read these)
     float* scores = nullptr;  // [B, H, N, C, C]: A
     // backward
     const void* dout = nullptr;  // [B, H, T, Dv]
     const float* dsT = nullptr;  // [B, H, Dk, Dv] or null
-    float* gstates = nullptr;  // [B, H, N, Dk, Dv]: W, then G in place
+    float* gstates = nullptr;  // [B, H, N, Dk, Dv]: W, then G in place (bf16 path: G)
+    void* gstates16 = nullptr;  // [B, H, N, Dk, Dv] bfloat16: G (bf16 path)
     float* pscores = nullptr;  // [B, H, N, C, C]: P
-    float* dq = nullptr;  // [B, H, T, Dk]
-    float* dk = nullptr;  // [B, H, T, Dk]
-    float* dv = nullptr;  // [B, H, T, Dv]
+    float* dq = nullptr;  // [B, H, T, Dk] (float32 path)
+    float* dk = nullptr;  // [B, H, T, Dk] (float32 path)
+    float* dv = nullptr;  // [B, H, T, Dv] (float32 path)
+    // bf16 path: dQ, dK, dV in bfloat16, and the rows' q . dq and k . dk (from float32 dq, dk) for dg
+    void* dq16 = nullptr;  // [B, H, T, Dk]
+    void* dk16 = nullptr;  // [B, H, T, Dk]
+    void* dv16 = nullptr;  // [B, H, T, Dv]
+    float* qdq = nullptr;  // [B, H, T]
+    float* kdk = nullptr;  // [B, H, T]
     float* ds0 = nullptr;  // [B, H, Dk, Dv]
     int64_t B = 0, H = 0, T = 0, Dk = 0, Dv = 0;
     int64_t N = 0;  // ceil(T / kChunk)

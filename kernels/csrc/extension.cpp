@@ -34,7 +34,7 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // Bumped whenever an exported signature changes; cuda_ext.rs refuses a library with another version.
-constexpr int32_t kAbiVersion = 3;
+constexpr int32_t kAbiVersion = 4;
 
 char* dup_message(const std::string& s) {
     char* m = static_cast<char*>(std::malloc(s.size() + 1));
@@ -311,15 +311,17 @@ void chunk_linear_check(const at::Tensor& q, const at::Tensor& k, const at::Tens
     TORCH_CHECK(v.defined() && v.dim() == 4 && v.size(3) >= 1 && v.size(3) <= cl::kMaxDim,
                 "chunk_linear: v must be [B, H, T, Dv] with 1 <= Dv <= 128, got ", v.sizes());
     const int64_t Dv = v.size(3);
-    auto same = [&](const at::Tensor& t, const char* name, at::IntArrayRef shape) {
+    // g and s0 may also be float32 with bfloat16 q, k, v (as under autocast)
+    auto same = [&](const at::Tensor& t, const char* name, at::IntArrayRef shape, bool or_f32) {
         TORCH_CHECK(t.sizes() == shape, "chunk_linear: ", name, " must be ", shape, ", got ", t.sizes());
-        TORCH_CHECK(t.device() == q.device() && t.scalar_type() == q.scalar_type() && t.is_contiguous(),
-                    "chunk_linear: ", name, " must be contiguous, on q's device, with q's dtype");
+        const bool dtype_ok = t.scalar_type() == q.scalar_type() || (or_f32 && t.scalar_type() == at::kFloat);
+        TORCH_CHECK(t.device() == q.device() && dtype_ok && t.is_contiguous(), "chunk_linear: ", name,
+                    " must be contiguous, on q's device, with q's dtype", or_f32 ? " or float32" : "");
     };
-    same(k, "k", {B, H, T, Dk});
-    same(v, "v", {B, H, T, Dv});
-    if (present(g)) same(g, "g", {B, H, T});
-    if (present(s0)) same(s0, "s0", {B, H, Dk, Dv});
+    same(k, "k", {B, H, T, Dk}, false);
+    same(v, "v", {B, H, T, Dv}, false);
+    if (present(g)) same(g, "g", {B, H, T}, true);
+    if (present(s0)) same(s0, "s0", {B, H, Dk, Dv}, true);
 }
 
 cl::Params chunk_linear_params(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
@@ -338,16 +340,29 @@ cl::Params chunk_linear_params(const at::Tensor& q, const at::Tensor& k, const a
 
 cl::DType cl_dtype(const at::Tensor& q) { return q.scalar_type() == at::kFloat ? cl::DType::F32 : cl::DType::BF16; }
 
+// The final state's dtype: q's, or float32 when a float32 decay or initial state comes with bfloat16 q
+// (torch's type promotion of the state's inputs).
+at::ScalarType cl_state_dtype(const at::Tensor& q, const at::Tensor& g, const at::Tensor& s0) {
+    const bool f32 = (present(g) && g.scalar_type() == at::kFloat) || (present(s0) && s0.scalar_type() == at::kFloat);
+    return f32 ? at::kFloat : q.scalar_type();
+}
+
 // Float32 workspaces of one call (chunk_linear.h); every element is written before it is read.
+// The bfloat16 path keeps no scores (it recomputes them), reads its chunk states in bfloat16 (states16) and
+// writes float32 ones only in the backward pass (`backward`), for the log-decay gradient.
 struct ChunkLinearWork {
-    at::Tensor g32, s032, bcum, states, scores;
-    ChunkLinearWork(cl::Params& p, const at::Tensor& q, const at::Tensor& g, const at::Tensor& s0) {
+    at::Tensor g32, s032, bcum, states, scores, states16;
+    ChunkLinearWork(cl::Params& p, const at::Tensor& q, const at::Tensor& g, const at::Tensor& s0, bool backward) {
         const auto f32 = q.options().dtype(at::kFloat);
+        const bool f32_path = cl_dtype(q) == cl::DType::F32;
         g32 = f32_or_undefined(g);
         s032 = f32_or_undefined(s0);
         bcum = g32.defined() ? at::empty({p.B, p.H, p.T}, f32) : at::Tensor();
-        states = at::empty({p.B, p.H, p.N, p.Dk, p.Dv}, f32);
-        scores = at::empty({p.B, p.H, p.N, cl::kChunk, cl::kChunk}, f32);
+        const std::vector<int64_t> state_shape{p.B, p.H, p.N, p.Dk, p.Dv}, none{0};
+        states = at::empty(f32_path || backward ? state_shape : none, f32);
+        scores = at::empty(f32_path ? std::vector<int64_t>{p.B, p.H, p.N, cl::kChunk, cl::kChunk} : none, f32);
+        states16 = f32_path ? at::Tensor() : at::empty({p.B, p.H, p.N, p.Dk, p.Dv}, q.options());
+        p.states16 = f32_path ? nullptr : states16.data_ptr();
         p.g = g32.defined() ? g32.data_ptr<float>() : nullptr;
         p.s0 = s032.defined() ? s032.data_ptr<float>() : nullptr;
         p.bcum = bcum.defined() ? bcum.data_ptr<float>() : nullptr;
@@ -356,13 +371,14 @@ struct ChunkLinearWork {
     }
 };
 
-// Outputs {o [B, H, T, Dv], S_T [B, H, Dk, Dv]} in q's dtype; g and s0 travel as empty tensors when absent.
+// Outputs {o [B, H, T, Dv] in q's dtype, S_T [B, H, Dk, Dv] in cl_state_dtype}; g and s0 travel as empty
+// tensors when absent.
 // The backward pass recomputes the chunk states and scores (nothing but the inputs is saved).
 struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunction> {
     static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const at::Tensor& g, const at::Tensor& s0) {
         cl::Params p = chunk_linear_params(q, k, v);
-        ChunkLinearWork w(p, q, g, s0);
+        ChunkLinearWork w(p, q, g, s0, false);
         at::Tensor o = at::empty_like(v);
         at::Tensor sT = at::empty({p.B, p.H, p.Dk, p.Dv}, q.options().dtype(at::kFloat));
         p.o = o.data_ptr();
@@ -370,7 +386,7 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
         const char* err = cl::forward(p, cl_dtype(q), c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
         TORCH_CHECK(err == nullptr, "chunk_linear forward kernel: ", err);
         ctx->save_for_backward({q, k, v, g, s0});
-        return {o, sT.to(q.scalar_type())};
+        return {o, sT.to(cl_state_dtype(q, g, s0))};
     }
 
     static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -378,22 +394,40 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
         const at::Tensor &q = s[0], &k = s[1], &v = s[2], &g = s[3], &s0 = s[4];
         const c10::cuda::CUDAGuard guard(q.device());
         cl::Params p = chunk_linear_params(q, k, v);
-        ChunkLinearWork w(p, q, g, s0);
+        ChunkLinearWork w(p, q, g, s0, true);
         const auto f32 = q.options().dtype(at::kFloat);
         const at::Tensor dout = grads[0].defined() ? grads[0].to(q.scalar_type()).contiguous() : at::zeros_like(v);
         const at::Tensor dsT = grads[1].defined() ? grads[1].to(at::kFloat).contiguous() : at::Tensor();
         at::Tensor sT = at::empty({p.B, p.H, p.Dk, p.Dv}, f32);
-        at::Tensor gstates = at::empty_like(w.states), pscores = at::empty_like(w.scores);
-        at::Tensor dq = at::empty({p.B, p.H, p.T, p.Dk}, f32), dk = at::empty_like(dq);
-        at::Tensor dv = at::empty({p.B, p.H, p.T, p.Dv}, f32), ds0 = at::empty({p.B, p.H, p.Dk, p.Dv}, f32);
+        // (the bfloat16 path keeps G in bfloat16 only)
+        at::Tensor gstates = w.states16.defined() ? at::empty({0}, f32) : at::empty_like(w.states);
+        at::Tensor pscores = at::empty_like(w.scores);
+        at::Tensor gstates16 = w.states16.defined() ? at::empty_like(w.states16) : at::Tensor();
+        p.gstates16 = gstates16.defined() ? gstates16.data_ptr() : nullptr;
+        // The bfloat16 path writes dQ, dK, dV in q's dtype, and the rows' q . dq and k . dk (float32) for dg.
+        const bool f32_path = cl_dtype(q) == cl::DType::F32;
+        const auto gopts = f32_path ? f32 : q.options();
+        at::Tensor dq = at::empty({p.B, p.H, p.T, p.Dk}, gopts), dk = at::empty_like(dq);
+        at::Tensor dv = at::empty({p.B, p.H, p.T, p.Dv}, gopts);
+        at::Tensor qdq, kdk;
+        if (!f32_path) {
+            qdq = at::empty({p.B, p.H, p.T}, f32);
+            kdk = at::empty_like(qdq);
+            p.qdq = qdq.data_ptr<float>();
+            p.kdk = kdk.data_ptr<float>();
+        }
+        at::Tensor ds0 = at::empty({p.B, p.H, p.Dk, p.Dv}, f32);
         p.sT = sT.data_ptr<float>();
         p.dout = dout.data_ptr();
         p.dsT = dsT.defined() ? dsT.data_ptr<float>() : nullptr;
         p.gstates = gstates.data_ptr<float>();
         p.pscores = pscores.data_ptr<float>();
-        p.dq = dq.data_ptr<float>();
-        p.dk = dk.data_ptr<float>();
-        p.dv = dv.data_ptr<float>();
+        p.dq = f32_path ? dq.data_ptr<float>() : nullptr;
+        p.dk = f32_path ? dk.data_ptr<float>() : nullptr;
+        p.dq16 = f32_path ? nullptr : dq.data_ptr();
+        p.dk16 = f32_path ? nullptr : dk.data_ptr();
+        p.dv = f32_path ? dv.data_ptr<float>() : nullptr;
+        p.dv16 = f32_path ? nullptr : dv.data_ptr();
         p.ds0 = ds0.data_ptr<float>();
         const char* err = cl::backward(p, cl_dtype(q), c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
         TORCH_CHECK(err == nullptr, "chunk_linear backward kernel: ", err);
@@ -402,11 +436,18 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
             // dg_t = sum over later steps s >= t of its chunk of (q_s . dq_s - k_s . dk_s), plus <G(n), S_end(n)>
             // (chunk_linear.h); S_end(n) is S_start(n + 1), or S_T for the last chunk.
             const int64_t pad = p.N * cl::kChunk - p.T;
-            at::Tensor r = (q.to(at::kFloat) * dq).sum(-1) - (k.to(at::kFloat) * dk).sum(-1);  // [B, H, T]
+            at::Tensor r = f32_path ? (q * dq).sum(-1) - (k * dk).sum(-1) : qdq - kdk;  // [B, H, T]
             r = at::constant_pad_nd(r, {0, pad}).view({p.B, p.H, p.N, cl::kChunk});
             at::Tensor rc = r.flip(-1).cumsum(-1).flip(-1);
-            at::Tensor send = at::cat({w.states.narrow(2, 1, p.N - 1), sT.unsqueeze(2)}, 2);
-            at::Tensor gdot = (gstates * send).sum({-2, -1});  // [B, H, N]
+            // The bfloat16 path's G is the bfloat16 one its dK, dV products used: <G(n), S_end(n)> then cancels
+            // their share of k . dk to float32 rounding (under strong decay dg is far smaller than either).
+            const at::Tensor& G = gstates16.defined() ? gstates16 : gstates;
+            at::Tensor gdot = at::empty({p.B, p.H, p.N}, f32);  // [B, H, N]
+            if (p.N > 1) {
+                const int64_t m = p.N - 1;
+                gdot.narrow(2, 0, m).copy_((G.narrow(2, 0, m) * w.states.narrow(2, 1, m)).sum({-2, -1}));
+            }
+            gdot.narrow(2, p.N - 1, 1).copy_((G.narrow(2, p.N - 1, 1) * sT.unsqueeze(2)).sum({-2, -1}));
             dg = (rc + gdot.unsqueeze(-1)).view({p.B, p.H, p.N * cl::kChunk}).narrow(2, 0, p.T).to(g.scalar_type());
         }
         return {dq.to(q.scalar_type()),
@@ -476,9 +517,9 @@ WB_EXPORT char* wb_selective_scan(const at::Tensor* x, const at::Tensor* dt, con
     });
 }
 
-// Chunked linear attention with a scalar decay (chunk_linear.h): o [B, H, T, Dv] and the final state
-// S_T [B, H, Dk, Dv], both in q's dtype, differentiable in every input. g (log-decays [B, H, T]) and s0 may
-// be null.
+// Chunked linear attention with a scalar decay (chunk_linear.h): o [B, H, T, Dv] in q's dtype and the final
+// state S_T [B, H, Dk, Dv] (q's dtype, or float32 when g or s0 is float32 with bfloat16 q), differentiable in
+// every input. g (log-decays [B, H, T]) and s0 may be null; with bfloat16 q, k, v they may be float32.
 WB_EXPORT char* wb_chunk_linear(const at::Tensor* q, const at::Tensor* k, const at::Tensor* v, const at::Tensor* g,
                                 const at::Tensor* s0, at::Tensor** out_o, at::Tensor** out_s) {
     *out_o = nullptr;

@@ -132,12 +132,14 @@ fn cuda_kernel(q: &Tensor, k: &Tensor, v: &Tensor, decay: Decay, s0: Option<&Ten
         return None;
     }
     // Under bf16 autocast q, k, v arrive in bf16 while the decay (a float32 parameter times dt) and the state
-    // do not: the kernel computes in float32 whatever it reads, so it reads float32 then (the casts are
-    // differentiable) and the outputs come back in float32, as libtorch's own mixed-dtype ops would give.
+    // do not: the kernel takes exactly that mix (bf16 q, k, v on tensor cores; a float32 g and s0; o in bf16,
+    // the final state in float32). Any other mix of float dtypes is computed in float32 (the casts are
+    // differentiable), outputs in float32, as libtorch's own mixed-dtype ops would give.
+    let qkv_same = [k, v].iter().all(|t| t.kind() == q.kind());
+    let decay_ok = g.into_iter().chain(s0).all(|t| t.kind() == q.kind() || t.kind() == Kind::Float);
     let parts = [q, k, v].into_iter().chain(g).chain(s0);
-    let mixed = parts.clone().any(|t| t.kind() != q.kind());
     let floats = parts.clone().all(|t| matches!(t.kind(), Kind::Float | Kind::BFloat16 | Kind::Half));
-    if mixed && floats {
+    if !(qkv_same && decay_ok) && floats {
         let f = |t: &Tensor| t.to_kind(Kind::Float);
         let (g, s0) = (g.map(f), s0.map(f));
         crate::cuda_ext::chunk_linear_auto(&f(q), &f(k), &f(v), g.as_ref(), s0.as_ref())

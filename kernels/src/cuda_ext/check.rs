@@ -160,7 +160,8 @@ pub const CHUNK_LINEAR_MAX_DIM: i64 = 128;
 /// Checks the chunked linear-attention kernel's arguments (shapes in [`crate::chunk_linear`]'s note): `q`
 /// [B, H, T, Dk] (CUDA, float32 or bfloat16, contiguous, B * H <= 65535, 1 <= Dk <= 128), `k` [B, H, T, Dk],
 /// `v` [B, H, T, Dv] with 1 <= Dv <= 128, `g` (scalar log-decays) [B, H, T], `s0` [B, H, Dk, Dv]; every one
-/// contiguous, on q's device, in q's dtype.
+/// contiguous, on q's device, in q's dtype, except that `g` and `s0` may also be float32 (bfloat16 q, k, v
+/// with a float32 decay and state, as under autocast).
 pub fn check_chunk_linear(
     q: &Meta,
     k: &Meta,
@@ -188,15 +189,30 @@ pub fn check_chunk_linear(
         return Err(bad(OP, "v", format!("expected shape [B, H, T, Dv] = [{b}, {h}, {t}, 1..=128], got {:?}", v.size)));
     }
     let dv = v.size[3];
-    let mut args: Vec<Follower> =
+    let args: Vec<Follower> =
         vec![("k", k, vec![b, h, t, dk], "[B, H, T, Dk]"), ("v", v, vec![b, h, t, dv], "[B, H, T, Dv]")];
+    check_followers(OP, ("q", q), args)?;
+    let mut f32_ok: Vec<Follower> = Vec::new();
     if let Some(g) = g {
-        args.push(("g", g, vec![b, h, t], "[B, H, T]"));
+        f32_ok.push(("g", g, vec![b, h, t], "[B, H, T]"));
     }
     if let Some(s0) = s0 {
-        args.push(("s0", s0, vec![b, h, dk, dv], "[B, H, Dk, Dv]"));
+        f32_ok.push(("s0", s0, vec![b, h, dk, dv], "[B, H, Dk, Dv]"));
     }
-    check_followers(OP, ("q", q), args)
+    for (arg, m, want, dims) in f32_ok {
+        // q's dtype or float32: checked as a follower of a float32 stand-in for q when it is float32
+        let lead = if m.kind == Kind::Float { Meta { kind: Kind::Float, ..q.clone() } } else { q.clone() };
+        check_followers(OP, ("q", &lead), vec![(arg, m, want, dims)]).map_err(|e| match e {
+            CudaKernelError::BadArgument { op, arg, msg }
+                if msg.starts_with("expected dtype") && q.kind != Kind::Float =>
+            {
+                let msg = format!("expected dtype {:?} (that of q) or Float, got {:?}", q.kind, m.kind);
+                CudaKernelError::BadArgument { op, arg, msg }
+            }
+            other => other,
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -305,6 +321,9 @@ mod tests {
         let s0 = meta(gpu, kd, &[2, 3, 5, 7]);
         assert_eq!(check_chunk_linear(&q, &q, &v, Some(&g), Some(&s0)), Ok(()));
         assert_eq!(check_chunk_linear(&q, &q, &v, None, None), Ok(()));
+        // bfloat16 q, k, v with a float32 decay and state (autocast)
+        let (g32, s032) = (meta(gpu, Kind::Float, &[2, 3, 9]), meta(gpu, Kind::Float, &[2, 3, 5, 7]));
+        assert_eq!(check_chunk_linear(&q, &q, &v, Some(&g32), Some(&s032)), Ok(()));
         type Args = (Meta, Meta, Meta, Option<Meta>, Option<Meta>);
         let base: Args = (q.clone(), q.clone(), v.clone(), Some(g.clone()), Some(s0.clone()));
         let with = |f: &dyn Fn(&mut Args)| {
@@ -327,7 +346,8 @@ mod tests {
             (with(&|a| a.2 = meta(gpu, kd, &[2, 3, 9, 200])), "v", "[B, H, T, Dv] = [2, 3, 9, 1..=128]"),
             (with(&|a| a.2 = meta(Device::Cuda(1), kd, &[2, 3, 9, 7])), "v", "device"),
             (with(&|a| a.3 = Some(meta(gpu, kd, &[2, 3, 9, 5]))), "g", "[B, H, T] = [2, 3, 9]"),
-            (with(&|a| a.3 = Some(meta(gpu, Kind::Float, &[2, 3, 9]))), "g", "dtype"),
+            (with(&|a| a.3 = Some(meta(gpu, Kind::Half, &[2, 3, 9]))), "g", "dtype BFloat16 (that of q) or Float"),
+            (with(&|a| a.4 = Some(meta(gpu, Kind::Double, &[2, 3, 5, 7]))), "s0", "or Float, got Double"),
             (with(&|a| a.4 = Some(meta(gpu, kd, &[2, 3, 7, 5]))), "s0", "[B, H, Dk, Dv] = [2, 3, 5, 7]"),
         ];
         for (a, want_arg, want_text) in cases {

@@ -28,12 +28,12 @@ pub use long_conv::{channels_meta, check_long_conv, long_conv, long_conv_calls, 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::PathBuf;
 use std::sync::{Once, OnceLock};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// The library's file name.
 pub const LIBRARY: &str = "libworkbench_kernels.so";
 /// Must match `kAbiVersion` in csrc/extension.cpp.
-const ABI_VERSION: i32 = 3;
+const ABI_VERSION: i32 = 4;
 
 /// Why a kernel call did not run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -416,9 +416,11 @@ pub(crate) fn selective_scan_auto(
 
 /// Chunked linear attention with a scalar per-head decay on the GPU (see [`crate::chunk_linear`] for the
 /// math): `q`, `k` [B, H, T, Dk], `v` [B, H, T, Dv], `g` the log-decays [B, H, T] (None: no decay), `s0` the
-/// initial state [B, H, Dk, Dv]. Returns `(o [B, H, T, Dv], S_T [B, H, Dk, Dv])` in q's dtype,
-/// differentiable in every input. Arguments are checked first ([`check_chunk_linear`]); float32 arithmetic
-/// inside for either dtype.
+/// initial state [B, H, Dk, Dv]; with bfloat16 q, k, v, `g` and `s0` may be float32 (as under autocast).
+/// Returns `(o [B, H, T, Dv], S_T [B, H, Dk, Dv])`, o in q's dtype, S_T in q's dtype or float32 when `g` or
+/// `s0` is float32; differentiable in every input. Arguments are checked first ([`check_chunk_linear`]).
+/// Float32 inputs are computed in float32; bfloat16 inputs on tensor cores (bfloat16 products, float32
+/// sums).
 pub fn chunk_linear(
     q: &Tensor,
     k: &Tensor,
@@ -467,7 +469,8 @@ pub fn chunk_linear_enabled() -> bool {
 
 /// The `Auto` path of [`crate::chunk_linear::chunk_linear`] for a CUDA `q` with a scalar or no decay: the
 /// kernel when it is enabled ([`chunk_linear_enabled`]), applies (every tensor float32 or bfloat16 in q's
-/// dtype and on q's device, 1 <= Dk, Dv <= 128, B * H <= 65535, non-empty) and the library is loaded, else
+/// dtype, `g` and `s0` possibly float32, all on q's device, 1 <= Dk, Dv <= 128, B * H <= 65535, non-empty)
+/// and the library is loaded, else
 /// `None` (the caller's libtorch path). Non-contiguous inputs are made contiguous. Shapes that do not fit
 /// together panic with the validation message, as the reference's own checks do.
 pub(crate) fn chunk_linear_auto(
@@ -487,7 +490,9 @@ pub(crate) fn chunk_linear_auto(
         && (1..=CHUNK_LINEAR_MAX_DIM).contains(&vs[3])
         && qs[0] * qs[1] <= 65535;
     let fits = |t: &Tensor| t.kind() == q.kind() && t.device() == q.device();
-    if !supported_kind(q.kind()) || !dims_ok || q.numel() == 0 || ![k, v].into_iter().chain(g).chain(s0).all(fits) {
+    let fits_or_f32 = |t: &Tensor| fits(t) || (t.kind() == Kind::Float && t.device() == q.device());
+    let all_fit = [k, v].into_iter().all(fits) && g.into_iter().chain(s0).all(fits_or_f32);
+    if !supported_kind(q.kind()) || !dims_ok || q.numel() == 0 || !all_fit {
         return None;
     }
     let ext = for_cuda_tensors()?;

@@ -1,0 +1,140 @@
+// Chunked linear attention with a scalar decay, tensor-core path: the building blocks of
+// chunk_linear_tc.cuh's kernels (wmma tile products from shared memory, accumulator moves, cp.async copies
+// from global to shared memory and the staging of a chunk's rows). Written for the GPU and the CPU: in the
+// host emulation (WB_EMULATE_WMMA, tests/emulate.h) `wmma` is the host shim and a copy is a memcpy.
+#pragma once
+
+#include <mma.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
+
+#include "chunk_linear.cuh"
+
+namespace wb {
+namespace chunk_linear {
+
+#if defined(WB_EMULATE_WMMA) && !defined(__CUDA_ARCH__)
+namespace wmma = ::emu::wmma;
+#else
+namespace wmma = ::nvcuda::wmma;
+#endif
+
+#define WB_HD __host__ __device__ __forceinline__
+
+using bf16 = __nv_bfloat16;
+constexpr int kWarps = kThreads / 32;
+
+WB_HD int pad16(int64_t d) { return int((d + 15) / 16 * 16); }
+WB_HD int64_t align128(int64_t bytes) { return (bytes + 127) / 128 * 128; }
+
+using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+
+// acc += sum_{k < K} A(m0 + ., k) B(k, n0 + .), operands bfloat16 in shared memory: A(m, k) = a[m * lda + k]
+// (row_major) or a[k * lda + m] (col_major); B(k, n) = b[k * ldb + n] (row_major) or b[n * ldb + k].
+template <class LA, class LB>
+WB_HD void mma_k(FragC& acc, const bf16* a, int lda, const bf16* b, int ldb, int m0, int n0, int K) {
+    constexpr bool ar = std::is_same<LA, wmma::row_major>::value;
+    constexpr bool br = std::is_same<LB, wmma::row_major>::value;
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, LA> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, LB> fb;
+    for (int k = 0; k < K; k += 16) {
+        wmma::load_matrix_sync(fa, ar ? a + m0 * lda + k : a + k * lda + m0, lda);
+        wmma::load_matrix_sync(fb, br ? b + k * ldb + n0 : b + n0 * ldb + k, ldb);
+        wmma::mma_sync(acc, fa, fb, acc);
+    }
+}
+
+// Accumulator loads, stores and zeroing, as templates: the steps' lambdas are compiled for the host too,
+// where only a template's body is left unchecked until it is instantiated.
+template <class F>
+WB_HD void acc_zero(F& acc) {
+    wmma::fill_fragment(acc, 0.f);
+}
+template <class F>
+WB_HD void acc_load(F& acc, const float* p, int ld) {
+    wmma::load_matrix_sync(acc, p, unsigned(ld), wmma::mem_row_major);
+}
+template <class F>
+WB_HD void acc_store(float* p, const F& acc, int ld) {
+    wmma::store_matrix_sync(p, acc, unsigned(ld), wmma::mem_row_major);
+}
+
+// Eight bfloat16 values as one 16-byte word.
+union Pack8 {
+    uint4 u;
+    bf16 h[8];
+};
+
+// 16 bytes from global to shared memory without a register round trip (cp.async: many in flight per
+// thread, no wait until copy_wait()); a plain copy on the CPU.
+WB_HD void copy16(void* dst, const void* src) {
+#if defined(__CUDA_ARCH__)
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src));
+#else
+    if (reinterpret_cast<uintptr_t>(dst) % 16 != 0 || reinterpret_cast<uintptr_t>(src) % 16 != 0) {
+        std::fprintf(stderr, "copy16: misaligned %p <- %p (cp.async needs 16 bytes)\n", dst, src);
+        std::abort();
+    }
+    std::memcpy(dst, src, 16);
+#endif
+}
+
+// Waits for this thread's copy16s (the step's barrier then publishes them to the block).
+WB_HD void copy_wait() {
+#if defined(__CUDA_ARCH__)
+    asm volatile("cp.async.wait_all;\n" ::);
+#endif
+}
+
+// Closes this thread's group of copy16s; copy_wait_prior() waits for every group but the last one closed.
+WB_HD void copy_commit() {
+#if defined(__CUDA_ARCH__)
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+WB_HD void copy_wait_prior() {
+#if defined(__CUDA_ARCH__)
+    asm volatile("cp.async.wait_group 1;\n" ::);
+#endif
+}
+
+// Whether 8-column segments of rows of D bfloat16 values starting at col0 are 16-byte aligned.
+WB_HD bool rows_vec8(const void* base, int64_t D, int64_t col0) {
+    return D % 8 == 0 && col0 % 8 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0;
+}
+
+// Stages dst[r][e] = M[r][col0 + e] for r < rows_p, e < W (multiples of 16 and 8) of a row-major bfloat16
+// matrix M with `rows` valid rows of D columns; zeros past them. Whole 16-byte segments go by copy16.
+WB_HD void stage_raw(bf16* dst, int ld, const bf16* M, int64_t rows, int64_t D, int64_t col0, int rows_p, int W,
+                     int tid) {
+    const int segs = W / 8;
+    const bool vec = rows_vec8(M, D, col0);
+    for (int idx = tid; idx < rows_p * segs; idx += kThreads) {
+        const int r = idx / segs, e0 = (idx % segs) * 8;
+        bf16* d = dst + r * ld + e0;
+        const bf16* src = M + r * D + col0 + e0;
+        if (vec && r < rows && col0 + e0 + 8 <= D) {
+            copy16(d, src);
+        } else {
+            Pack8 v;
+#pragma unroll
+            for (int i = 0; i < 8; ++i) v.h[i] = from_f<bf16>(r < rows && col0 + e0 + i < D ? to_f(src[i]) : 0.f);
+            *reinterpret_cast<uint4*>(d) = v.u;
+        }
+    }
+}
+
+// The chunk's rows of a [B, H, T, D] tensor: stage_raw of rows [0, C), `valid` of them real.
+WB_HD void stage_rows_raw(const Params& p, const Chunk& c, bf16* dst, int ld, const bf16* src, int64_t D, int W,
+                          int tid) {
+    stage_raw(dst, ld, src + (c.bh * p.T + c.t0) * D, c.valid, D, 0, kChunk, W, tid);
+}
+
+#undef WB_HD
+
+}  // namespace chunk_linear
+}  // namespace wb
