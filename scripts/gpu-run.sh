@@ -4,8 +4,8 @@
 #
 #   bash scripts/gpu-run.sh [BUNDLE_DIR] [WHAT...]      (defaults: .carry/gpu, all)
 #
-# WHAT: any of `tests` (every gpu_ test; with WORKBENCH_CHUNK_LINEAR_KERNEL=1, the chunked linear-attention
-# kernel's temporary opt-in), `conv` (the short convolution's benchmark), `scan` (the selective scan's
+# WHAT: any of `tests` (every gpu_ test; with WORKBENCH_CHUNK_LINEAR_KERNEL=1, so the chunked linear-attention
+# kernel runs for every dtype and head dim the tests try), `conv` (the short convolution's benchmark), `scan` (the selective scan's
 # benchmark), `chunk` (chunked linear attention's benchmark), `longconv` (Hyena's gated FFT long convolution's
 # benchmark), `bench` (all four benchmarks), `parity` (experiments/kernel-parity.yaml trained with
 # --kernels auto and --kernels reference, evaluation losses side by side), `all` (all of them), and, only

@@ -75,10 +75,9 @@ impl Bench {
 }
 
 fn main() {
-    if cuda_ext::chunk_linear_enabled() {
-        eprintln!("unset WORKBENCH_CHUNK_LINEAR_KERNEL: the libtorch column must time the libtorch path");
-        std::process::exit(1);
-    }
+    // The libtorch column must time the libtorch form, which the Auto path would route to the kernel.
+    std::env::set_var("WORKBENCH_CHUNK_LINEAR_KERNEL", "0");
+    assert_eq!(cuda_ext::chunk_linear_gate(), cuda_ext::ChunkLinearGate::Never);
     let (timing, dev) = Timing::setup();
     let mut bench = Bench(timing);
     let kind = Kind::BFloat16;

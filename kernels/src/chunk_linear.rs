@@ -32,10 +32,10 @@
 //! branch, so no host synchronisation on CUDA). The
 //! chunk states are passed along in a loop over the `ceil(T / C)` chunks (elementwise work only).
 //!
-//! On CUDA tensors with a scalar or no decay, `Auto` can run our kernel (csrc/chunk_linear.*, through
-//! [`crate::cuda_ext`]; forward and backward, float32 or bfloat16, head dims <= 128). For now only with
-//! `WORKBENCH_CHUNK_LINEAR_KERNEL=1`: a temporary gate until the kernel has passed its GPU tests on the
-//! H200; everything else takes the libtorch forms below.
+//! On CUDA tensors with a scalar or no decay, `Auto` runs our kernel (csrc/chunk_linear.*, through
+//! [`crate::cuda_ext`]; forward and backward, bfloat16 on tensor cores, float32 on FMA tiles, head dims
+//! <= 128) where it measured faster than the libtorch form on the H200 ([`crate::cuda_ext::ChunkLinearGate`]);
+//! everything else takes the libtorch forms below.
 //!
 //! FLOPs (a multiply-add is 2; the decay factors and the state's decay are elementwise and not counted): per
 //! head and chunk `2 C^2 Dk` (scores, every pair of the chunk) + `2 C^2 Dv` (A V) + `2 C Dk Dv` (inter-chunk
@@ -117,20 +117,16 @@ pub fn chunk_linear(
 }
 
 /// CUDA tensors on the Auto path with a scalar or no decay: our kernel (csrc/chunk_linear.cu, chunk length
-/// 64 whatever `chunk` says: the results agree up to rounding) when it is enabled, its library is loaded
-/// and the arguments fit it (dtypes, head dims <= 128); `None` otherwise (the chunked libtorch form).
-///
-/// Gated off by default (`WORKBENCH_CHUNK_LINEAR_KERNEL=1` turns it on): a temporary gate until the kernel
-/// has passed its GPU tests on the H200 ([`crate::cuda_ext::chunk_linear_enabled`] says more).
+/// 64 whatever `chunk` says: the results agree up to rounding) where it measured faster than the libtorch
+/// form ([`crate::cuda_ext::ChunkLinearGate`]: bfloat16 with head dims <= 64, or without gradients;
+/// `WORKBENCH_CHUNK_LINEAR_KERNEL=1` always, `=0` never), its library is loaded and the arguments fit it
+/// (dtypes, head dims <= 128); `None` otherwise (the chunked libtorch form).
 fn cuda_kernel(q: &Tensor, k: &Tensor, v: &Tensor, decay: Decay, s0: Option<&Tensor>) -> Option<(Tensor, Tensor)> {
     let g = match decay {
         Decay::None => None,
         Decay::Scalar(g) => Some(g),
         Decay::PerKey(_) => return None,
     };
-    if !crate::cuda_ext::chunk_linear_enabled() {
-        return None;
-    }
     // Under bf16 autocast q, k, v arrive in bf16 while the decay (a float32 parameter times dt) and the state
     // do not: the kernel takes exactly that mix (bf16 q, k, v on tensor cores; a float32 g and s0; o in bf16,
     // the final state in float32). Any other mix of float dtypes is computed in float32 (the casts are

@@ -451,24 +451,47 @@ fn chunk_linear_unchecked(
     Ok(unsafe { (Tensor::from_ptr(o.cast()), Tensor::from_ptr(s.cast())) })
 }
 
-/// `WORKBENCH_CHUNK_LINEAR_KERNEL`: `1` opts the `Auto` path into the chunked linear-attention kernel.
-///
-/// TEMPORARY gate: the kernel has passed its host emulation (csrc/tests/emulate_chunk_linear.cu) but has
-/// not yet run its `gpu_chunk_linear_*` tests on the H200, so training must not reach it by default. Once
-/// those tests pass there, this gate goes and the kernel becomes the default for CUDA tensors like the
-/// others (`WORKBENCH_KERNELS=reference` still forces the reference).
-fn parse_chunk_linear_gate(value: Option<&str>) -> bool {
-    value.map(str::trim) == Some("1")
+/// When the `Auto` path takes the chunked linear-attention kernel (`WORKBENCH_CHUNK_LINEAR_KERNEL`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkLinearGate {
+    /// `1`: wherever the kernel applies (the GPU tests use this).
+    Always,
+    /// `0`: never; the libtorch chunked form.
+    Never,
+    /// Unset: where the kernel measured faster than the libtorch form on the H200 (BENCHMARKS.md, issue 8):
+    /// bfloat16 q, k, v (tensor cores) with head dims <= 64, or any head dim when no input needs a gradient.
+    /// At head dim 128 its forward+backward was 3-4% slower; float32 inputs (no tensor cores) were slower.
+    Measured,
 }
 
-/// Whether `WORKBENCH_CHUNK_LINEAR_KERNEL=1` is set (read once); see [`parse_chunk_linear_gate`].
-pub fn chunk_linear_enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| parse_chunk_linear_gate(std::env::var("WORKBENCH_CHUNK_LINEAR_KERNEL").ok().as_deref()))
+impl ChunkLinearGate {
+    /// Whether to take the kernel for q of `kind` with head dims `dk`, `dv`; `grad` when any input needs a
+    /// gradient.
+    pub fn takes(self, kind: Kind, dk: i64, dv: i64, grad: bool) -> bool {
+        match self {
+            ChunkLinearGate::Always => true,
+            ChunkLinearGate::Never => false,
+            ChunkLinearGate::Measured => kind == Kind::BFloat16 && (!grad || dk.max(dv) <= 64),
+        }
+    }
+}
+
+fn parse_chunk_linear_gate(value: Option<&str>) -> ChunkLinearGate {
+    match value.map(str::trim) {
+        Some("1") => ChunkLinearGate::Always,
+        Some("0") => ChunkLinearGate::Never,
+        _ => ChunkLinearGate::Measured,
+    }
+}
+
+/// `WORKBENCH_CHUNK_LINEAR_KERNEL` (read once); see [`ChunkLinearGate`].
+pub fn chunk_linear_gate() -> ChunkLinearGate {
+    static GATE: OnceLock<ChunkLinearGate> = OnceLock::new();
+    *GATE.get_or_init(|| parse_chunk_linear_gate(std::env::var("WORKBENCH_CHUNK_LINEAR_KERNEL").ok().as_deref()))
 }
 
 /// The `Auto` path of [`crate::chunk_linear::chunk_linear`] for a CUDA `q` with a scalar or no decay: the
-/// kernel when it is enabled ([`chunk_linear_enabled`]), applies (every tensor float32 or bfloat16 in q's
+/// kernel when [`chunk_linear_gate`] takes it, applies (every tensor float32 or bfloat16 in q's
 /// dtype, `g` and `s0` possibly float32, all on q's device, 1 <= Dk, Dv <= 128, B * H <= 65535, non-empty)
 /// and the library is loaded, else
 /// `None` (the caller's libtorch path). Non-contiguous inputs are made contiguous. Shapes that do not fit
@@ -480,10 +503,12 @@ pub(crate) fn chunk_linear_auto(
     g: Option<&Tensor>,
     s0: Option<&Tensor>,
 ) -> Option<(Tensor, Tensor)> {
-    if !chunk_linear_enabled() {
+    let (qs, vs) = (q.size(), v.size());
+    let grad = [q, k, v].into_iter().chain(g).chain(s0).any(Tensor::requires_grad);
+    let dim = |s: &[i64]| s.last().copied().unwrap_or(0);
+    if !chunk_linear_gate().takes(q.kind(), dim(&qs), dim(&vs), grad) {
         return None;
     }
-    let (qs, vs) = (q.size(), v.size());
     let dims_ok = qs.len() == 4
         && vs.len() == 4
         && (1..=CHUNK_LINEAR_MAX_DIM).contains(&qs[3])
@@ -604,11 +629,16 @@ mod tests {
 
     #[test]
     fn chunk_linear_gate_values() {
-        assert!(!parse_chunk_linear_gate(None));
-        assert!(!parse_chunk_linear_gate(Some("")));
-        assert!(!parse_chunk_linear_gate(Some("0")));
-        assert!(parse_chunk_linear_gate(Some("1")));
-        assert!(parse_chunk_linear_gate(Some(" 1\n")));
+        use ChunkLinearGate::*;
+        for (value, gate) in
+            [(None, Measured), (Some(""), Measured), (Some("0"), Never), (Some("1"), Always), (Some(" 1\n"), Always)]
+        {
+            assert_eq!(parse_chunk_linear_gate(value), gate, "{value:?}");
+        }
+        // The measured default: bf16 with head dims <= 64, or any head dim without gradients.
+        assert!(Measured.takes(Kind::BFloat16, 64, 64, true) && Measured.takes(Kind::BFloat16, 128, 128, false));
+        assert!(!Measured.takes(Kind::BFloat16, 128, 64, true) && !Measured.takes(Kind::Float, 64, 64, false));
+        assert!(Always.takes(Kind::Float, 128, 128, true) && !Never.takes(Kind::BFloat16, 64, 64, false));
     }
 
     #[test]

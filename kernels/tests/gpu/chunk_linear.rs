@@ -162,9 +162,10 @@ fn gpu_chunk_linear_matches_float64_reference() {
 #[ignore]
 fn gpu_chunk_linear_dispatch() {
     gpu();
-    assert!(
-        cuda_ext::chunk_linear_enabled(),
-        "set WORKBENCH_CHUNK_LINEAR_KERNEL=1 for this test (the kernel's temporary opt-in gate)"
+    assert_eq!(
+        cuda_ext::chunk_linear_gate(),
+        cuda_ext::ChunkLinearGate::Always,
+        "set WORKBENCH_CHUNK_LINEAR_KERNEL=1 for this test (float32 inputs take the kernel only then)"
     );
     tch::manual_seed(12);
     let c = ClCase { b: 2, h: 2, t: 70, dk: 8, dv: 12, strength: 0.3 };
