@@ -235,7 +235,8 @@ fn per_key_scores(qc: &Tensor, kc: &Tensor, cum: &Tensor, sub: Option<i64>) -> T
     (off + diag).reshape([b, h, n, c, c])
 }
 
-/// Up to this many chunks [`chunk_states`] uses its closed form (an `[N + 1, N]` weight matrix per key).
+/// [`chunk_states`]'s closed form covers up to this many chunks at once (an `[N + 1, N]` weight matrix per
+/// key); longer sequences go group by group.
 const STATE_PRODUCT_MAX_CHUNKS: i64 = 64;
 
 /// The state entering each chunk and the final state, from each chunk's update `U_m = (K * exp(b_last -
@@ -247,29 +248,37 @@ const STATE_PRODUCT_MAX_CHUNKS: i64 = 64;
 /// (`E_0 = 0`; `n = N` gives the final state). Every exponent is a sum of log-decays, so <= 0.
 /// Up to [`STATE_PRODUCT_MAX_CHUNKS`] chunks this is one batched product with the masked weights
 /// `exp(E_n - L_m)` (a handful of kernels whatever N is, instead of a loop of N steps with their backward
-/// passes; on a GPU the loop's launches, not its arithmetic, were the cost); longer sequences take the loop.
+/// passes; on a GPU the loop's launches, not its arithmetic, were the cost); longer sequences run it per
+/// group of that many chunks, passing the state from group to group.
 /// Neither records FLOPs: the state pass is the recurrence's elementwise work (module note).
 fn chunk_states(updates: &Tensor, log_across: Option<&Tensor>, s0: Option<&Tensor>) -> (Tensor, Tensor) {
+    let n = updates.size()[2];
+    if n <= STATE_PRODUCT_MAX_CHUNKS {
+        return chunk_states_product(updates, log_across, s0);
+    }
+    // Groups of STATE_PRODUCT_MAX_CHUNKS chunks, each by the product, each starting from the state the
+    // group before it ended with: ceil(N / 64) steps instead of N.
+    let mut state = s0.map(Tensor::shallow_clone);
+    let mut starts = Vec::new();
+    let (groups, lambdas) =
+        (updates.split(STATE_PRODUCT_MAX_CHUNKS, 2), log_across.map(|l| l.split(STATE_PRODUCT_MAX_CHUNKS, 2)));
+    for (i, u) in groups.iter().enumerate() {
+        let (st, end) = chunk_states_product(u, lambdas.as_ref().map(|l| &l[i]), state.as_ref());
+        starts.push(st);
+        state = Some(end);
+    }
+    (Tensor::cat(&starts, 2), state.expect("at least one group"))
+}
+
+/// [`chunk_states`] for up to [`STATE_PRODUCT_MAX_CHUNKS`] chunks: the masked product.
+fn chunk_states_product(updates: &Tensor, log_across: Option<&Tensor>, s0: Option<&Tensor>) -> (Tensor, Tensor) {
     let (b, h, n, dk, dv) = updates.size5().expect("updates must be [B, H, N, Dk, Dv]");
     let dev = updates.device();
-    if n > STATE_PRODUCT_MAX_CHUNKS {
-        let across: Option<Vec<Tensor>> = log_across.map(|l| l.exp().unsqueeze(-1).unbind(2)); // [B, H, Dk or 1, 1]
-        let mut state = s0.map_or_else(|| Tensor::zeros([b, h, dk, dv], (updates.kind(), dev)), |s| s.shallow_clone());
-        let mut starts = Vec::with_capacity(n as usize);
-        for (i, u) in updates.unbind(2).iter().enumerate() {
-            starts.push(state.shallow_clone());
-            state = match &across {
-                Some(a) => &a[i] * state + u,
-                None => state + u,
-            };
-        }
-        return (Tensor::stack(&starts, 2), state);
-    }
     let lambda = log_across.map_or_else(|| Tensor::zeros([b, h, n, 1], (updates.kind(), dev)), |l| l.shallow_clone());
     let per_key = lambda.size()[3] != 1;
-    let inclusive = lambda.cumsum(2, lambda.kind()); // L_m: [B, H, N, D']
-                                                     // E_n = L_{n-1} for n = 0..=N (E_0 = 0); as a shifted copy, not L_n - lambda_n, so that E_n reads no
-                                                     // decay of chunk n or later (exact causality, not just up to rounding).
+    // L_m: [B, H, N, D']. E_n = L_{n-1} for n = 0..=N (E_0 = 0), as a shifted copy, not L_n - lambda_n, so
+    // that E_n reads no decay of chunk n or later (exact causality, not just up to rounding).
+    let inclusive = lambda.cumsum(2, lambda.kind());
     let exclusive = Tensor::cat(&[lambda.zeros_like().narrow(2, 0, 1), inclusive.shallow_clone()], 2);
     let not_before = Tensor::ones([n + 1, n], (Kind::Bool, dev)).triu(0); // m >= n
     let weights = (exclusive.transpose(2, 3).unsqueeze(-1) - inclusive.transpose(2, 3).unsqueeze(-2)) // [B, H, D', N+1, N]
@@ -378,7 +387,7 @@ mod tests {
     fn chunked_matches_recurrence_in_float64() {
         tch::manual_seed(0);
         // (B, H, T, Dk, Dv, chunk): T not a multiple of the chunk, T = 1, odd dims, chunk > T, chunk = 1.
-        // (1, 1, 70, ..., 1): 70 chunks, past STATE_PRODUCT_MAX_CHUNKS (the chunk states' loop).
+        // (1, 1, 70, ..., 1): 70 chunks, past STATE_PRODUCT_MAX_CHUNKS (the chunk states in two groups).
         for (b, h, t, dk, dv, chunk) in [
             (2, 3, 1, 5, 3, 4),
             (1, 2, 7, 3, 5, 3),
