@@ -1,0 +1,153 @@
+//! Chunked linear attention with a scalar decay on the GPU (csrc/chunk_linear*, its autograd function in
+//! csrc/extension.cpp): the checked entry point, the `Auto` path's dispatch and when it takes the kernel
+//! ([`ChunkLinearGate`]).
+
+use super::{check_chunk_linear, extension, for_cuda_tensors, supported_kind, CudaKernelError, Extension, Meta};
+use super::{Raw, CHUNK_LINEAR_MAX_DIM};
+use std::ffi::c_void;
+use std::sync::OnceLock;
+use tch::{Kind, Tensor};
+
+/// Chunked linear attention with a scalar per-head decay on the GPU (see [`crate::chunk_linear`] for the
+/// math): `q`, `k` [B, H, T, Dk], `v` [B, H, T, Dv], `g` the log-decays [B, H, T] (None: no decay), `s0` the
+/// initial state [B, H, Dk, Dv]; with bfloat16 q, k, v, `g` and `s0` may be float32 (as under autocast).
+/// Returns `(o [B, H, T, Dv], S_T [B, H, Dk, Dv])`, o in q's dtype, S_T in q's dtype or float32 when `g` or
+/// `s0` is float32; differentiable in every input. Arguments are checked first ([`check_chunk_linear`]).
+/// Float32 inputs are computed in float32; bfloat16 inputs on tensor cores (bfloat16 products, float32
+/// sums).
+pub fn chunk_linear(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    g: Option<&Tensor>,
+    s0: Option<&Tensor>,
+) -> Result<(Tensor, Tensor), CudaKernelError> {
+    let (gm, sm) = (g.map(Meta::of), s0.map(Meta::of));
+    check_chunk_linear(&Meta::of(q), &Meta::of(k), &Meta::of(v), gm.as_ref(), sm.as_ref())?;
+    chunk_linear_unchecked(extension()?, q, k, v, g, s0)
+}
+
+fn chunk_linear_unchecked(
+    ext: &Extension,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    g: Option<&Tensor>,
+    s0: Option<&Tensor>,
+) -> Result<(Tensor, Tensor), CudaKernelError> {
+    let ptr = |t: &Tensor| t.as_ptr().cast::<c_void>();
+    let opt = |t: Option<&Tensor>| t.map_or(std::ptr::null(), |t| t.as_ptr().cast::<c_void>());
+    let (mut o, mut s): (Raw, Raw) = (std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: the pointers are live tch tensors (at::Tensor*) for the duration of the call; on success `o`
+    // and `s` are new at::Tensor*s whose ownership passes to the returned Tensors.
+    let msg = unsafe { (ext.chunk_linear)(ptr(q), ptr(k), ptr(v), opt(g), opt(s0), &mut o, &mut s) };
+    ext.check("chunk_linear", msg)?;
+    Ok(unsafe { (Tensor::from_ptr(o.cast()), Tensor::from_ptr(s.cast())) })
+}
+
+/// When the `Auto` path takes the chunked linear-attention kernel (`WORKBENCH_CHUNK_LINEAR_KERNEL`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkLinearGate {
+    /// `1`: wherever the kernel applies (the GPU tests use this).
+    Always,
+    /// `0`: never; the libtorch chunked form.
+    Never,
+    /// Unset: where the kernel measured faster than the libtorch form on the H200 (BENCHMARKS.md, issue 8):
+    /// bfloat16 q, k, v (tensor cores) with head dims <= 64, or any head dim when no input needs a gradient.
+    /// At head dim 128 its forward+backward was 3-4% slower; float32 inputs (no tensor cores) were slower.
+    Measured,
+}
+
+impl ChunkLinearGate {
+    /// Whether to take the kernel for q of `kind` with head dims `dk`, `dv`; `grad` when any input needs a
+    /// gradient.
+    pub fn takes(self, kind: Kind, dk: i64, dv: i64, grad: bool) -> bool {
+        match self {
+            ChunkLinearGate::Always => true,
+            ChunkLinearGate::Never => false,
+            ChunkLinearGate::Measured => kind == Kind::BFloat16 && (!grad || dk.max(dv) <= 64),
+        }
+    }
+}
+
+fn parse_chunk_linear_gate(value: Option<&str>) -> ChunkLinearGate {
+    match value.map(str::trim) {
+        Some("1") => ChunkLinearGate::Always,
+        Some("0") => ChunkLinearGate::Never,
+        _ => ChunkLinearGate::Measured,
+    }
+}
+
+/// `WORKBENCH_CHUNK_LINEAR_KERNEL` (read once); see [`ChunkLinearGate`].
+pub fn chunk_linear_gate() -> ChunkLinearGate {
+    static GATE: OnceLock<ChunkLinearGate> = OnceLock::new();
+    *GATE.get_or_init(|| parse_chunk_linear_gate(std::env::var("WORKBENCH_CHUNK_LINEAR_KERNEL").ok().as_deref()))
+}
+
+/// The `Auto` path of [`crate::chunk_linear::chunk_linear`] for a CUDA `q` with a scalar or no decay: the
+/// kernel when [`chunk_linear_gate`] takes it, applies (every tensor float32 or bfloat16 in q's
+/// dtype, `g` and `s0` possibly float32, all on q's device, 1 <= Dk, Dv <= 128, B * H <= 65535, non-empty)
+/// and the library is loaded, else
+/// `None` (the caller's libtorch path). Non-contiguous inputs are made contiguous. Shapes that do not fit
+/// together panic with the validation message, as the reference's own checks do.
+pub(crate) fn chunk_linear_auto(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    g: Option<&Tensor>,
+    s0: Option<&Tensor>,
+) -> Option<(Tensor, Tensor)> {
+    let (qs, vs) = (q.size(), v.size());
+    let grad = [q, k, v].into_iter().chain(g).chain(s0).any(Tensor::requires_grad);
+    let dim = |s: &[i64]| s.last().copied().unwrap_or(0);
+    if !chunk_linear_gate().takes(q.kind(), dim(&qs), dim(&vs), grad) {
+        return None;
+    }
+    let dims_ok = qs.len() == 4
+        && vs.len() == 4
+        && (1..=CHUNK_LINEAR_MAX_DIM).contains(&qs[3])
+        && (1..=CHUNK_LINEAR_MAX_DIM).contains(&vs[3])
+        && qs[0] * qs[1] <= 65535;
+    let fits = |t: &Tensor| t.kind() == q.kind() && t.device() == q.device();
+    let fits_or_f32 = |t: &Tensor| fits(t) || (t.kind() == Kind::Float && t.device() == q.device());
+    let all_fit = [k, v].into_iter().all(fits) && g.into_iter().chain(s0).all(fits_or_f32);
+    if !supported_kind(q.kind()) || !dims_ok || q.numel() == 0 || !all_fit {
+        return None;
+    }
+    let ext = for_cuda_tensors()?;
+    let cont = |t: &Tensor| t.contiguous();
+    let (q, k, v) = (cont(q), cont(k), cont(v));
+    let (g, s0) = (g.map(cont), s0.map(cont));
+    let (gm, sm) = (g.as_ref().map(Meta::of), s0.as_ref().map(Meta::of));
+    let checked = check_chunk_linear(&Meta::of(&q), &Meta::of(&k), &Meta::of(&v), gm.as_ref(), sm.as_ref());
+    match checked.and_then(|()| chunk_linear_unchecked(ext, &q, &k, &v, g.as_ref(), s0.as_ref())) {
+        Ok(r) => Some(r),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// How many times the chunked linear-attention kernel ran in this process (tests check that dispatch
+/// reached it).
+pub fn chunk_linear_calls() -> Result<i64, CudaKernelError> {
+    let ext = extension()?;
+    Ok(unsafe { (ext.chunk_linear_calls)() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_linear_gate_values() {
+        use ChunkLinearGate::*;
+        for (value, gate) in
+            [(None, Measured), (Some(""), Measured), (Some("0"), Never), (Some("1"), Always), (Some(" 1\n"), Always)]
+        {
+            assert_eq!(parse_chunk_linear_gate(value), gate, "{value:?}");
+        }
+        // The measured default: bf16 with head dims <= 64, or any head dim without gradients.
+        assert!(Measured.takes(Kind::BFloat16, 64, 64, true) && Measured.takes(Kind::BFloat16, 128, 128, false));
+        assert!(!Measured.takes(Kind::BFloat16, 128, 64, true) && !Measured.takes(Kind::Float, 64, 64, false));
+        assert!(Always.takes(Kind::Float, 128, 128, true) && !Never.takes(Kind::BFloat16, 64, 64, false));
+    }
+}
