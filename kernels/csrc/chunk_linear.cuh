@@ -16,25 +16,17 @@
 #include <cmath>
 #include <cstdint>
 
+#include "dtype.cuh"
 #include "chunk_linear.h"
 
 namespace wb {
 namespace chunk_linear {
 
+using ::wb::from_float;  // dtype.cuh
+using ::wb::to_float;
+
 #define WB_HD __host__ __device__ __forceinline__
 
-WB_HD float to_f(float v) { return v; }
-WB_HD float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T>
-WB_HD T from_f(float v);
-template <>
-WB_HD float from_f<float>(float v) {
-    return v;
-}
-template <>
-WB_HD __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
-    return __float2bfloat16_rn(v);
-}
 
 WB_HD float exp_f(float v) {
 #if defined(__CUDA_ARCH__)
@@ -86,7 +78,7 @@ WB_HD void stage_rows(const Params& p, const Chunk& c, float* dst, int ld, const
         const int r = int(idx / D);
         const int64_t col = idx % D;
         float v = 0.f;
-        if (r < c.valid) v = to_f(src[(c.bh * p.T + c.t0 + r) * D + col]) * row_scale(p, c, s, r);
+        if (r < c.valid) v = to_float(src[(c.bh * p.T + c.t0 + r) * D + col]) * row_scale(p, c, s, r);
         dst[r * ld + col] = v;
     }
 }
@@ -279,7 +271,7 @@ WB_HD void rowmix_compute(const Params& p, const Chunk& c, const RowMix& m, TO* 
 #pragma unroll
         for (int cc = 0; cc < kMaxDim / 32; ++cc) {
             const int e = lane + 32 * cc;
-            if (i < c.valid && e < m.D2) out[(c.bh * p.T + c.t0 + i) * m.D2 + e] = from_f<TO>(acc[r][cc]);
+            if (i < c.valid && e < m.D2) out[(c.bh * p.T + c.t0 + i) * m.D2 + e] = from_float<TO>(acc[r][cc]);
         }
     }
 }

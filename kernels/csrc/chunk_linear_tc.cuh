@@ -96,7 +96,7 @@ WB_HD void scale_own_rows(bf16* dst, int ld, int W, int tid, const float (&sc)[U
         Pack8 v;
         v.u = *reinterpret_cast<const uint4*>(dst + r * ld + e0);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) v.h[i] = from_f<bf16>(to_f(v.h[i]) * sc[u]);
+        for (int i = 0; i < 8; ++i) v.h[i] = from_float<bf16>(to_float(v.h[i]) * sc[u]);
         *reinterpret_cast<uint4*>(dst + r * ld + e0) = v.u;
     }
 }
@@ -150,7 +150,7 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
                 float& s = S[d * L.ldS + e];
                 if (d < p.Dk && e < ncols) {
                     if (a.buf != nullptr) a.buf[slot + d * p.Dv + e] = s;
-                    a.buf16[slot + d * p.Dv + e] = from_f<bf16>(s);
+                    a.buf16[slot + d * p.Dv + e] = from_float<bf16>(s);
                 }
                 s *= decay;
             }
@@ -243,7 +243,7 @@ WB_HD void store4(bf16* o, const float* f) {
         bf16 h[4];
     } v;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) v.h[i] = from_f<bf16>(f[i]);
+    for (int i = 0; i < 4; ++i) v.h[i] = from_float<bf16>(f[i]);
     *reinterpret_cast<uint2*>(o) = v.u;
 }
 
@@ -292,13 +292,13 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
     blk.threads([&](int tid) {
         for (int idx = tid; idx < kChunk * kChunk; idx += kThreads) {
             const int i = idx / kChunk, j = idx % kChunk;
-            Ms[i * L.ldm + j] = from_f<bf16>(j <= i ? Sf[i * L.lds + j] * exp_f(b[i] - b[j]) : 0.f);
+            Ms[i * L.ldm + j] = from_float<bf16>(j <= i ? Sf[i * L.lds + j] * exp_f(b[i] - b[j]) : 0.f);
         }
         const bool decay = p.bcum != nullptr && m.s != Scale::None;
         for (int idx = tid; decay && idx < kChunk * L.D1p; idx += kThreads) {
             const int r = idx / L.D1p, e = idx % L.D1p;
             const float sc = exp_f(m.s == Scale::ExpB ? b[r] : b[c.valid - 1] - b[r]);
-            Rs[r * L.ldx + e] = from_f<bf16>(to_f(Rs[r * L.ldx + e]) * sc);  // in place: one thread per element
+            Rs[r * L.ldx + e] = from_float<bf16>(to_float(Rs[r * L.ldx + e]) * sc);  // in place: one thread per element
         }
     });
     // out = M Z + R H: M and H read transposed (col-major) when asked
@@ -332,12 +332,12 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
             if (vec && e0 < m.D2) {
                 store4(o, f);
             } else {
-                for (int e = 0; e < 4 && e0 + e < m.D2; ++e) o[e] = from_f<TO>(f[e]);
+                for (int e = 0; e < 4 && e0 + e < m.D2; ++e) o[e] = from_float<TO>(f[e]);
             }
             if (m.W != nullptr) {
                 const bf16* w = m.W + (c.bh * p.T + c.t0 + i) * m.D2 + e0;
                 float part = 0.f;
-                for (int e = 0; e < 4 && e0 + e < m.D2; ++e) part += f[e] * to_f(w[e]);
+                for (int e = 0; e < 4 && e0 + e < m.D2; ++e) part += f[e] * to_float(w[e]);
                 smem_add(&dots[i], part);
             }
         }

@@ -122,7 +122,7 @@ WB_HD void stage_raw(bf16* dst, int ld, const bf16* M, int64_t rows, int64_t D, 
         } else {
             Pack8 v;
 #pragma unroll
-            for (int i = 0; i < 8; ++i) v.h[i] = from_f<bf16>(r < rows && col0 + e0 + i < D ? to_f(src[i]) : 0.f);
+            for (int i = 0; i < 8; ++i) v.h[i] = from_float<bf16>(r < rows && col0 + e0 + i < D ? to_float(src[i]) : 0.f);
             *reinterpret_cast<uint4*>(d) = v.u;
         }
     }

@@ -22,9 +22,9 @@
 #include <cstring>
 #include <string>
 
+#include "ext_common.h"
 #include "long_conv.h"
 
-#define WB_EXPORT extern "C" __attribute__((visibility("default")))
 
 namespace {
 
@@ -32,25 +32,7 @@ namespace lc = wb::long_conv;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-char* message(const std::string& s) {
-    char* m = static_cast<char*>(std::malloc(s.size() + 1));
-    if (m != nullptr) std::memcpy(m, s.c_str(), s.size() + 1);
-    return m;
-}
-
-template <typename F>
-char* guarded(F&& f) {
-    try {
-        f();
-        return nullptr;
-    } catch (const c10::Error& e) {
-        return message(e.what_without_backtrace());
-    } catch (const std::exception& e) {
-        return message(e.what());
-    } catch (...) {
-        return message("unknown C++ exception");
-    }
-}
+using wb::ext::guarded;
 
 // "Absent" (no D, no gate) travels as an empty tensor: libtorch's custom Function records every tensor input.
 bool present(const at::Tensor& t) { return t.defined() && t.numel() > 0; }

@@ -23,10 +23,10 @@
 #include <vector>
 
 #include "chunk_linear.h"
+#include "ext_common.h"
 #include "selective_scan.h"
 #include "short_conv.h"
 
-#define WB_EXPORT extern "C" __attribute__((visibility("default")))
 
 namespace {
 
@@ -36,25 +36,7 @@ using torch::autograd::variable_list;
 // Bumped whenever an exported signature changes; cuda_ext.rs refuses a library with another version.
 constexpr int32_t kAbiVersion = 4;
 
-char* dup_message(const std::string& s) {
-    char* m = static_cast<char*>(std::malloc(s.size() + 1));
-    if (m != nullptr) std::memcpy(m, s.c_str(), s.size() + 1);
-    return m;
-}
-
-template <typename F>
-char* guarded(F&& f) {
-    try {
-        f();
-        return nullptr;
-    } catch (const c10::Error& e) {
-        return dup_message(e.what_without_backtrace());
-    } catch (const std::exception& e) {
-        return dup_message(e.what());
-    } catch (...) {
-        return dup_message("unknown C++ exception");
-    }
-}
+using wb::ext::guarded;
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 

@@ -14,23 +14,15 @@
 
 #include <cstdint>
 
+#include "dtype.cuh"
 #include "long_conv.h"
 
 namespace wb {
 namespace long_conv {
 
-__host__ __device__ __forceinline__ float to_float(float v) { return v; }
-__host__ __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T>
-__host__ __device__ __forceinline__ T from_float(float v);
-template <>
-__host__ __device__ __forceinline__ float from_float<float>(float v) {
-    return v;
-}
-template <>
-__host__ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-    return __float2bfloat16_rn(v);
-}
+using ::wb::from_float;  // dtype.cuh
+using ::wb::to_float;
+
 
 __host__ __device__ __forceinline__ float2 cmul(float2 a, float2 b) {
     return make_float2(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x);

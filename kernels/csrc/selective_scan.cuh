@@ -19,23 +19,15 @@
 #include <cmath>
 #include <cstdint>
 
+#include "dtype.cuh"
 #include "selective_scan.h"
 
 namespace wb {
 namespace selective_scan {
 
-__host__ __device__ __forceinline__ float to_f(float v) { return v; }
-__host__ __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T>
-__host__ __device__ __forceinline__ T from_f(float v);
-template <>
-__host__ __device__ __forceinline__ float from_f<float>(float v) {
-    return v;
-}
-template <>
-__host__ __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
-    return __float2bfloat16_rn(v);
-}
+using ::wb::from_float;  // dtype.cuh
+using ::wb::to_float;
+
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
@@ -138,7 +130,7 @@ struct Owner {
 // A load that reads nothing when !valid (the pointer may then be out of range).
 template <typename T>
 __host__ __device__ __forceinline__ float ld(const T* ptr, bool valid) {
-    return valid ? to_f(*ptr) : 0.0f;
+    return valid ? to_float(*ptr) : 0.0f;
 }
 
 // Every loop walks pointers forward or back by one step (D elements for x, dt, dy; N for B, C) instead of
@@ -206,7 +198,7 @@ __host__ __device__ __forceinline__ void forward_thread(const Params& p, Ctx& ct
         const int first = group_reduce_scatter<G, kSub>(ctx, o.lane, part);
 #pragma unroll
         for (int i = 0; i < spread(G, kSub); ++i)
-            if (wr && first + i < steps) yp[(t0 + first + i) * D] = from_f<T>(part[i]);
+            if (wr && first + i < steps) yp[(t0 + first + i) * D] = from_float<T>(part[i]);
     }
     float* hT = p.hT + (b * D + o.d) * N;
 #pragma unroll
@@ -355,8 +347,8 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
 #pragma unroll
                 for (int i = 0; i < spread(G, kSub); ++i) {
                     if (wr && first + i < steps) {
-                        dx0[(ts + first + i) * D] = from_f<T>(dxv[i]);
-                        ddt0[(ts + first + i) * D] = from_f<T>(ddtv[i]);
+                        dx0[(ts + first + i) * D] = from_float<T>(dxv[i]);
+                        ddt0[(ts + first + i) * D] = from_float<T>(ddtv[i]);
                     }
                 }
             }

@@ -20,23 +20,15 @@
 #include <cmath>
 #include <cstdint>
 
+#include "dtype.cuh"
 #include "short_conv.h"
 
 namespace wb {
 namespace short_conv {
 
-__host__ __device__ __forceinline__ float to_float(float v) { return v; }
-__host__ __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T>
-__host__ __device__ __forceinline__ T from_float(float v);
-template <>
-__host__ __device__ __forceinline__ float from_float<float>(float v) {
-    return v;
-}
-template <>
-__host__ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-    return __float2bfloat16_rn(v);
-}
+using ::wb::from_float;  // dtype.cuh
+using ::wb::to_float;
+
 
 __host__ __device__ __forceinline__ float sigmoid(float z) {
 #if defined(__CUDA_ARCH__)

@@ -13,36 +13,16 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <torch/csrc/autograd/profiler_kineto.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-#define WB_TRAIN_EXPORT extern "C" __attribute__((visibility("default")))
+#include "ext_common.h"
 
 namespace {
 
-char* train_message(const std::string& s) {
-  char* m = static_cast<char*>(std::malloc(s.size() + 1));
-  if (m != nullptr) std::memcpy(m, s.c_str(), s.size() + 1);
-  return m;
-}
-
-template <typename F>
-char* train_guard(F&& f) {
-  try {
-    f();
-    return nullptr;
-  } catch (const c10::Error& e) {
-    return train_message(e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    return train_message(e.what());
-  } catch (...) {
-    return train_message("unknown C++ exception");
-  }
-}
+using wb::ext::guarded;
 
 std::vector<at::Tensor> list(at::Tensor** ts, int32_t n) {
   std::vector<at::Tensor> v;
@@ -54,16 +34,16 @@ std::vector<at::Tensor> list(at::Tensor** ts, int32_t n) {
 }  // namespace
 
 // Version of this file's functions; train_ops.rs refuses a library with another.
-WB_TRAIN_EXPORT int32_t wb_train_abi_version() { return 2; }
+WB_EXPORT int32_t wb_train_abi_version() { return 2; }
 
 // One AdamW update of `n` parameters with libtorch's multi-tensor fused kernel (`at::_fused_adamw_`):
 // p <- p (1 - lr wd); m, v updated; p <- p - lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps), with bc from
 // `steps` (float32 tensors on the parameters' device, one per parameter, already incremented for this
 // update, as torch.optim.AdamW does). `grads` must be the parameters' gradients (same shapes).
-WB_TRAIN_EXPORT char* wb_train_fused_adamw(at::Tensor** params, at::Tensor** grads, at::Tensor** exp_avgs,
+WB_EXPORT char* wb_train_fused_adamw(at::Tensor** params, at::Tensor** grads, at::Tensor** exp_avgs,
                                            at::Tensor** exp_avg_sqs, at::Tensor** steps, int32_t n, double lr,
                                            double beta1, double beta2, double weight_decay, double eps) {
-  return train_guard([&] {
+  return guarded([&] {
     if (n == 0) return;
     auto p = list(params, n), g = list(grads, n), m = list(exp_avgs, n), v = list(exp_avg_sqs, n),
          s = list(steps, n);
@@ -74,14 +54,14 @@ WB_TRAIN_EXPORT char* wb_train_fused_adamw(at::Tensor** params, at::Tensor** gra
 
 // Sets the dtype CUDA autocast casts to (libtorch's default is float16; we train in bfloat16).
 // `kind` is a c10::ScalarType code (tch's Kind::c_int: 15 for bfloat16, 5 for float16).
-WB_TRAIN_EXPORT char* wb_train_set_autocast_dtype(int32_t kind) {
-  return train_guard([&] { at::autocast::set_autocast_dtype(at::kCUDA, static_cast<at::ScalarType>(kind)); });
+WB_EXPORT char* wb_train_set_autocast_dtype(int32_t kind) {
+  return guarded([&] { at::autocast::set_autocast_dtype(at::kCUDA, static_cast<at::ScalarType>(kind)); });
 }
 
 // The caching allocator's counters for `device`, in bytes: currently allocated, peak allocated since the
 // last reset, and reserved (held from the driver).
-WB_TRAIN_EXPORT char* wb_train_memory_stats(int32_t device, int64_t* allocated, int64_t* peak, int64_t* reserved) {
-  return train_guard([&] {
+WB_EXPORT char* wb_train_memory_stats(int32_t device, int64_t* allocated, int64_t* peak, int64_t* reserved) {
+  return guarded([&] {
     auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(device));
     const auto agg = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
     *allocated = stats.allocated_bytes[agg].current;
@@ -91,19 +71,19 @@ WB_TRAIN_EXPORT char* wb_train_memory_stats(int32_t device, int64_t* allocated, 
 }
 
 // Starts the peak counters of `device` over (torch.cuda.reset_peak_memory_stats).
-WB_TRAIN_EXPORT char* wb_train_reset_peak(int32_t device) {
-  return train_guard(
+WB_EXPORT char* wb_train_reset_peak(int32_t device) {
+  return guarded(
       [&] { c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(device)); });
 }
 
 // Hands cached blocks back to the driver (torch.cuda.empty_cache), e.g. after an out-of-memory step.
-WB_TRAIN_EXPORT char* wb_train_empty_cache() {
-  return train_guard([&] { c10::cuda::CUDACachingAllocator::emptyCache(); });
+WB_EXPORT char* wb_train_empty_cache() {
+  return guarded([&] { c10::cuda::CUDACachingAllocator::emptyCache(); });
 }
 
 // Starts libtorch's Kineto profiler (what torch.profiler.profile runs) for host-side ops and CUDA kernels.
-WB_TRAIN_EXPORT char* wb_train_profile_start() {
-  return train_guard([&] {
+WB_EXPORT char* wb_train_profile_start() {
+  return guarded([&] {
     namespace impl = torch::profiler::impl;
     const impl::ProfilerConfig config(impl::ProfilerState::KINETO);
     const std::set<impl::ActivityType> activities{impl::ActivityType::CPU, impl::ActivityType::CUDA};
@@ -113,8 +93,8 @@ WB_TRAIN_EXPORT char* wb_train_profile_start() {
 }
 
 // Stops the profiler and writes its Chrome trace (JSON; one event per op and per kernel) to `path`.
-WB_TRAIN_EXPORT char* wb_train_profile_stop(const char* path) {
-  return train_guard([&] {
+WB_EXPORT char* wb_train_profile_stop(const char* path) {
+  return guarded([&] {
     auto result = torch::autograd::profiler::disableProfiler();
     if (!result) throw std::runtime_error("the profiler was not running");
     result->save(path);

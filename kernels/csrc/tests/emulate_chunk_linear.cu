@@ -132,7 +132,7 @@ struct Case {
 
 template <typename T>
 double round_to(double x) {
-    return double(to_f(from_f<T>(float(x))));
+    return double(to_float(from_float<T>(float(x))));
 }
 
 // Reference in float64: forward recurrence, then its reverse pass for the loss
@@ -234,19 +234,19 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
 
     auto as_t = [](const std::vector<double>& x) {
         std::vector<E> y(x.size());
-        for (size_t i = 0; i < x.size(); ++i) y[i] = from_f<E>(float(x[i]));
+        for (size_t i = 0; i < x.size(); ++i) y[i] = from_float<E>(float(x[i]));
         return y;
     };
     auto as_f = [](const std::vector<double>& x) { return std::vector<float>(x.begin(), x.end()); };
     const auto qt = as_t(q), kt = as_t(k), vt = as_t(v), wot = as_t(wo);
     const auto gf = as_f(g), s0f = as_f(s0), wSf = as_f(wS);
-    std::vector<E> o(size_t(BH * T * Dv), from_f<E>(kNaN));
+    std::vector<E> o(size_t(BH * T * Dv), from_float<E>(kNaN));
     std::vector<float> sT(size_t(BH * per), kNaN), bcum(size_t(BH * T), kNaN);
     std::vector<float> states(size_t(BH * N * per), kNaN), gstates(states.size(), kNaN);
     std::vector<float> scores(size_t(BH * N * kChunk * kChunk), kNaN), pscores(scores.size(), kNaN);
     std::vector<float> dq(size_t(BH * T * Dk), kNaN), dk(dq.size(), kNaN), dv(size_t(BH * T * Dv), kNaN);
     std::vector<float> ds0(size_t(BH * per), kNaN), sT2(sT.size(), kNaN);
-    std::vector<E> states16(states.size(), from_f<E>(kNaN)), gstates16(states.size(), from_f<E>(kNaN));
+    std::vector<E> states16(states.size(), from_float<E>(kNaN)), gstates16(states.size(), from_float<E>(kNaN));
 
     Params p;
     p.q = qt.data();
@@ -285,7 +285,7 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     pb.dk = dk.data();
     pb.dv = dv.data();
     // the bfloat16 path's dQ, dK, dV and row dots q . dq, k . dk
-    std::vector<E> dq16(dq.size(), from_f<E>(kNaN)), dk16(dk.size(), from_f<E>(kNaN)), dv16(dv.size(), from_f<E>(kNaN));
+    std::vector<E> dq16(dq.size(), from_float<E>(kNaN)), dk16(dk.size(), from_float<E>(kNaN)), dv16(dv.size(), from_float<E>(kNaN));
     std::vector<float> qdq(size_t(BH * T), kNaN), kdk(qdq.size(), kNaN);
     pb.dq16 = dq16.data();
     pb.dk16 = dk16.data();
@@ -294,7 +294,7 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     pb.kdk = kdk.data();
     pb.ds0 = ds0.data();
     states.assign(states.size(), kNaN);  // the backward pass recomputes them
-    states16.assign(states16.size(), from_f<E>(kNaN));
+    states16.assign(states16.size(), from_float<E>(kNaN));
     scores.assign(scores.size(), kNaN);
     {
         HostLaunch l{pb, {}, {}};
@@ -315,7 +315,7 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
             for (int64_t e = 0; e < per; ++e) {
                 const double send = n + 1 < N ? states[(bh * N + n + 1) * per + e] : sT2[bh * per + e];
                 const size_t at = size_t((bh * N + n) * per + e);
-                const double G = f32 ? gstates[at] : to_f(gstates16[at]);
+                const double G = f32 ? gstates[at] : to_float(gstates16[at]);
                 gs += G * send;
             }
             double acc = gs;
@@ -333,7 +333,7 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
 
     auto as_float = [](const std::vector<E>& x) {
         std::vector<float> f(x.size());
-        for (size_t i = 0; i < x.size(); ++i) f[i] = to_f(x[i]);
+        for (size_t i = 0; i < x.size(); ++i) f[i] = to_float(x[i]);
         return f;
     };
     const std::vector<float> of = as_float(o);

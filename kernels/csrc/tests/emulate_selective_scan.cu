@@ -147,7 +147,7 @@ Result emulate(const Case& c, const Problem& pr) {
     const float nan = std::numeric_limits<float>::quiet_NaN();
     auto to_t = [](const std::vector<double>& v) {
         std::vector<T> o(v.size());
-        for (size_t i = 0; i < v.size(); ++i) o[i] = from_f<T>(float(v[i]));
+        for (size_t i = 0; i < v.size(); ++i) o[i] = from_float<T>(float(v[i]));
         return o;
     };
     auto to_f32 = [](const std::vector<double>& v) {
@@ -157,7 +157,7 @@ Result emulate(const Case& c, const Problem& pr) {
     };
     std::vector<T> x = to_t(pr.x), dt = to_t(pr.dt), Bm = to_t(pr.Bm), Cm = to_t(pr.Cm), gy = to_t(pr.gy);
     std::vector<float> A = to_f32(pr.A), Dskip = to_f32(pr.Dskip), h0 = to_f32(pr.h0), ghT = to_f32(pr.ghT);
-    std::vector<T> y(B * T_ * D, from_f<T>(nan)), dx(B * T_ * D, from_f<T>(nan)), ddt(B * T_ * D, from_f<T>(nan));
+    std::vector<T> y(B * T_ * D, from_float<T>(nan)), dx(B * T_ * D, from_float<T>(nan)), ddt(B * T_ * D, from_float<T>(nan));
     Params p;
     p.B = B;
     p.T = T_;
@@ -199,7 +199,7 @@ Result emulate(const Case& c, const Problem& pr) {
             for (auto& t : threads) t.join();
         }
     // Inference (no checkpoints) gives the same outputs bit for bit.
-    std::vector<T> y_inf(B * T_ * D, from_f<T>(nan));
+    std::vector<T> y_inf(B * T_ * D, from_float<T>(nan));
     std::vector<float> hT_inf(B * D * N, nan);
     {
         Params q = p;
@@ -234,12 +234,12 @@ Result emulate(const Case& c, const Problem& pr) {
 
     Result r;
     for (size_t i = 0; i < y.size(); ++i)
-        if (!(to_f(y_inf[i]) == to_f(y[i]))) r.inference_mismatch = true;
+        if (!(to_float(y_inf[i]) == to_float(y[i]))) r.inference_mismatch = true;
     for (size_t i = 0; i < hT.size(); ++i)
         if (!(hT_inf[i] == hT[i])) r.inference_mismatch = true;
     auto back = [](const std::vector<T>& v) {
         std::vector<double> o(v.size());
-        for (size_t i = 0; i < v.size(); ++i) o[i] = double(to_f(v[i]));
+        for (size_t i = 0; i < v.size(); ++i) o[i] = double(to_float(v[i]));
         return o;
     };
     r.y = back(y);
@@ -266,7 +266,7 @@ Result emulate(const Case& c, const Problem& pr) {
 
 template <typename T>
 double round_to(double v) {
-    return double(to_f(from_f<T>(float(v))));
+    return double(to_float(from_float<T>(float(v))));
 }
 
 template <typename T, int G, int NPL, int THREADS>
