@@ -2,6 +2,7 @@
 // malloc'd message that the caller frees with wb_free_string, and no C++ exception ever crosses into Rust.
 #pragma once
 
+#include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
 #include <cstdlib>
@@ -34,6 +35,16 @@ char* guarded(F&& f) {
     } catch (...) {
         return message("unknown C++ exception");
     }
+}
+
+// "Absent" optional inputs (no bias, no D, no gate, no initial state) travel through the autograd functions
+// as empty tensors: libtorch's custom Function records device and layout of every tensor input, which fails
+// for an undefined one.
+inline bool present(const at::Tensor& t) { return t.defined() && t.numel() > 0; }
+
+// A present tensor as contiguous float32; an undefined tensor otherwise.
+inline at::Tensor f32_or_undefined(const at::Tensor& t) {
+    return present(t) ? t.to(at::kFloat).contiguous() : at::Tensor();
 }
 
 }  // namespace ext

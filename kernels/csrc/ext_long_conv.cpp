@@ -33,9 +33,8 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 using wb::ext::guarded;
+using wb::ext::present;
 
-// "Absent" (no D, no gate) travels as an empty tensor: libtorch's custom Function records every tensor input.
-bool present(const at::Tensor& t) { return t.defined() && t.numel() > 0; }
 
 // u and the gate are read at b * stride(0) + t * stride(1) + c: any batch and time strides will do.
 bool channels_contiguous(const at::Tensor& t) { return t.dim() == 3 && (t.stride(2) == 1 || t.size(2) == 1); }
