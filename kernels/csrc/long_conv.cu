@@ -17,7 +17,7 @@ __global__ void __launch_bounds__(kThreads) forward_pack_kernel(const Params p) 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) forward_unpack_kernel(const Params p) {
     __shared__ float tile[kTile][kTile + 1];
-    forward_unpack_load(p, tile, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
+    unpack_load(p, tile, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
     __syncthreads();
     forward_unpack_store<T>(p, tile, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
 }
@@ -35,7 +35,7 @@ __global__ void __launch_bounds__(kThreads) backward_pack_kernel(const Params p)
 template <typename T>
 __global__ void __launch_bounds__(kThreads) backward_unpack_kernel(const Params p) {
     __shared__ float tile[kTile][kTile + 1];
-    backward_unpack_load(p, tile, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
+    unpack_load(p, tile, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
     __syncthreads();
     backward_unpack_store<T>(p, tile, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
 }

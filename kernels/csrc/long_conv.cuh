@@ -65,8 +65,9 @@ __host__ __device__ __forceinline__ void forward_pack_store(const Params& p, con
 // ---------------------------------------------------------------------------------------------------------
 // Forward unpack: z [B, C, N] (first T) -> w = conv + D u, y = gate * w, [B, T, C]. Grid: (tiles(T), tiles(C), B).
 
-__host__ __device__ __forceinline__ void forward_unpack_load(const Params& p, Tile* tile, int tx, int ty, int64_t bx,
-                                                             int64_t by, int64_t bz) {
+// Both unpacks (forward and backward) stage the same thing: the tile of z's first T columns, channels as rows.
+__host__ __device__ __forceinline__ void unpack_load(const Params& p, Tile* tile, int tx, int ty, int64_t bx, int64_t by,
+                                                     int64_t bz) {
     const int64_t t = bx * kTile + tx;
 #pragma unroll
     for (int i = 0; i < kPerThread; ++i) {
@@ -160,17 +161,6 @@ __host__ __device__ __forceinline__ void backward_pack_store(const Params& p, co
 // ---------------------------------------------------------------------------------------------------------
 // Backward unpack: du = z[:, :, :T]^T + D e with e = dy * gate recomputed in [B, T, C] (the packed e is freed
 // before this runs). Grid: (tiles(T), tiles(C), B).
-
-__host__ __device__ __forceinline__ void backward_unpack_load(const Params& p, Tile* tile, int tx, int ty, int64_t bx,
-                                                              int64_t by, int64_t bz) {
-    const int64_t t = bx * kTile + tx;
-#pragma unroll
-    for (int i = 0; i < kPerThread; ++i) {
-        const int r = ty + i * kRows;  // channel within the tile
-        const int64_t c = by * kTile + r;
-        tile[r][tx] = (t < p.T && c < p.C) ? p.z[(bz * p.C + c) * p.N + t] : 0.0f;
-    }
-}
 
 template <typename T>
 __host__ __device__ __forceinline__ void backward_unpack_store(const Params& p, const Tile* tile, int tx, int ty,

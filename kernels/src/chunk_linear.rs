@@ -319,8 +319,8 @@ fn chunked(
         x.constant_pad_nd([0, 0, 0, pad]).reshape([b, h, n, c, d])
     };
     let (qc, kc, vc) = (blocks(q), blocks(k), blocks(v));
-    // [C, C]: true where j > i
-    let future = Tensor::ones([c, c], (Kind::Bool, q.device())).triu(1);
+    // [C, C]: true where j > i (the per-key scores mask their own sub-chunks)
+    let future = || Tensor::ones([c, c], (Kind::Bool, q.device())).triu(1);
     // b_i = sum_{s<=i} log a_s within the chunk: [B, H, N, C, Dk or 1]
     let cum = decay.with_key_axis().map(|g| blocks(&g).cumsum(3, g.kind()));
 
@@ -328,10 +328,10 @@ fn chunked(
     let scores = match (decay, &cum) {
         (Decay::PerKey(_), Some(cum)) => per_key_scores(&qc, &kc, cum, sub),
         (Decay::Scalar(_), Some(cum)) => {
-            let ratio = (cum - cum.transpose(-2, -1)).masked_fill(&future, f64::NEG_INFINITY).exp(); // [.., C, C]
+            let ratio = (cum - cum.transpose(-2, -1)).masked_fill(&future(), f64::NEG_INFINITY).exp(); // [.., C, C]
             flop_count::matmul(&qc, &kc.transpose(-2, -1)) * ratio
         }
-        _ => flop_count::matmul(&qc, &kc.transpose(-2, -1)).masked_fill(&future, 0.0),
+        _ => flop_count::matmul(&qc, &kc.transpose(-2, -1)).masked_fill(&future(), 0.0),
     };
     let intra = flop_count::matmul(&scores, &vc); // [B, H, N, C, Dv]
 

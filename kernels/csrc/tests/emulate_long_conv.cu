@@ -213,7 +213,7 @@ bool run_case(const Case& c, std::mt19937& rng, const char* dtype) {
     irfft(X.data(), z.data(), B * C, N);
     tile_grid(
         tiles(T_), tiles(C), B,
-        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) { forward_unpack_load(p, tile, tx, ty, bx, by, bz); },
+        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) { unpack_load(p, tile, tx, ty, bx, by, bz); },
         [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
             forward_unpack_store<T>(p, tile, tx, ty, bx, by, bz);
         });
@@ -240,7 +240,7 @@ bool run_case(const Case& c, std::mt19937& rng, const char* dtype) {
     p.xu = p.xe = nullptr;  // freed before the unpack by ext_long_conv.cpp
     tile_grid(
         tiles(T_), tiles(C), B,
-        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) { backward_unpack_load(p, tile, tx, ty, bx, by, bz); },
+        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) { unpack_load(p, tile, tx, ty, bx, by, bz); },
         [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
             backward_unpack_store<T>(p, tile, tx, ty, bx, by, bz);
         });
