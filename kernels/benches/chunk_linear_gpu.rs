@@ -1,6 +1,7 @@
-//! GPU benchmark of chunked linear attention with a scalar per-head decay (RetNet / Mamba2's SSD; bfloat16,
-//! log-decays float32 in [-0.1, 0) cast to bf16 like q/k/v, no initial state): our kernel against the
-//! libtorch `Auto` path (the chunked form of fused libtorch ops, chunk 64) and against floors.
+//! GPU benchmark of chunked linear attention with a scalar per-head decay (RetNet / Mamba2's SSD) and with
+//! per-key decays (GLA) (bfloat16, log-decays float32 in [-0.1, 0) cast to bf16 like q/k/v, no initial
+//! state): our kernel against the libtorch `Auto` path (the chunked form of fused libtorch ops, chunk 64 for
+//! the scalar decay, GLA's default chunk 16 for per-key decays) and against floors.
 //!
 //! Run on a GPU machine: `cargo bench -p kernels --features cuda --bench chunk_linear_gpu`, or the bundle's
 //! `kernels-gpu-chunk-bench` (scripts/gpu-run.sh `chunk`). Shapes: B = 8, H = 16, T in {2048, 4096}, head
@@ -15,7 +16,7 @@
 //! Floors (computed, not measured):
 //! - bytes at 4.3 TB/s (the H200's measured device-to-device copy rate), counting only what must move in
 //!   bf16: forward reads q, k, v, g and writes o and the final state, backward adds reading dO and writing
-//!   dq, dk, dv, dg (the inputs read again are not counted);
+//!   dq, dk, dv, dg (the inputs read again are not counted; g is [B, H, T] or, per key, [B, H, T, Dk]);
 //! - FLOPs at 790 TFLOP/s (bf16 tensor cores): [`chunk_linear_flops`] with chunk 64 forward, 3x for
 //!   forward+backward (the project's convention).
 
@@ -32,6 +33,8 @@ const WARMUP: usize = 5;
 const BANDWIDTH: f64 = 4.3e12; // bytes/s
 const MATMUL_RATE: f64 = 790e12; // FLOP/s
 const CHUNK: i64 = 64;
+/// The libtorch form's chunk with per-key decays: GLA's default (operators' `default_gla_chunk`).
+const CHUNK_PER_KEY: i64 = 16;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Impl {
@@ -40,11 +43,13 @@ enum Impl {
 }
 
 impl Impl {
+    /// g [B, H, T] (scalar decay) or [B, H, T, Dk] (per key).
     fn run(self, v: &[Tensor]) -> (Tensor, Tensor) {
         let (q, k, vv, g) = (&v[0], &v[1], &v[2], &v[3]);
+        let (decay, chunk) = if g.dim() == 4 { (Decay::PerKey(g), CHUNK_PER_KEY) } else { (Decay::Scalar(g), CHUNK) };
         match self {
             Impl::Kernel => cuda_ext::chunk_linear(q, k, vv, Some(g), None).expect("kernel"),
-            Impl::Libtorch => chunk_linear(q, k, vv, Decay::Scalar(g), None, CHUNK, KernelPath::Auto),
+            Impl::Libtorch => chunk_linear(q, k, vv, decay, None, chunk, KernelPath::Auto),
         }
     }
 }
@@ -83,46 +88,53 @@ fn main() {
     let kind = Kind::BFloat16;
     let s = 2.0; // bytes per bfloat16
     let (b, h) = (8i64, 16i64);
-    println!(
-        "## chunk_linear, scalar decay (bfloat16), B = 8, H = 16, Dk = Dv = head dim; median of {RUNS} runs, ms\n"
-    );
-    println!("| T | head dim | pass | kernel | libtorch Auto | libtorch / kernel | floor bytes | floor FLOPs | kernel / max floor |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for t in [2048i64, 4096] {
-        for d in [64i64, 128] {
-            let opts = (Kind::Float, dev);
-            let sc = (d as f64).powf(-0.25);
-            let v: Vec<Tensor> = [
-                Tensor::randn([b, h, t, d], opts) * sc,
-                Tensor::randn([b, h, t, d], opts) * sc,
-                Tensor::randn([b, h, t, d], opts),
-                -(Tensor::rand([b, h, t], opts) * 0.1 + 1e-3),
-            ]
-            .into_iter()
-            .map(|x| x.to_kind(kind))
-            .collect();
-            let go = Tensor::randn([b, h, t, d], opts).to_kind(kind);
-            let gs = Tensor::randn([b, h, d, d], opts).to_kind(kind);
-            let (btd, bt, state) = ((b * h * t * d) as f64, (b * h * t) as f64, (b * h * d * d) as f64);
-            let flops = chunk_linear_flops(b * h, t, d, d, CHUNK);
-            for (pass, bytes, fl) in [
-                ("fwd", (4.0 * btd + bt + state) * s, flops),
-                ("fwd+bwd", (4.0 * btd + bt + state + 4.0 * btd + bt + state) * s, 3.0 * flops),
-            ] {
-                let mut ms = Vec::new();
-                for imp in [Impl::Kernel, Impl::Libtorch] {
-                    ms.push(if pass == "fwd" { bench.fwd(imp, &v) } else { bench.fwd_bwd(imp, &v, &go, &gs) });
+    for per_key in [false, true] {
+        let (what, chunk) = if per_key { ("per-key decays (GLA)", CHUNK_PER_KEY) } else { ("scalar decay", CHUNK) };
+        println!(
+            "## chunk_linear, {what} (bfloat16), B = 8, H = 16, Dk = Dv = head dim; libtorch chunk {chunk}; median of {RUNS} runs, ms\n"
+        );
+        println!("| T | head dim | pass | kernel | libtorch Auto | libtorch / kernel | floor bytes | floor FLOPs | kernel / max floor |");
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for t in [2048i64, 4096] {
+            for d in [64i64, 128] {
+                let opts = (Kind::Float, dev);
+                let sc = (d as f64).powf(-0.25);
+                let g_shape: &[i64] = if per_key { &[b, h, t, d] } else { &[b, h, t] };
+                let v: Vec<Tensor> = [
+                    Tensor::randn([b, h, t, d], opts) * sc,
+                    Tensor::randn([b, h, t, d], opts) * sc,
+                    Tensor::randn([b, h, t, d], opts),
+                    -(Tensor::rand(g_shape, opts) * 0.1 + 1e-3),
+                ]
+                .into_iter()
+                .map(|x| x.to_kind(kind))
+                .collect();
+                let go = Tensor::randn([b, h, t, d], opts).to_kind(kind);
+                let gs = Tensor::randn([b, h, d, d], opts).to_kind(kind);
+                let (btd, state) = ((b * h * t * d) as f64, (b * h * d * d) as f64);
+                let gsize = v[3].numel() as f64;
+                // the kernel's chunk is 64 whatever the libtorch form's is
+                let flops = chunk_linear_flops(b * h, t, d, d, CHUNK);
+                for (pass, bytes, fl) in [
+                    ("fwd", (4.0 * btd + gsize + state) * s, flops),
+                    ("fwd+bwd", (4.0 * btd + gsize + state + 4.0 * btd + gsize + state) * s, 3.0 * flops),
+                ] {
+                    let mut ms = Vec::new();
+                    for imp in [Impl::Kernel, Impl::Libtorch] {
+                        ms.push(if pass == "fwd" { bench.fwd(imp, &v) } else { bench.fwd_bwd(imp, &v, &go, &gs) });
+                    }
+                    let fb = bytes / BANDWIDTH * 1e3;
+                    let ff = fl / MATMUL_RATE * 1e3;
+                    println!(
+                        "| {t} | {d} | {pass} | {:.3} | {:.3} | {:.2}x | {fb:.3} | {ff:.3} | {:.1}x |",
+                        ms[0],
+                        ms[1],
+                        ms[1] / ms[0],
+                        ms[0] / fb.max(ff)
+                    );
                 }
-                let fb = bytes / BANDWIDTH * 1e3;
-                let ff = fl / MATMUL_RATE * 1e3;
-                println!(
-                    "| {t} | {d} | {pass} | {:.3} | {:.3} | {:.2}x | {fb:.3} | {ff:.3} | {:.1}x |",
-                    ms[0],
-                    ms[1],
-                    ms[1] / ms[0],
-                    ms[0] / fb.max(ff)
-                );
             }
         }
+        println!();
     }
 }

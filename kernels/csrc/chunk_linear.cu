@@ -1,13 +1,14 @@
 // Chunked linear attention with a scalar decay: kernels and launchers (chunk_linear.h: math, shapes, work
 // split; chunk_linear.cuh: the float32 path's per-thread work; chunk_linear_tc.cuh: the bfloat16 path's
 // tensor-core blocks). Float32 inputs take the float32 path, bfloat16 inputs the tensor-core path.
-#include "chunk_linear_tc.cuh"
+#include "chunk_linear_pk.cuh"
 
 namespace wb {
 namespace chunk_linear {
 namespace {
 
 __global__ void cumsum_kernel(Params p) { cumsum_thread(p, int64_t(blockIdx.x) * blockDim.x + threadIdx.x); }
+__global__ void cumsum_key_kernel(Params p) { cumsum_key_thread(p, int64_t(blockIdx.x) * blockDim.x + threadIdx.x); }
 
 __global__ void pass_kernel(Params p, float* buf, const float* start, float* end, bool reverse) {
     pass_thread(p, buf, start, end, reverse, int64_t(blockIdx.x) * blockDim.x + threadIdx.x);
@@ -73,6 +74,13 @@ __global__ void __launch_bounds__(kThreads) mix_kernel(Params p, MixTc m, TO* ou
     mix_block(blk, p, c, m, out, smem_tc);
 }
 
+__global__ void __launch_bounds__(kThreads) mix_pk_kernel(Params p, MixPk m, bf16* out) {
+    extern __shared__ __align__(128) unsigned char smem_tc[];
+    DeviceBlock blk;
+    const Chunk c = chunk_of(p, blockIdx.x, blockIdx.y);
+    mix_pk_block(blk, p, c, m, out, smem_tc);
+}
+
 struct Launch {
     const Params& p;
     cudaStream_t s;
@@ -95,8 +103,12 @@ struct Launch {
 
     void cumsum() {
         if (p.g == nullptr || err != nullptr) return;
-        const int64_t n = p.B * p.H * p.N;
-        cumsum_kernel<<<unsigned((n + 255) / 256), 256, 0, s>>>(p);
+        const int64_t n = p.B * p.H * p.N * (p.per_key ? p.Dk : 1);
+        if (p.per_key) {
+            cumsum_key_kernel<<<unsigned((n + 255) / 256), 256, 0, s>>>(p);
+        } else {
+            cumsum_kernel<<<unsigned((n + 255) / 256), 256, 0, s>>>(p);
+        }
     }
     void pass(float* buf, const float* start, float* end, bool reverse) {
         if (err != nullptr) return;
@@ -129,6 +141,10 @@ struct Launch {
         const int64_t bytes = mix_smem(m.D1, m.D2, m.ht).bytes;
         if (smem_bytes(mix_kernel<TO>, bytes)) mix_kernel<TO><<<chunks(), kThreads, bytes, s>>>(p, m, out);
     }
+    void mix_pk(const MixPk& m, bf16* out) {
+        const int64_t bytes = pk_smem(p, m).bytes;
+        if (smem_bytes(mix_pk_kernel, bytes)) mix_pk_kernel<<<chunks(), kThreads, bytes, s>>>(p, m, out);
+    }
     template <typename T, typename TO>
     void rowmix(const RowMix& m, const void* Z, const void* R, TO* out) {
         const int64_t f = smem_rowmix(m.D1, m.D2);
@@ -150,7 +166,10 @@ template <bool BACKWARD>
 const char* run(const Params& p, DType dt, cudaStream_t stream) {
     if (const char* err = check(p)) return err;
     Launch l{p, stream};
-    if (dt == DType::F32) {
+    if (p.per_key) {
+        if (dt != DType::BF16 || p.g == nullptr) return "chunk_linear: per-key decays need bfloat16 q, k, v and g";
+        BACKWARD ? run_backward_pk(l, p) : run_forward_pk(l, p);
+    } else if (dt == DType::F32) {
         BACKWARD ? run_backward<float>(l, p) : run_forward<float>(l, p);
     } else {
         BACKWARD ? run_backward_tc(l, p) : run_forward_tc(l, p);

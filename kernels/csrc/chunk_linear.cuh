@@ -64,6 +64,19 @@ WB_HD float bcum_at(const Params& p, const Chunk& c, int r) {
     return p.bcum[c.bh * p.T + c.t0 + rr];
 }
 
+// Per-key decays (p.per_key): the within-chunk cumulative log-decay of row r and key d (rows past the end
+// take b_L).
+WB_HD float bcum_key(const Params& p, const Chunk& c, int r, int64_t d) {
+    const int rr = r < c.valid ? r : c.valid - 1;
+    return p.bcum[(c.bh * p.T + c.t0 + rr) * p.Dk + d];
+}
+
+// The exponent of a per-key scale of element (r, d): b_rd (ExpB) or b_Ld - b_rd (ExpLastMinusB).
+WB_HD float key_scale_log(const Params& p, const Chunk& c, Scale s, int r, int64_t d) {
+    const float b = bcum_key(p, c, r, d);
+    return s == Scale::ExpB ? b : bcum_key(p, c, c.valid - 1, d) - b;
+}
+
 WB_HD float row_scale(const Params& p, const Chunk& c, Scale s, int r) {
     if (s == Scale::None || p.bcum == nullptr) return 1.f;
     const float b = bcum_at(p, c, r);
@@ -139,6 +152,19 @@ WB_HD void cumsum_thread(const Params& p, int64_t idx) {
     for (int r = 0; r < kChunk; ++r) {
         acc += g[r];
         if (r < c.valid) p.bcum[at + r] = acc;
+    }
+}
+
+// Per-key decays: one thread per (batch x head, chunk, key); neighbouring threads read neighbouring keys.
+WB_HD void cumsum_key_thread(const Params& p, int64_t idx) {
+    if (idx >= p.B * p.H * p.N * p.Dk) return;
+    const int64_t d = idx % p.Dk, rest = idx / p.Dk;
+    const Chunk c = chunk_of(p, rest % p.N, rest / p.N);
+    const int64_t at = (c.bh * p.T + c.t0) * p.Dk + d;
+    float acc = 0.f;
+    for (int r = 0; r < c.valid; ++r) {
+        acc += p.g[at + r * p.Dk];
+        p.bcum[at + r * p.Dk] = acc;
     }
 }
 

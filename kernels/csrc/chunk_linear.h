@@ -47,12 +47,13 @@ struct Params {
     const void* q = nullptr;  // [B, H, T, Dk]
     const void* k = nullptr;  // [B, H, T, Dk]
     const void* v = nullptr;  // [B, H, T, Dv]
-    const float* g = nullptr;  // [B, H, T] log-decays, or null (no decay)
+    const float* g = nullptr;  // [B, H, T] log-decays ([B, H, T, Dk] when per_key), or null (no decay)
+    bool per_key = false;  // one log-decay per key (GLA; bfloat16 q, k, v only: chunk_linear_pk.cuh)
     const float* s0 = nullptr;  // [B, H, Dk, Dv] or null
     void* o = nullptr;  // [B, H, T, Dv]
     float* sT = nullptr;  // [B, H, Dk, Dv]
     // workspaces
-    float* bcum = nullptr;  // [B, H, T] (only with g)
+    float* bcum = nullptr;  // [B, H, T] ([B, H, T, Dk] when per_key; only with g)
     float* states = nullptr;  // [B, H, N, Dk, Dv]: U, then S_start in place (bf16 path: S_start, backward only)
     void* states16 = nullptr;  // [B, H, N, Dk, Dv] bfloat16: S_start (bf16 path: the mixes read these)
     float* scores = nullptr;  // [B, H, N, C, C]: A
@@ -69,7 +70,7 @@ struct Params {
     void* dq16 = nullptr;  // [B, H, T, Dk]
     void* dk16 = nullptr;  // [B, H, T, Dk]
     void* dv16 = nullptr;  // [B, H, T, Dv]
-    float* qdq = nullptr;  // [B, H, T]
+    float* qdq = nullptr;  // [B, H, T]; per_key: [B, H, T, Dk], q * dq - k * dk elementwise (kdk unused)
     float* kdk = nullptr;  // [B, H, T]
     float* ds0 = nullptr;  // [B, H, Dk, Dv]
     int64_t B = 0, H = 0, T = 0, Dk = 0, Dv = 0;

@@ -101,6 +101,22 @@ WB_HD void scale_own_rows(bf16* dst, int ld, int W, int tid, const float (&sc)[U
     }
 }
 
+// Per-key decays: scales this thread's own segments of X (as stage_rows_raw gave them, W = X's padded
+// width) elementwise, exp(b_rd) or exp(b_Ld - b_rd); rows past the chunk's end and keys past Dk are zeros.
+WB_HD void scale_own_keys(const Params& p, const Chunk& c, bf16* dst, int ld, int W, Scale s, int tid) {
+    const int segs = W / 8;
+    for (int idx = tid; idx < kChunk * segs; idx += kThreads) {
+        const int r = idx / segs, e0 = (idx % segs) * 8;
+        if (r >= c.valid) continue;
+        Pack8 v;
+        v.u = *reinterpret_cast<const uint4*>(dst + r * ld + e0);
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+            if (e0 + i < p.Dk) v.h[i] = from_float<bf16>(to_float(v.h[i]) * exp_f(key_scale_log(p, c, s, r, e0 + i)));
+        *reinterpret_cast<uint4*>(dst + r * ld + e0) = v.u;
+    }
+}
+
 // Double-buffered: the step of chunk m issues the copies of chunk m + 1 before it waits for its own (issued
 // one step earlier), so the loads of the next chunk overlap this chunk's state write-out and products.
 template <int COLS, class Blk>
@@ -134,16 +150,18 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
         blk.threads([&](int tid) {
             if (m + 1 < p.N) issue(m + 1, tid);
             constexpr int U = (kChunk * COLS / 8 + kThreads - 1) / kThreads;  // Y segments per thread
-            const bool scaled = a.s != Scale::None && p.bcum != nullptr;
+            const bool decayed = a.s != Scale::None && p.bcum != nullptr;
+            const bool scaled = decayed && !p.per_key;  // scalar decay: Y's rows; per key: X's elements
             float sc[U];
             if (scaled) own_row_scales<U>(p, c, COLS, a.s, tid, sc);
-            const float decay = p.bcum != nullptr ? exp_f(bcum_at(p, c, c.valid - 1)) : 1.f;
+            const float decay = p.bcum != nullptr && !p.per_key ? exp_f(bcum_at(p, c, c.valid - 1)) : 1.f;
             if (m + 1 < p.N) {
                 copy_wait_prior();  // all but the group just issued
             } else {
                 copy_wait();
             }
             if (scaled) scale_own_rows<U>(Ys(m), L.ldY, COLS, tid, sc);  // U = X^T diag(scale) Y
+            if (decayed && p.per_key) scale_own_keys(p, c, Xs(m), L.ldX, L.Dkp, a.s, tid);  // (X * scale)^T Y
             const int64_t slot = (bh * p.N + c.n) * per + col0;
             for (int idx = tid; idx < L.Dkp * COLS; idx += kThreads) {
                 const int d = idx / COLS, e = idx % COLS;
@@ -152,7 +170,8 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
                     if (a.buf != nullptr) a.buf[slot + d * p.Dv + e] = s;
                     a.buf16[slot + d * p.Dv + e] = from_float<bf16>(s);
                 }
-                s *= decay;
+                // per key: row d of the state decays by exp(b_Ld)
+                s *= p.per_key && p.bcum != nullptr && d < p.Dk ? exp_f(bcum_key(p, c, c.valid - 1, d)) : decay;
             }
         });
         blk.warps([&](int w) {

@@ -1,4 +1,4 @@
-// The torch side of the chunked linear attention with a scalar decay (chunk_linear.h): its autograd function
+// The torch side of the chunked linear attention with a scalar or per-key decay (chunk_linear.h): its autograd function
 // and the C entry points wb_chunk_linear and wb_chunk_linear_calls, with the conventions of extension.cpp
 // (tensors as at::Tensor*, errors as a malloc'd message, no C++ exception ever crosses into Rust). Kept apart
 // from extension.cpp so that each glue file stays small.
@@ -45,7 +45,12 @@ void chunk_linear_check(const at::Tensor& q, const at::Tensor& k, const at::Tens
     };
     same(k, "k", {B, H, T, Dk}, false);
     same(v, "v", {B, H, T, Dv}, false);
-    if (present(g)) same(g, "g", {B, H, T}, true);
+    if (present(g) && g.dim() == 4) {
+        TORCH_CHECK(q.scalar_type() == at::kBFloat16, "chunk_linear: per-key decays g [B, H, T, Dk] need bfloat16 q, k, v");
+        same(g, "g", {B, H, T, Dk}, true);
+    } else if (present(g)) {
+        same(g, "g", {B, H, T}, true);
+    }
     if (present(s0)) same(s0, "s0", {B, H, Dk, Dv}, true);
 }
 
@@ -82,7 +87,10 @@ struct ChunkLinearWork {
         const bool f32_path = cl_dtype(q) == cl::DType::F32;
         g32 = f32_or_undefined(g);
         s032 = f32_or_undefined(s0);
-        bcum = g32.defined() ? at::empty({p.B, p.H, p.T}, f32) : at::Tensor();
+        p.per_key = g32.defined() && g32.dim() == 4;
+        bcum = !g32.defined() ? at::Tensor()
+               : p.per_key    ? at::empty({p.B, p.H, p.T, p.Dk}, f32)
+                              : at::empty({p.B, p.H, p.T}, f32);
         const std::vector<int64_t> state_shape{p.B, p.H, p.N, p.Dk, p.Dv}, none{0};
         states = at::empty(f32_path || backward ? state_shape : none, f32);
         scores = at::empty(f32_path ? std::vector<int64_t>{p.B, p.H, p.N, cl::kChunk, cl::kChunk} : none, f32);
@@ -135,7 +143,10 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
         at::Tensor dq = at::empty({p.B, p.H, p.T, p.Dk}, gopts), dk = at::empty_like(dq);
         at::Tensor dv = at::empty({p.B, p.H, p.T, p.Dv}, gopts);
         at::Tensor qdq, kdk;
-        if (!f32_path) {
+        if (p.per_key) {
+            qdq = at::empty({p.B, p.H, p.T, p.Dk}, f32);  // q * dq - k * dk elementwise
+            p.qdq = qdq.data_ptr<float>();
+        } else if (!f32_path) {
             qdq = at::empty({p.B, p.H, p.T}, f32);
             kdk = at::empty_like(qdq);
             p.qdq = qdq.data_ptr<float>();
@@ -157,7 +168,17 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
         const char* err = cl::backward(p, cl_dtype(q), c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
         TORCH_CHECK(err == nullptr, "chunk_linear backward kernel: ", err);
         at::Tensor dg;
-        if (present(g)) {
+        if (p.per_key) {
+            // Per row d of the state, as below: the within-chunk reverse cumsum of (q * dq - k * dk)_.d plus
+            // sum_e G(n)_de S_end(n)_de, G in bfloat16 as the dK product took it (chunk_linear_pk.cuh).
+            const int64_t pad = p.N * cl::kChunk - p.T;
+            at::Tensor r = at::constant_pad_nd(qdq, {0, 0, 0, pad}).view({p.B, p.H, p.N, cl::kChunk, p.Dk});
+            at::Tensor rc = r.flip(3).cumsum(3).flip(3);
+            at::Tensor send = at::cat({w.states.narrow(2, 1, p.N - 1), sT.unsqueeze(2)}, 2);  // S_end(n)
+            at::Tensor gdot = (gstates16.to(at::kFloat) * send).sum(-1);  // [B, H, N, Dk]
+            dg = (rc + gdot.unsqueeze(3)).view({p.B, p.H, p.N * cl::kChunk, p.Dk}).narrow(2, 0, p.T);
+            dg = dg.to(g.scalar_type());
+        } else if (present(g)) {
             // dg_t = sum over later steps s >= t of its chunk of (q_s . dq_s - k_s . dk_s), plus <G(n), S_end(n)>
             // (chunk_linear.h); S_end(n) is S_start(n + 1), or S_T for the last chunk.
             const int64_t pad = p.N * cl::kChunk - p.T;
@@ -187,9 +208,10 @@ std::atomic<int64_t> g_chunk_linear_calls{0};
 
 }  // namespace
 
-// Chunked linear attention with a scalar decay (chunk_linear.h): o [B, H, T, Dv] in q's dtype and the final
-// state S_T [B, H, Dk, Dv] (q's dtype, or float32 when g or s0 is float32 with bfloat16 q), differentiable in
-// every input. g (log-decays [B, H, T]) and s0 may be null; with bfloat16 q, k, v they may be float32.
+// Chunked linear attention with a scalar or per-key decay (chunk_linear.h): o [B, H, T, Dv] in q's dtype and
+// the final state S_T [B, H, Dk, Dv] (q's dtype, or float32 when g or s0 is float32 with bfloat16 q),
+// differentiable in every input. g (log-decays [B, H, T], or [B, H, T, Dk] per key with bfloat16 q, k, v)
+// and s0 may be null; with bfloat16 q, k, v they may be float32.
 WB_EXPORT char* wb_chunk_linear(const at::Tensor* q, const at::Tensor* k, const at::Tensor* v, const at::Tensor* g,
                                 const at::Tensor* s0, at::Tensor** out_o, at::Tensor** out_s) {
     *out_o = nullptr;

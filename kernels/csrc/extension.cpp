@@ -32,8 +32,9 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// Bumped whenever an exported signature changes; cuda_ext.rs refuses a library with another version.
-constexpr int32_t kAbiVersion = 4;
+// Bumped whenever an exported signature or what it accepts changes (5: per-key g in wb_chunk_linear);
+// cuda_ext.rs refuses a library with another version.
+constexpr int32_t kAbiVersion = 5;
 
 using wb::ext::f32_or_undefined;
 using wb::ext::guarded;

@@ -32,9 +32,10 @@
 //! branch, so no host synchronisation on CUDA). The
 //! chunk states are passed along in a loop over the `ceil(T / C)` chunks (elementwise work only).
 //!
-//! On CUDA tensors with a scalar or no decay, `Auto` runs our kernel (csrc/chunk_linear.*, through
-//! [`crate::cuda_ext`]; forward and backward, bfloat16 on tensor cores, float32 on FMA tiles, head dims
-//! <= 128) where it measured faster than the libtorch form on the H200 ([`crate::cuda_ext::ChunkLinearGate`]);
+//! On CUDA tensors, `Auto` runs our kernel (csrc/chunk_linear*, through [`crate::cuda_ext`]; forward and
+//! backward, head dims <= 128; with no or a scalar decay bfloat16 on tensor cores and float32 on FMA tiles,
+//! with per-key decays bfloat16 q, k, v on tensor cores, sub-chunks as above: csrc/chunk_linear_pk.cuh)
+//! where it measured faster than the libtorch form on the H200 ([`crate::cuda_ext::ChunkLinearGate`]);
 //! everything else takes the libtorch forms below.
 //!
 //! FLOPs (a multiply-add is 2; the decay factors and the state's decay are elementwise and not counted): per
@@ -116,15 +117,17 @@ pub fn chunk_linear(
     }
 }
 
-/// CUDA tensors on the Auto path with a scalar or no decay: our kernel (csrc/chunk_linear.cu, chunk length
-/// 64 whatever `chunk` says: the results agree up to rounding) where it measured faster than the libtorch
-/// form ([`crate::cuda_ext::ChunkLinearGate`]: bfloat16 with head dims <= 64, or without gradients;
-/// `WORKBENCH_CHUNK_LINEAR_KERNEL=1` always, `=0` never), its library is loaded and the arguments fit it
-/// (dtypes, head dims <= 128); `None` otherwise (the chunked libtorch form).
+/// CUDA tensors on the Auto path: our kernel (csrc/chunk_linear.cu, chunk length 64 whatever `chunk` says:
+/// the results agree up to rounding) where it measured faster than the libtorch form
+/// ([`crate::cuda_ext::ChunkLinearGate`]; `WORKBENCH_CHUNK_LINEAR_KERNEL=1` always, `=0` never), its library
+/// is loaded and the arguments fit it (dtypes, head dims <= 128; per-key decays with bfloat16 q, k, v only);
+/// `None` otherwise (the chunked libtorch form).
 fn cuda_kernel(q: &Tensor, k: &Tensor, v: &Tensor, decay: Decay, s0: Option<&Tensor>) -> Option<(Tensor, Tensor)> {
     let g = match decay {
         Decay::None => None,
         Decay::Scalar(g) => Some(g),
+        // the per-key kernel is bfloat16 only (tensor cores); float32 keeps the libtorch form
+        Decay::PerKey(g) if [q, k, v].iter().all(|t| t.kind() == Kind::BFloat16) => Some(g),
         Decay::PerKey(_) => return None,
     };
     // Under bf16 autocast q, k, v arrive in bf16 while the decay (a float32 parameter times dt) and the state

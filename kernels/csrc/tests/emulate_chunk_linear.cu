@@ -24,7 +24,7 @@
 #include <random>
 #include <vector>
 
-#include "../chunk_linear_tc.cuh"
+#include "../chunk_linear_pk.cuh"
 
 using namespace wb::chunk_linear;
 
@@ -73,6 +73,10 @@ struct HostLaunch {
     }
     void cumsum() {
         if (p.g == nullptr) return;
+        if (p.per_key) {
+            for (int64_t i = 0; i < p.B * p.H * p.N * p.Dk + 7; ++i) cumsum_key_thread(p, i);
+            return;
+        }
         for (int64_t i = 0; i < p.B * p.H * p.N + 7; ++i) cumsum_thread(p, i);  // extra ids must do nothing
     }
     void pass(float* buf, const float* start, float* end, bool reverse) {
@@ -113,6 +117,13 @@ struct HostLaunch {
                 mix_block(blk, p, chunk_of(p, n, bh), m, out, tc_smem.fresh(mix_smem(m.D1, m.D2, m.ht).bytes));
             }
     }
+    void mix_pk(const MixPk& m, __nv_bfloat16* out) {
+        for (int64_t bh = 0; bh < p.B * p.H; ++bh)
+            for (int64_t n = 0; n < p.N; ++n) {
+                HostBlock blk;
+                mix_pk_block(blk, p, chunk_of(p, n, bh), m, out, tc_smem.fresh(pk_smem(p, m).bytes));
+            }
+    }
     template <typename T, typename TO>
     void rowmix(const RowMix& m, const void* Z, const void* R, TO* out) {
         blocks(
@@ -128,6 +139,7 @@ struct Case {
     int64_t B, H, T, Dk, Dv;
     int decay;  // 0: none, 1: mild (log a in [-0.5, 0)), 2: strong (log a in [-30, -5])
     bool s0, dsT;
+    bool per_key = false;  // one log-decay per key (g [B, H, T, Dk]; bfloat16 only)
 };
 
 template <typename T>
@@ -151,17 +163,22 @@ Ref reference(const Case& cs, const std::vector<double>& q, const std::vector<do
     r.dq.assign(size_t(cs.B * cs.H * T * Dk), 0);
     r.dk = r.dq;
     r.dv = r.o;
-    r.dg.assign(size_t(cs.B * cs.H * T), 0);
+    r.dg.assign(size_t(cs.B * cs.H * T * (cs.per_key ? Dk : 1)), 0);
     r.ds0 = r.sT;
     for (int64_t bh = 0; bh < cs.B * cs.H; ++bh) {
         std::vector<double> S(size_t((T + 1) * per), 0);  // S[t + 1] = state after step t; S[0] = s0
         for (int64_t e = 0; e < per; ++e) S[e] = cs.s0 ? s0[bh * per + e] : 0;
         auto at = [&](int64_t t) { return bh * T + t; };
+        // the decay of key d at step t
+        auto decay = [&](int64_t t, int64_t d) {
+            return !cs.decay ? 1.0 : std::exp(cs.per_key ? g[at(t) * Dk + d] : g[at(t)]);
+        };
         for (int64_t t = 0; t < T; ++t) {
-            const double a = cs.decay ? std::exp(g[at(t)]) : 1.0;
-            for (int64_t d = 0; d < Dk; ++d)
+            for (int64_t d = 0; d < Dk; ++d) {
+                const double a = decay(t, d);
                 for (int64_t e = 0; e < Dv; ++e)
                     S[(t + 1) * per + d * Dv + e] = a * S[t * per + d * Dv + e] + k[at(t) * Dk + d] * v[at(t) * Dv + e];
+            }
             for (int64_t e = 0; e < Dv; ++e) {
                 double acc = 0;
                 for (int64_t d = 0; d < Dk; ++d) acc += q[at(t) * Dk + d] * S[(t + 1) * per + d * Dv + e];
@@ -190,11 +207,21 @@ Ref reference(const Case& cs, const std::vector<double>& q, const std::vector<do
                 for (int64_t d = 0; d < Dk; ++d) dv += k[at(t) * Dk + d] * G[d * Dv + e];
                 r.dv[at(t) * Dv + e] = dv;
             }
-            const double a = cs.decay ? std::exp(g[at(t)]) : 1.0;
-            double da = 0;
-            for (int64_t e = 0; e < per; ++e) da += G[e] * Sp[e];
-            r.dg[at(t)] = a * da;
-            for (int64_t e = 0; e < per; ++e) G[e] *= a;
+            if (cs.per_key) {
+                for (int64_t d = 0; d < Dk; ++d) {
+                    const double a = decay(t, d);
+                    double da = 0;
+                    for (int64_t e = 0; e < Dv; ++e) da += G[d * Dv + e] * Sp[d * Dv + e];
+                    r.dg[at(t) * Dk + d] = a * da;
+                    for (int64_t e = 0; e < Dv; ++e) G[d * Dv + e] *= a;
+                }
+            } else {
+                const double a = decay(t, 0);
+                double da = 0;
+                for (int64_t e = 0; e < per; ++e) da += G[e] * Sp[e];
+                r.dg[at(t)] = a * da;
+                for (int64_t e = 0; e < per; ++e) G[e] *= a;
+            }
         }
         for (int64_t e = 0; e < per; ++e) r.ds0[bh * per + e] = G[e];
     }
@@ -228,7 +255,7 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     const auto q = fill(BH * T * Dk, true), k = fill(BH * T * Dk, true), v = fill(BH * T * Dv, true);
     const auto wo = fill(BH * T * Dv, true);
     const auto s0 = fill(BH * per, false), wS = fill(BH * per, false);
-    std::vector<double> g(static_cast<size_t>(BH * T));
+    std::vector<double> g(static_cast<size_t>(BH * T * (cs.per_key ? Dk : 1)));
     for (auto& e : g) e = double(float(ud(rng)));
     const Ref ref = reference(cs, q, k, v, g, s0, wo, wS);
 
@@ -241,7 +268,7 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     const auto qt = as_t(q), kt = as_t(k), vt = as_t(v), wot = as_t(wo);
     const auto gf = as_f(g), s0f = as_f(s0), wSf = as_f(wS);
     std::vector<E> o(size_t(BH * T * Dv), from_float<E>(kNaN));
-    std::vector<float> sT(size_t(BH * per), kNaN), bcum(size_t(BH * T), kNaN);
+    std::vector<float> sT(size_t(BH * per), kNaN), bcum(g.size(), kNaN);
     std::vector<float> states(size_t(BH * N * per), kNaN), gstates(states.size(), kNaN);
     std::vector<float> scores(size_t(BH * N * kChunk * kChunk), kNaN), pscores(scores.size(), kNaN);
     std::vector<float> dq(size_t(BH * T * Dk), kNaN), dk(dq.size(), kNaN), dv(size_t(BH * T * Dv), kNaN);
@@ -253,6 +280,7 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     p.k = kt.data();
     p.v = vt.data();
     p.g = cs.decay ? gf.data() : nullptr;
+    p.per_key = cs.per_key;
     p.s0 = cs.s0 ? s0f.data() : nullptr;
     p.o = o.data();
     p.sT = sT.data();
@@ -272,7 +300,11 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
         if constexpr (std::is_same<E, float>::value) {
             run_forward<E>(l, p);
         } else {
-            run_forward_tc(l, p);
+            if (cs.per_key) {
+                run_forward_pk(l, p);
+            } else {
+                run_forward_tc(l, p);
+            }
         }
     }
     Params pb = p;
@@ -286,7 +318,7 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     pb.dv = dv.data();
     // the bfloat16 path's dQ, dK, dV and row dots q . dq, k . dk
     std::vector<E> dq16(dq.size(), from_float<E>(kNaN)), dk16(dk.size(), from_float<E>(kNaN)), dv16(dv.size(), from_float<E>(kNaN));
-    std::vector<float> qdq(size_t(BH * T), kNaN), kdk(qdq.size(), kNaN);
+    std::vector<float> qdq(size_t(BH * T * (cs.per_key ? Dk : 1)), kNaN), kdk(qdq.size(), kNaN);
     pb.dq16 = dq16.data();
     pb.dk16 = dk16.data();
     pb.dv16 = dv16.data();
@@ -301,15 +333,35 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
         if constexpr (std::is_same<E, float>::value) {
             run_backward<E>(l, pb);
         } else {
-            run_backward_tc(l, pb);
+            if (cs.per_key) {
+                run_backward_pk(l, pb);
+            } else {
+                run_backward_tc(l, pb);
+            }
         }
     }
     // The glue's dg: within-chunk reverse cumsum of (q . dq - k . dk), plus <G(n), S_end(n)> per chunk. The
     // tensor-core path gives the row dots itself (from float32 dq, dk) and G in bfloat16, as extension.cpp
     // takes them.
     constexpr bool f32 = std::is_same<E, float>::value;
-    std::vector<double> dg(size_t(BH * T), 0);
-    for (int64_t bh = 0; bh < BH; ++bh)
+    std::vector<double> dg(g.size(), 0);
+    // Per key, the same per row d of the state: the within-chunk reverse cumsum of the kernel's
+    // el = (q * dq - k * dk)_.d, plus sum_e G(n)_de S_end(n)_de (G in bfloat16, as the dK product took it).
+    for (int64_t bh = 0; cs.per_key && bh < BH; ++bh)
+        for (int64_t n = 0; n < N; ++n)
+            for (int64_t d = 0; d < Dk; ++d) {
+                double acc = 0;
+                for (int64_t e = 0; e < Dv; ++e) {
+                    const int64_t x = d * Dv + e;
+                    const double send = n + 1 < N ? states[(bh * N + n + 1) * per + x] : sT2[bh * per + x];
+                    acc += double(to_float(gstates16[size_t((bh * N + n) * per + x)])) * send;
+                }
+                for (int64_t t = std::min(T, (n + 1) * kChunk) - 1; t >= n * kChunk; --t) {
+                    acc += qdq[(bh * T + t) * Dk + d];
+                    dg[(bh * T + t) * Dk + d] = acc;
+                }
+            }
+    for (int64_t bh = 0; !cs.per_key && bh < BH; ++bh)
         for (int64_t n = 0; n < N; ++n) {
             double gs = 0;
             for (int64_t e = 0; e < per; ++e) {
@@ -356,14 +408,14 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     for (const Check& c : checks) {
         worst = std::max(worst, c.err);
         if (!(c.err <= tol)) {
-            std::printf("FAIL %s B=%lld H=%lld T=%lld Dk=%lld Dv=%lld decay=%d s0=%d dsT=%d: %s error %.3g > %.3g\n",
-                        dtype, (long long)cs.B, (long long)cs.H, (long long)T, (long long)Dk, (long long)Dv,
+            std::printf("FAIL %s%s B=%lld H=%lld T=%lld Dk=%lld Dv=%lld decay=%d s0=%d dsT=%d: %s error %.3g > %.3g\n",
+                        dtype, cs.per_key ? " per-key" : "", (long long)cs.B, (long long)cs.H, (long long)T, (long long)Dk, (long long)Dv,
                         cs.decay, cs.s0, cs.dsT, c.name, c.err, tol);
             ++failures;
         }
     }
-    std::printf("%s %s B=%lld H=%lld T=%lld Dk=%lld Dv=%lld decay=%d s0=%d dsT=%d: worst %.2e\n",
-                failures ? "FAIL" : "ok  ", dtype, (long long)cs.B, (long long)cs.H, (long long)T, (long long)Dk,
+    std::printf("%s %s%s B=%lld H=%lld T=%lld Dk=%lld Dv=%lld decay=%d s0=%d dsT=%d: worst %.2e\n",
+                failures ? "FAIL" : "ok  ", dtype, cs.per_key ? " per-key" : "", (long long)cs.B, (long long)cs.H, (long long)T, (long long)Dk,
                 (long long)Dv, cs.decay, cs.s0, cs.dsT, worst);
     return failures;
 }
@@ -387,6 +439,15 @@ int main() {
     // in the dtype; bfloat16 adds the output's one rounding (2^-9).
     for (const Case& c : cases) failures += run_case<float>(rng, c, "float32", 2e-5, 1e-4);
     for (const Case& c : cases) failures += run_case<__nv_bfloat16>(rng, c, "bfloat16", 8e-3, 8e-3);
+    // Per-key decays (bfloat16 only): T = 1, past one chunk with a partial last one, odd and full head dims,
+    // mild and strong decays (the strong ones would overflow any one-matmul factorisation of a sub-chunk).
+    const Case per_key[] = {
+        {1, 1, 1, 1, 1, 1, true, true, true},     {1, 2, 7, 3, 5, 1, true, false, true},
+        {1, 1, 64, 4, 4, 2, false, true, true},   {1, 2, 65, 8, 6, 1, true, true, true},
+        {1, 1, 150, 33, 17, 2, true, true, true}, {1, 1, 100, 128, 128, 1, true, true, true},
+        {1, 1, 70, 96, 128, 2, false, false, true}, {2, 1, 130, 64, 40, 1, true, true, true},
+    };
+    for (const Case& c : per_key) failures += run_case<__nv_bfloat16>(rng, c, "bfloat16", 8e-3, 8e-3);
     std::printf(failures == 0 ? "all passed\n" : "%d failures\n", failures);
     return failures == 0 ? 0 : 1;
 }

@@ -159,9 +159,9 @@ pub const CHUNK_LINEAR_MAX_DIM: i64 = 128;
 
 /// Checks the chunked linear-attention kernel's arguments (shapes in [`crate::chunk_linear`]'s note): `q`
 /// [B, H, T, Dk] (CUDA, float32 or bfloat16, contiguous, B * H <= 65535, 1 <= Dk <= 128), `k` [B, H, T, Dk],
-/// `v` [B, H, T, Dv] with 1 <= Dv <= 128, `g` (scalar log-decays) [B, H, T], `s0` [B, H, Dk, Dv]; every one
-/// contiguous, on q's device, in q's dtype, except that `g` and `s0` may also be float32 (bfloat16 q, k, v
-/// with a float32 decay and state, as under autocast).
+/// `v` [B, H, T, Dv] with 1 <= Dv <= 128, `g` (log-decays) [B, H, T] (scalar) or [B, H, T, Dk] (per key,
+/// bfloat16 q, k, v only), `s0` [B, H, Dk, Dv]; every one contiguous, on q's device, in q's dtype, except that
+/// `g` and `s0` may also be float32 (bfloat16 q, k, v with a float32 decay and state, as under autocast).
 pub fn check_chunk_linear(
     q: &Meta,
     k: &Meta,
@@ -194,7 +194,15 @@ pub fn check_chunk_linear(
     check_followers(OP, ("q", q), args)?;
     let mut f32_ok: Vec<Follower> = Vec::new();
     if let Some(g) = g {
-        f32_ok.push(("g", g, vec![b, h, t], "[B, H, T]"));
+        if g.size.len() == 4 {
+            if q.kind != Kind::BFloat16 {
+                let msg = format!("per-key log-decays [B, H, T, Dk] need bfloat16 q, k, v, got q of {:?}", q.kind);
+                return Err(bad(OP, "g", msg));
+            }
+            f32_ok.push(("g", g, vec![b, h, t, dk], "[B, H, T, Dk]"));
+        } else {
+            f32_ok.push(("g", g, vec![b, h, t], "[B, H, T]"));
+        }
     }
     if let Some(s0) = s0 {
         f32_ok.push(("s0", s0, vec![b, h, dk, dv], "[B, H, Dk, Dv]"));
@@ -324,6 +332,12 @@ mod tests {
         // bfloat16 q, k, v with a float32 decay and state (autocast)
         let (g32, s032) = (meta(gpu, Kind::Float, &[2, 3, 9]), meta(gpu, Kind::Float, &[2, 3, 5, 7]));
         assert_eq!(check_chunk_linear(&q, &q, &v, Some(&g32), Some(&s032)), Ok(()));
+        // per-key log-decays (GLA), bfloat16 or float32
+        let gk = meta(gpu, Kind::Float, &[2, 3, 9, 5]);
+        assert_eq!(check_chunk_linear(&q, &q, &v, Some(&gk), Some(&s032)), Ok(()));
+        let (q32, v32) = (meta(gpu, Kind::Float, &[2, 3, 9, 5]), meta(gpu, Kind::Float, &[2, 3, 9, 7]));
+        let e = check_chunk_linear(&q32, &q32, &v32, Some(&gk), None).unwrap_err();
+        assert!(e.to_string().contains("per-key log-decays [B, H, T, Dk] need bfloat16"), "{e}");
         type Args = (Meta, Meta, Meta, Option<Meta>, Option<Meta>);
         let base: Args = (q.clone(), q.clone(), v.clone(), Some(g.clone()), Some(s0.clone()));
         let with = |f: &dyn Fn(&mut Args)| {
@@ -345,7 +359,8 @@ mod tests {
             (with(&|a| a.2 = meta(gpu, kd, &[2, 3, 8, 7])), "v", "[B, H, T, Dv] = [2, 3, 9, 1..=128]"),
             (with(&|a| a.2 = meta(gpu, kd, &[2, 3, 9, 200])), "v", "[B, H, T, Dv] = [2, 3, 9, 1..=128]"),
             (with(&|a| a.2 = meta(Device::Cuda(1), kd, &[2, 3, 9, 7])), "v", "device"),
-            (with(&|a| a.3 = Some(meta(gpu, kd, &[2, 3, 9, 5]))), "g", "[B, H, T] = [2, 3, 9]"),
+            (with(&|a| a.3 = Some(meta(gpu, kd, &[2, 3, 8]))), "g", "[B, H, T] = [2, 3, 9]"),
+            (with(&|a| a.3 = Some(meta(gpu, kd, &[2, 3, 9, 4]))), "g", "[B, H, T, Dk] = [2, 3, 9, 5]"),
             (with(&|a| a.3 = Some(meta(gpu, Kind::Half, &[2, 3, 9]))), "g", "dtype BFloat16 (that of q) or Float"),
             (with(&|a| a.4 = Some(meta(gpu, Kind::Double, &[2, 3, 5, 7]))), "s0", "or Float, got Double"),
             (with(&|a| a.4 = Some(meta(gpu, kd, &[2, 3, 7, 5]))), "s0", "[B, H, Dk, Dv] = [2, 3, 5, 7]"),

@@ -1,4 +1,4 @@
-//! Chunked linear attention with a scalar decay on the GPU (csrc/chunk_linear*, its autograd function in
+//! Chunked linear attention with a scalar or per-key decay on the GPU (csrc/chunk_linear*, its autograd function in
 //! csrc/extension.cpp): the checked entry point, the `Auto` path's dispatch and when it takes the kernel
 //! ([`ChunkLinearGate`]).
 
@@ -8,8 +8,9 @@ use std::ffi::c_void;
 use std::sync::OnceLock;
 use tch::{Kind, Tensor};
 
-/// Chunked linear attention with a scalar per-head decay on the GPU (see [`crate::chunk_linear`] for the
-/// math): `q`, `k` [B, H, T, Dk], `v` [B, H, T, Dv], `g` the log-decays [B, H, T] (None: no decay), `s0` the
+/// Chunked linear attention with a scalar per-head or a per-key decay on the GPU (see [`crate::chunk_linear`]
+/// for the math): `q`, `k` [B, H, T, Dk], `v` [B, H, T, Dv], `g` the log-decays [B, H, T] or, with bfloat16
+/// q, k, v, [B, H, T, Dk] per key (None: no decay), `s0` the
 /// initial state [B, H, Dk, Dv]; with bfloat16 q, k, v, `g` and `s0` may be float32 (as under autocast).
 /// Returns `(o [B, H, T, Dv], S_T [B, H, Dk, Dv])`, o in q's dtype, S_T in q's dtype or float32 when `g` or
 /// `s0` is float32; differentiable in every input. Arguments are checked first ([`check_chunk_linear`]).
@@ -53,19 +54,20 @@ pub enum ChunkLinearGate {
     /// `0`: never; the libtorch chunked form.
     Never,
     /// Unset: where the kernel measured faster than the libtorch form on the H200 (BENCHMARKS.md, issue 8):
-    /// bfloat16 q, k, v (tensor cores) with head dims <= 64, or any head dim when no input needs a gradient.
-    /// At head dim 128 its forward+backward was 3-4% slower; float32 inputs (no tensor cores) were slower.
+    /// bfloat16 q, k, v (tensor cores) with per-key decays, or with head dims <= 64, or any head dim when no
+    /// input needs a gradient. With a scalar decay at head dim 128 its forward+backward was 3-4% slower;
+    /// float32 inputs (no tensor cores) were slower.
     Measured,
 }
 
 impl ChunkLinearGate {
-    /// Whether to take the kernel for q of `kind` with head dims `dk`, `dv`; `grad` when any input needs a
-    /// gradient.
-    pub fn takes(self, kind: Kind, dk: i64, dv: i64, grad: bool) -> bool {
+    /// Whether to take the kernel for q of `kind` with head dims `dk`, `dv`; `per_key` for per-key decays,
+    /// `grad` when any input needs a gradient.
+    pub fn takes(self, kind: Kind, dk: i64, dv: i64, per_key: bool, grad: bool) -> bool {
         match self {
             ChunkLinearGate::Always => true,
             ChunkLinearGate::Never => false,
-            ChunkLinearGate::Measured => kind == Kind::BFloat16 && (!grad || dk.max(dv) <= 64),
+            ChunkLinearGate::Measured => kind == Kind::BFloat16 && (per_key || !grad || dk.max(dv) <= 64),
         }
     }
 }
@@ -84,9 +86,10 @@ pub fn chunk_linear_gate() -> ChunkLinearGate {
     *GATE.get_or_init(|| parse_chunk_linear_gate(std::env::var("WORKBENCH_CHUNK_LINEAR_KERNEL").ok().as_deref()))
 }
 
-/// The `Auto` path of [`crate::chunk_linear::chunk_linear`] for a CUDA `q` with a scalar or no decay: the
-/// kernel when [`chunk_linear_gate`] takes it, applies (every tensor float32 or bfloat16 in q's
-/// dtype, `g` and `s0` possibly float32, all on q's device, 1 <= Dk, Dv <= 128, B * H <= 65535, non-empty)
+/// The `Auto` path of [`crate::chunk_linear::chunk_linear`] for a CUDA `q`: the kernel when
+/// [`chunk_linear_gate`] takes it, applies (every tensor float32 or bfloat16 in q's dtype, `g` and `s0`
+/// possibly float32, all on q's device, per-key `g` with bfloat16 q only, 1 <= Dk <= 128, B * H <= 65535,
+/// non-empty; Dv > 128 in column slices, [`value_slices`])
 /// and the library is loaded, else
 /// `None` (the caller's libtorch path). Non-contiguous inputs are made contiguous. Shapes that do not fit
 /// together panic with the validation message, as the reference's own checks do.
@@ -100,13 +103,18 @@ pub(crate) fn chunk_linear_auto(
     let (qs, vs) = (q.size(), v.size());
     let grad = [q, k, v].into_iter().chain(g).chain(s0).any(Tensor::requires_grad);
     let dim = |s: &[i64]| s.last().copied().unwrap_or(0);
-    if !chunk_linear_gate().takes(q.kind(), dim(&qs), dim(&vs), grad) {
+    let per_key = g.is_some_and(|g| g.dim() == 4);
+    if per_key && q.kind() != Kind::BFloat16 {
+        return None; // the per-key kernel is bfloat16 only
+    }
+    if !chunk_linear_gate().takes(q.kind(), dim(&qs), dim(&vs), per_key, grad) {
         return None;
     }
+    // (value widths past the kernel's 128 go in column slices below)
     let dims_ok = qs.len() == 4
         && vs.len() == 4
         && (1..=CHUNK_LINEAR_MAX_DIM).contains(&qs[3])
-        && (1..=CHUNK_LINEAR_MAX_DIM).contains(&vs[3])
+        && vs[3] >= 1
         && qs[0] * qs[1] <= 65535;
     let fits = |t: &Tensor| t.kind() == q.kind() && t.device() == q.device();
     let fits_or_f32 = |t: &Tensor| fits(t) || (t.kind() == Kind::Float && t.device() == q.device());
@@ -115,6 +123,9 @@ pub(crate) fn chunk_linear_auto(
         return None;
     }
     let ext = for_cuda_tensors()?;
+    if vs[3] > CHUNK_LINEAR_MAX_DIM {
+        return Some(value_slices(ext, q, k, v, g, s0));
+    }
     let cont = |t: &Tensor| t.contiguous();
     let (q, k, v) = (cont(q), cont(k), cont(v));
     let (g, s0) = (g.map(cont), s0.map(cont));
@@ -124,6 +135,41 @@ pub(crate) fn chunk_linear_auto(
         Ok(r) => Some(r),
         Err(e) => panic!("{e}"),
     }
+}
+
+/// Value widths past [`CHUNK_LINEAR_MAX_DIM`] (GLA's 4 heads at d_model 768 have Dv = 192): the state's
+/// columns never mix (`S = diag(a) S + k^T v` and `o = q S` act on each column of v alone), so the kernel runs
+/// on equal slices of v's columns (and of s0's) and the outputs are concatenated. Each slice recomputes the
+/// scores `q . k`, which is cheap next to the libtorch form this replaces.
+fn value_slices(
+    ext: &Extension,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    g: Option<&Tensor>,
+    s0: Option<&Tensor>,
+) -> (Tensor, Tensor) {
+    let dv = v.size()[3];
+    let parts = (dv + CHUNK_LINEAR_MAX_DIM - 1) / CHUNK_LINEAR_MAX_DIM;
+    let width = (dv + parts - 1) / parts;
+    let cont = |t: &Tensor| t.contiguous();
+    let (q, k, g) = (cont(q), cont(k), g.map(cont));
+    let (vp, sp) = (v.split(width, 3), s0.map(|s| s.split(width, 3)));
+    let (mut os, mut ss) = (Vec::new(), Vec::new());
+    for (i, v) in vp.iter().enumerate() {
+        let s0 = sp.as_ref().map(|s| cont(&s[i]));
+        let v = cont(v);
+        let (gm, sm) = (g.as_ref().map(Meta::of), s0.as_ref().map(Meta::of));
+        let checked = check_chunk_linear(&Meta::of(&q), &Meta::of(&k), &Meta::of(&v), gm.as_ref(), sm.as_ref());
+        match checked.and_then(|()| chunk_linear_unchecked(ext, &q, &k, &v, g.as_ref(), s0.as_ref())) {
+            Ok((o, s)) => {
+                os.push(o);
+                ss.push(s);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    (Tensor::cat(&os, 3), Tensor::cat(&ss, 3))
 }
 
 /// How many times the chunked linear-attention kernel ran in this process (tests check that dispatch
@@ -145,9 +191,11 @@ mod tests {
         {
             assert_eq!(parse_chunk_linear_gate(value), gate, "{value:?}");
         }
-        // The measured default: bf16 with head dims <= 64, or any head dim without gradients.
-        assert!(Measured.takes(Kind::BFloat16, 64, 64, true) && Measured.takes(Kind::BFloat16, 128, 128, false));
-        assert!(!Measured.takes(Kind::BFloat16, 128, 64, true) && !Measured.takes(Kind::Float, 64, 64, false));
-        assert!(Always.takes(Kind::Float, 128, 128, true) && !Never.takes(Kind::BFloat16, 64, 64, false));
+        // The measured default: bf16 with per-key decays, or head dims <= 64, or any head dim without gradients.
+        let t = |g: ChunkLinearGate, kind, d, per_key, grad| g.takes(kind, d, d, per_key, grad);
+        assert!(t(Measured, Kind::BFloat16, 64, false, true) && t(Measured, Kind::BFloat16, 128, false, false));
+        assert!(t(Measured, Kind::BFloat16, 128, true, true));
+        assert!(!Measured.takes(Kind::BFloat16, 128, 64, false, true) && !t(Measured, Kind::Float, 64, false, false));
+        assert!(t(Always, Kind::Float, 128, false, true) && !t(Never, Kind::BFloat16, 64, true, false));
     }
 }

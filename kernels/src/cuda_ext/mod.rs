@@ -36,7 +36,7 @@ use tch::Tensor;
 /// The library's file name.
 pub const LIBRARY: &str = "libworkbench_kernels.so";
 /// Must match `kAbiVersion` in csrc/extension.cpp.
-const ABI_VERSION: i32 = 4;
+const ABI_VERSION: i32 = 5;
 
 /// Why a kernel call did not run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

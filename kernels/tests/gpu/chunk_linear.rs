@@ -4,7 +4,7 @@ use kernels::KernelPath;
 use tch::{Device, Kind, Tensor};
 
 // ---------------------------------------------------------------------------------------------------------
-// Chunked linear attention with a scalar decay (csrc/chunk_linear.*).
+// Chunked linear attention with a scalar or per-key decay (csrc/chunk_linear*).
 
 use kernels::chunk_linear::{chunk_linear, Decay};
 
@@ -35,22 +35,30 @@ struct ClCase {
     dv: i64,
     /// 0: no decay; otherwise log-decays uniform in [-strength, -1e-3].
     strength: f64,
+    /// One log-decay per key (GLA: g [B, H, T, Dk]) instead of one per head and step.
+    per_key: bool,
 }
 
 /// T = 1, T below / at / past one chunk of 64 and not a multiple of it, small and odd head dims, Dk != Dv,
 /// no decay, mild and strong decay, and one training-sized shape.
 const CL_CASES: &[ClCase] = &[
-    ClCase { b: 1, h: 1, t: 1, dk: 1, dv: 1, strength: 0.5 },
-    ClCase { b: 2, h: 3, t: 1, dk: 5, dv: 3, strength: 0.0 },
-    ClCase { b: 1, h: 2, t: 7, dk: 3, dv: 5, strength: 0.5 },
-    ClCase { b: 2, h: 2, t: 64, dk: 16, dv: 16, strength: 30.0 },
-    ClCase { b: 1, h: 3, t: 65, dk: 8, dv: 6, strength: 0.5 },
-    ClCase { b: 2, h: 1, t: 130, dk: 33, dv: 17, strength: 0.0 },
-    ClCase { b: 1, h: 2, t: 200, dk: 64, dv: 64, strength: 0.1 },
-    ClCase { b: 2, h: 2, t: 257, dk: 128, dv: 128, strength: 0.05 },
-    ClCase { b: 1, h: 2, t: 100, dk: 96, dv: 128, strength: 30.0 },
-    ClCase { b: 2, h: 4, t: 1000, dk: 64, dv: 128, strength: 0.02 },
+    ClCase { b: 1, h: 1, t: 1, dk: 1, dv: 1, strength: 0.5, per_key: false },
+    ClCase { b: 2, h: 3, t: 1, dk: 5, dv: 3, strength: 0.0, per_key: false },
+    ClCase { b: 1, h: 2, t: 7, dk: 3, dv: 5, strength: 0.5, per_key: false },
+    ClCase { b: 2, h: 2, t: 64, dk: 16, dv: 16, strength: 30.0, per_key: false },
+    ClCase { b: 1, h: 3, t: 65, dk: 8, dv: 6, strength: 0.5, per_key: false },
+    ClCase { b: 2, h: 1, t: 130, dk: 33, dv: 17, strength: 0.0, per_key: false },
+    ClCase { b: 1, h: 2, t: 200, dk: 64, dv: 64, strength: 0.1, per_key: false },
+    ClCase { b: 2, h: 2, t: 257, dk: 128, dv: 128, strength: 0.05, per_key: false },
+    ClCase { b: 1, h: 2, t: 100, dk: 96, dv: 128, strength: 30.0, per_key: false },
+    ClCase { b: 2, h: 4, t: 1000, dk: 64, dv: 128, strength: 0.02, per_key: false },
 ];
+
+/// The same shapes with per-key decays (the kernel takes them with bfloat16 q, k, v only), mild and strong
+/// (e^-30 per step: a chunk decays far past float32's range, which the sub-chunks must keep finite).
+fn per_key_cases() -> Vec<ClCase> {
+    CL_CASES.iter().filter(|c| c.strength > 0.0).map(|&c| ClCase { per_key: true, ..c }).collect()
+}
 
 /// The dtypes of one run: `kind` for q, k, v (and o), `state` for the log-decays and s0 (`kind`, or float32
 /// with bfloat16 q, k, v as under autocast).
@@ -86,7 +94,8 @@ fn cl_inputs(c: ClCase, kinds: Kinds, dev: Device) -> (Vec<Tensor>, Option<Tenso
         Tensor::randn([c.b, c.h, c.t, c.dv], opts).to_kind(kind),
         Tensor::randn([c.b, c.h, c.dk, c.dv], opts).to_kind(state),
     ];
-    let g = (c.strength > 0.0).then(|| (-(Tensor::rand([c.b, c.h, c.t], opts) * c.strength + 1e-3)).to_kind(state));
+    let g_shape: &[i64] = if c.per_key { &[c.b, c.h, c.t, c.dk] } else { &[c.b, c.h, c.t] };
+    let g = (c.strength > 0.0).then(|| (-(Tensor::rand(g_shape, opts) * c.strength + 1e-3)).to_kind(state));
     let go = Tensor::randn([c.b, c.h, c.t, c.dv], opts).to_kind(kind);
     let gs = Tensor::randn([c.b, c.h, c.dk, c.dv], opts).to_kind(kinds.final_state());
     (qkv, g, go, gs)
@@ -113,7 +122,11 @@ fn check_chunk_linear(label: &str, c: ClCase, kinds: Kinds, f: ClFn) {
     let f64leaf = |t: &Tensor| t.detach().to_kind(Kind::Double).set_requires_grad(true);
     let rv: Vec<Tensor> = qkv.iter().map(f64leaf).collect();
     let rg = g.as_ref().map(f64leaf);
-    let decay = rg.as_ref().map_or(Decay::None, Decay::Scalar);
+    let decay = match &rg {
+        None => Decay::None,
+        Some(g) if c.per_key => Decay::PerKey(g),
+        Some(g) => Decay::Scalar(g),
+    };
     let (or, sr) = chunk_linear(&rv[0], &rv[1], &rv[2], decay, Some(&rv[3]), 64, KernelPath::Reference);
     let loss = (&or * go.to_kind(Kind::Double)).sum(Kind::Double) + (&sr * gs.to_kind(Kind::Double)).sum(Kind::Double);
     let mut rins: Vec<&Tensor> = rv.iter().collect();
@@ -154,10 +167,25 @@ fn gpu_chunk_linear_matches_float64_reference() {
     }
 }
 
+/// Per-key decays (GLA) on the tensor-core path: bfloat16 q, k, v with a bfloat16 or float32 decay and state.
+#[test]
+#[ignore]
+fn gpu_chunk_linear_per_key_matches_float64_reference() {
+    gpu();
+    tch::manual_seed(13);
+    for c in per_key_cases() {
+        for kinds in [Kinds::same(Kind::BFloat16), Kinds { kind: Kind::BFloat16, state: Kind::Float }] {
+            check_chunk_linear("per-key kernel", c, kinds, &|v, g| {
+                cuda_ext::chunk_linear(&v[0], &v[1], &v[2], g, Some(&v[3])).expect("kernel")
+            });
+        }
+    }
+}
+
 /// `chunk_linear(.., KernelPath::Auto)` reaches the kernel for CUDA tensors with a scalar or no decay when
 /// WORKBENCH_CHUNK_LINEAR_KERNEL=1 (gpu-run.sh sets it for the tests), also with mixed dtypes (bf16 q/k/v
-/// with a float32 decay, as under autocast), and gives the reference's answer; per-key decays and
-/// `KernelPath::Reference` do not reach it.
+/// with a float32 decay, as under autocast), and with per-key decays on bfloat16 q, k, v, and gives the
+/// reference's answer; float32 per-key decays and `KernelPath::Reference` do not reach it.
 #[test]
 #[ignore]
 fn gpu_chunk_linear_dispatch() {
@@ -168,7 +196,7 @@ fn gpu_chunk_linear_dispatch() {
         "set WORKBENCH_CHUNK_LINEAR_KERNEL=1 for this test (float32 inputs take the kernel only then)"
     );
     tch::manual_seed(12);
-    let c = ClCase { b: 2, h: 2, t: 70, dk: 8, dv: 12, strength: 0.3 };
+    let c = ClCase { b: 2, h: 2, t: 70, dk: 8, dv: 12, strength: 0.3, per_key: false };
     for (kind, gkind) in [(Kind::Float, Kind::Float), (Kind::BFloat16, Kind::BFloat16), (Kind::BFloat16, Kind::Float)] {
         let label = format!("Auto {kind:?} q/k/v, {gkind:?} decay");
         check_chunk_linear(&label, c, Kinds::same(kind), &|v, g| {
@@ -190,6 +218,29 @@ fn gpu_chunk_linear_dispatch() {
             (o.to_kind(kind), s.to_kind(kind))
         });
     }
+    // per-key decays with bfloat16 q, k, v (and a float32 decay, as under autocast) reach it too
+    let pk = ClCase { per_key: true, ..c };
+    for gkind in [Kind::BFloat16, Kind::Float] {
+        let label = format!("Auto per-key BFloat16 q/k/v, {gkind:?} decay");
+        check_chunk_linear(&label, pk, Kinds::same(Kind::BFloat16), &|v, g| {
+            let before = cuda_ext::chunk_linear_calls().expect("library");
+            let g = g.expect("a decay").to_kind(gkind);
+            let (o, s) = chunk_linear(&v[0], &v[1], &v[2], Decay::PerKey(&g), Some(&v[3]), 16, KernelPath::Auto);
+            assert_eq!(cuda_ext::chunk_linear_calls().expect("library"), before + 1, "{label}: kernel not reached");
+            (o, s.to_kind(Kind::BFloat16))
+        });
+    }
+    // value widths past 128 run as column slices of v and s0, one kernel call each (GLA at d_model 768 with
+    // 4 heads has Dv = 192)
+    let wide = ClCase { dv: 200, ..pk };
+    check_chunk_linear("Auto per-key, Dv = 200 in two slices", wide, Kinds::same(Kind::BFloat16), &|v, g| {
+        let before = cuda_ext::chunk_linear_calls().expect("library");
+        let g = g.expect("a decay");
+        let r = chunk_linear(&v[0], &v[1], &v[2], Decay::PerKey(g), Some(&v[3]), 16, KernelPath::Auto);
+        assert_eq!(cuda_ext::chunk_linear_calls().expect("library"), before + 2, "Dv = 200: two kernel calls");
+        r
+    });
+    // float32 per-key decays (no per-key float32 kernel) and the Reference path do not
     let (qkv, _, _, _) = cl_inputs(c, Kinds::same(Kind::Float), Device::Cuda(0));
     let before = cuda_ext::chunk_linear_calls().expect("library");
     let gk = Tensor::rand([c.b, c.h, c.t, c.dk], (Kind::Float, Device::Cuda(0))).neg();
@@ -198,7 +249,7 @@ fn gpu_chunk_linear_dispatch() {
     assert_eq!(
         cuda_ext::chunk_linear_calls().expect("library"),
         before,
-        "per-key decay or Reference reached the kernel"
+        "float32 per-key decay or Reference reached the kernel"
     );
 }
 
@@ -218,4 +269,12 @@ fn gpu_chunk_linear_bad_inputs() {
     let g = Tensor::zeros([1, 2, 4], (Kind::Float, dev));
     let e = cuda_ext::chunk_linear(&q, &q, &v, Some(&g), None).unwrap_err();
     assert!(e.to_string().contains("[B, H, T] = [1, 2, 5]"), "{e}");
+    // per-key decays: the right shape, and bfloat16 q, k, v only
+    let gk = Tensor::zeros([1, 2, 5, 3], (Kind::Float, dev));
+    let b = |t: &Tensor| t.to_kind(Kind::BFloat16);
+    let e = cuda_ext::chunk_linear(&b(&q), &b(&q), &b(&v), Some(&gk), None).unwrap_err();
+    assert!(e.to_string().contains("[B, H, T, Dk] = [1, 2, 5, 4]"), "{e}");
+    let gk = Tensor::zeros([1, 2, 5, 4], (Kind::Float, dev));
+    let e = cuda_ext::chunk_linear(&q, &q, &v, Some(&gk), None).unwrap_err();
+    assert!(e.to_string().contains("need bfloat16"), "{e}");
 }
