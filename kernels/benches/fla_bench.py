@@ -9,9 +9,11 @@ On the GPU machine (no network), with the wheel carried in .whl (see scripts/gpu
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/fla_core-0.6.0-py3-none-any.whl
     PYTHONPATH=/tmp/site python3 kernels/benches/fla_bench.py [op ...]
 ops: simple_gla (scalar decay per head and token: RetNet, Mamba2's SSD), gla (per-key gates),
-linear_attn (no decay), retention (fixed per-head decay). Default: all four.
+linear_attn (no decay), retention (fixed per-head decay). Default: all four. FLA_SHAPES=TxD,... (e.g.
+2048x128,4096x64) narrows the shapes (each new shape costs its own Triton autotuning).
 """
 
+import os
 import sys
 
 import torch
@@ -67,6 +69,12 @@ def call(op):
     return f
 
 
+def shapes():
+    if os.environ.get("FLA_SHAPES"):
+        return [tuple(int(x) for x in shape.split("x")) for shape in os.environ["FLA_SHAPES"].split(",")]
+    return [(t, d) for t in (2048, 4096) for d in (64, 128)]
+
+
 def main():
     ops = sys.argv[1:] or ["simple_gla", "gla", "linear_attn", "retention"]
     flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
@@ -77,29 +85,28 @@ def main():
     print("|---|---|---|---|---|")
     for op in ops:
         f = call(op)
-        for t in (2048, 4096):
-            for d in (64, 128):
-                q, k, v, extra = inputs(op, t, d)
-                cells = []
-                for backward in (False, True):
-                    try:
-                        if backward:
-                            qq, kk, vv = (x.detach().requires_grad_(True) for x in (q, k, v))
-                            do = torch.randn_like(v)
+        for t, d in shapes():
+            q, k, v, extra = inputs(op, t, d)
+            cells = []
+            for backward in (False, True):
+                try:
+                    if backward:
+                        qq, kk, vv = (x.detach().requires_grad_(True) for x in (q, k, v))
+                        do = torch.randn_like(v)
 
-                            def run():
-                                o = f(qq, kk, vv, **extra)[0]
-                                torch.autograd.grad(o, (qq, kk, vv), do)
-                        else:
+                        def run():
+                            o = f(qq, kk, vv, **extra)[0]
+                            torch.autograd.grad(o, (qq, kk, vv), do)
+                    else:
 
-                            def run():
-                                with torch.no_grad():
-                                    f(q, k, v, **extra)
+                        def run():
+                            with torch.no_grad():
+                                f(q, k, v, **extra)
 
-                        cells.append(f"{timed(run, flush):.3f}")
-                    except Exception as e:  # noqa: BLE001 - the table records why an op did not run
-                        cells.append(f"error: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
-                print(f"| {op} | {t} | {d} | {cells[0]} | {cells[1]} |", flush=True)
+                    cells.append(f"{timed(run, flush):.3f}")
+                except Exception as e:  # noqa: BLE001 - the table records why an op did not run
+                    cells.append(f"error: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+            print(f"| {op} | {t} | {d} | {cells[0]} | {cells[1]} |", flush=True)
 
 
 if __name__ == "__main__":

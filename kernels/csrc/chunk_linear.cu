@@ -9,6 +9,7 @@ namespace {
 
 __global__ void cumsum_kernel(Params p) { cumsum_thread(p, int64_t(blockIdx.x) * blockDim.x + threadIdx.x); }
 __global__ void cumsum_key_kernel(Params p) { cumsum_key_thread(p, int64_t(blockIdx.x) * blockDim.x + threadIdx.x); }
+__global__ void dg_key_kernel(Params p) { dg_key_thread(p, int64_t(blockIdx.x) * blockDim.x + threadIdx.x); }
 
 __global__ void pass_kernel(Params p, float* buf, const float* start, float* end, bool reverse) {
     pass_thread(p, buf, start, end, reverse, int64_t(blockIdx.x) * blockDim.x + threadIdx.x);
@@ -60,10 +61,12 @@ struct DeviceBlock {
 // Tensor-core kernels: scan grid (ceil(Dv / COLS), B * H); mix grid (N, B * H).
 // (minimum 2 blocks per SM: without it ptxas held the scan to 64 registers and spilled)
 template <int COLS>
-__global__ void __launch_bounds__(kThreads, 2) scan_kernel(Params p, ScanArgs a) {
+__global__ void __launch_bounds__(kThreads, 2) scan_kernel(Params p, ScanArgs a, int rows) {
     extern __shared__ __align__(128) unsigned char smem_tc[];
     DeviceBlock blk;
-    scan_block<COLS>(blk, p, a, blockIdx.y, int64_t(blockIdx.x) * COLS, smem_tc);
+    const int64_t col_tiles = (p.Dv + COLS - 1) / COLS;
+    const int64_t row0 = int64_t(blockIdx.x) / col_tiles * rows, col0 = int64_t(blockIdx.x) % col_tiles * COLS;
+    scan_block<COLS>(blk, p, a, blockIdx.y, row0, rows, col0, smem_tc);
 }
 
 template <typename TO>
@@ -110,6 +113,11 @@ struct Launch {
             cumsum_kernel<<<unsigned((n + 255) / 256), 256, 0, s>>>(p);
         }
     }
+    void dg_key() {
+        if (err != nullptr) return;
+        const int64_t n = p.B * p.H * p.N * p.Dk;
+        dg_key_kernel<<<unsigned((n + 255) / 256), 256, 0, s>>>(p);
+    }
     void pass(float* buf, const float* start, float* end, bool reverse) {
         if (err != nullptr) return;
         const int64_t n = p.B * p.H * p.Dk * p.Dv;
@@ -130,12 +138,15 @@ struct Launch {
                                                                             static_cast<const T*>(Y), out);
     }
     template <int COLS>
-    void scan_cols(const ScanArgs& a) {
-        const int64_t bytes = scan_smem(p.Dk, COLS).bytes;
-        const dim3 grid(unsigned((p.Dv + COLS - 1) / COLS), unsigned(p.B * p.H));
-        if (smem_bytes(scan_kernel<COLS>, bytes)) scan_kernel<COLS><<<grid, kThreads, bytes, s>>>(p, a);
+    void scan_cols(const ScanArgs& a, int rows) {
+        const int64_t bytes = scan_smem(p.Dk, COLS, rows).bytes;
+        const dim3 grid(unsigned((p.Dv + COLS - 1) / COLS * ((p.Dk + rows - 1) / rows)), unsigned(p.B * p.H));
+        if (smem_bytes(scan_kernel<COLS>, bytes)) scan_kernel<COLS><<<grid, kThreads, bytes, s>>>(p, a, rows);
     }
-    void scan(const ScanArgs& a) { chunk_linear::scan_cols(p.Dv) == 64 ? scan_cols<64>(a) : scan_cols<32>(a); }
+    void scan(const ScanArgs& a) {
+        const ScanTile t = scan_tile(p.B * p.H, p.Dk, p.Dv);
+        t.cols == 64 ? scan_cols<64>(a, t.rows) : scan_cols<32>(a, t.rows);
+    }
     template <typename TO>
     void mix(const MixTc& m, TO* out) {
         const int64_t bytes = mix_smem(m.D1, m.D2, m.ht).bytes;

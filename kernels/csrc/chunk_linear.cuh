@@ -168,6 +168,25 @@ WB_HD void cumsum_key_thread(const Params& p, int64_t idx) {
     }
 }
 
+// The per-key log-decays' gradient, one thread per (batch x head, chunk, key) (chunk_linear_pk.cuh): the
+// within-chunk reverse cumsum of p.qdq = (q * dq - k * dk) down key d's column, plus sum_e G(n)_de
+// S_end(n)_de (G the bfloat16 one the dK product took; S_end(n) = S_start(n + 1) in float32, or S_T).
+WB_HD void dg_key_thread(const Params& p, int64_t idx) {
+    if (idx >= p.B * p.H * p.N * p.Dk) return;
+    const int64_t d = idx % p.Dk, rest = idx / p.Dk;
+    const Chunk c = chunk_of(p, rest % p.N, rest / p.N);
+    const int64_t per = p.Dk * p.Dv;
+    const auto* G = static_cast<const __nv_bfloat16*>(p.gstates16) + (c.bh * p.N + c.n) * per + d * p.Dv;
+    const float* send = c.n + 1 < p.N ? p.states + (c.bh * p.N + c.n + 1) * per + d * p.Dv : p.sT + c.bh * per + d * p.Dv;
+    float acc = 0.f;
+    for (int64_t e = 0; e < p.Dv; ++e) acc += to_float(G[e]) * send[e];
+    const int64_t at = (c.bh * p.T + c.t0) * p.Dk + d;
+    for (int r = c.valid - 1; r >= 0; --r) {
+        acc += p.qdq[at + r * p.Dk];
+        p.dgk[at + r * p.Dk] = acc;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // 2. Scores out[i][j] = [j <= i] exp(b_i - b_j) X_i . Y_j for one chunk ([C, C] at out + chunk offset).
 //    Shared memory: X [C][D + 1], Y [C][D + 1], b [C].

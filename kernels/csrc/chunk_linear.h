@@ -73,6 +73,7 @@ struct Params {
     float* qdq = nullptr;  // [B, H, T]; per_key: [B, H, T, Dk], q * dq - k * dk elementwise (kdk unused)
     float* kdk = nullptr;  // [B, H, T]
     float* ds0 = nullptr;  // [B, H, Dk, Dv]
+    float* dgk = nullptr;  // [B, H, T, Dk]: the per-key log-decays' gradient (per_key backward)
     int64_t B = 0, H = 0, T = 0, Dk = 0, Dv = 0;
     int64_t N = 0;  // ceil(T / kChunk)
 };

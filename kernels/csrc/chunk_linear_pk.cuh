@@ -18,9 +18,10 @@
 //     dQ_id = sum_j P_ij k_jd exp(b_id - b_jd) + exp(b_id) (dO S^T)_id            (row blocks I, r = 16 I)
 //     dK_jd = sum_i P_ij q_id exp(b_id - b_jd) + exp(b_Ld - b_jd) (V G^T)_jd      (column blocks J, r = 16 J + 15)
 //   and, for the log-decay gradient, q * dq - k * dk elementwise in float32 (p.qdq: the dQ mix writes
-//   q * dq, the dK mix then subtracts k * dk). The glue forms dg_td from it as the scalar case does, per key:
-//   the within-chunk reverse cumsum of (q * dq - k * dk)_.d plus sum_e G(n)_de S_end(n)_de, with the same
-//   bfloat16 G the dK product used, so that the two cancel to float32 rounding under strong decay.
+//   q * dq, the dK mix then subtracts k * dk). dg_td is formed from it as the scalar case's glue does, per
+//   key (chunk_linear.cuh's dg_key_thread): the within-chunk reverse cumsum of (q * dq - k * dk)_.d plus
+//   sum_e G(n)_de S_end(n)_de, with the same bfloat16 G the dK product used, so that the two cancel to
+//   float32 rounding under strong decay.
 // Written for the GPU and the CPU over the executor `Blk` of chunk_linear_tc.cuh.
 #pragma once
 
@@ -145,7 +146,7 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
 
     if (!m.grad) {
         // Scores family. QT: Q's row block I scaled by exp(b_i - b_r), r = 16 I; KT: for each I >= 1, rows
-        // j < 16 I of K scaled by exp(b_r - b_j); the diagonal blocks exactly; the blocks above them zero.
+        // j < 16 I of K scaled by exp(b_r - b_j); the diagonal blocks exactly.
         const bf16* Q = Xs;
         const bf16* K = Ys;
         blk.threads([&](int tid) {
@@ -159,19 +160,18 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
                 const int j = v - copy_row_block(I);
                 KT[v * L.ldc + d] = from_float<bf16>(to_float(K[j * L.ldx + d]) * exp_f(b(I * kSub, d) - b(j, d)));
             }
-            for (int idx = tid; idx < kSubs * kSub * kSub; idx += kThreads) {
-                const int blk0 = (idx / (kSub * kSub)) * kSub;
-                const int i = blk0 + (idx % (kSub * kSub)) / kSub, j = blk0 + idx % kSub;
+            // the pairs j <= i of each diagonal block (136 of them), numbered row by row; the entries above
+            // the diagonal are never read (M masks them)
+            constexpr int tri = kSub * (kSub + 1) / 2;
+            for (int idx = tid; idx < kSubs * tri; idx += kThreads) {
+                const int blk0 = (idx / tri) * kSub;
+                int r = 0, pr = idx % tri;
+                while (pr > r) pr -= ++r;
+                const int i = blk0 + r, j = blk0 + pr;
                 float acc = 0.f;
-                if (j <= i) {
-                    for (int d = 0; d < Dk; ++d)
-                        acc += to_float(Q[i * L.ldx + d]) * to_float(K[j * L.ldx + d]) * exp_f(b(i, d) - b(j, d));
-                }
+                for (int d = 0; d < Dk; ++d)
+                    acc += to_float(Q[i * L.ldx + d]) * to_float(K[j * L.ldx + d]) * exp_f(b(i, d) - b(j, d));
                 Sf[i * L.lds + j] = acc;
-            }
-            for (int idx = tid; idx < kChunk * kChunk; idx += kThreads) {
-                const int i = idx / kChunk, j = idx % kChunk;
-                if (j / kSub > i / kSub) Sf[i * L.lds + j] = 0.f;
             }
         });
         // the blocks below the diagonal: QT_I KT_I^T, 6 tiles
@@ -373,7 +373,8 @@ void run_forward_pk(L& l, const Params& p) {
     l.mix_pk(mix_pk_output(p), static_cast<bf16*>(p.o));
 }
 
-// The backward pass also writes the chunk states in float32 (p.states) for the glue's <G(n), S_end(n)>.
+// The backward pass also writes the chunk states in float32 (p.states) for dg's <G(n), S_end(n)>, and ends
+// with chunk_linear.cuh's dg_key (p.dgk).
 template <class L>
 void run_backward_pk(L& l, const Params& p) {
     l.cumsum();
@@ -384,6 +385,7 @@ void run_backward_pk(L& l, const Params& p) {
     l.mix_pk(mix_pk_dq(p), static_cast<bf16*>(p.dq16));
     l.mix_pk(mix_pk_dk(p), static_cast<bf16*>(p.dk16));
     l.mix_pk(mix_pk_dv(p), static_cast<bf16*>(p.dv16));
+    l.dg_key();
 }
 
 #undef WB_HD

@@ -36,12 +36,23 @@ namespace chunk_linear {
 #define WB_HD __host__ __device__ __forceinline__
 
 // ---------------------------------------------------------------------------------------------------------
-// State columns per scan block: 64 for Dv > 64 (fewer re-reads of X, two segments of Y per thread), else 32
-// (more blocks in flight for the small states).
-WB_HD int scan_cols(int64_t Dv) { return Dv > 64 ? 64 : 32; }
+// A scan block holds `rows` rows (keys) and `cols` columns of the state: its rows and columns never mix
+// (S = diag(a) S + X^T Y), so (batch x head, row tile, column tile) are independent. Every row and 64
+// columns for Dv > 64 (fewer re-reads of X, two segments of Y per thread), else 32, while that makes at
+// least one wave of blocks on an H100/H200 (132 multiprocessors); fewer (batch x head)s split the rows in
+// 64s and take 32 columns (GLA's 8 x 4 at Dk = Dv = 96 had 64 blocks, now 192: +5% training throughput;
+// splitting always cost the 8 x 16 benchmark shapes 5-10% at head dim 128, from Y staged once per row tile).
+struct ScanTile {
+    int rows, cols;
+};
+WB_HD ScanTile scan_tile(int64_t BH, int64_t Dk, int64_t Dv) {
+    const int cols = Dv > 64 ? 64 : 32;
+    if (BH * ((Dv + cols - 1) / cols) >= 132) return {kMaxDim, cols};
+    return {64, 32};
+}
 
-// The scan (see the top), COLS state columns per block. Shared memory: S float [Dkp][COLS + 4],
-// X bf16 [C][Dkp + 8], Y bf16 [C][COLS + 8].
+// The scan (see the top), `rows` state rows (scan_tile) and COLS columns per block. Shared memory: S float
+// [Dkp][COLS + 4], X bf16 [C][Dkp + 8], Y bf16 [C][COLS + 8], Dkp = the rows of a tile padded to 16.
 struct ScanArgs {
     const bf16* X = nullptr;
     Scale s = Scale::None;  // of Y's rows
@@ -58,9 +69,9 @@ struct ScanSmem {
     int64_t oX, oY, x, y, bytes;  // buffer b of X at oX + b x, of Y at oY + b y
 };
 
-WB_HD ScanSmem scan_smem(int64_t Dk, int cols) {
+WB_HD ScanSmem scan_smem(int64_t Dk, int cols, int rows) {
     ScanSmem L;
-    L.Dkp = pad16(Dk);
+    L.Dkp = pad16(Dk < rows ? Dk : rows);
     L.ldS = cols + 4;
     L.ldX = L.Dkp + 8;
     L.ldY = cols + 8;
@@ -101,9 +112,9 @@ WB_HD void scale_own_rows(bf16* dst, int ld, int W, int tid, const float (&sc)[U
     }
 }
 
-// Per-key decays: scales this thread's own segments of X (as stage_rows_raw gave them, W = X's padded
-// width) elementwise, exp(b_rd) or exp(b_Ld - b_rd); rows past the chunk's end and keys past Dk are zeros.
-WB_HD void scale_own_keys(const Params& p, const Chunk& c, bf16* dst, int ld, int W, Scale s, int tid) {
+// Per-key decays: scales this thread's own segments of X (as stage_raw gave them: keys [key0, key0 + W))
+// elementwise, exp(b_rd) or exp(b_Ld - b_rd); rows past the chunk's end and keys past Dk are zeros.
+WB_HD void scale_own_keys(const Params& p, const Chunk& c, bf16* dst, int ld, int64_t key0, int W, Scale s, int tid) {
     const int segs = W / 8;
     for (int idx = tid; idx < kChunk * segs; idx += kThreads) {
         const int r = idx / segs, e0 = (idx % segs) * 8;
@@ -112,7 +123,8 @@ WB_HD void scale_own_keys(const Params& p, const Chunk& c, bf16* dst, int ld, in
         v.u = *reinterpret_cast<const uint4*>(dst + r * ld + e0);
 #pragma unroll
         for (int i = 0; i < 8; ++i)
-            if (e0 + i < p.Dk) v.h[i] = from_float<bf16>(to_float(v.h[i]) * exp_f(key_scale_log(p, c, s, r, e0 + i)));
+            if (key0 + e0 + i < p.Dk)
+                v.h[i] = from_float<bf16>(to_float(v.h[i]) * exp_f(key_scale_log(p, c, s, r, key0 + e0 + i)));
         *reinterpret_cast<uint4*>(dst + r * ld + e0) = v.u;
     }
 }
@@ -120,8 +132,10 @@ WB_HD void scale_own_keys(const Params& p, const Chunk& c, bf16* dst, int ld, in
 // Double-buffered: the step of chunk m issues the copies of chunk m + 1 before it waits for its own (issued
 // one step earlier), so the loads of the next chunk overlap this chunk's state write-out and products.
 template <int COLS, class Blk>
-WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, int64_t col0, unsigned char* smem) {
-    const ScanSmem L = scan_smem(p.Dk, COLS);
+WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, int64_t row0, int rows, int64_t col0,
+                      unsigned char* smem) {
+    const ScanSmem L = scan_smem(p.Dk, COLS, rows);
+    const int64_t nrows = p.Dk - row0 < rows ? p.Dk - row0 : rows;
     float* S = reinterpret_cast<float*>(smem);
     // the buffers of the m-th chunk visited (pointer arithmetic, not an array: no local memory)
     auto Xs = [&](int64_t m) { return reinterpret_cast<bf16*>(smem + L.oX + (m & 1) * L.x); };
@@ -132,16 +146,16 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
     // X's rows and Y's columns [col0, col0 + COLS) of the m-th chunk visited, as stored, into buffer m % 2.
     auto issue = [&](int64_t m, int tid) {
         const Chunk c = chunk_at(m);
-        stage_rows_raw(p, c, Xs(m), L.ldX, a.X, p.Dk, L.Dkp, tid);
+        stage_raw(Xs(m), L.ldX, a.X + (c.bh * p.T + c.t0) * p.Dk, c.valid, p.Dk, row0, kChunk, L.Dkp, tid);
         stage_raw(Ys(m), L.ldY, a.Y + (c.bh * p.T + c.t0) * p.Dv, c.valid, p.Dv, col0, kChunk, COLS, tid);
         copy_commit();
     };
-    // State element (d, e) of the tile is (d, col0 + e) of the [Dk, Dv] state.
+    // State element (d, e) of the tile is (row0 + d, col0 + e) of the [Dk, Dv] state.
     blk.threads([&](int tid) {
         for (int idx = tid; idx < L.Dkp * COLS; idx += kThreads) {
             const int d = idx / COLS, e = idx % COLS;
-            const bool in = d < p.Dk && e < ncols && a.start != nullptr;
-            S[d * L.ldS + e] = in ? a.start[bh * per + d * p.Dv + col0 + e] : 0.f;
+            const bool in = d < nrows && e < ncols && a.start != nullptr;
+            S[d * L.ldS + e] = in ? a.start[bh * per + (row0 + d) * p.Dv + col0 + e] : 0.f;
         }
         issue(0, tid);
     });
@@ -161,17 +175,17 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
                 copy_wait();
             }
             if (scaled) scale_own_rows<U>(Ys(m), L.ldY, COLS, tid, sc);  // U = X^T diag(scale) Y
-            if (decayed && p.per_key) scale_own_keys(p, c, Xs(m), L.ldX, L.Dkp, a.s, tid);  // (X * scale)^T Y
-            const int64_t slot = (bh * p.N + c.n) * per + col0;
+            if (decayed && p.per_key) scale_own_keys(p, c, Xs(m), L.ldX, row0, L.Dkp, a.s, tid);  // (X * scale)^T Y
+            const int64_t slot = (bh * p.N + c.n) * per + row0 * p.Dv + col0;
             for (int idx = tid; idx < L.Dkp * COLS; idx += kThreads) {
                 const int d = idx / COLS, e = idx % COLS;
                 float& s = S[d * L.ldS + e];
-                if (d < p.Dk && e < ncols) {
+                if (d < nrows && e < ncols) {
                     if (a.buf != nullptr) a.buf[slot + d * p.Dv + e] = s;
                     a.buf16[slot + d * p.Dv + e] = from_float<bf16>(s);
                 }
                 // per key: row d of the state decays by exp(b_Ld)
-                s *= p.per_key && p.bcum != nullptr && d < p.Dk ? exp_f(bcum_key(p, c, c.valid - 1, d)) : decay;
+                s *= p.per_key && p.bcum != nullptr && d < nrows ? exp_f(bcum_key(p, c, c.valid - 1, row0 + d)) : decay;
             }
         });
         blk.warps([&](int w) {
@@ -190,7 +204,7 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
         if (a.end == nullptr) return;
         for (int idx = tid; idx < L.Dkp * COLS; idx += kThreads) {
             const int d = idx / COLS, e = idx % COLS;
-            if (d < p.Dk && e < ncols) a.end[bh * per + d * p.Dv + col0 + e] = S[d * L.ldS + e];
+            if (d < nrows && e < ncols) a.end[bh * per + (row0 + d) * p.Dv + col0 + e] = S[d * L.ldS + e];
         }
     });
 }

@@ -143,9 +143,12 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
         at::Tensor dq = at::empty({p.B, p.H, p.T, p.Dk}, gopts), dk = at::empty_like(dq);
         at::Tensor dv = at::empty({p.B, p.H, p.T, p.Dv}, gopts);
         at::Tensor qdq, kdk;
+        at::Tensor dgk;
         if (p.per_key) {
             qdq = at::empty({p.B, p.H, p.T, p.Dk}, f32);  // q * dq - k * dk elementwise
+            dgk = at::empty_like(qdq);
             p.qdq = qdq.data_ptr<float>();
+            p.dgk = dgk.data_ptr<float>();
         } else if (!f32_path) {
             qdq = at::empty({p.B, p.H, p.T}, f32);
             kdk = at::empty_like(qdq);
@@ -169,15 +172,7 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
         TORCH_CHECK(err == nullptr, "chunk_linear backward kernel: ", err);
         at::Tensor dg;
         if (p.per_key) {
-            // Per row d of the state, as below: the within-chunk reverse cumsum of (q * dq - k * dk)_.d plus
-            // sum_e G(n)_de S_end(n)_de, G in bfloat16 as the dK product took it (chunk_linear_pk.cuh).
-            const int64_t pad = p.N * cl::kChunk - p.T;
-            at::Tensor r = at::constant_pad_nd(qdq, {0, 0, 0, pad}).view({p.B, p.H, p.N, cl::kChunk, p.Dk});
-            at::Tensor rc = r.flip(3).cumsum(3).flip(3);
-            at::Tensor send = at::cat({w.states.narrow(2, 1, p.N - 1), sT.unsqueeze(2)}, 2);  // S_end(n)
-            at::Tensor gdot = (gstates16.to(at::kFloat) * send).sum(-1);  // [B, H, N, Dk]
-            dg = (rc + gdot.unsqueeze(3)).view({p.B, p.H, p.N * cl::kChunk, p.Dk}).narrow(2, 0, p.T);
-            dg = dg.to(g.scalar_type());
+            dg = dgk.to(g.scalar_type());  // the kernel's own (chunk_linear.cuh's dg_key_thread)
         } else if (present(g)) {
             // dg_t = sum over later steps s >= t of its chunk of (q_s . dq_s - k_s . dk_s), plus <G(n), S_end(n)>
             // (chunk_linear.h); S_end(n) is S_start(n + 1), or S_T for the last chunk.

@@ -32,6 +32,10 @@ namespace {
 
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 
+// The scan's tile, {0, 0} for the launcher's own choice (which at these small B * H is 64 rows and 32
+// columns: the bfloat16 cases run again with every row and 64 columns, the large-batch tile).
+ScanTile g_scan_tile{0, 0};
+
 // The executor of chunk_linear_tc.cuh's blocks on the CPU: a step runs for every thread (or once per warp)
 // before the next begins, which is what the GPU's barrier between steps guarantees.
 struct HostBlock {
@@ -79,6 +83,9 @@ struct HostLaunch {
         }
         for (int64_t i = 0; i < p.B * p.H * p.N + 7; ++i) cumsum_thread(p, i);  // extra ids must do nothing
     }
+    void dg_key() {
+        for (int64_t i = 0; i < p.B * p.H * p.N * p.Dk + 7; ++i) dg_key_thread(p, i);
+    }
     void pass(float* buf, const float* start, float* end, bool reverse) {
         for (int64_t i = 0; i < p.B * p.H * p.Dk * p.Dv + 7; ++i) pass_thread(p, buf, start, end, reverse, i);
     }
@@ -101,14 +108,18 @@ struct HostLaunch {
             [&](const Chunk& c, int tid) { update_compute(p, c, out, smem.data(), tid); });
     }
     template <int COLS>
-    void scan_cols(const ScanArgs& a) {
+    void scan_cols(const ScanArgs& a, int rows) {
         for (int64_t bh = 0; bh < p.B * p.H; ++bh)
             for (int64_t col0 = 0; col0 < p.Dv; col0 += COLS) {
                 HostBlock blk;
-                scan_block<COLS>(blk, p, a, bh, col0, tc_smem.fresh(scan_smem(p.Dk, COLS).bytes));
+                for (int64_t row0 = 0; row0 < p.Dk; row0 += rows)
+                    scan_block<COLS>(blk, p, a, bh, row0, rows, col0, tc_smem.fresh(scan_smem(p.Dk, COLS, rows).bytes));
             }
     }
-    void scan(const ScanArgs& a) { wb::chunk_linear::scan_cols(p.Dv) == 64 ? scan_cols<64>(a) : scan_cols<32>(a); }
+    void scan(const ScanArgs& a) {
+        const ScanTile t = g_scan_tile.rows != 0 ? g_scan_tile : scan_tile(p.B * p.H, p.Dk, p.Dv);
+        t.cols == 64 ? scan_cols<64>(a, t.rows) : scan_cols<32>(a, t.rows);
+    }
     template <typename TO>
     void mix(const MixTc& m, TO* out) {
         for (int64_t bh = 0; bh < p.B * p.H; ++bh)
@@ -325,6 +336,8 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     pb.qdq = qdq.data();
     pb.kdk = kdk.data();
     pb.ds0 = ds0.data();
+    std::vector<float> dgk(cs.per_key ? g.size() : 0, kNaN);
+    pb.dgk = dgk.data();
     states.assign(states.size(), kNaN);  // the backward pass recomputes them
     states16.assign(states16.size(), from_float<E>(kNaN));
     scores.assign(scores.size(), kNaN);
@@ -345,22 +358,8 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     // takes them.
     constexpr bool f32 = std::is_same<E, float>::value;
     std::vector<double> dg(g.size(), 0);
-    // Per key, the same per row d of the state: the within-chunk reverse cumsum of the kernel's
-    // el = (q * dq - k * dk)_.d, plus sum_e G(n)_de S_end(n)_de (G in bfloat16, as the dK product took it).
-    for (int64_t bh = 0; cs.per_key && bh < BH; ++bh)
-        for (int64_t n = 0; n < N; ++n)
-            for (int64_t d = 0; d < Dk; ++d) {
-                double acc = 0;
-                for (int64_t e = 0; e < Dv; ++e) {
-                    const int64_t x = d * Dv + e;
-                    const double send = n + 1 < N ? states[(bh * N + n + 1) * per + x] : sT2[bh * per + x];
-                    acc += double(to_float(gstates16[size_t((bh * N + n) * per + x)])) * send;
-                }
-                for (int64_t t = std::min(T, (n + 1) * kChunk) - 1; t >= n * kChunk; --t) {
-                    acc += qdq[(bh * T + t) * Dk + d];
-                    dg[(bh * T + t) * Dk + d] = acc;
-                }
-            }
+    // Per key, the kernel's own dg (dg_key_thread: the same per row d of the state).
+    for (size_t i = 0; cs.per_key && i < dg.size(); ++i) dg[i] = dgk[i];
     for (int64_t bh = 0; !cs.per_key && bh < BH; ++bh)
         for (int64_t n = 0; n < N; ++n) {
             double gs = 0;
@@ -432,7 +431,7 @@ int main() {
         {1, 1, 150, 33, 17, 2, true, true}, {1, 1, 129, 64, 64, 1, false, true},
         {1, 1, 100, 128, 128, 1, true, true}, {1, 1, 70, 96, 128, 2, false, false},
         {2, 2, 192, 16, 48, 1, true, true},  {1, 1, 200, 128, 64, 2, true, true},
-        {1, 2, 90, 40, 100, 1, true, true},  // two scan tiles of 64 columns, the second partial
+        {1, 2, 90, 40, 100, 1, true, true},  // (with 64 columns per scan block: two tiles, the second partial)
     };
     int failures = 0;
     // Tolerances on max error / max(max |reference|, 1): float32 arithmetic on inputs exactly representable
@@ -448,6 +447,12 @@ int main() {
         {1, 1, 70, 96, 128, 2, false, false, true}, {2, 1, 130, 64, 40, 1, true, true, true},
     };
     for (const Case& c : per_key) failures += run_case<__nv_bfloat16>(rng, c, "bfloat16", 8e-3, 8e-3);
+    g_scan_tile = ScanTile{kMaxDim, 64};
+    std::printf("scan tiles of every row and 64 columns:\n");
+    for (const Case& c : cases)
+        if (c.Dv > 32) failures += run_case<__nv_bfloat16>(rng, c, "bfloat16", 8e-3, 8e-3);
+    for (const Case& c : per_key)
+        if (c.Dv > 32) failures += run_case<__nv_bfloat16>(rng, c, "bfloat16", 8e-3, 8e-3);
     std::printf(failures == 0 ? "all passed\n" : "%d failures\n", failures);
     return failures == 0 ? 0 : 1;
 }
