@@ -1,5 +1,6 @@
 // Chunked linear attention with a scalar per-head decay (kernels/src/chunk_linear.rs has the math): the
-// host-side interface of chunk_linear.cu. Covers `linear_attention` (no decay), `retnet` and Mamba2's SSD.
+// host-side interface of chunk_linear.cu. Covers `linear_attention` (no decay), `retnet` and Mamba2's SSD;
+// with `per_key` (bfloat16 q, k, v) GLA's per-key decays, whose mixes are chunk_linear_pk.cuh's.
 //
 //   S_t = a_t S_{t-1} + k_t^T v_t,   o_t = q_t S_t,   a_t = exp(g_t), g_t <= 0 (absent: a_t = 1)
 //
