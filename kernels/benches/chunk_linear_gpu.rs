@@ -13,6 +13,10 @@
 //! Markdown table; fla's `chunk_simple_gla` (the public kernel for the same math) is timed by
 //! kernels/benches/fla_bench.py with the same protocol (gpu-run.sh `fla`).
 //!
+//! With `CHUNK_BENCH_PROFILE=DIR` it also writes, per table and shape at T = 2048, a Chrome trace of 3
+//! kernel forward+backward calls under libtorch's profiler (`DIR/{scalar,per_key}_{head dim}.trace.json`):
+//! which of the kernel's launches the time goes to.
+//!
 //! Floors (computed, not measured):
 //! - bytes at 4.3 TB/s (the H200's measured device-to-device copy rate), counting only what must move in
 //!   bf16: forward reads q, k, v, g and writes o and the final state, backward adds reading dO and writing
@@ -115,6 +119,10 @@ fn main() {
                 let gsize = v[3].numel() as f64;
                 // the kernel's chunk is 64 whatever the libtorch form's is
                 let flops = chunk_linear_flops(b * h, t, d, d, CHUNK);
+                if let (Some(dir), 2048) = (std::env::var_os("CHUNK_BENCH_PROFILE"), t) {
+                    let name = format!("{}_{d}.trace.json", if per_key { "per_key" } else { "scalar" });
+                    profile(&std::path::Path::new(&dir).join(name), &v, &go, &gs);
+                }
                 for (pass, bytes, fl) in [
                     ("fwd", (4.0 * btd + gsize + state) * s, flops),
                     ("fwd+bwd", (4.0 * btd + gsize + state + 4.0 * btd + gsize + state) * s, 3.0 * flops),
@@ -137,4 +145,21 @@ fn main() {
         }
         println!();
     }
+}
+
+/// Three kernel forward+backward calls under libtorch's profiler, the trace to `path`.
+fn profile(path: &std::path::Path, v: &[Tensor], go: &Tensor, gs: &Tensor) {
+    let leaves: Vec<Tensor> = v.iter().map(|t| t.detach().set_requires_grad(true)).collect();
+    let ins: Vec<&Tensor> = leaves.iter().collect();
+    let step = || {
+        let (o, s) = Impl::Kernel.run(&leaves);
+        let _ = cuda_ext::grad(&[&o, &s], &[go, gs], &ins).expect("backward");
+    };
+    step(); // warm
+    kernels::train_ops::profile_start().expect("profiler");
+    for _ in 0..3 {
+        step();
+    }
+    tch::Cuda::synchronize(0); // every kernel finished, so in the trace
+    kernels::train_ops::profile_stop(path).expect("profiler trace");
 }

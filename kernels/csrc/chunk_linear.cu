@@ -166,7 +166,8 @@ struct Launch {
 };
 
 const char* check(const Params& p) {
-    if (p.Dk < 1 || p.Dk > kMaxDim || p.Dv < 1 || p.Dv > kMaxDim) return "chunk_linear: Dk and Dv must be in 1..=128";
+    if (!fits(p.Dk, p.Dv, p.per_key))
+        return "chunk_linear: Dk and Dv must be in 1..=128 (with per-key decays Dv up to 256 where its blocks fit)";
     if (p.B < 1 || p.H < 1 || p.T < 1 || p.N != nchunks(p.T)) return "chunk_linear: bad shape or plan";
     if (p.B * p.H > 65535 || p.N > 2147483647) return "chunk_linear: B * H must be at most 65535";
     const cudaError_t e = cudaGetLastError();  // an earlier asynchronous error would be misattributed
@@ -191,6 +192,12 @@ const char* run(const Params& p, DType dt, cudaStream_t stream) {
 }
 
 }  // namespace
+
+bool fits(int64_t Dk, int64_t Dv, bool per_key) {
+    if (Dk < 1 || Dk > kMaxDim || Dv < 1) return false;
+    if (Dv <= kMaxDim) return true;
+    return per_key && Dv <= kMaxValueDimPerKey && pk_fits(Dk, Dv);
+}
 
 const char* forward(const Params& p, DType dt, cudaStream_t stream) { return run<false>(p, dt, stream); }
 const char* backward(const Params& p, DType dt, cudaStream_t stream) { return run<true>(p, dt, stream); }

@@ -41,6 +41,10 @@ namespace chunk_linear {
 constexpr int kChunk = 64;
 constexpr int kThreads = 256;  // 8 warps
 constexpr int kMaxDim = 128;   // Dk, Dv <= 128: register tiles of 4 columns of 32, 16 rows of 8
+// Per-key decays take value widths up to 256 where the per-key mixes fit in a block's shared memory (the
+// opt-in limit of an H100/H200, 227 KiB): Dk = 96 with Dv = 192 (GLA's 4 heads at d_model 768) does.
+constexpr int kMaxValueDimPerKey = 256;
+constexpr int64_t kMaxSmemBytes = 232448;
 
 enum class DType { F32, BF16 };
 
@@ -80,6 +84,10 @@ struct Params {
 };
 
 inline int64_t nchunks(int64_t T) { return (T + kChunk - 1) / kChunk; }
+
+// Whether the kernels take these head dims: 1 <= Dk <= 128 and 1 <= Dv <= 128, or with per-key decays
+// Dv <= 256 where every per-key mix fits in shared memory.
+bool fits(int64_t Dk, int64_t Dv, bool per_key);
 
 // Shared memory (floats) of the per-chunk kernels: rows padded to D + 1.
 inline int64_t smem_scores(int64_t D) { return 2 * int64_t(kChunk) * (D + 1) + kChunk; }

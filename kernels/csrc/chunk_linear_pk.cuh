@@ -363,6 +363,16 @@ inline MixPk mix_pk_dk(const Params& p) {
     return m;
 }
 
+// Whether every per-key mix of these head dims fits in a block's shared memory (chunk_linear.h's fits).
+inline bool pk_fits(int64_t Dk, int64_t Dv) {
+    Params p;
+    p.Dk = Dk;
+    p.Dv = Dv;
+    int64_t most = 0;
+    for (const MixPk& m : {mix_pk_output(p), mix_pk_dv(p), mix_pk_dq(p), mix_pk_dk(p)}) most = max64(most, pk_smem(p, m).bytes);
+    return most <= kMaxSmemBytes;
+}
+
 // The launch sequences with per-key decays, over a launcher `L` with cumsum(), scan(ScanArgs) and
 // mix_pk(MixPk, bf16*). The dQ mix runs before the dK mix (it writes the el that the dK mix subtracts from).
 template <class L>

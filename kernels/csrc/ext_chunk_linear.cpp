@@ -33,8 +33,10 @@ void chunk_linear_check(const at::Tensor& q, const at::Tensor& k, const at::Tens
     const int64_t B = q.size(0), H = q.size(1), T = q.size(2), Dk = q.size(3);
     TORCH_CHECK(B >= 1 && H >= 1 && T >= 1 && B * H <= 65535 && Dk >= 1 && Dk <= cl::kMaxDim,
                 "chunk_linear: bad q shape ", q.sizes());
-    TORCH_CHECK(v.defined() && v.dim() == 4 && v.size(3) >= 1 && v.size(3) <= cl::kMaxDim,
-                "chunk_linear: v must be [B, H, T, Dv] with 1 <= Dv <= 128, got ", v.sizes());
+    const bool per_key = present(g) && g.dim() == 4;
+    TORCH_CHECK(v.defined() && v.dim() == 4 && cl::fits(Dk, v.size(3), per_key),
+                "chunk_linear: v must be [B, H, T, Dv] with 1 <= Dv <= 128 (per-key decays: up to 256 where the "
+                "blocks fit in shared memory), got ", v.sizes(), " with Dk = ", Dk);
     const int64_t Dv = v.size(3);
     // g and s0 may also be float32 with bfloat16 q, k, v (as under autocast)
     auto same = [&](const at::Tensor& t, const char* name, at::IntArrayRef shape, bool or_f32) {
@@ -223,6 +225,11 @@ WB_EXPORT char* wb_chunk_linear(const at::Tensor* q, const at::Tensor* k, const 
         *out_o = new at::Tensor(std::move(r[0]));
         *out_s = new at::Tensor(std::move(r[1]));
     });
+}
+
+// Whether the kernels take head dims Dk, Dv (chunk_linear.h's fits): 1 or 0.
+WB_EXPORT int32_t wb_chunk_linear_fits(int64_t Dk, int64_t Dv, int32_t per_key) {
+    return cl::fits(Dk, Dv, per_key != 0) ? 1 : 0;
 }
 
 // How many times wb_chunk_linear ran (tests check that dispatch reached the kernel).

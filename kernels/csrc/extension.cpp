@@ -32,9 +32,10 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// Bumped whenever an exported signature or what it accepts changes (5: per-key g in wb_chunk_linear);
+// Bumped whenever an exported signature or what it accepts changes (5: per-key g in wb_chunk_linear;
+// 6: wb_chunk_linear_fits);
 // cuda_ext.rs refuses a library with another version.
-constexpr int32_t kAbiVersion = 5;
+constexpr int32_t kAbiVersion = 6;
 
 using wb::ext::f32_or_undefined;
 using wb::ext::guarded;

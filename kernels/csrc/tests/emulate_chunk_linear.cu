@@ -445,7 +445,14 @@ int main() {
         {1, 1, 64, 4, 4, 2, false, true, true},   {1, 2, 65, 8, 6, 1, true, true, true},
         {1, 1, 150, 33, 17, 2, true, true, true}, {1, 1, 100, 128, 128, 1, true, true, true},
         {1, 1, 70, 96, 128, 2, false, false, true}, {2, 1, 130, 64, 40, 1, true, true, true},
+        // value widths past 128 where the blocks fit (GLA's Dk = 96, Dv = 192; Dk = 64, Dv = 256)
+        {1, 1, 100, 96, 192, 1, true, true, true}, {1, 1, 70, 64, 256, 2, true, true, true},
     };
+    if (!pk_fits(96, 192) || !pk_fits(64, 256) || pk_fits(128, 256)) {
+        std::printf("FAIL pk_fits: (96, 192) %d, (64, 256) %d, (128, 256) %d\n", pk_fits(96, 192), pk_fits(64, 256),
+                    pk_fits(128, 256));
+        ++failures;
+    }
     for (const Case& c : per_key) failures += run_case<__nv_bfloat16>(rng, c, "bfloat16", 8e-3, 8e-3);
     g_scan_tile = ScanTile{kMaxDim, 64};
     std::printf("scan tiles of every row and 64 columns:\n");

@@ -156,6 +156,9 @@ pub fn check_selective_scan(
 
 /// The largest head dimension (Dk and Dv) the chunked linear-attention kernel takes.
 pub const CHUNK_LINEAR_MAX_DIM: i64 = 128;
+/// With per-key decays the value width may reach this where the kernel's blocks fit in shared memory (the
+/// library decides: [`super::chunk_linear_fits`]).
+pub const CHUNK_LINEAR_MAX_VALUE_DIM_PER_KEY: i64 = 256;
 
 /// Checks the chunked linear-attention kernel's arguments (shapes in [`crate::chunk_linear`]'s note): `q`
 /// [B, H, T, Dk] (CUDA, float32 or bfloat16, contiguous, B * H <= 65535, 1 <= Dk <= 128), `k` [B, H, T, Dk],
@@ -184,9 +187,12 @@ pub fn check_chunk_linear(
     if b * h > 65535 {
         return Err(bad(OP, "q", format!("expected B * H <= 65535 (one grid dimension), got shape {:?}", q.size)));
     }
-    let dv_ok = v.size.len() == 4 && v.size[..3] == [b, h, t] && (1..=CHUNK_LINEAR_MAX_DIM).contains(&v.size[3]);
+    let per_key = g.is_some_and(|g| g.size.len() == 4);
+    let max_dv = if per_key { CHUNK_LINEAR_MAX_VALUE_DIM_PER_KEY } else { CHUNK_LINEAR_MAX_DIM };
+    let dv_ok = v.size.len() == 4 && v.size[..3] == [b, h, t] && (1..=max_dv).contains(&v.size[3]);
     if !dv_ok {
-        return Err(bad(OP, "v", format!("expected shape [B, H, T, Dv] = [{b}, {h}, {t}, 1..=128], got {:?}", v.size)));
+        let msg = format!("expected shape [B, H, T, Dv] = [{b}, {h}, {t}, 1..={max_dv}], got {:?}", v.size);
+        return Err(bad(OP, "v", msg));
     }
     let dv = v.size[3];
     let args: Vec<Follower> =
@@ -361,6 +367,15 @@ mod tests {
             (with(&|a| a.2 = meta(Device::Cuda(1), kd, &[2, 3, 9, 7])), "v", "device"),
             (with(&|a| a.3 = Some(meta(gpu, kd, &[2, 3, 8]))), "g", "[B, H, T] = [2, 3, 9]"),
             (with(&|a| a.3 = Some(meta(gpu, kd, &[2, 3, 9, 4]))), "g", "[B, H, T, Dk] = [2, 3, 9, 5]"),
+            // per-key decays take value widths up to 256
+            (
+                with(&|a| {
+                    a.2 = meta(gpu, kd, &[2, 3, 9, 300]);
+                    a.3 = Some(meta(gpu, kd, &[2, 3, 9, 5]));
+                }),
+                "v",
+                "[B, H, T, Dv] = [2, 3, 9, 1..=256]",
+            ),
             (with(&|a| a.3 = Some(meta(gpu, Kind::Half, &[2, 3, 9]))), "g", "dtype BFloat16 (that of q) or Float"),
             (with(&|a| a.4 = Some(meta(gpu, Kind::Double, &[2, 3, 5, 7]))), "s0", "or Float, got Double"),
             (with(&|a| a.4 = Some(meta(gpu, kd, &[2, 3, 7, 5]))), "s0", "[B, H, Dk, Dv] = [2, 3, 5, 7]"),

@@ -3,7 +3,7 @@
 //! ([`ChunkLinearGate`]).
 
 use super::{check_chunk_linear, extension, for_cuda_tensors, supported_kind, CudaKernelError, Extension, Meta};
-use super::{Raw, CHUNK_LINEAR_MAX_DIM};
+use super::{Raw, CHUNK_LINEAR_MAX_DIM, CHUNK_LINEAR_MAX_VALUE_DIM_PER_KEY};
 use std::ffi::c_void;
 use std::sync::OnceLock;
 use tch::{Kind, Tensor};
@@ -123,7 +123,10 @@ pub(crate) fn chunk_linear_auto(
         return None;
     }
     let ext = for_cuda_tensors()?;
-    if vs[3] > CHUNK_LINEAR_MAX_DIM {
+    // per key, value widths up to 256 in one call where the library's blocks fit them
+    let whole = vs[3] <= CHUNK_LINEAR_MAX_DIM
+        || (per_key && vs[3] <= CHUNK_LINEAR_MAX_VALUE_DIM_PER_KEY && lib_fits(ext, qs[3], vs[3], per_key));
+    if !whole {
         return Some(value_slices(ext, q, k, v, g, s0));
     }
     let cont = |t: &Tensor| t.contiguous();
@@ -137,7 +140,7 @@ pub(crate) fn chunk_linear_auto(
     }
 }
 
-/// Value widths past [`CHUNK_LINEAR_MAX_DIM`] (GLA's 4 heads at d_model 768 have Dv = 192): the state's
+/// Value widths the kernel does not take in one call ([`chunk_linear_fits`]): the state's
 /// columns never mix (`S = diag(a) S + k^T v` and `o = q S` act on each column of v alone), so the kernel runs
 /// on equal slices of v's columns (and of s0's) and the outputs are concatenated. Each slice recomputes the
 /// scores `q . k`, which is cheap next to the libtorch form this replaces.
@@ -170,6 +173,18 @@ fn value_slices(
         }
     }
     (Tensor::cat(&os, 3), Tensor::cat(&ss, 3))
+}
+
+fn lib_fits(ext: &Extension, dk: i64, dv: i64, per_key: bool) -> bool {
+    // SAFETY: a plain function of three integers.
+    unsafe { (ext.chunk_linear_fits)(dk, dv, i32::from(per_key)) != 0 }
+}
+
+/// Whether the kernel takes head dims `dk`, `dv` in one call: 1..=128 each, or with per-key decays value
+/// widths up to 256 where its blocks fit in shared memory (Dk = 96 with Dv = 192 does, Dk = 128 with Dv = 256
+/// does not). Wider ones go through the Auto path in column slices.
+pub fn chunk_linear_fits(dk: i64, dv: i64, per_key: bool) -> Result<bool, CudaKernelError> {
+    Ok(lib_fits(extension()?, dk, dv, per_key))
 }
 
 /// How many times the chunked linear-attention kernel ran in this process (tests check that dispatch

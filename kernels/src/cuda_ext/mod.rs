@@ -25,7 +25,7 @@ use crate::short_conv::Activation;
 use crate::KernelPath;
 pub use check::*;
 pub(crate) use chunk_linear::chunk_linear_auto;
-pub use chunk_linear::{chunk_linear, chunk_linear_calls, chunk_linear_gate, ChunkLinearGate};
+pub use chunk_linear::{chunk_linear, chunk_linear_calls, chunk_linear_fits, chunk_linear_gate, ChunkLinearGate};
 pub(crate) use long_conv::long_conv_auto;
 pub use long_conv::{channels_meta, check_long_conv, long_conv, long_conv_calls, LONG_CONV_MAX_CHANNELS};
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -36,7 +36,7 @@ use tch::Tensor;
 /// The library's file name.
 pub const LIBRARY: &str = "libworkbench_kernels.so";
 /// Must match `kAbiVersion` in csrc/extension.cpp.
-const ABI_VERSION: i32 = 5;
+const ABI_VERSION: i32 = 6;
 
 /// Why a kernel call did not run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -86,6 +86,7 @@ pub struct Extension {
         *mut Raw,
     ) -> Msg,
     chunk_linear_calls: unsafe extern "C" fn() -> i64,
+    chunk_linear_fits: unsafe extern "C" fn(i64, i64, i32) -> i32,
     long_conv: long_conv::Symbols,
     grad: unsafe extern "C" fn(
         *const *const c_void,
@@ -197,6 +198,7 @@ fn load() -> Result<Extension, String> {
             selective_scan_calls: symbol(handle, "wb_selective_scan_calls")?,
             chunk_linear: symbol(handle, "wb_chunk_linear")?,
             chunk_linear_calls: symbol(handle, "wb_chunk_linear_calls")?,
+            chunk_linear_fits: symbol(handle, "wb_chunk_linear_fits")?,
             long_conv: long_conv::Symbols::load(handle)?,
             grad: symbol(handle, "wb_grad")?,
             timer_new: symbol(handle, "wb_timer_new")?,

@@ -56,8 +56,13 @@ const CL_CASES: &[ClCase] = &[
 
 /// The same shapes with per-key decays (the kernel takes them with bfloat16 q, k, v only), mild and strong
 /// (e^-30 per step: a chunk decays far past float32's range, which the sub-chunks must keep finite).
+/// Also value widths past 128 in one call (Dk = 96 with Dv = 192: GLA's 4 heads at d_model 768).
 fn per_key_cases() -> Vec<ClCase> {
-    CL_CASES.iter().filter(|c| c.strength > 0.0).map(|&c| ClCase { per_key: true, ..c }).collect()
+    let mut cases: Vec<ClCase> =
+        CL_CASES.iter().filter(|c| c.strength > 0.0).map(|&c| ClCase { per_key: true, ..c }).collect();
+    cases.push(ClCase { b: 2, h: 2, t: 130, dk: 96, dv: 192, strength: 0.1, per_key: true });
+    cases.push(ClCase { b: 1, h: 2, t: 70, dk: 64, dv: 256, strength: 30.0, per_key: true });
+    cases
 }
 
 /// The dtypes of one run: `kind` for q, k, v (and o), `state` for the log-decays and s0 (`kind`, or float32
@@ -230,16 +235,20 @@ fn gpu_chunk_linear_dispatch() {
             (o, s.to_kind(Kind::BFloat16))
         });
     }
-    // value widths past 128 run as column slices of v and s0, one kernel call each (GLA at d_model 768 with
-    // 4 heads has Dv = 192)
-    let wide = ClCase { dv: 200, ..pk };
-    check_chunk_linear("Auto per-key, Dv = 200 in two slices", wide, Kinds::same(Kind::BFloat16), &|v, g| {
-        let before = cuda_ext::chunk_linear_calls().expect("library");
-        let g = g.expect("a decay");
-        let r = chunk_linear(&v[0], &v[1], &v[2], Decay::PerKey(g), Some(&v[3]), 16, KernelPath::Auto);
-        assert_eq!(cuda_ext::chunk_linear_calls().expect("library"), before + 2, "Dv = 200: two kernel calls");
-        r
-    });
+    // value widths past 128: one call where the blocks fit (Dk = 8), else column slices of v and s0, one
+    // call each (Dk = 128 with Dv = 256: two slices of 128)
+    for (dk, dv, calls) in [(8, 200, 1), (128, 256, 2)] {
+        assert_eq!(cuda_ext::chunk_linear_fits(dk, dv, true).expect("library"), calls == 1, "fits({dk}, {dv})");
+        let wide = ClCase { dk, dv, ..pk };
+        let label = format!("Auto per-key, Dk = {dk}, Dv = {dv} in {calls} call(s)");
+        check_chunk_linear(&label, wide, Kinds::same(Kind::BFloat16), &|v, g| {
+            let before = cuda_ext::chunk_linear_calls().expect("library");
+            let g = g.expect("a decay");
+            let r = chunk_linear(&v[0], &v[1], &v[2], Decay::PerKey(g), Some(&v[3]), 16, KernelPath::Auto);
+            assert_eq!(cuda_ext::chunk_linear_calls().expect("library"), before + calls, "{label}");
+            r
+        });
+    }
     // float32 per-key decays (no per-key float32 kernel) and the Reference path do not
     let (qkv, _, _, _) = cl_inputs(c, Kinds::same(Kind::Float), Device::Cuda(0));
     let before = cuda_ext::chunk_linear_calls().expect("library");
