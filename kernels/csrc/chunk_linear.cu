@@ -10,6 +10,7 @@ namespace {
 __global__ void cumsum_kernel(Params p) { cumsum_thread(p, int64_t(blockIdx.x) * blockDim.x + threadIdx.x); }
 __global__ void cumsum_key_kernel(Params p) { cumsum_key_thread(p, int64_t(blockIdx.x) * blockDim.x + threadIdx.x); }
 __global__ void dg_key_kernel(Params p) { dg_key_thread(p, int64_t(blockIdx.x) * blockDim.x + threadIdx.x); }
+__global__ void gdot_kernel(Params p) { gdot_thread(p, int64_t(blockIdx.x) * blockDim.x + threadIdx.x); }
 
 __global__ void pass_kernel(Params p, float* buf, const float* start, float* end, bool reverse) {
     pass_thread(p, buf, start, end, reverse, int64_t(blockIdx.x) * blockDim.x + threadIdx.x);
@@ -112,6 +113,11 @@ struct Launch {
         } else {
             cumsum_kernel<<<unsigned((n + 255) / 256), 256, 0, s>>>(p);
         }
+    }
+    void gdot() {
+        if (err != nullptr) return;
+        const int64_t n = p.B * p.H * p.N * p.Dk * 32;
+        gdot_kernel<<<unsigned((n + 255) / 256), 256, 0, s>>>(p);
     }
     void dg_key() {
         if (err != nullptr) return;

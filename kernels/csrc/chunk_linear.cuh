@@ -168,18 +168,46 @@ WB_HD void cumsum_key_thread(const Params& p, int64_t idx) {
     }
 }
 
+// The sum of v over a warp's 32 lanes, stored by lane 0 at `at`; every lane of the warp must call it. On the
+// CPU the emulation runs a warp's lanes one after another in order: lane 0 stores, the others add.
+WB_HD void warp_sum_store(float* at, float v, int lane) {
+#if defined(__CUDA_ARCH__)
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == 0) *at = v;
+#else
+    if (lane == 0) {
+        *at = v;
+    } else {
+        *at += v;
+    }
+#endif
+}
+
+// The log-decay gradient's <G(n), S_end(n)> per row of the state (bfloat16 backward): p.gdot[bh, n, d] =
+// sum_e G(n)_de S_end(n)_de, G the bfloat16 one the dK and dV products took, S_end(n) = S_start(n + 1) in
+// float32 (p.states), or S_T. One warp per row, its lanes along the row (coalesced reads: a thread per row
+// reading across rows thrashed L1, 0.6 ms at head dim 128). Threads past the rows come in whole warps.
+WB_HD void gdot_thread(const Params& p, int64_t idx) {
+    const int64_t row = idx / 32;
+    const int lane = int(idx % 32);
+    if (row >= p.B * p.H * p.N * p.Dk) return;
+    const int64_t d = row % p.Dk, rest = row / p.Dk, n = rest % p.N, bh = rest / p.N;
+    const int64_t per = p.Dk * p.Dv;
+    const auto* G = static_cast<const __nv_bfloat16*>(p.gstates16) + (bh * p.N + n) * per + d * p.Dv;
+    const float* send = (n + 1 < p.N ? p.states + (bh * p.N + n + 1) * per : p.sT + bh * per) + d * p.Dv;
+    float acc = 0.f;
+    for (int64_t e = lane; e < p.Dv; e += 32) acc += to_float(G[e]) * send[e];
+    warp_sum_store(p.gdot + row, acc, lane);
+}
+
 // The per-key log-decays' gradient, one thread per (batch x head, chunk, key) (chunk_linear_pk.cuh): the
-// within-chunk reverse cumsum of p.qdq = (q * dq - k * dk) down key d's column, plus sum_e G(n)_de
-// S_end(n)_de (G the bfloat16 one the dK product took; S_end(n) = S_start(n + 1) in float32, or S_T).
+// within-chunk reverse cumsum of p.qdq = (q * dq - k * dk) down key d's column, plus gdot_thread's
+// sum_e G(n)_de S_end(n)_de.
 WB_HD void dg_key_thread(const Params& p, int64_t idx) {
     if (idx >= p.B * p.H * p.N * p.Dk) return;
     const int64_t d = idx % p.Dk, rest = idx / p.Dk;
     const Chunk c = chunk_of(p, rest % p.N, rest / p.N);
-    const int64_t per = p.Dk * p.Dv;
-    const auto* G = static_cast<const __nv_bfloat16*>(p.gstates16) + (c.bh * p.N + c.n) * per + d * p.Dv;
-    const float* send = c.n + 1 < p.N ? p.states + (c.bh * p.N + c.n + 1) * per + d * p.Dv : p.sT + c.bh * per + d * p.Dv;
-    float acc = 0.f;
-    for (int64_t e = 0; e < p.Dv; ++e) acc += to_float(G[e]) * send[e];
+    float acc = p.gdot[(c.bh * p.N + c.n) * p.Dk + d];
     const int64_t at = (c.bh * p.T + c.t0) * p.Dk + d;
     for (int r = c.valid - 1; r >= 0; --r) {
         acc += p.qdq[at + r * p.Dk];

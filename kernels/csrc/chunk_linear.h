@@ -79,6 +79,7 @@ struct Params {
     float* kdk = nullptr;  // [B, H, T]
     float* ds0 = nullptr;  // [B, H, Dk, Dv]
     float* dgk = nullptr;  // [B, H, T, Dk]: the per-key log-decays' gradient (per_key backward)
+    float* gdot = nullptr;  // [B, H, N, Dk]: sum_e G(n)_de S_end(n)_de, G in bfloat16 (bf16 backward)
     int64_t B = 0, H = 0, T = 0, Dk = 0, Dv = 0;
     int64_t N = 0;  // ceil(T / kChunk)
 };

@@ -395,6 +395,7 @@ void run_backward_pk(L& l, const Params& p) {
     l.mix_pk(mix_pk_dq(p), static_cast<bf16*>(p.dq16));
     l.mix_pk(mix_pk_dk(p), static_cast<bf16*>(p.dk16));
     l.mix_pk(mix_pk_dv(p), static_cast<bf16*>(p.dv16));
+    l.gdot();
     l.dg_key();
 }
 

@@ -441,6 +441,7 @@ void run_backward_tc(L& l, const Params& p) {
     l.template mix<bf16>(dq, static_cast<bf16*>(p.dq16));
     l.template mix<bf16>(dk, static_cast<bf16*>(p.dk16));
     l.template mix<bf16>(mix_tc_dv(p), static_cast<bf16*>(p.dv16));
+    l.gdot();  // <G(n), S_end(n)> per row, for the glue's dg
 }
 
 #undef WB_HD

@@ -145,7 +145,11 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
         at::Tensor dq = at::empty({p.B, p.H, p.T, p.Dk}, gopts), dk = at::empty_like(dq);
         at::Tensor dv = at::empty({p.B, p.H, p.T, p.Dv}, gopts);
         at::Tensor qdq, kdk;
-        at::Tensor dgk;
+        at::Tensor dgk, gdot_rows;
+        if (!f32_path) {
+            gdot_rows = at::empty({p.B, p.H, p.N, p.Dk}, f32);  // <G(n), S_end(n)> per row (chunk_linear.h)
+            p.gdot = gdot_rows.data_ptr<float>();
+        }
         if (p.per_key) {
             qdq = at::empty({p.B, p.H, p.T, p.Dk}, f32);  // q * dq - k * dk elementwise
             dgk = at::empty_like(qdq);
@@ -183,14 +187,19 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
             r = at::constant_pad_nd(r, {0, pad}).view({p.B, p.H, p.N, cl::kChunk});
             at::Tensor rc = r.flip(-1).cumsum(-1).flip(-1);
             // The bfloat16 path's G is the bfloat16 one its dK, dV products used: <G(n), S_end(n)> then cancels
-            // their share of k . dk to float32 rounding (under strong decay dg is far smaller than either).
-            const at::Tensor& G = gstates16.defined() ? gstates16 : gstates;
-            at::Tensor gdot = at::empty({p.B, p.H, p.N}, f32);  // [B, H, N]
-            if (p.N > 1) {
-                const int64_t m = p.N - 1;
-                gdot.narrow(2, 0, m).copy_((G.narrow(2, 0, m) * w.states.narrow(2, 1, m)).sum({-2, -1}));
+            // their share of k . dk to float32 rounding (under strong decay dg is far smaller than either). The
+            // bfloat16 path's kernels formed it per row (gdot_rows); the float32 path's is formed here.
+            at::Tensor gdot;  // [B, H, N]
+            if (gdot_rows.defined()) {
+                gdot = gdot_rows.sum(-1);
+            } else {
+                gdot = at::empty({p.B, p.H, p.N}, f32);
+                if (p.N > 1) {
+                    const int64_t m = p.N - 1;
+                    gdot.narrow(2, 0, m).copy_((gstates.narrow(2, 0, m) * w.states.narrow(2, 1, m)).sum({-2, -1}));
+                }
+                gdot.narrow(2, p.N - 1, 1).copy_((gstates.narrow(2, p.N - 1, 1) * sT.unsqueeze(2)).sum({-2, -1}));
             }
-            gdot.narrow(2, p.N - 1, 1).copy_((G.narrow(2, p.N - 1, 1) * sT.unsqueeze(2)).sum({-2, -1}));
             dg = (rc + gdot.unsqueeze(-1)).view({p.B, p.H, p.N * cl::kChunk}).narrow(2, 0, p.T).to(g.scalar_type());
         }
         return {dq.to(q.scalar_type()),

@@ -83,6 +83,9 @@ struct HostLaunch {
         }
         for (int64_t i = 0; i < p.B * p.H * p.N + 7; ++i) cumsum_thread(p, i);  // extra ids must do nothing
     }
+    void gdot() {
+        for (int64_t i = 0; i < p.B * p.H * p.N * p.Dk * 32 + 64; ++i) gdot_thread(p, i);
+    }
     void dg_key() {
         for (int64_t i = 0; i < p.B * p.H * p.N * p.Dk + 7; ++i) dg_key_thread(p, i);
     }
@@ -338,6 +341,8 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     pb.ds0 = ds0.data();
     std::vector<float> dgk(cs.per_key ? g.size() : 0, kNaN);
     pb.dgk = dgk.data();
+    std::vector<float> gdot(size_t(BH * N * Dk), kNaN);
+    pb.gdot = gdot.data();
     states.assign(states.size(), kNaN);  // the backward pass recomputes them
     states16.assign(states16.size(), from_float<E>(kNaN));
     scores.assign(scores.size(), kNaN);
@@ -363,11 +368,13 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     for (int64_t bh = 0; !cs.per_key && bh < BH; ++bh)
         for (int64_t n = 0; n < N; ++n) {
             double gs = 0;
-            for (int64_t e = 0; e < per; ++e) {
-                const double send = n + 1 < N ? states[(bh * N + n + 1) * per + e] : sT2[bh * per + e];
-                const size_t at = size_t((bh * N + n) * per + e);
-                const double G = f32 ? gstates[at] : to_float(gstates16[at]);
-                gs += G * send;
+            if (f32) {
+                for (int64_t e = 0; e < per; ++e) {
+                    const double send = n + 1 < N ? states[(bh * N + n + 1) * per + e] : sT2[bh * per + e];
+                    gs += gstates[size_t((bh * N + n) * per + e)] * send;
+                }
+            } else {  // the kernel's rows of <G(n), S_end(n)>, summed as the glue sums them
+                for (int64_t d = 0; d < Dk; ++d) gs += gdot[size_t((bh * N + n) * Dk + d)];
             }
             double acc = gs;
             for (int64_t t = std::min(T, (n + 1) * kChunk) - 1; t >= n * kChunk; --t) {

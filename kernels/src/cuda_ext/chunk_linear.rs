@@ -54,20 +54,20 @@ pub enum ChunkLinearGate {
     /// `0`: never; the libtorch chunked form.
     Never,
     /// Unset: where the kernel measured faster than the libtorch form on the H200 (BENCHMARKS.md, issue 8):
-    /// bfloat16 q, k, v (tensor cores) with per-key decays, or with head dims <= 64, or any head dim when no
-    /// input needs a gradient. With a scalar decay at head dim 128 its forward+backward was 3-4% slower;
-    /// float32 inputs (no tensor cores) were slower.
+    /// bfloat16 q, k, v (tensor cores), every decay and head dim (1.03-1.95x forward+backward with a scalar
+    /// decay since the row sums of the decay's gradient moved into a kernel, 2.9-3.9x with per-key decays);
+    /// not float32 inputs (no tensor cores: the first version, on FMA tiles, was slower).
     Measured,
 }
 
 impl ChunkLinearGate {
-    /// Whether to take the kernel for q of `kind` with head dims `dk`, `dv`; `per_key` for per-key decays,
-    /// `grad` when any input needs a gradient.
-    pub fn takes(self, kind: Kind, dk: i64, dv: i64, per_key: bool, grad: bool) -> bool {
+    /// Whether to take the kernel for q of `kind` (the head dims, the decay's form and whether gradients are
+    /// needed no longer matter: bfloat16 measured faster at all of them).
+    pub fn takes(self, kind: Kind) -> bool {
         match self {
             ChunkLinearGate::Always => true,
             ChunkLinearGate::Never => false,
-            ChunkLinearGate::Measured => kind == Kind::BFloat16 && (per_key || !grad || dk.max(dv) <= 64),
+            ChunkLinearGate::Measured => kind == Kind::BFloat16,
         }
     }
 }
@@ -101,13 +101,11 @@ pub(crate) fn chunk_linear_auto(
     s0: Option<&Tensor>,
 ) -> Option<(Tensor, Tensor)> {
     let (qs, vs) = (q.size(), v.size());
-    let grad = [q, k, v].into_iter().chain(g).chain(s0).any(Tensor::requires_grad);
-    let dim = |s: &[i64]| s.last().copied().unwrap_or(0);
     let per_key = g.is_some_and(|g| g.dim() == 4);
     if per_key && q.kind() != Kind::BFloat16 {
         return None; // the per-key kernel is bfloat16 only
     }
-    if !chunk_linear_gate().takes(q.kind(), dim(&qs), dim(&vs), per_key, grad) {
+    if !chunk_linear_gate().takes(q.kind()) {
         return None;
     }
     // (value widths past the kernel's 128 go in column slices below)
@@ -206,11 +204,8 @@ mod tests {
         {
             assert_eq!(parse_chunk_linear_gate(value), gate, "{value:?}");
         }
-        // The measured default: bf16 with per-key decays, or head dims <= 64, or any head dim without gradients.
-        let t = |g: ChunkLinearGate, kind, d, per_key, grad| g.takes(kind, d, d, per_key, grad);
-        assert!(t(Measured, Kind::BFloat16, 64, false, true) && t(Measured, Kind::BFloat16, 128, false, false));
-        assert!(t(Measured, Kind::BFloat16, 128, true, true));
-        assert!(!Measured.takes(Kind::BFloat16, 128, 64, false, true) && !t(Measured, Kind::Float, 64, false, false));
-        assert!(t(Always, Kind::Float, 128, false, true) && !t(Never, Kind::BFloat16, 64, true, false));
+        // The measured default: bfloat16 always, float32 never.
+        assert!(Measured.takes(Kind::BFloat16) && !Measured.takes(Kind::Float) && !Measured.takes(Kind::Half));
+        assert!(Always.takes(Kind::Float) && !Never.takes(Kind::BFloat16));
     }
 }
