@@ -11,18 +11,18 @@
 //! The plots are hand-written SVG like the grafting section's: a handful of elements, no plotting backend.
 
 use crate::html::{escape, num_cell, si};
-use crate::search::{Genome, SearchSummary, TrialSearch};
+use crate::search::{Genome, SearchSummary, TrialFate, TrialSearch};
 use std::fmt::Write as _;
 
 const W: f64 = 720.0;
 const H: f64 = 300.0;
 const M: f64 = 56.0;
 
-fn fate_colour(fate: &str) -> &'static str {
+fn fate_colour(fate: TrialFate) -> &'static str {
     match fate {
-        "completed" => "#1f77b4",
-        "stopped" => "#d62728",
-        "diverged" | "failed" => "#7f7f7f",
+        TrialFate::Completed => "#1f77b4",
+        TrialFate::Stopped => "#d62728",
+        TrialFate::Diverged | TrialFate::Failed => "#7f7f7f",
         _ => "#ff7f0e", // paused or running: the search is not over
     }
 }
@@ -30,11 +30,11 @@ fn fate_colour(fate: &str) -> &'static str {
 /// How a trial ended, in words: "stopped at rung 1 (2.2G FLOPs)", "completed after 3 rungs".
 fn fate_text(t: &TrialSearch) -> String {
     let at = t.rungs.last().and_then(|r| r.flops.or(r.until_flops)).map(si).unwrap_or_default();
-    match t.fate.as_str() {
-        "stopped" => format!("stopped at rung {} ({at} FLOPs)", t.last_rung),
-        "paused" => format!("paused at rung {} ({at} FLOPs), may be promoted", t.last_rung),
-        "completed" if t.rungs.len() > 1 => format!("promoted {} times, completed", t.rungs.len() - 1),
-        other => other.to_string(),
+    match t.fate {
+        TrialFate::Stopped => format!("stopped at rung {} ({at} FLOPs)", t.last_rung),
+        TrialFate::Paused => format!("paused at rung {} ({at} FLOPs), may be promoted", t.last_rung),
+        TrialFate::Completed if t.rungs.len() > 1 => format!("promoted {} times, completed", t.rungs.len() - 1),
+        other => other.as_str().to_string(),
     }
 }
 
@@ -84,7 +84,7 @@ fn rung_chart(s: &SearchSummary) -> Option<String> {
         &format!("eval loss ({y0:.3} to {y1:.3})"),
     );
     for t in &s.trials {
-        let c = fate_colour(&t.fate);
+        let c = fate_colour(t.fate);
         let line: Vec<(f64, f64)> = t
             .rungs
             .iter()
@@ -99,14 +99,14 @@ fn rung_chart(s: &SearchSummary) -> Option<String> {
             svg,
             "<g class=\"trial fate-{}\"><title>{}</title><polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"1.2\" \
              points=\"{}\"/>",
-            escape(&t.fate),
+            t.fate.as_str(),
             escape(&title),
             points.join(" ")
         );
         for (x, y) in &line[..line.len() - 1] {
             let _ = write!(svg, "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"2.5\" fill=\"{c}\"/>");
         }
-        if t.fate == "stopped" {
+        if t.fate == TrialFate::Stopped {
             let _ = write!(
                 svg,
                 "<path d=\"M{:.1},{:.1}l8,8m0,-8l-8,8\" stroke=\"{c}\" stroke-width=\"2\"/>",
@@ -118,15 +118,20 @@ fn rung_chart(s: &SearchSummary) -> Option<String> {
         }
         svg.push_str("</g>");
     }
-    for (i, (fate, label)) in
-        [("completed", "completed"), ("stopped", "stopped (x)"), ("paused", "paused or running")].iter().enumerate()
+    for (i, (fate, label)) in [
+        (TrialFate::Completed, "completed"),
+        (TrialFate::Stopped, "stopped (x)"),
+        (TrialFate::Paused, "paused or running"),
+    ]
+    .iter()
+    .enumerate()
     {
         let _ = write!(
             svg,
             "<text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"{}\" text-anchor=\"end\">{label}</text>",
             W - M - 8.0,
             M + 14.0 + 13.0 * i as f64,
-            fate_colour(fate)
+            fate_colour(*fate)
         );
     }
     svg.push_str("</svg>");
@@ -159,8 +164,14 @@ fn flops_bar(spent: f64, grid: f64) -> String {
 /// The first two objectives of every evaluated genome, the Pareto front filled and joined.
 fn pareto_scatter(s: &SearchSummary, front: &[&Genome]) -> Option<String> {
     let value = |g: &Genome, k: usize| g.objectives.get(k).copied().flatten().filter(|v| v.is_finite());
-    let all: Vec<(&Genome, f64, f64)> =
-        s.genomes().into_iter().filter_map(|g| Some((g, value(g, 0)?, value(g, 1)?))).collect();
+    let all: Vec<(Genome, f64, f64)> = s
+        .genomes()
+        .into_iter()
+        .filter_map(|g| {
+            let (x, y) = (value(&g, 0)?, value(&g, 1)?);
+            Some((g, x, y))
+        })
+        .collect();
     if all.is_empty() || s.objectives.len() < 2 {
         return None;
     }
@@ -176,7 +187,7 @@ fn pareto_scatter(s: &SearchSummary, front: &[&Genome]) -> Option<String> {
         &format!("{oy}{} ({} to {})", if log_y { ", log scale" } else { "" }, fmt_obj(y0), fmt_obj(y1)),
     );
     let on_front = |g: &Genome| front.iter().any(|f| f.ids == g.ids);
-    let mut line: Vec<(f64, f64)> = all.iter().filter(|p| on_front(p.0)).map(|p| (sx(p.1), sy(p.2))).collect();
+    let mut line: Vec<(f64, f64)> = all.iter().filter(|p| on_front(&p.0)).map(|p| (sx(p.1), sy(p.2))).collect();
     line.sort_by(|a, b| a.0.total_cmp(&b.0));
     let pts: Vec<String> = line.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
     let _ = write!(
@@ -227,8 +238,8 @@ pub(crate) fn search_section(h: &mut String, s: &SearchSummary) {
          data-completed=\"{}\" data-generations=\"{}\" data-front=\"{}\">{} trials ({}); seed {}{}; {}.</p>",
         escape(&s.strategy),
         s.trials.len(),
-        s.trials.iter().filter(|t| t.fate == "stopped").count(),
-        s.trials.iter().filter(|t| t.fate == "completed").count(),
+        s.count(TrialFate::Stopped),
+        s.count(TrialFate::Completed),
         s.generations.len(),
         s.pareto_front.as_ref().map_or(0, |f| f.len()),
         s.trials.len(),
@@ -287,7 +298,7 @@ pub(crate) fn search_section(h: &mut String, s: &SearchSummary) {
         let _ = writeln!(
             h,
             "<tr class=\"fate-{}\" data-id=\"{}\"><td>{}</td><td><code>{}</code></td><td>{}</td>{}{}<td>{}</td>{}{}<td>{}</td></tr>",
-            escape(&t.fate),
+            t.fate.as_str(),
             escape(&t.id),
             escape(&t.label),
             escape(&t.id),
@@ -321,7 +332,7 @@ fn generations(h: &mut String, s: &SearchSummary) {
          evaluated</th><th data-type=\"num\">survivors</th><th data-type=\"num\">best loss of survivors</th>\
          <th data-type=\"text\">best survivor</th></tr></thead><tbody>\n",
     );
-    for g in &s.generations {
+    for g in &s.generation_records() {
         let top = g.population.iter().min_by(|a, b| {
             let l = |x: &Genome| x.objectives.get(loss_at).copied().flatten().unwrap_or(f64::INFINITY);
             l(a).total_cmp(&l(b))
@@ -339,14 +350,14 @@ fn generations(h: &mut String, s: &SearchSummary) {
     }
     h.push_str("</tbody></table>\n");
     let Some(front_ids) = &s.pareto_front else { return };
-    let front: Vec<&Genome> =
-        s.genomes().into_iter().filter(|g| g.ids.iter().any(|id| front_ids.contains(id))).collect();
+    let genomes = s.genomes();
+    let front: Vec<&Genome> = genomes.iter().filter(|g| g.ids.iter().any(|id| front_ids.contains(id))).collect();
     let _ = writeln!(
         h,
         "<h3>Pareto front</h3>\n<p>Genomes no other genome beats on every objective ({}): {} of {} evaluated.</p>",
         escape(&s.objectives.join(", ")),
         front.len(),
-        s.genomes().len()
+        genomes.len()
     );
     if let Some(svg) = pareto_scatter(s, &front) {
         let _ = writeln!(
@@ -373,7 +384,7 @@ fn generations(h: &mut String, s: &SearchSummary) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::search::{Generation, RungVisit};
+    use crate::search::{Generation, RungFate, RungVisit};
 
     fn trial(id: &str, fate: &str, rungs: &[(f64, f64)]) -> TrialSearch {
         TrialSearch {
@@ -381,7 +392,7 @@ mod tests {
             label: format!("{id}<b>"),
             task: "mqar".into(),
             budget_flops: 9e9,
-            fate: fate.into(),
+            fate: TrialFate::from(fate),
             last_rung: rungs.len().saturating_sub(1),
             flops_spent: rungs.last().map_or(0.0, |r| r.0),
             eval_loss: rungs.last().map(|r| r.1),
@@ -391,7 +402,7 @@ mod tests {
                 .map(|(k, &(f, l))| RungVisit {
                     rung: k,
                     until_flops: Some(f),
-                    fate: Some("paused".into()),
+                    fate: Some(RungFate::Paused),
                     step: Some(k as u64),
                     flops: Some(f),
                     eval_loss: Some(l),
@@ -436,7 +447,7 @@ mod tests {
             depth: 2,
             objectives: vec![loss, Some(params)],
         };
-        let gens = vec![
+        let gens = [
             Generation {
                 generation: 0,
                 evaluated: vec![g("x", Some(2.0), 1e4), g("y", Some(3.0), 5e3), g("z", Some(3.5), 2e4)],
@@ -453,7 +464,7 @@ mod tests {
             trials: vec![trial("x", "completed", &[(9e9, 2.0)])],
             objectives: vec!["loss".into(), "params".into()],
             pareto_front: Some(vec!["x".into(), "y".into()]),
-            generations: gens,
+            generations: gens.iter().map(|g| serde_json::to_value(g).unwrap()).collect(),
             ..Default::default()
         };
         let mut h = String::new();

@@ -1,9 +1,9 @@
-//! `DIR/search.json` as the report reads it: what a search strategy did (which trials ran to which FLOP
-//! rung, which were stopped early, the Pareto front, evolution's generations, the FLOPs spent against a full
-//! grid's). The workbench writes the file (`workbench::search::summary`); this is a reading of it with its
-//! own serde types, because `reports` must not depend on the training crate. Every field has a default and
-//! unknown fields are ignored, so a newer writer never breaks an older report and a sweep still running (a
-//! partial file) still renders.
+//! `DIR/search.json`: what a search strategy did (which trials ran to which FLOP rung, which were stopped
+//! early, the Pareto front, evolution's generations, the FLOPs spent against a full grid's). The one schema
+//! of the file: the workbench writes it with these types (`workbench::search::summary`'s tracker fills
+//! them), the report reads it with them. Reading is lenient: every field has a default, unknown fields are
+//! ignored and an unknown fate reads as `Unknown`, so a newer writer never breaks an older report and a sweep
+//! still running (a partial file) still renders.
 
 use crate::ReportError;
 use serde::{Deserialize, Serialize};
@@ -36,8 +36,10 @@ pub struct SearchSummary {
     pub objectives: Vec<String>,
     /// Trial ids on the Pareto front (multi-objective searches).
     pub pareto_front: Option<Vec<String>>,
-    /// Evolution: one record per generation: `{generation, evaluated: [Genome], population: [Genome]}`.
-    pub generations: Vec<Generation>,
+    /// Evolution: one record per generation, `{generation, evaluated: [Genome], population: [Genome]}`, as
+    /// the strategy wrote it (JSON values: evolution builds them; [`SearchSummary::generation_records`] reads
+    /// them as [`Generation`]s).
+    pub generations: Vec<serde_json::Value>,
 }
 
 /// One trial's path through the search.
@@ -52,8 +54,7 @@ pub struct TrialSearch {
     pub seed: u64,
     /// One entry per rung it ran, in order.
     pub rungs: Vec<RungVisit>,
-    /// `completed`, `stopped`, `paused`, `running`, `diverged` or `failed`.
-    pub fate: String,
+    pub fate: TrialFate,
     pub last_rung: usize,
     pub flops_spent: f64,
     pub eval_loss: Option<f64>,
@@ -65,11 +66,79 @@ pub struct TrialSearch {
 pub struct RungVisit {
     pub rung: usize,
     pub until_flops: Option<f64>,
-    /// `paused`, `completed`, `diverged`, `failed`; absent while it runs.
-    pub fate: Option<String>,
+    /// How the rung ended; absent while it runs.
+    pub fate: Option<RungFate>,
     pub step: Option<u64>,
     pub flops: Option<f64>,
     pub eval_loss: Option<f64>,
+}
+
+/// How a trial stands: `completed` (reached its budget), `stopped` (paused at its last rung and not promoted
+/// when the search ended), `paused` or `running` while the search goes on, `diverged`, `failed`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TrialFate {
+    Running,
+    /// Paused at a rung; the search may still promote it.
+    Paused,
+    /// Paused at a rung and not promoted when the search ended.
+    Stopped,
+    Completed,
+    Diverged,
+    Failed,
+    /// A fate this reader does not know (a newer writer), or none in a partial file.
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+/// How one rung of a trial ended.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RungFate {
+    /// Stopped at the rung's FLOP limit; it can continue.
+    Paused,
+    Completed,
+    Diverged,
+    Failed,
+    /// A fate this reader does not know (a newer writer).
+    #[serde(other)]
+    Unknown,
+}
+
+impl TrialFate {
+    /// Its name in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialFate::Running => "running",
+            TrialFate::Paused => "paused",
+            TrialFate::Stopped => "stopped",
+            TrialFate::Completed => "completed",
+            TrialFate::Diverged => "diverged",
+            TrialFate::Failed => "failed",
+            TrialFate::Unknown => "unknown",
+        }
+    }
+}
+
+impl From<&str> for TrialFate {
+    /// The fate named `name` in the file (`Unknown` for any other name).
+    fn from(name: &str) -> TrialFate {
+        serde_json::from_value(serde_json::Value::from(name)).unwrap_or(TrialFate::Unknown)
+    }
+}
+
+impl From<RungFate> for TrialFate {
+    /// A trial's fate after its latest rung ended so.
+    fn from(f: RungFate) -> TrialFate {
+        match f {
+            RungFate::Paused => TrialFate::Paused,
+            RungFate::Completed => TrialFate::Completed,
+            RungFate::Diverged => TrialFate::Diverged,
+            RungFate::Failed => TrialFate::Failed,
+            RungFate::Unknown => TrialFate::Unknown,
+        }
+    }
 }
 
 /// The best completed trial of one (task, budget, seed).
@@ -123,20 +192,62 @@ impl SearchSummary {
 
     /// Trials per fate, in a fixed order: (fate, count), only fates that occur.
     pub fn fate_counts(&self) -> Vec<(&'static str, usize)> {
-        ["completed", "stopped", "paused", "running", "diverged", "failed"]
+        use TrialFate::*;
+        [Completed, Stopped, Paused, Running, Diverged, Failed, Unknown]
             .into_iter()
-            .map(|f| (f, self.trials.iter().filter(|t| t.fate == f).count()))
+            .map(|f| (f.as_str(), self.count(f)))
             .filter(|(_, n)| *n > 0)
             .collect()
     }
 
+    /// How many trials stand at `fate`.
+    pub fn count(&self, fate: TrialFate) -> usize {
+        self.trials.iter().filter(|t| t.fate == fate).count()
+    }
+
+    /// Evolution's generation records as [`Generation`]s (a record that is not an object is skipped; missing
+    /// fields take their defaults).
+    pub fn generation_records(&self) -> Vec<Generation> {
+        self.generations.iter().filter_map(|g| serde_json::from_value(g.clone()).ok()).collect()
+    }
+
     /// Every genome evolution evaluated, once each (by its first trial id), in generation order.
-    pub fn genomes(&self) -> Vec<&Genome> {
+    pub fn genomes(&self) -> Vec<Genome> {
         let mut seen = std::collections::HashSet::new();
-        self.generations
-            .iter()
-            .flat_map(|g| &g.evaluated)
+        self.generation_records()
+            .into_iter()
+            .flat_map(|g| g.evaluated)
             .filter(|g| seen.insert(g.ids.first().cloned().unwrap_or_default()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A newer writer's unknown fates and fields, and a partial trial, still read.
+    #[test]
+    fn unknown_fates_and_fields_read_leniently() {
+        let text = r#"{"strategy": "asha", "new_field": 1, "trials": [
+            {"id": "a", "fate": "migrated", "rungs": [{"rung": 0, "fate": "preempted"}]},
+            {"id": "b", "fate": "stopped", "rungs": [{"rung": 0, "fate": "paused", "eval_loss": 2.5}]},
+            {"id": "c"}],
+            "generations": [{"generation": 0, "evaluated": [{"ids": ["a"], "objectives": [1.5, null]}]}, 7]}"#;
+        let s: SearchSummary = serde_json::from_str(text).unwrap();
+        let fates: Vec<TrialFate> = s.trials.iter().map(|t| t.fate).collect();
+        assert_eq!(fates, [TrialFate::Unknown, TrialFate::Stopped, TrialFate::Unknown]);
+        assert_eq!(s.trials[0].rungs[0].fate, Some(RungFate::Unknown));
+        assert_eq!(s.trials[1].rungs[0].fate, Some(RungFate::Paused));
+        assert_eq!(s.fate_counts(), [("stopped", 1), ("unknown", 2)]);
+        // the record that is not an object is skipped
+        let g = s.generation_records();
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].evaluated[0].objectives, [Some(1.5), None]);
+        assert_eq!(TrialFate::from("completed"), TrialFate::Completed);
+        assert_eq!(TrialFate::from("nonsense"), TrialFate::Unknown);
+        // and what the writer writes reads back the same
+        let back: SearchSummary = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
     }
 }

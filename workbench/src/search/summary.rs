@@ -12,93 +12,19 @@
 //! - `generations`: evolution's per-generation records (evaluated genomes and survivors, with objectives).
 
 use super::{Fate, Job, Outcome, StrategyReport};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-/// The whole file.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
-pub struct SearchSummary {
-    /// `grid`, `random`, `successive_halving`, `asha` or `evolution`.
-    pub strategy: String,
-    pub seed: u64,
-    /// ASHA's decision window (its decisions are deterministic for a seed and a window).
-    pub window: Option<usize>,
-    /// True once the search has ended (false while it runs, or when it was interrupted).
-    pub finished: bool,
-    /// Every trial the search started, in the order it first started.
-    pub trials: Vec<TrialSearch>,
-    /// The best completed trial of each (task, budget, seed).
-    pub best: Vec<Best>,
-    /// Training FLOPs spent, each trial counted to the furthest step it trained (continuing from a
-    /// checkpoint costs only the new steps).
-    pub flops_spent: f64,
-    /// Trials and FLOPs of an exhaustive search of the same space.
-    pub full_grid_trials: Option<f64>,
-    pub full_grid_flops: Option<f64>,
-    /// `flops_spent / full_grid_flops`.
-    pub fraction_of_grid: Option<f64>,
-    /// What evolution minimised (`loss`, `params`, `state_size`, `flops_per_token`).
-    pub objectives: Vec<String>,
-    /// Trial ids on the Pareto front of `objectives` (multi-objective searches only).
-    pub pareto_front: Option<Vec<String>>,
-    /// Evolution: one record per generation (`evaluated` and `population`, with their objectives).
-    pub generations: Vec<serde_json::Value>,
-}
+// The file's one schema lives in `reports` (which reads it back for the report).
+pub use reports::search::{Best, RungFate, RungVisit, SearchSummary, TrialFate, TrialSearch};
 
-/// One trial's path through the search.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct TrialSearch {
-    pub id: String,
-    pub label: String,
-    pub arch: String,
-    pub task: String,
-    pub budget_flops: f64,
-    pub seed: u64,
-    /// Every job of this trial in order: one per rung it ran.
-    pub rungs: Vec<RungVisit>,
-    pub fate: TrialFate,
-    /// The highest rung it ran (0 for single-rung strategies).
-    pub last_rung: usize,
-    /// Training FLOPs it spent (to its furthest step).
-    pub flops_spent: f64,
-    /// Held-out loss where it stopped.
-    pub eval_loss: Option<f64>,
-}
-
-/// One rung of a trial.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct RungVisit {
-    pub rung: usize,
-    /// The FLOP limit it trained to (None: its budget).
-    pub until_flops: Option<f64>,
-    /// How the rung ended; None while it runs.
-    pub fate: Option<Fate>,
-    pub step: Option<u64>,
-    pub flops: Option<f64>,
-    pub eval_loss: Option<f64>,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum TrialFate {
-    Running,
-    /// Paused at a rung; the search may still promote it.
-    Paused,
-    /// Paused at a rung and not promoted when the search ended.
-    Stopped,
-    Completed,
-    Diverged,
-    Failed,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Best {
-    pub task: String,
-    pub budget_flops: f64,
-    pub seed: u64,
-    pub id: String,
-    pub label: String,
-    pub eval_loss: f64,
+/// How a rung ended, in the file's terms.
+fn rung_fate(f: Fate) -> RungFate {
+    match f {
+        Fate::Paused => RungFate::Paused,
+        Fate::Completed => RungFate::Completed,
+        Fate::Diverged => RungFate::Diverged,
+        Fate::Failed => RungFate::Failed,
+    }
 }
 
 /// Builds the summary as jobs start and end.
@@ -151,14 +77,10 @@ impl Tracker {
         let Some(&i) = self.index.get(&job.id) else { return };
         let t = &mut self.summary.trials[i];
         if let Some(v) = t.rungs.iter_mut().rev().find(|v| v.rung == job.rung && v.fate.is_none()) {
-            (v.fate, v.step, v.flops, v.eval_loss) = (Some(o.fate), Some(o.step), Some(o.flops), o.eval_loss);
+            (v.fate, v.step, v.flops, v.eval_loss) =
+                (Some(rung_fate(o.fate)), Some(o.step), Some(o.flops), o.eval_loss);
         }
-        t.fate = match o.fate {
-            Fate::Paused => TrialFate::Paused,
-            Fate::Completed => TrialFate::Completed,
-            Fate::Diverged => TrialFate::Diverged,
-            Fate::Failed => TrialFate::Failed,
-        };
+        t.fate = rung_fate(o.fate).into();
         t.flops_spent = t.flops_spent.max(o.flops);
         t.eval_loss = o.eval_loss.or(t.eval_loss);
     }
