@@ -209,11 +209,7 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
                 const int m0 = (t / ct) * 16, n0 = (t % ct) * 16;
                 FragC acc;
                 acc_zero(acc);
-                if (m.mt) {
-                    mma_k<wmma::col_major, wmma::row_major>(acc, Ms, L.ldm, Zs, L.ldz, m0, n0, kChunk);
-                } else {
-                    mma_k<wmma::row_major, wmma::row_major>(acc, Ms, L.ldm, Zs, L.ldz, m0, n0, kChunk);
-                }
+                mma_scores(acc, Ms, L.ldm, m.mt, Zs, L.ldz, m0, n0);
                 mma_k<wmma::row_major, wmma::row_major>(acc, Rs, L.ldx, Hs, L.ldh, m0, n0, L.Dkp);
                 acc_store(Of + m0 * L.ldo + n0, acc, L.ldo);
             }

@@ -341,11 +341,7 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
             const int m0 = (t / ct) * 16, n0 = (t % ct) * 16;
             FragC acc;
             acc_zero(acc);
-            if (m.mt) {
-                mma_k<wmma::col_major, wmma::row_major>(acc, Ms, L.ldm, Zs, L.ldz, m0, n0, kChunk);
-            } else {
-                mma_k<wmma::row_major, wmma::row_major>(acc, Ms, L.ldm, Zs, L.ldz, m0, n0, kChunk);
-            }
+            mma_scores(acc, Ms, L.ldm, m.mt, Zs, L.ldz, m0, n0);
             if (m.ht) {
                 mma_k<wmma::row_major, wmma::col_major>(acc, Rs, L.ldx, Hs, L.ldh, m0, n0, L.D1p);
             } else {

@@ -47,6 +47,16 @@ WB_HD void mma_k(FragC& acc, const bf16* a, int lda, const bf16* b, int ldb, int
     }
 }
 
+// acc += M(m0 + ., :) Z(:, n0 + .) over the chunk, M [C][C] read as stored or transposed (`mt`: col-major),
+// Z [C][ldz] row-major: the chunk mixes' product of their scores with a chunk operand.
+WB_HD void mma_scores(FragC& acc, const bf16* M, int ldm, bool mt, const bf16* Z, int ldz, int m0, int n0) {
+    if (mt) {
+        mma_k<wmma::col_major, wmma::row_major>(acc, M, ldm, Z, ldz, m0, n0, kChunk);
+    } else {
+        mma_k<wmma::row_major, wmma::row_major>(acc, M, ldm, Z, ldz, m0, n0, kChunk);
+    }
+}
+
 // Accumulator loads, stores and zeroing, as templates: the steps' lambdas are compiled for the host too,
 // where only a template's body is left unchecked until it is instantiated.
 template <class F>

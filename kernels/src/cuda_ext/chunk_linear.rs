@@ -128,12 +128,24 @@ pub(crate) fn chunk_linear_auto(
         return Some(value_slices(ext, q, k, v, g, s0));
     }
     let cont = |t: &Tensor| t.contiguous();
-    let (q, k, v) = (cont(q), cont(k), cont(v));
     let (g, s0) = (g.map(cont), s0.map(cont));
-    let (gm, sm) = (g.as_ref().map(Meta::of), s0.as_ref().map(Meta::of));
-    let checked = check_chunk_linear(&Meta::of(&q), &Meta::of(&k), &Meta::of(&v), gm.as_ref(), sm.as_ref());
-    match checked.and_then(|()| chunk_linear_unchecked(ext, &q, &k, &v, g.as_ref(), s0.as_ref())) {
-        Ok(r) => Some(r),
+    Some(checked_call(ext, &cont(q), &cont(k), &cont(v), g.as_ref(), s0.as_ref()))
+}
+
+/// The kernel on contiguous arguments, checked first; shapes that do not fit together panic with the
+/// validation message, as the reference's own checks do.
+fn checked_call(
+    ext: &Extension,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    g: Option<&Tensor>,
+    s0: Option<&Tensor>,
+) -> (Tensor, Tensor) {
+    let (gm, sm) = (g.map(Meta::of), s0.map(Meta::of));
+    let checked = check_chunk_linear(&Meta::of(q), &Meta::of(k), &Meta::of(v), gm.as_ref(), sm.as_ref());
+    match checked.and_then(|()| chunk_linear_unchecked(ext, q, k, v, g, s0)) {
+        Ok(r) => r,
         Err(e) => panic!("{e}"),
     }
 }
@@ -156,20 +168,14 @@ fn value_slices(
     let cont = |t: &Tensor| t.contiguous();
     let (q, k, g) = (cont(q), cont(k), g.map(cont));
     let (vp, sp) = (v.split(width, 3), s0.map(|s| s.split(width, 3)));
-    let (mut os, mut ss) = (Vec::new(), Vec::new());
-    for (i, v) in vp.iter().enumerate() {
-        let s0 = sp.as_ref().map(|s| cont(&s[i]));
-        let v = cont(v);
-        let (gm, sm) = (g.as_ref().map(Meta::of), s0.as_ref().map(Meta::of));
-        let checked = check_chunk_linear(&Meta::of(&q), &Meta::of(&k), &Meta::of(&v), gm.as_ref(), sm.as_ref());
-        match checked.and_then(|()| chunk_linear_unchecked(ext, &q, &k, &v, g.as_ref(), s0.as_ref())) {
-            Ok((o, s)) => {
-                os.push(o);
-                ss.push(s);
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let (os, ss): (Vec<Tensor>, Vec<Tensor>) = vp
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let s0 = sp.as_ref().map(|s| cont(&s[i]));
+            checked_call(ext, &q, &k, &cont(v), g.as_ref(), s0.as_ref())
+        })
+        .unzip();
     (Tensor::cat(&os, 3), Tensor::cat(&ss, 3))
 }
 
