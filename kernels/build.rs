@@ -3,10 +3,12 @@
 //! 1. libtorch's folder as an rpath, like every crate that links libtorch (build-support/link_libtorch.rs).
 //! 2. With the `cuda` feature (or `WORKBENCH_CUDA=1`): compiles every `csrc/*.cu` and `csrc/*.cpp` with the
 //!    pinned nvcc from `.deps/py` (scripts/setup-cuda.sh) for sm_90 into `libworkbench_kernels.so`, and
-//!    every `csrc/tests/*.cu` into a host program (the kernels' CPU emulation tests). Objects are cached in
+//!    every `csrc/tests/*.cu` into a host program (the kernels' CPU emulation tests), and every
+//!    `csrc/tools/*.cu` into a GPU program (diagnostics the GPU bundle carries: compiled here so that a source
+//!    that no longer compiles fails the build; never run here). Objects are cached in
 //!    OUT_DIR by a hash of their source, the csrc headers and the flags, so only what changed recompiles.
-//!    The library is copied next to the binaries (target/<profile>/), where `cuda_ext.rs` looks for it at
-//!    run time; it is loaded with dlopen, never linked, so every binary still runs without a GPU.
+//!    The library and the tools are copied next to the binaries (target/<profile>/), where `cuda_ext.rs`
+//!    looks for the library at run time; it is loaded with dlopen, never linked, so every binary still runs without a GPU.
 //!
 //! Without the feature nothing CUDA is compiled and no CUDA compiler is needed.
 
@@ -97,11 +99,33 @@ mod cuda {
             }
             host_tests.push(exe);
         }
+        // GPU tools: csrc/tools/*.cu, each a program for the GPU machine (scripts/gpu-bundle.sh).
+        let tool_dir = tc.csrc.join("tools");
+        let mut tools = Vec::new();
+        for src in list(&tool_dir, &["cu"]) {
+            let stem = file_name(&src);
+            let mut args = host_test_args(&tc);
+            args[1] = "-O3".into();
+            let source = fs::read(&src).expect("read tool source");
+            let key = digest(&[&source, &headers, args.join("\u{1}").as_bytes()]);
+            let exe = bin_dir.join(format!("{stem}-{key:016x}"));
+            remove_stale(&bin_dir, &format!("{stem}-"), &exe);
+            if !exe.exists() {
+                let tmp = exe.with_extension("tmp");
+                let mut cmd = Command::new(&tc.nvcc);
+                cmd.args(&args).arg(&src).arg("-o").arg(&tmp);
+                jobs.push(Job { cmd, tmp, dest: exe.clone(), log: log_dir.join(format!("{stem}.log")) });
+            }
+            tools.push((stem, exe));
+        }
         run_jobs(jobs);
 
         let lib = tc.out.join(LIBRARY);
         link(&tc, &objects, &lib);
-        install_next_to_binaries(&tc.out, &lib);
+        install_next_to_binaries(&tc.out, &lib, LIBRARY);
+        for (stem, exe) in &tools {
+            install_next_to_binaries(&tc.out, exe, &stem.trim_end_matches(".cu").replace('_', "-"));
+        }
 
         println!("cargo:rustc-cfg=workbench_cuda");
         println!("cargo:rustc-env=WORKBENCH_KERNELS_SO={}", lib.display());
@@ -281,18 +305,19 @@ mod cuda {
     /// Copies the library to target/<profile>/ (OUT_DIR is target/<profile>/build/kernels-<hash>/out), beside
     /// `workbench` and one level above the test binaries in deps/. Replaced atomically: a running binary
     /// keeps its mapping of the old file.
-    fn install_next_to_binaries(out: &Path, lib: &Path) {
+    /// Copies `file` to target/<profile>/`name` (the library, the GPU tools), unless it is there already.
+    fn install_next_to_binaries(out: &Path, file: &Path, name: &str) {
         let Some(profile_dir) = out.ancestors().nth(3) else { return };
         if !profile_dir.join("build").is_dir() {
             return;
         }
-        let dest = profile_dir.join(LIBRARY);
-        if fs::read(&dest).ok() == fs::read(lib).ok() {
+        let dest = profile_dir.join(name);
+        if fs::read(&dest).ok() == fs::read(file).ok() {
             return;
         }
-        let tmp = profile_dir.join(format!(".{LIBRARY}.tmp"));
-        fs::copy(lib, &tmp).expect("copy library next to the binaries");
-        fs::rename(&tmp, &dest).expect("move library next to the binaries");
+        let tmp = profile_dir.join(format!(".{name}.tmp"));
+        fs::copy(file, &tmp).expect("copy next to the binaries");
+        fs::rename(&tmp, &dest).expect("move next to the binaries");
     }
 
     fn list(dir: &Path, exts: &[&str]) -> Vec<PathBuf> {

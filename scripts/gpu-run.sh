@@ -10,11 +10,13 @@
 # benchmark), `bench` (all four benchmarks), `parity` (experiments/kernel-parity.yaml trained with
 # --kernels auto and --kernels reference, evaluation losses side by side), `all` (all of them), and, only
 # when named, `fla` (kernels/benches/fla_bench.py: fla-core's Triton kernels with the same protocol; needs
-# BUNDLE_DIR/fla_core-0.6.0-py3-none-any.whl and minutes of Triton autotuning).
+# BUNDLE_DIR/fla_core-0.6.0-py3-none-any.whl and minutes of Triton autotuning) and `steps` (chunked linear
+# attention's launches and block steps in clock cycles, kernels/csrc/tools/profile_chunk_linear.cu, at
+# STEPS_SHAPES="T:D ..." head dims, default "2048:128 2048:64").
 #
 # The binaries were linked against the torch 2.11.0 wheel here; there they use that machine's own torch
 # 2.11.0+cu130 through LD_LIBRARY_PATH. Logs go to $OUT (the device tool's output folder) or BUNDLE_DIR/out:
-# machine.txt, gpu-tests.log, bench.md, scan-bench.md, parity.txt, chunk-bench.md, longconv-bench.md, fla.md. Exit status: non-zero if any test failed or the benchmark failed.
+# machine.txt, gpu-tests.log, bench.md, scan-bench.md, parity.txt, chunk-bench.md, longconv-bench.md, fla.md, steps.txt. Exit status: non-zero if any test failed or the benchmark failed.
 set -uo pipefail
 BUNDLE=$(cd "${1:-.carry/gpu}" && pwd) || { echo "gpu-run: no bundle at ${1:-.carry/gpu} (make gpu-bundle)" >&2; exit 2; }
 shift || true
@@ -85,6 +87,12 @@ if want longconv; then
 fi
 if want conv; then
   "$BUNDLE/kernels-gpu-bench" 2>&1 | tee "$OUT/bench.md"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+if [[ "$WHAT" == *" steps "* ]]; then
+  for shape in ${STEPS_SHAPES:-2048:128 2048:64}; do
+    "$BUNDLE/profile-chunk-linear" "${shape%%:*}" "${shape##*:}" || exit 1
+  done 2>&1 | tee "$OUT/steps.txt"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 if [[ "$WHAT" == *" fla "* ]]; then

@@ -46,16 +46,46 @@ __global__ void __launch_bounds__(kThreads) rowmix_kernel(Params p, RowMix m, co
 
 // The executor of chunk_linear_tc.cuh's blocks: every thread runs a `threads` step, every warp's lanes
 // run a `warps` step together; a barrier after each.
+// Built with WB_STEP_PROFILE (tools/profile_chunk_linear.cu, never the library), thread 0 of every block adds
+// the clock cycles of each step (its start to its barrier) into g_step_cycles[step]: where a block's time goes.
+#if defined(WB_STEP_PROFILE)
+constexpr int kProfiledSteps = 32;
+__device__ unsigned long long g_step_cycles[kProfiledSteps];
+#endif
 struct DeviceBlock {
+#if defined(WB_STEP_PROFILE)
+    int step = 0;
+    long long t0 = 0;
+    __device__ __forceinline__ void mark() {
+#if defined(__CUDA_ARCH__)
+        long long now;  // a memory clobber: clock64() alone may move past the first step's barrier
+        asm volatile("mov.u64 %0, %%clock64;" : "=l"(now)::"memory");
+        if (threadIdx.x == 0 && step > 0)  // steps past the last slot add into it
+            atomicAdd(&g_step_cycles[min(step, kProfiledSteps) - 1], (unsigned long long)(now - t0));
+        t0 = now;
+        ++step;
+#endif
+    }
+    __device__ __forceinline__ void start() {  // the clock's start, before the first step
+        if (step == 0) mark();
+    }
+#else
+    __device__ __forceinline__ void mark() {}
+    __device__ __forceinline__ void start() {}
+#endif
     template <class F>
     __device__ __forceinline__ void threads(F&& f) {
+        start();
         f(int(threadIdx.x));
         __syncthreads();
+        mark();
     }
     template <class F>
     __device__ __forceinline__ void warps(F&& f) {
+        start();
         f(int(threadIdx.x) / 32);
         __syncthreads();
+        mark();
     }
 };
 

@@ -1,0 +1,217 @@
+// Where the chunked linear-attention kernels spend their time, per launch and per block step: runs the
+// bfloat16 forward and backward launch sequences (scalar and per-key decays) on the GPU with random inputs,
+// times every launch with CUDA events and, built with WB_STEP_PROFILE, reads how many clock cycles a block
+// spent between consecutive barriers (chunk_linear.cu's DeviceBlock). A diagnostic, not a test: it checks
+// no values (the GPU tests and the host emulation do). kernels/build.rs compiles it (target/release/
+// profile-chunk-linear), scripts/gpu-bundle.sh carries it and `gpu-run.sh BUNDLE steps` runs it:
+//   profile-chunk-linear [T=2048] [head dim=128] [B=8] [H=16]
+#define WB_STEP_PROFILE
+#include "../chunk_linear.cu"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+using namespace wb::chunk_linear;
+
+namespace prof {
+
+#define CK(x)                                                                               \
+    do {                                                                                    \
+        cudaError_t e_ = (x);                                                               \
+        if (e_ != cudaSuccess) {                                                            \
+            std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+            std::exit(1);                                                                   \
+        }                                                                                   \
+    } while (0)
+
+__device__ float hash_uniform(uint64_t i, uint32_t seed) {
+    uint64_t x = i * 0x9E3779B97F4A7C15ull + seed;
+    x ^= x >> 31;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 29;
+    return float(x >> 40) / float(1 << 24);  // [0, 1)
+}
+__global__ void fill_bf16(bf16* x, int64_t n, uint32_t seed, float lo, float hi) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+        x[i] = __float2bfloat16(lo + (hi - lo) * hash_uniform(i, seed));
+}
+__global__ void fill_f32(float* x, int64_t n, uint32_t seed, float lo, float hi) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+        x[i] = lo + (hi - lo) * hash_uniform(i, seed);
+}
+
+template <typename T>
+T* alloc(int64_t n) {
+    void* p = nullptr;
+    CK(cudaMalloc(&p, std::max<int64_t>(n, 1) * sizeof(T)));
+    return static_cast<T*>(p);
+}
+
+// One launch's record: name, ms, blocks, resident blocks per multiprocessor, cycles per block step.
+struct Record {
+    std::string name;
+    float ms = 0.f;
+    int64_t blocks = 0;
+    int per_sm = 0;
+    std::vector<double> steps;
+};
+
+// A launcher for run_forward_pk & co. that forwards to chunk_linear.cu's Launch and records each launch.
+struct Timed {
+    Launch l;
+    bool record = false;
+    std::vector<Record> out;
+    cudaEvent_t a, b;
+
+    Timed(const Params& p) : l{p, 0} {
+        CK(cudaEventCreate(&a));
+        CK(cudaEventCreate(&b));
+    }
+
+    template <class F, class K>
+    void op(const std::string& name, int64_t blocks, K kernel, int threads, int64_t smem, F&& f) {
+        if (!record) {
+            f();
+            return;
+        }
+        unsigned long long zeros[kProfiledSteps] = {};
+        CK(cudaMemcpyToSymbol(g_step_cycles, zeros, sizeof(zeros)));
+        CK(cudaEventRecord(a));
+        f();
+        CK(cudaEventRecord(b));
+        CK(cudaEventSynchronize(b));
+        if (l.err != nullptr) {
+            std::fprintf(stderr, "%s: %s\n", name.c_str(), l.err);
+            std::exit(1);
+        }
+        CK(cudaGetLastError());
+        Record r;
+        r.name = name;
+        CK(cudaEventElapsedTime(&r.ms, a, b));
+        r.blocks = blocks;
+        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&r.per_sm, kernel, threads, size_t(smem)));
+        unsigned long long cyc[kProfiledSteps];
+        CK(cudaMemcpyFromSymbol(cyc, g_step_cycles, sizeof(cyc)));
+        for (int s = 0; s < kProfiledSteps && cyc[s] != 0; ++s) r.steps.push_back(double(cyc[s]) / double(blocks));
+        out.push_back(r);
+    }
+
+    const Params& p() const { return l.p; }
+    int64_t chunk_blocks() const { return p().N * p().B * p().H; }
+
+    void cumsum() {
+        const int64_t n = p().B * p().H * p().N * (p().per_key ? p().Dk : 1);
+        op("cumsum", (n + 255) / 256, cumsum_kernel, 256, 0, [&] { l.cumsum(); });
+    }
+    void gdot() {
+        const int64_t n = p().B * p().H * p().N * p().Dk * 32;
+        op("gdot", (n + 255) / 256, gdot_kernel, 256, 0, [&] { l.gdot(); });
+    }
+    void dg_key() {
+        const int64_t n = p().B * p().H * p().N * p().Dk;
+        op("dg_key", (n + 255) / 256, dg_key_kernel, 256, 0, [&] { l.dg_key(); });
+    }
+    void scan(const ScanArgs& a) {
+        const ScanTile t = scan_tile(p().B * p().H, p().Dk, p().Dv);
+        const int64_t blocks = (p().Dv + t.cols - 1) / t.cols * ((p().Dk + t.rows - 1) / t.rows) * p().B * p().H;
+        const int64_t bytes = scan_smem(p().Dk, t.cols, t.rows).bytes;
+        const std::string name = std::string(a.reverse ? "scan reverse" : "scan forward") + " cols " +
+                                 std::to_string(t.cols) + " rows " + std::to_string(t.rows);
+        if (t.cols == 64) {
+            op(name, blocks, scan_kernel<64>, kThreads, bytes, [&] { l.scan(a); });
+        } else {
+            op(name, blocks, scan_kernel<32>, kThreads, bytes, [&] { l.scan(a); });
+        }
+    }
+    template <typename TO>
+    void mix(const MixTc& m, TO* o) {
+        const int64_t bytes = mix_smem(m.D1, m.D2, m.ht).bytes;
+        op("mix " + std::to_string(bytes / 1024) + " KiB", chunk_blocks(), mix_kernel<TO>, kThreads, bytes,
+           [&] { l.template mix<TO>(m, o); });
+    }
+    void mix_pk(const MixPk& m, bf16* o) {
+        const int64_t bytes = pk_smem(p(), m).bytes;
+        const char* what = m.grad ? (m.mt ? "mix_pk dK" : "mix_pk dQ") : (m.mt ? "mix_pk dV" : "mix_pk O");
+        op(std::string(what) + " " + std::to_string(bytes / 1024) + " KiB", chunk_blocks(), mix_pk_kernel, kThreads,
+           bytes, [&] { l.mix_pk(m, o); });
+    }
+};
+
+void report(const char* title, const std::vector<Record>& rs) {
+    float total = 0.f;
+    for (const Record& r : rs) total += r.ms;
+    std::printf("\n## %s: %.3f ms in %zu launches\n", title, total, rs.size());
+    for (const Record& r : rs) {
+        double sum = 0.0;
+        for (double s : r.steps) sum += s;
+        std::printf("%-28s %8.3f ms  %7lld blocks  %d/SM  %9.0f cycles/block:", r.name.c_str(), r.ms,
+                    (long long)r.blocks, r.per_sm, sum);
+        for (double s : r.steps) std::printf(" %.0f", s);
+        std::printf("\n");
+    }
+}
+
+}  // namespace prof
+
+using namespace prof;
+
+int main(int argc, char** argv) {
+    const int64_t T = argc > 1 ? std::atoll(argv[1]) : 2048;
+    const int64_t D = argc > 2 ? std::atoll(argv[2]) : 128;
+    const int64_t B = argc > 3 ? std::atoll(argv[3]) : 8;
+    const int64_t H = argc > 4 ? std::atoll(argv[4]) : 16;
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    std::printf("# %s, %d SMs; B %lld H %lld T %lld Dk = Dv = %lld, bfloat16\n", prop.name, prop.multiProcessorCount,
+                (long long)B, (long long)H, (long long)T, (long long)D);
+    for (int per_key = 0; per_key < 2; ++per_key) {
+        Params p;
+        p.B = B, p.H = H, p.T = T, p.Dk = D, p.Dv = D, p.N = nchunks(T), p.per_key = per_key != 0;
+        const int64_t nq = B * H * T * D, ng = per_key ? nq : B * H * T, ns = B * H * p.N * D * D;
+        bf16 *q = alloc<bf16>(nq), *k = alloc<bf16>(nq), *v = alloc<bf16>(nq), *dout = alloc<bf16>(nq);
+        float* g = alloc<float>(ng);
+        fill_bf16<<<1024, 256>>>(q, nq, 1, -1.f, 1.f);
+        fill_bf16<<<1024, 256>>>(k, nq, 2, -1.f, 1.f);
+        fill_bf16<<<1024, 256>>>(v, nq, 3, -1.f, 1.f);
+        fill_bf16<<<1024, 256>>>(dout, nq, 4, -1.f, 1.f);
+        fill_f32<<<1024, 256>>>(g, ng, 5, -0.1f, 0.f);
+        p.q = q, p.k = k, p.v = v, p.g = g, p.dout = dout;
+        p.o = alloc<bf16>(nq);
+        p.sT = alloc<float>(B * H * D * D);
+        p.bcum = alloc<float>(ng);
+        p.states = alloc<float>(ns);
+        p.states16 = alloc<bf16>(ns);
+        p.gstates16 = alloc<bf16>(ns);
+        p.gstates = alloc<float>(1);
+        p.dq16 = alloc<bf16>(nq), p.dk16 = alloc<bf16>(nq), p.dv16 = alloc<bf16>(nq);
+        p.qdq = alloc<float>(per_key ? nq : B * H * T);
+        p.kdk = alloc<float>(per_key ? nq : B * H * T);
+        p.ds0 = alloc<float>(B * H * D * D);
+        p.dgk = alloc<float>(nq);
+        p.gdot = alloc<float>(B * H * p.N * D);
+        CK(cudaDeviceSynchronize());
+        for (int backward = 0; backward < 2; ++backward) {
+            Timed t(p);
+            for (int rep = 0; rep < 4; ++rep) {
+                t.record = rep == 3;
+                if (per_key) {
+                    backward ? run_backward_pk(t, p) : run_forward_pk(t, p);
+                } else {
+                    backward ? run_backward_tc(t, p) : run_forward_tc(t, p);
+                }
+                CK(cudaDeviceSynchronize());
+            }
+            const std::string title =
+                std::string(per_key ? "per-key" : "scalar") + (backward ? " backward" : " forward");
+            report(title.c_str(), t.out);
+        }
+        for (void* x : {(void*)q, (void*)k, (void*)v, (void*)dout, (void*)g, p.o, (void*)p.sT, (void*)p.bcum,
+                        (void*)p.states, p.states16, p.gstates16, (void*)p.gstates, p.dq16, p.dk16, p.dv16,
+                        (void*)p.qdq, (void*)p.kdk, (void*)p.ds0, (void*)p.dgk, (void*)p.gdot})
+            CK(cudaFree(x));
+    }
+    return 0;
+}
