@@ -28,9 +28,11 @@ using ::wb::to_float;
 #define WB_HD __host__ __device__ __forceinline__
 
 
+// On the GPU the hardware exponential (__expf: ex2.approx after one multiply, relative error about 2^-21
+// for the exponents <= 0 these kernels take), not expf's longer exact-rounding sequence.
 WB_HD float exp_f(float v) {
 #if defined(__CUDA_ARCH__)
-    return expf(v);
+    return __expf(v);
 #else
     return std::exp(v);
 #endif
@@ -201,7 +203,7 @@ WB_HD void gdot_thread(const Params& p, int64_t idx) {
 }
 
 // The per-key log-decays' gradient, one thread per (batch x head, chunk, key) (chunk_linear_pk.cuh): the
-// within-chunk reverse cumsum of p.qdq = (q * dq - k * dk) down key d's column, plus gdot_thread's
+// within-chunk reverse cumsum of p.qdq - p.kdk = (q * dq - k * dk) down key d's column, plus gdot_thread's
 // sum_e G(n)_de S_end(n)_de.
 WB_HD void dg_key_thread(const Params& p, int64_t idx) {
     if (idx >= p.B * p.H * p.N * p.Dk) return;
@@ -210,7 +212,7 @@ WB_HD void dg_key_thread(const Params& p, int64_t idx) {
     float acc = p.gdot[(c.bh * p.N + c.n) * p.Dk + d];
     const int64_t at = (c.bh * p.T + c.t0) * p.Dk + d;
     for (int r = c.valid - 1; r >= 0; --r) {
-        acc += p.qdq[at + r * p.Dk];
+        acc += p.qdq[at + r * p.Dk] - p.kdk[at + r * p.Dk];
         p.dgk[at + r * p.Dk] = acc;
     }
 }

@@ -75,8 +75,8 @@ struct Params {
     void* dq16 = nullptr;  // [B, H, T, Dk]
     void* dk16 = nullptr;  // [B, H, T, Dk]
     void* dv16 = nullptr;  // [B, H, T, Dv]
-    float* qdq = nullptr;  // [B, H, T]; per_key: [B, H, T, Dk], q * dq - k * dk elementwise (kdk unused)
-    float* kdk = nullptr;  // [B, H, T]
+    float* qdq = nullptr;  // [B, H, T]; per_key: [B, H, T, Dk], q * dq elementwise
+    float* kdk = nullptr;  // [B, H, T]; per_key: [B, H, T, Dk], k * dk elementwise
     float* ds0 = nullptr;  // [B, H, Dk, Dv]
     float* dgk = nullptr;  // [B, H, T, Dk]: the per-key log-decays' gradient (per_key backward)
     float* gdot = nullptr;  // [B, H, N, Dk]: sum_e G(n)_de S_end(n)_de, G in bfloat16 (bf16 backward)

@@ -17,11 +17,15 @@
 //   gradient family (plain scores P_ij = dO_i . v_j, j <= i; the decay inside the sum over pairs):
 //     dQ_id = sum_j P_ij k_jd exp(b_id - b_jd) + exp(b_id) (dO S^T)_id            (row blocks I, r = 16 I)
 //     dK_jd = sum_i P_ij q_id exp(b_id - b_jd) + exp(b_Ld - b_jd) (V G^T)_jd      (column blocks J, r = 16 J + 15)
-//   and, for the log-decay gradient, q * dq - k * dk elementwise in float32 (p.qdq: the dQ mix writes
-//   q * dq, the dK mix then subtracts k * dk). dg_td is formed from it as the scalar case's glue does, per
+//   and, for the log-decay gradient, q * dq - k * dk elementwise in float32 (the dQ mix writes q * dq to
+//   p.qdq, the dK mix k * dk to p.kdk). dg_td is formed from them as the scalar case's glue does, per
 //   key (chunk_linear.cuh's dg_key_thread): the within-chunk reverse cumsum of (q * dq - k * dk)_.d plus
 //   sum_e G(n)_de S_end(n)_de, with the same bfloat16 G the dK product used, so that the two cancel to
 //   float32 rounding under strong decay.
+// The elementwise steps (scaled copies, exact diagonal sums, the gradient family's last step) take 8 keys
+// at a time from shared memory, with the decays staged by cp.async like the operands: measured per block
+// step (tools/profile_chunk_linear.cu), scalar loads and a global load per element had made them most of a
+// mix's time.
 // Written for the GPU and the CPU over the executor `Blk` of chunk_linear_tc.cuh.
 #pragma once
 
@@ -56,17 +60,18 @@ struct MixPk {
     Scale s = Scale::None;  // scores family: R's scale; gradient family: the state term's scale
     const bf16* Hm = nullptr;  // [B, H, N, Dk, Dv] (the scans' buf16)
     int64_t D1 = 0, D2 = 0;  // the scores' width, the output's width
-    const bf16* W = nullptr;  // gradient family: q (dQ) or k (dK), for el = +- W * out
-    float* el = nullptr;
+    const bf16* W = nullptr;  // gradient family: q (dQ) or k (dK), for el = W * out
+    float* el = nullptr;  // gradient family: q * dq (dQ, p.qdq) or k * dk (dK, p.kdk), [B, H, T, Dk]
 };
 
 // Regions (bytes), every one 128-byte aligned. Scores family: R, the other staged slot, b, then {the scaled
-// copies QT [C] and KT [96]} later the float32 result, scores, M, Z, H. Gradient family: R, then {the other
-// slot and the scores} later the off-diagonal partials [48], b, Z, the scaled copies ZT [96], M, H, the
-// float32 result. At Dk = Dv = 128: 186.5 KiB (scores), 202.5 KiB (gradient): one block per SM.
+// copies QT [C] and KT [96]} later the float32 result, scores, M, Z, H. Gradient family: R (later W, the
+// q or k that el multiplies, when it fits there; else W after the result), then {the other slot and the
+// scores} later the off-diagonal partials [48], b, Z, the scaled copies ZT [96], M, H, the float32
+// result. At Dk = Dv = 128: 186.5 KiB (scores), 202.5 KiB (gradient): one block per SM.
 struct PkSmem {
-    int D1p, D2p, Dkp, ldx, ldz, ldc, ldb, ldo, lds, ldm, ldh;
-    int64_t oOther, oB, oC, oS, oM, oZ, oH, oO, bytes;
+    int D1p, D2p, Dkp, ldx, ldz, ldc, ldb, ldo, lds, ldm, ldh, ldw;
+    int64_t oOther, oB, oC, oS, oM, oZ, oH, oO, oW, bytes;
 };
 
 WB_HD int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -84,6 +89,7 @@ WB_HD PkSmem pk_smem(const Params& p, const MixPk& m) {
     L.lds = kChunk + 4;
     L.ldm = kChunk + 8;
     L.ldh = pad16(p.Dv) + 8;  // H as stored, [Dk][Dv]
+    L.ldw = L.Dkp + 8;
     const int64_t slot = align128(int64_t(kChunk) * L.ldx * 2);
     const int64_t scores = align128(int64_t(kChunk) * L.lds * 4);
     const int64_t b = align128(int64_t(kChunk) * L.ldb * 4);
@@ -92,6 +98,7 @@ WB_HD PkSmem pk_smem(const Params& p, const MixPk& m) {
     const int64_t msize = align128(int64_t(kChunk) * L.ldm * 2);
     const int64_t zsize = align128(int64_t(kChunk) * L.ldz * 2);
     const int64_t hsize = align128(int64_t(L.Dkp) * L.ldh * 2);
+    const int64_t wsize = align128(int64_t(kChunk) * L.ldw * 2);
     L.oOther = slot;
     if (!m.grad) {
         L.oB = L.oOther + slot;
@@ -108,11 +115,24 @@ WB_HD PkSmem pk_smem(const Params& p, const MixPk& m) {
     L.oZ = L.oM + msize;
     L.oH = L.oZ + zsize;
     const int64_t end = L.oH + hsize;
-    if (m.grad) L.oO = end;
-    L.bytes = m.grad ? end + result : end;
+    L.oW = 0;
+    L.bytes = end;
+    if (m.grad) {
+        L.oO = end;
+        L.bytes = end + result;
+        if (wsize > slot) {  // W does not fit in the R slot
+            L.oW = L.bytes;
+            L.bytes += wsize;
+        }
+    }
     return L;
 }
 
+// Whether rows of D bfloat16 (and float32) values at `base` take 8-wide vector stores.
+WB_HD bool rows_vec8_out(const void* base, int64_t D) { return D % 8 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0; }
+
+// The elementwise steps work on 8 keys (or columns) at a time: every row stride below is a multiple of 16
+// bytes and every padded width a multiple of 16, so each 8-wide load or store is one or two 16-byte words.
 template <class Blk>
 WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& m, bf16* out, unsigned char* smem) {
     const PkSmem L = pk_smem(p, m);
@@ -129,18 +149,19 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
     bf16* Hs = reinterpret_cast<bf16*>(smem + L.oH);
     float* Of = reinterpret_cast<float*>(smem + L.oO);
     float* Tf = reinterpret_cast<float*>(smem + L.oOther);  // gradient family: partials [48], after the scores
-    const int Dk = int(p.Dk);
-    auto b = [&](int r, int d) { return Bs[r * L.ldb + d]; };
+    bf16* Ws = reinterpret_cast<bf16*>(smem + L.oW);  // gradient family: W, in the R slot when oW is 0
+    const int segs = L.Dkp / 8;  // 8-key segments of a row
+    const int64_t row0 = c.bh * p.T + c.t0;
+    const bf16* W = m.grad ? m.W + row0 * p.Dk : nullptr;
+    auto brow = [&](int r) { return Bs + r * L.ldb; };
 
     blk.threads([&](int tid) {
         stage_rows_raw(p, c, Xs, L.ldx, m.X, m.D1, L.D1p, tid);
         stage_rows_raw(p, c, Ys, L.ldx, m.Y, m.D1, L.D1p, tid);
         stage_rows_raw(p, c, Zs, L.ldz, m.Z, m.D2, L.D2p, tid);
         stage_raw(Hs, L.ldh, m.Hm + (c.bh * p.N + c.n) * p.Dk * p.Dv, p.Dk, p.Dv, 0, L.Dkp, pad16(p.Dv), tid);
-        for (int idx = tid; idx < kChunk * L.Dkp; idx += kThreads) {
-            const int r = idx / L.Dkp, d = idx % L.Dkp;
-            Bs[r * L.ldb + d] = d < Dk ? bcum_key(p, c, r, d) : 0.f;
-        }
+        stage_f32_rows(Bs, L.ldb, p.bcum + row0 * p.Dk, c.valid, p.Dk, kChunk, L.Dkp, tid);  // rows past: b_L
+        if (m.grad && L.oW != 0) stage_raw(Ws, L.ldw, W, c.valid, p.Dk, 0, kChunk, L.Dkp, tid);
         copy_wait();
     });
 
@@ -150,15 +171,26 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
         const bf16* Q = Xs;
         const bf16* K = Ys;
         blk.threads([&](int tid) {
-            for (int idx = tid; idx < kChunk * L.Dkp; idx += kThreads) {
-                const int i = idx / L.Dkp, d = idx % L.Dkp, r = (i / kSub) * kSub;
-                Cs[i * L.ldc + d] = from_float<bf16>(to_float(Q[i * L.ldx + d]) * exp_f(b(i, d) - b(r, d)));
+            float x[8], bx[8], by[8];
+            for (int idx = tid; idx < kChunk * segs; idx += kThreads) {
+                const int i = idx / segs, d0 = (idx % segs) * 8;
+                load8(Q + i * L.ldx + d0, x);
+                load8(brow(i) + d0, bx);
+                load8(brow((i / kSub) * kSub) + d0, by);
+#pragma unroll
+                for (int e = 0; e < 8; ++e) x[e] *= exp_f(bx[e] - by[e]);
+                store8(Cs + i * L.ldc + d0, x);
             }
-            for (int idx = tid; idx < kCopyRows * L.Dkp; idx += kThreads) {
-                const int v = idx / L.Dkp, d = idx % L.Dkp;
+            for (int idx = tid; idx < kCopyRows * segs; idx += kThreads) {
+                const int v = idx / segs, d0 = (idx % segs) * 8;
                 const int I = v < copy_row_block(2) ? 1 : v < copy_row_block(3) ? 2 : 3;
                 const int j = v - copy_row_block(I);
-                KT[v * L.ldc + d] = from_float<bf16>(to_float(K[j * L.ldx + d]) * exp_f(b(I * kSub, d) - b(j, d)));
+                load8(K + j * L.ldx + d0, x);
+                load8(brow(I * kSub) + d0, bx);
+                load8(brow(j) + d0, by);
+#pragma unroll
+                for (int e = 0; e < 8; ++e) x[e] *= exp_f(bx[e] - by[e]);
+                store8(KT + v * L.ldc + d0, x);
             }
             // the pairs j <= i of each diagonal block (136 of them), numbered row by row; the entries above
             // the diagonal are never read (M masks them)
@@ -168,9 +200,15 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
                 int r = 0, pr = idx % tri;
                 while (pr > r) pr -= ++r;
                 const int i = blk0 + r, j = blk0 + pr;
-                float acc = 0.f;
-                for (int d = 0; d < Dk; ++d)
-                    acc += to_float(Q[i * L.ldx + d]) * to_float(K[j * L.ldx + d]) * exp_f(b(i, d) - b(j, d));
+                float acc = 0.f, q[8], k[8];
+                for (int d0 = 0; d0 < L.Dkp; d0 += 8) {
+                    load8(Q + i * L.ldx + d0, q);
+                    load8(K + j * L.ldx + d0, k);
+                    load8(brow(i) + d0, bx);
+                    load8(brow(j) + d0, by);
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) acc += q[e] * k[e] * exp_f(bx[e] - by[e]);
+                }
                 Sf[i * L.lds + j] = acc;
             }
         });
@@ -191,15 +229,22 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
         });
         // M = the masked scores in bfloat16; R scaled elementwise in place
         blk.threads([&](int tid) {
-            for (int idx = tid; idx < kChunk * kChunk; idx += kThreads) {
-                const int i = idx / kChunk, j = idx % kChunk;
-                Ms[i * L.ldm + j] = from_float<bf16>(j <= i ? Sf[i * L.lds + j] : 0.f);
+            float x[8], bx[8], bl[8] = {};
+            for (int idx = tid; idx < kChunk * (kChunk / 8); idx += kThreads) {
+                const int i = idx / (kChunk / 8), j0 = (idx % (kChunk / 8)) * 8;
+                load8(Sf + i * L.lds + j0, x);
+#pragma unroll
+                for (int e = 0; e < 8; ++e) x[e] = j0 + e <= i ? x[e] : 0.f;
+                store8(Ms + i * L.ldm + j0, x);
             }
-            for (int idx = tid; idx < c.valid * L.Dkp; idx += kThreads) {
-                const int r = idx / L.Dkp, d = idx % L.Dkp;
-                if (d >= Dk) continue;
-                const float e = m.s == Scale::ExpB ? b(r, d) : b(c.valid - 1, d) - b(r, d);
-                Rs[r * L.ldx + d] = from_float<bf16>(to_float(Rs[r * L.ldx + d]) * exp_f(e));
+            for (int idx = tid; idx < c.valid * segs; idx += kThreads) {
+                const int r = idx / segs, d0 = (idx % segs) * 8;
+                load8(Rs + r * L.ldx + d0, x);
+                load8(brow(r) + d0, bx);
+                if (m.s != Scale::ExpB) load8(brow(c.valid - 1) + d0, bl);
+#pragma unroll
+                for (int e = 0; e < 8; ++e) x[e] *= exp_f(m.s == Scale::ExpB ? bx[e] : bl[e] - bx[e]);
+                store8(Rs + r * L.ldx + d0, x);
             }
         });
         // out = M Z + R H (the result over the scaled copies)
@@ -215,9 +260,18 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
             }
         });
         blk.threads([&](int tid) {
-            for (int idx = tid; idx < c.valid * L.D2p; idx += kThreads) {
-                const int i = idx / L.D2p, e = idx % L.D2p;
-                if (e < m.D2) out[(c.bh * p.T + c.t0 + i) * m.D2 + e] = from_float<bf16>(Of[i * L.ldo + e]);
+            bf16* o = out + row0 * m.D2;
+            const bool vec = rows_vec8_out(o, m.D2);
+            const int osegs = L.D2p / 8;
+            float x[8];
+            for (int idx = tid; idx < c.valid * osegs; idx += kThreads) {
+                const int i = idx / osegs, e0 = (idx % osegs) * 8;
+                load8(Of + i * L.ldo + e0, x);
+                if (vec && e0 + 8 <= m.D2) {
+                    store8(o + i * m.D2 + e0, x);
+                } else {
+                    for (int e = 0; e < 8 && e0 + e < m.D2; ++e) o[i * m.D2 + e0 + e] = from_float<bf16>(x[e]);
+                }
             }
         });
         return;
@@ -242,25 +296,34 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
         }
     });
     // M = P masked in bfloat16; the scaled copies of Z: per row block I (dQ: rows j < 16 I, exp(b_r - b_j),
-    // r = 16 I) or per column block J (dK: rows i >= 16 (J + 1), exp(b_i - b_r), r = 16 J + 15).
+    // r = 16 I) or per column block J (dK: rows i >= 16 (J + 1), exp(b_i - b_r), r = 16 J + 15). The R slot
+    // is free from here: W's copy into it starts now and lands before the last step.
     blk.threads([&](int tid) {
-        for (int idx = tid; idx < kChunk * kChunk; idx += kThreads) {
-            const int i = idx / kChunk, j = idx % kChunk;
-            Ms[i * L.ldm + j] = from_float<bf16>(j <= i ? Sf[i * L.lds + j] : 0.f);
+        if (L.oW == 0) stage_raw(Ws, L.ldw, W, c.valid, p.Dk, 0, kChunk, L.Dkp, tid);
+        float x[8], bx[8], by[8];
+        for (int idx = tid; idx < kChunk * (kChunk / 8); idx += kThreads) {
+            const int i = idx / (kChunk / 8), j0 = (idx % (kChunk / 8)) * 8;
+            load8(Sf + i * L.lds + j0, x);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) x[e] = j0 + e <= i ? x[e] : 0.f;
+            store8(Ms + i * L.ldm + j0, x);
         }
-        for (int idx = tid; idx < kCopyRows * L.Dkp; idx += kThreads) {
-            const int v = idx / L.Dkp, d = idx % L.Dkp;
-            float x;
+        for (int idx = tid; idx < kCopyRows * segs; idx += kThreads) {
+            const int v = idx / segs, d0 = (idx % segs) * 8;
+            int row, hi, lo;  // the copy of Z's `row`, scaled by exp(b_hi - b_lo)
             if (!m.mt) {
                 const int I = v < copy_row_block(2) ? 1 : v < copy_row_block(3) ? 2 : 3;
-                const int j = v - copy_row_block(I);
-                x = to_float(Zs[j * L.ldz + d]) * exp_f(b(I * kSub, d) - b(j, d));
+                row = v - copy_row_block(I), hi = I * kSub, lo = row;
             } else {
                 const int J = v < copy_col_block(1) ? 0 : v < copy_col_block(2) ? 1 : 2;
-                const int i = v - copy_col_block(J) + kSub * (J + 1);
-                x = to_float(Zs[i * L.ldz + d]) * exp_f(b(i, d) - b(kSub * J + kSub - 1, d));
+                row = v - copy_col_block(J) + kSub * (J + 1), hi = row, lo = kSub * J + kSub - 1;
             }
-            Cs[v * L.ldc + d] = from_float<bf16>(x);
+            load8(Zs + row * L.ldz + d0, x);
+            load8(brow(hi) + d0, bx);
+            load8(brow(lo) + d0, by);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) x[e] *= exp_f(bx[e] - by[e]);
+            store8(Cs + v * L.ldc + d0, x);
         }
     });
     // the off-diagonal blocks' partial products, 16 rows per block (over the other slot and the scores)
@@ -281,33 +344,63 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
             }
             acc_store(Tf + blkno * kSub * L.ldo + n0, acc, L.ldo);
         }
+        copy_wait();  // W (this thread's copies; the barrier publishes them)
     });
-    // out = the state term scaled + the partial products scaled + the diagonal blocks exactly; el = +- W out
+    // out = the state term scaled + the partial products scaled + the diagonal blocks exactly; el = W out
     blk.threads([&](int tid) {
-        for (int idx = tid; idx < c.valid * L.Dkp; idx += kThreads) {
-            const int i = idx / L.Dkp, d = idx % L.Dkp;
-            if (d >= Dk) continue;
-            const float bi = b(i, d);
-            const int blk0 = (i / kSub) * kSub;
-            float acc;
+        bf16* o = out + row0 * p.Dk;
+        float* el = m.el + row0 * p.Dk;
+        const bool vec = rows_vec8_out(o, p.Dk) && rows_vec8_out(el, p.Dk);
+        float acc[8], bi[8], x[8], bx[8];
+        for (int idx = tid; idx < c.valid * segs; idx += kThreads) {
+            const int i = idx / segs, d0 = (idx % segs) * 8, blk0 = (i / kSub) * kSub;
+            load8(brow(i) + d0, bi);
+            load8(Of + i * L.ldo + d0, acc);
             if (!m.mt) {  // dQ row i
-                acc = exp_f(bi) * Of[i * L.ldo + d];
-                if (blk0 > 0) acc += exp_f(bi - b(blk0, d)) * Tf[(blk0 - kSub + i % kSub) * L.ldo + d];
-                for (int j = blk0; j <= i; ++j)
-                    acc += to_float(Ms[i * L.ldm + j]) * to_float(Zs[j * L.ldz + d]) * exp_f(bi - b(j, d));
+#pragma unroll
+                for (int e = 0; e < 8; ++e) acc[e] *= exp_f(bi[e]);
+                if (blk0 > 0) {
+                    load8(Tf + (blk0 - kSub + i % kSub) * L.ldo + d0, x);
+                    load8(brow(blk0) + d0, bx);
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) acc[e] += exp_f(bi[e] - bx[e]) * x[e];
+                }
+                for (int j = blk0; j <= i; ++j) {
+                    const float mv = to_float(Ms[i * L.ldm + j]);
+                    load8(Zs + j * L.ldz + d0, x);
+                    load8(brow(j) + d0, bx);
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) acc[e] += mv * x[e] * exp_f(bi[e] - bx[e]);
+                }
             } else {  // dK row i (a column of P)
-                acc = exp_f(b(c.valid - 1, d) - bi) * Of[i * L.ldo + d];
-                if (blk0 < kChunk - kSub) acc += exp_f(b(blk0 + kSub - 1, d) - bi) * Tf[i * L.ldo + d];
-                for (int r = i; r < blk0 + kSub; ++r)
-                    acc += to_float(Ms[r * L.ldm + i]) * to_float(Zs[r * L.ldz + d]) * exp_f(b(r, d) - bi);
+                load8(brow(c.valid - 1) + d0, bx);
+#pragma unroll
+                for (int e = 0; e < 8; ++e) acc[e] *= exp_f(bx[e] - bi[e]);
+                if (blk0 < kChunk - kSub) {
+                    load8(Tf + i * L.ldo + d0, x);
+                    load8(brow(blk0 + kSub - 1) + d0, bx);
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) acc[e] += exp_f(bx[e] - bi[e]) * x[e];
+                }
+                for (int r = i; r < blk0 + kSub; ++r) {
+                    const float mv = to_float(Ms[r * L.ldm + i]);
+                    load8(Zs + r * L.ldz + d0, x);
+                    load8(brow(r) + d0, bx);
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) acc[e] += mv * x[e] * exp_f(bx[e] - bi[e]);
+                }
             }
-            const int64_t at = (c.bh * p.T + c.t0 + i) * p.Dk + d;
-            out[at] = from_float<bf16>(acc);
-            const float wv = to_float(m.W[at]) * acc;
-            if (!m.mt) {
-                m.el[at] = wv;
+            load8(Ws + i * L.ldw + d0, x);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) x[e] *= acc[e];  // el = W * out, from float32 out
+            if (vec && d0 + 8 <= p.Dk) {
+                store8(o + i * p.Dk + d0, acc);
+                store8(el + i * p.Dk + d0, x);
             } else {
-                m.el[at] -= wv;
+                for (int e = 0; e < 8 && d0 + e < p.Dk; ++e) {
+                    o[i * p.Dk + d0 + e] = from_float<bf16>(acc[e]);
+                    el[i * p.Dk + d0 + e] = x[e];
+                }
             }
         }
     });
@@ -356,6 +449,7 @@ inline MixPk mix_pk_dk(const Params& p) {
     m.s = Scale::ExpLastMinusB;
     m.Hm = gstates16(p);
     m.W = static_cast<const bf16*>(p.k);
+    m.el = p.kdk;
     return m;
 }
 
@@ -370,7 +464,7 @@ inline bool pk_fits(int64_t Dk, int64_t Dv) {
 }
 
 // The launch sequences with per-key decays, over a launcher `L` with cumsum(), scan(ScanArgs) and
-// mix_pk(MixPk, bf16*). The dQ mix runs before the dK mix (it writes the el that the dK mix subtracts from).
+// mix_pk(MixPk, bf16*).
 template <class L>
 void run_forward_pk(L& l, const Params& p) {
     l.cumsum();

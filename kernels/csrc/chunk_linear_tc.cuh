@@ -112,20 +112,37 @@ WB_HD void scale_own_rows(bf16* dst, int ld, int W, int tid, const float (&sc)[U
     }
 }
 
-// Per-key decays: scales this thread's own segments of X (as stage_raw gave them: keys [key0, key0 + W))
-// elementwise, exp(b_rd) or exp(b_Ld - b_rd); rows past the chunk's end and keys past Dk are zeros.
-WB_HD void scale_own_keys(const Params& p, const Chunk& c, bf16* dst, int ld, int64_t key0, int W, Scale s, int tid) {
+// Per-key decays: the scales of this thread's own segments of X (as stage_raw gave them: keys [key0, key0 +
+// W)), exp(b_rd) or exp(b_Ld - b_rd), 1 for rows past the chunk's end and keys past Dk (zeros there). In
+// two halves around the copy wait, like own_row_scales: the decays' loads are in flight during the wait.
+// UK = the thread's segments, kChunk * W / 8 <= UK * kThreads.
+template <int UK>
+WB_HD void own_key_scales(const Params& p, const Chunk& c, int64_t key0, int W, Scale s, int tid, float (&sc)[UK][8]) {
     const int segs = W / 8;
-    for (int idx = tid; idx < kChunk * segs; idx += kThreads) {
-        const int r = idx / segs, e0 = (idx % segs) * 8;
-        if (r >= c.valid) continue;
-        Pack8 v;
-        v.u = *reinterpret_cast<const uint4*>(dst + r * ld + e0);
 #pragma unroll
-        for (int i = 0; i < 8; ++i)
-            if (key0 + e0 + i < p.Dk)
-                v.h[i] = from_float<bf16>(to_float(v.h[i]) * exp_f(key_scale_log(p, c, s, r, key0 + e0 + i)));
-        *reinterpret_cast<uint4*>(dst + r * ld + e0) = v.u;
+    for (int u = 0; u < UK; ++u) {
+        const int idx = tid + u * kThreads, r = idx / segs, e0 = (idx % segs) * 8;
+        const bool row = idx < kChunk * segs && r < c.valid;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            const int64_t key = key0 + e0 + e;
+            sc[u][e] = row && key < p.Dk ? exp_f(key_scale_log(p, c, s, r, key)) : 1.f;
+        }
+    }
+}
+
+template <int UK>
+WB_HD void scale_own_keys(bf16* dst, int ld, int W, int tid, const float (&sc)[UK][8]) {
+    const int segs = W / 8;
+#pragma unroll
+    for (int u = 0; u < UK; ++u) {
+        const int idx = tid + u * kThreads, r = idx / segs, e0 = (idx % segs) * 8;
+        if (idx >= kChunk * segs) break;
+        float x[8];
+        load8(dst + r * ld + e0, x);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) x[e] *= sc[u][e];
+        store8(dst + r * ld + e0, x);
     }
 }
 
@@ -142,6 +159,9 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
     auto Ys = [&](int64_t m) { return reinterpret_cast<bf16*>(smem + L.oY + (m & 1) * L.y); };
     const int64_t per = p.Dk * p.Dv;
     const int64_t ncols = p.Dv - col0 < COLS ? p.Dv - col0 : COLS;
+    // whether the state's rows take 8-column vector stores (bfloat16 16 bytes, float32 twice 16 bytes)
+    const bool vec_out = p.Dv % 8 == 0 && col0 % 8 == 0 && reinterpret_cast<uintptr_t>(a.buf16) % 16 == 0 &&
+                         reinterpret_cast<uintptr_t>(a.buf) % 16 == 0;
     auto chunk_at = [&](int64_t m) { return chunk_of(p, a.reverse ? p.N - 1 - m : m, bh); };
     // X's rows and Y's columns [col0, col0 + COLS) of the m-th chunk visited, as stored, into buffer m % 2.
     auto issue = [&](int64_t m, int tid) {
@@ -164,10 +184,12 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
         blk.threads([&](int tid) {
             if (m + 1 < p.N) issue(m + 1, tid);
             constexpr int U = (kChunk * COLS / 8 + kThreads - 1) / kThreads;  // Y segments per thread
+            constexpr int UK = (kChunk * kMaxDim / 8 + kThreads - 1) / kThreads;  // X segments per thread
             const bool decayed = a.s != Scale::None && p.bcum != nullptr;
             const bool scaled = decayed && !p.per_key;  // scalar decay: Y's rows; per key: X's elements
-            float sc[U];
+            float sc[U], ks[UK][8];
             if (scaled) own_row_scales<U>(p, c, COLS, a.s, tid, sc);
+            if (decayed && p.per_key) own_key_scales<UK>(p, c, row0, L.Dkp, a.s, tid, ks);
             const float decay = p.bcum != nullptr && !p.per_key ? exp_f(bcum_at(p, c, c.valid - 1)) : 1.f;
             if (m + 1 < p.N) {
                 copy_wait_prior();  // all but the group just issued
@@ -175,17 +197,30 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
                 copy_wait();
             }
             if (scaled) scale_own_rows<U>(Ys(m), L.ldY, COLS, tid, sc);  // U = X^T diag(scale) Y
-            if (decayed && p.per_key) scale_own_keys(p, c, Xs(m), L.ldX, row0, L.Dkp, a.s, tid);  // (X * scale)^T Y
+            if (decayed && p.per_key) scale_own_keys<UK>(Xs(m), L.ldX, L.Dkp, tid, ks);  // (X * scale)^T Y
+            // the state out (8 columns at a time), then decayed: per key, row d by exp(b_Ld)
             const int64_t slot = (bh * p.N + c.n) * per + row0 * p.Dv + col0;
-            for (int idx = tid; idx < L.Dkp * COLS; idx += kThreads) {
-                const int d = idx / COLS, e = idx % COLS;
-                float& s = S[d * L.ldS + e];
-                if (d < nrows && e < ncols) {
-                    if (a.buf != nullptr) a.buf[slot + d * p.Dv + e] = s;
-                    a.buf16[slot + d * p.Dv + e] = from_float<bf16>(s);
+            constexpr int csegs = COLS / 8;
+            for (int idx = tid; idx < L.Dkp * csegs; idx += kThreads) {
+                const int d = idx / csegs, e0 = (idx % csegs) * 8;
+                float x[8];
+                load8(S + d * L.ldS + e0, x);
+                if (d < nrows) {
+                    const int64_t at = slot + d * p.Dv + e0;
+                    if (vec_out && e0 + 8 <= ncols) {
+                        store8(a.buf16 + at, x);
+                        if (a.buf != nullptr) store8(a.buf + at, x);
+                    } else {
+                        for (int e = 0; e < 8 && e0 + e < ncols; ++e) {
+                            a.buf16[at + e] = from_float<bf16>(x[e]);
+                            if (a.buf != nullptr) a.buf[at + e] = x[e];
+                        }
+                    }
                 }
-                // per key: row d of the state decays by exp(b_Ld)
-                s *= p.per_key && p.bcum != nullptr && d < nrows ? exp_f(bcum_key(p, c, c.valid - 1, row0 + d)) : decay;
+                const float dd = p.per_key && p.bcum != nullptr && d < nrows ? exp_f(bcum_key(p, c, c.valid - 1, row0 + d)) : decay;
+#pragma unroll
+                for (int e = 0; e < 8; ++e) x[e] *= dd;
+                store8(S + d * L.ldS + e0, x);
             }
         });
         blk.warps([&](int w) {
@@ -213,7 +248,7 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
 // The mix (see the top): out = M Z + (R * scale) H for one chunk, rows < valid, columns < D2.
 // Shared memory (MixSmem): X, Y bf16 [C][D1p + 8] (one of them becomes R), scores float [C][C + 4] (the
 // float result [C][D2p + 4] later), M bf16 [C][C + 8], Z bf16 [C][D2p + 8], H bf16 as stored (transposed
-// or not), b float [C], the row dots float [C].
+// or not), b float [C].
 struct MixTc {
     const bf16* X = nullptr;  // scores X_i . Y_j, X and Y [B, H, T, D1]
     const bf16* Y = nullptr;
@@ -229,17 +264,8 @@ struct MixTc {
     float* dot = nullptr;
 };
 
-// A shared-memory float add from many threads (serial on the CPU).
-WB_HD void smem_add(float* at, float v) {
-#if defined(__CUDA_ARCH__)
-    atomicAdd(at, v);
-#else
-    *at += v;
-#endif
-}
-
 // Regions: the R slot (X or Y, whichever R is made of; scaled in place into R), the other slot followed by
-// the float32 scores (the two together later hold the float32 result), M, Z, H, b and the row dots. At
+// the float32 scores (the two together later hold the float32 result), M, Z, H and b. At
 // D1 = D2 = 128 this is 111.5 KiB: two blocks per SM.
 struct MixSmem {
     int D1p, D2p, ldx, ldz, ldo, ldh, lds, ldm;
@@ -264,7 +290,7 @@ WB_HD MixSmem mix_smem(int64_t D1, int64_t D2, bool ht) {
     L.oZ = L.oM + align128(int64_t(kChunk) * L.ldm * 2);
     L.oH = L.oZ + align128(int64_t(kChunk) * L.ldz * 2);
     L.oB = L.oH + align128(int64_t(ht ? L.D2p : L.D1p) * L.ldh * 2);
-    L.bytes = L.oB + 2 * align128(kChunk * 4);  // b, then the row dots
+    L.bytes = L.oB + align128(kChunk * 4);
     return L;
 }
 
@@ -293,7 +319,6 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
     bf16* Zs = reinterpret_cast<bf16*>(smem + L.oZ);
     bf16* Hs = reinterpret_cast<bf16*>(smem + L.oH);
     float* b = reinterpret_cast<float*>(smem + L.oB);
-    float* dots = b + kChunk;  // (b's region is 128-byte rounded: kChunk floats are 256 bytes)
     // Every operand as stored, by copy16; R is scaled from X's or Y's copy once the scores are done.
     blk.threads([&](int tid) {
         stage_rows_raw(p, c, Xs, L.ldx, m.X, m.D1, L.D1p, tid);
@@ -305,10 +330,7 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
         } else {
             stage_raw(Hs, L.ldh, h, m.D1, m.D2, 0, L.D1p, L.D2p, tid);
         }
-        for (int r = tid; r < kChunk; r += kThreads) {
-            b[r] = bcum_at(p, c, r);
-            dots[r] = 0.f;
-        }
+        for (int r = tid; r < kChunk; r += kThreads) b[r] = bcum_at(p, c, r);
         copy_wait();
     });
     // scores X Y^T: [C, C], Y read transposed (col-major B)
@@ -322,16 +344,26 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
             acc_store(Sf + m0 * L.lds + n0, acc, L.lds);
         }
     });
-    blk.threads([&](int tid) {
-        for (int idx = tid; idx < kChunk * kChunk; idx += kThreads) {
-            const int i = idx / kChunk, j = idx % kChunk;
-            Ms[i * L.ldm + j] = from_float<bf16>(j <= i ? Sf[i * L.lds + j] * exp_f(b[i] - b[j]) : 0.f);
+    blk.threads([&](int tid) {  // 8 elements at a time
+        float x[8], bj[8];
+        for (int idx = tid; idx < kChunk * (kChunk / 8); idx += kThreads) {
+            const int i = idx / (kChunk / 8), j0 = (idx % (kChunk / 8)) * 8;
+            load8(Sf + i * L.lds + j0, x);
+            load8(b + j0, bj);
+            const float bi = b[i];
+#pragma unroll
+            for (int e = 0; e < 8; ++e) x[e] = j0 + e <= i ? x[e] * exp_f(bi - bj[e]) : 0.f;
+            store8(Ms + i * L.ldm + j0, x);
         }
         const bool decay = p.bcum != nullptr && m.s != Scale::None;
-        for (int idx = tid; decay && idx < kChunk * L.D1p; idx += kThreads) {
-            const int r = idx / L.D1p, e = idx % L.D1p;
+        const int segs = L.D1p / 8;
+        for (int idx = tid; decay && idx < kChunk * segs; idx += kThreads) {
+            const int r = idx / segs, e0 = (idx % segs) * 8;
             const float sc = exp_f(m.s == Scale::ExpB ? b[r] : b[c.valid - 1] - b[r]);
-            Rs[r * L.ldx + e] = from_float<bf16>(to_float(Rs[r * L.ldx + e]) * sc);  // in place: one thread per element
+            load8(Rs + r * L.ldx + e0, x);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) x[e] *= sc;
+            store8(Rs + r * L.ldx + e0, x);  // in place: one thread per segment
         }
     });
     // out = M Z + R H: M and H read transposed (col-major) when asked
@@ -350,32 +382,50 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
             acc_store(Of + m0 * L.ldo + n0, acc, L.ldo);
         }
     });
-    // out: 4 columns per thread and store where they are aligned
+    // out: 4 columns per thread and store where they are aligned; then the row dots out_i . W_i, a warp per
+    // row (8 rows per warp), lanes along the row, W loaded for all 8 rows before the stores. (A shared-memory
+    // atomic add per 4 columns, 32 lanes on one row's sum, had cost dQ's and dK's mixes 60% of their time:
+    // tools/profile_chunk_linear.cu.)
     blk.threads([&](int tid) {
         const int segs = L.D2p / 4;
         const bool vec = m.D2 % 4 == 0 && reinterpret_cast<uintptr_t>(out) % (4 * sizeof(TO)) == 0;
+        const int64_t row0 = c.bh * p.T + c.t0;
+        constexpr int RW = kChunk / kWarps, CW = kMaxDim / 32;
+        const int warp = tid / 32, lane = tid % 32;
+        float w[RW][CW];
+        if (m.W != nullptr) {
+#pragma unroll
+            for (int r = 0; r < RW; ++r)
+#pragma unroll
+                for (int u = 0; u < CW; ++u) {
+                    const int i = warp + kWarps * r, e = lane + 32 * u;
+                    w[r][u] = i < c.valid && e < m.D2 ? to_float(m.W[(row0 + i) * m.D2 + e]) : 0.f;
+                }
+        }
         for (int idx = tid; idx < c.valid * segs; idx += kThreads) {
             const int i = idx / segs, e0 = (idx % segs) * 4;
-            TO* o = out + (c.bh * p.T + c.t0 + i) * m.D2 + e0;
+            TO* o = out + (row0 + i) * m.D2 + e0;
             const float* f = Of + i * L.ldo + e0;
             if (vec && e0 < m.D2) {
                 store4(o, f);
             } else {
                 for (int e = 0; e < 4 && e0 + e < m.D2; ++e) o[e] = from_float<TO>(f[e]);
             }
-            if (m.W != nullptr) {
-                const bf16* w = m.W + (c.bh * p.T + c.t0 + i) * m.D2 + e0;
-                float part = 0.f;
-                for (int e = 0; e < 4 && e0 + e < m.D2; ++e) part += f[e] * to_float(w[e]);
-                smem_add(&dots[i], part);
+        }
+        if (m.W == nullptr) return;
+#pragma unroll
+        for (int r = 0; r < RW; ++r) {
+            const int i = warp + kWarps * r;  // the same for the warp's lanes: all of them reach the sum
+            if (i >= c.valid) break;
+            float part = 0.f;
+#pragma unroll
+            for (int u = 0; u < CW; ++u) {
+                const int e = lane + 32 * u;
+                if (e < m.D2) part += Of[i * L.ldo + e] * w[r][u];
             }
+            warp_sum_store(m.dot + row0 + i, part, lane);
         }
     });
-    if (m.W != nullptr) {
-        blk.threads([&](int tid) {
-            for (int i = tid; i < c.valid; i += kThreads) m.dot[c.bh * p.T + c.t0 + i] = dots[i];
-        });
-    }
 }
 
 // The four mixes (chunk_linear.h).

@@ -78,6 +78,29 @@ union Pack8 {
     bf16 h[8];
 };
 
+// Eight consecutive values (16-byte aligned bfloat16, or 32-byte float32 as two 16-byte halves) to and from
+// float32 registers: the per-key mixes' elementwise steps work on 8 keys at a time.
+WB_HD void load8(const bf16* s, float (&f)[8]) {
+    Pack8 v;
+    v.u = *reinterpret_cast<const uint4*>(s);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) f[i] = to_float(v.h[i]);
+}
+WB_HD void load8(const float* s, float (&f)[8]) {
+    const float4 a = *reinterpret_cast<const float4*>(s), b = *reinterpret_cast<const float4*>(s + 4);
+    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+}
+WB_HD void store8(bf16* d, const float (&f)[8]) {
+    Pack8 v;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v.h[i] = from_float<bf16>(f[i]);
+    *reinterpret_cast<uint4*>(d) = v.u;
+}
+WB_HD void store8(float* d, const float (&f)[8]) {
+    *reinterpret_cast<float4*>(d) = make_float4(f[0], f[1], f[2], f[3]);
+    *reinterpret_cast<float4*>(d + 4) = make_float4(f[4], f[5], f[6], f[7]);
+}
+
 // 16 bytes from global to shared memory without a register round trip (cp.async: many in flight per
 // thread, no wait until copy_wait()); a plain copy on the CPU.
 WB_HD void copy16(void* dst, const void* src) {
@@ -134,6 +157,24 @@ WB_HD void stage_raw(bf16* dst, int ld, const bf16* M, int64_t rows, int64_t D, 
 #pragma unroll
             for (int i = 0; i < 8; ++i) v.h[i] = from_float<bf16>(r < rows && col0 + e0 + i < D ? to_float(src[i]) : 0.f);
             *reinterpret_cast<uint4*>(d) = v.u;
+        }
+    }
+}
+
+// Stages dst[r][e] = M[min(r, rows - 1)][e] for r < rows_p, e < W (a multiple of 4) of a row-major float32
+// matrix with `rows` >= 1 valid rows of D columns (rows past them repeat the last: the per-key decays' b_L),
+// zeros past column D. Whole 16-byte segments go by copy16.
+WB_HD void stage_f32_rows(float* dst, int ld, const float* M, int64_t rows, int64_t D, int rows_p, int W, int tid) {
+    const int segs = W / 4;
+    const bool vec = D % 4 == 0 && reinterpret_cast<uintptr_t>(M) % 16 == 0;
+    for (int idx = tid; idx < rows_p * segs; idx += kThreads) {
+        const int r = idx / segs, e0 = (idx % segs) * 4;
+        float* d = dst + r * ld + e0;
+        const float* src = M + (r < rows ? r : rows - 1) * D + e0;
+        if (vec && e0 + 4 <= D) {
+            copy16(d, src);
+        } else {
+            for (int i = 0; i < 4; ++i) d[i] = e0 + i < D ? src[i] : 0.f;
         }
     }
 }

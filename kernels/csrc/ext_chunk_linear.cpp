@@ -151,9 +151,11 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
             p.gdot = gdot_rows.data_ptr<float>();
         }
         if (p.per_key) {
-            qdq = at::empty({p.B, p.H, p.T, p.Dk}, f32);  // q * dq - k * dk elementwise
+            qdq = at::empty({p.B, p.H, p.T, p.Dk}, f32);  // q * dq and k * dk elementwise
+            kdk = at::empty_like(qdq);
             dgk = at::empty_like(qdq);
             p.qdq = qdq.data_ptr<float>();
+            p.kdk = kdk.data_ptr<float>();
             p.dgk = dgk.data_ptr<float>();
         } else if (!f32_path) {
             qdq = at::empty({p.B, p.H, p.T}, f32);
