@@ -155,14 +155,28 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
     const bf16* W = m.grad ? m.W + row0 * p.Dk : nullptr;
     auto brow = [&](int r) { return Bs + r * L.ldb; };
 
+    // The copies in two groups: what the second step needs first (scores family: X, Y, b; gradient family:
+    // X, Y, H), waited for here; the rest (Z and H, or Z, b and W) lands during the second step and is waited
+    // for at its end. (With one block per SM at head dim 128 nothing else hid the staging's 10K cycles.)
     blk.threads([&](int tid) {
+        const bf16* h = m.Hm + (c.bh * p.N + c.n) * p.Dk * p.Dv;
         stage_rows_raw(p, c, Xs, L.ldx, m.X, m.D1, L.D1p, tid);
         stage_rows_raw(p, c, Ys, L.ldx, m.Y, m.D1, L.D1p, tid);
+        if (m.grad) {
+            stage_raw(Hs, L.ldh, h, p.Dk, p.Dv, 0, L.Dkp, pad16(p.Dv), tid);
+        } else {
+            stage_f32_rows(Bs, L.ldb, p.bcum + row0 * p.Dk, c.valid, p.Dk, kChunk, L.Dkp, tid);  // rows past: b_L
+        }
+        copy_commit();
         stage_rows_raw(p, c, Zs, L.ldz, m.Z, m.D2, L.D2p, tid);
-        stage_raw(Hs, L.ldh, m.Hm + (c.bh * p.N + c.n) * p.Dk * p.Dv, p.Dk, p.Dv, 0, L.Dkp, pad16(p.Dv), tid);
-        stage_f32_rows(Bs, L.ldb, p.bcum + row0 * p.Dk, c.valid, p.Dk, kChunk, L.Dkp, tid);  // rows past: b_L
-        if (m.grad && L.oW != 0) stage_raw(Ws, L.ldw, W, c.valid, p.Dk, 0, kChunk, L.Dkp, tid);
-        copy_wait();
+        if (m.grad) {
+            stage_f32_rows(Bs, L.ldb, p.bcum + row0 * p.Dk, c.valid, p.Dk, kChunk, L.Dkp, tid);
+            if (L.oW != 0) stage_raw(Ws, L.ldw, W, c.valid, p.Dk, 0, kChunk, L.Dkp, tid);
+        } else {
+            stage_raw(Hs, L.ldh, h, p.Dk, p.Dv, 0, L.Dkp, pad16(p.Dv), tid);
+        }
+        copy_commit();
+        copy_wait_prior();  // the first group
     });
 
     if (!m.grad) {
@@ -226,6 +240,7 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
                                                         I * kSub, J * kSub, L.Dkp);
                 acc_store(Sf + I * kSub * L.lds + J * kSub, acc, L.lds);
             }
+            copy_wait();  // Z and H (the barrier publishes them)
         });
         // M = the masked scores in bfloat16; R scaled elementwise in place
         blk.threads([&](int tid) {
@@ -294,6 +309,7 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
                 acc_store(Of + m0 * L.ldo + n0, acc, L.ldo);
             }
         }
+        copy_wait();  // Z, b and W (the barrier publishes them)
     });
     // M = P masked in bfloat16; the scaled copies of Z: per row block I (dQ: rows j < 16 I, exp(b_r - b_j),
     // r = 16 I) or per column block J (dK: rows i >= 16 (J + 1), exp(b_i - b_r), r = 16 J + 15). The R slot

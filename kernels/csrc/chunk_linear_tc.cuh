@@ -319,10 +319,12 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
     bf16* Zs = reinterpret_cast<bf16*>(smem + L.oZ);
     bf16* Hs = reinterpret_cast<bf16*>(smem + L.oH);
     float* b = reinterpret_cast<float*>(smem + L.oB);
-    // Every operand as stored, by copy16; R is scaled from X's or Y's copy once the scores are done.
+    // Every operand as stored, by copy16, in two groups: X and Y (the scores) waited for here, Z and H (the
+    // last product) at the end of the third step; R is scaled from X's or Y's copy once the scores are done.
     blk.threads([&](int tid) {
         stage_rows_raw(p, c, Xs, L.ldx, m.X, m.D1, L.D1p, tid);
         stage_rows_raw(p, c, Ys, L.ldx, m.Y, m.D1, L.D1p, tid);
+        copy_commit();
         stage_rows_raw(p, c, Zs, L.ldz, m.Z, m.D2, L.D2p, tid);
         const bf16* h = m.Hm + (c.bh * p.N + c.n) * m.D1 * m.D2;
         if (m.ht) {
@@ -330,8 +332,9 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
         } else {
             stage_raw(Hs, L.ldh, h, m.D1, m.D2, 0, L.D1p, L.D2p, tid);
         }
+        copy_commit();
         for (int r = tid; r < kChunk; r += kThreads) b[r] = bcum_at(p, c, r);
-        copy_wait();
+        copy_wait_prior();  // X and Y
     });
     // scores X Y^T: [C, C], Y read transposed (col-major B)
     blk.warps([&](int w) {
@@ -365,6 +368,7 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
             for (int e = 0; e < 8; ++e) x[e] *= sc;
             store8(Rs + r * L.ldx + e0, x);  // in place: one thread per segment
         }
+        copy_wait();  // Z and H
     });
     // out = M Z + R H: M and H read transposed (col-major) when asked
     blk.warps([&](int w) {
