@@ -12,7 +12,8 @@
 # when named, `fla` (kernels/benches/fla_bench.py: fla-core's Triton kernels with the same protocol; needs
 # BUNDLE_DIR/fla_core-0.6.0-py3-none-any.whl and minutes of Triton autotuning) and `steps` (chunked linear
 # attention's launches and block steps in clock cycles, kernels/csrc/tools/profile_chunk_linear.cu, at
-# STEPS_SHAPES="T:D ..." head dims, default "2048:128 2048:64").
+# STEPS_SHAPES="T:Dk[:Dv[:B:H]] ...", default "2048:128 2048:64 2048:96:192:8:4" (the last: GLA's training
+# shape, 4 heads at d_model 768).
 #
 # The binaries were linked against the torch 2.11.0 wheel here; there they use that machine's own torch
 # 2.11.0+cu130 through LD_LIBRARY_PATH. Logs go to $OUT (the device tool's output folder) or BUNDLE_DIR/out:
@@ -90,8 +91,8 @@ if want conv; then
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 if [[ "$WHAT" == *" steps "* ]]; then
-  for shape in ${STEPS_SHAPES:-2048:128 2048:64}; do
-    "$BUNDLE/profile-chunk-linear" "${shape%%:*}" "${shape##*:}" || exit 1
+  for shape in ${STEPS_SHAPES:-2048:128 2048:64 2048:96:192:8:4}; do
+    "$BUNDLE/profile-chunk-linear" ${shape//:/ } || exit 1
   done 2>&1 | tee "$OUT/steps.txt"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi

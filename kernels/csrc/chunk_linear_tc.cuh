@@ -37,18 +37,33 @@ namespace chunk_linear {
 
 // ---------------------------------------------------------------------------------------------------------
 // A scan block holds `rows` rows (keys) and `cols` columns of the state: its rows and columns never mix
-// (S = diag(a) S + X^T Y), so (batch x head, row tile, column tile) are independent. Every row and 64
-// columns for Dv > 64 (fewer re-reads of X, two segments of Y per thread), else 32, while that makes at
-// least one wave of blocks on an H100/H200 (132 multiprocessors); fewer (batch x head)s split the rows in
-// 64s and take 32 columns (GLA's 8 x 4 at Dk = Dv = 96 had 64 blocks, now 192: +5% training throughput;
-// splitting always cost the 8 x 16 benchmark shapes 5-10% at head dim 128, from Y staged once per row tile).
+// (S = diag(a) S + X^T Y), so (batch x head, row tile, column tile) are independent. A block walks the
+// chunks in order, so a scan takes (waves of blocks) x (chunks) x (one chunk's step), and a step is mostly
+// latency. Two blocks fit on a multiprocessor (registers), 264 on an H100/H200: scan_tile takes the tiling
+// with the fewest waves, and among those the least work per block (rows x columns). Candidates: every row
+// (up to 128) or rows of 64; 64 or 32 columns. GLA's training shape (8 x 4 heads, Dk 96, Dv 192) had rows of
+// 64 and 32 columns, 384 blocks in two waves, its scans 12.9 ms of a 93.5 ms step; every row and 32 columns
+// make 192 blocks in one wave. The 8 x 16 benchmark shapes keep every row and 64 (Dv > 64) or 32 columns.
 struct ScanTile {
     int rows, cols;
 };
+constexpr int64_t kScanSlots = 2 * 132;
 WB_HD ScanTile scan_tile(int64_t BH, int64_t Dk, int64_t Dv) {
-    const int cols = Dv > 64 ? 64 : 32;
-    if (BH * ((Dv + cols - 1) / cols) >= 132) return {kMaxDim, cols};
-    return {64, 32};
+    const ScanTile cands[] = {{kMaxDim, 64}, {kMaxDim, 32}, {64, 64}, {64, 32}};
+    ScanTile best{kMaxDim, 32};
+    int64_t best_waves = 0, best_work = 0;
+    for (const ScanTile& t : cands) {
+        if ((t.cols == 64 && Dv <= 32) || (t.rows == 64 && Dk <= 64)) continue;
+        const int64_t blocks = BH * ((Dk + t.rows - 1) / t.rows) * ((Dv + t.cols - 1) / t.cols);
+        const int64_t waves = (blocks + kScanSlots - 1) / kScanSlots;
+        const int64_t work = int64_t(pad16(Dk < t.rows ? Dk : t.rows)) * t.cols;
+        if (best_waves == 0 || waves < best_waves || (waves == best_waves && work < best_work)) {
+            best = t;
+            best_waves = waves;
+            best_work = work;
+        }
+    }
+    return best;
 }
 
 // The scan (see the top), `rows` state rows (scan_tile) and COLS columns per block. Shared memory: S float

@@ -4,7 +4,7 @@
 // spent between consecutive barriers (chunk_linear.cu's DeviceBlock). A diagnostic, not a test: it checks
 // no values (the GPU tests and the host emulation do). kernels/build.rs compiles it (target/release/
 // profile-chunk-linear), scripts/gpu-bundle.sh carries it and `gpu-run.sh BUNDLE steps` runs it:
-//   profile-chunk-linear [T=2048] [head dim=128] [B=8] [H=16]
+//   profile-chunk-linear [T=2048] [Dk=128] [Dv=Dk] [B=8] [H=16]
 #define WB_STEP_PROFILE
 #include "../chunk_linear.cu"
 
@@ -160,38 +160,46 @@ using namespace prof;
 
 int main(int argc, char** argv) {
     const int64_t T = argc > 1 ? std::atoll(argv[1]) : 2048;
-    const int64_t D = argc > 2 ? std::atoll(argv[2]) : 128;
-    const int64_t B = argc > 3 ? std::atoll(argv[3]) : 8;
-    const int64_t H = argc > 4 ? std::atoll(argv[4]) : 16;
+    const int64_t Dk = argc > 2 ? std::atoll(argv[2]) : 128;
+    const int64_t Dv = argc > 3 ? std::atoll(argv[3]) : Dk;
+    const int64_t B = argc > 4 ? std::atoll(argv[4]) : 8;
+    const int64_t H = argc > 5 ? std::atoll(argv[5]) : 16;
+    if (T < 1 || !fits(Dk, Dv, true) || B < 1 || H < 1) {
+        std::fprintf(stderr, "profile-chunk-linear: bad shape (T %lld, Dk %lld, Dv %lld, B %lld, H %lld)\n", (long long)T,
+                     (long long)Dk, (long long)Dv, (long long)B, (long long)H);
+        return 2;
+    }
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
-    std::printf("# %s, %d SMs; B %lld H %lld T %lld Dk = Dv = %lld, bfloat16\n", prop.name, prop.multiProcessorCount,
-                (long long)B, (long long)H, (long long)T, (long long)D);
+    std::printf("# %s, %d SMs; B %lld H %lld T %lld Dk %lld Dv %lld, bfloat16\n", prop.name, prop.multiProcessorCount,
+                (long long)B, (long long)H, (long long)T, (long long)Dk, (long long)Dv);
     for (int per_key = 0; per_key < 2; ++per_key) {
+        if (!per_key && !fits(Dk, Dv, false)) continue;  // Dv > 128: per-key decays only
         Params p;
-        p.B = B, p.H = H, p.T = T, p.Dk = D, p.Dv = D, p.N = nchunks(T), p.per_key = per_key != 0;
-        const int64_t nq = B * H * T * D, ng = per_key ? nq : B * H * T, ns = B * H * p.N * D * D;
-        bf16 *q = alloc<bf16>(nq), *k = alloc<bf16>(nq), *v = alloc<bf16>(nq), *dout = alloc<bf16>(nq);
+        p.B = B, p.H = H, p.T = T, p.Dk = Dk, p.Dv = Dv, p.N = nchunks(T), p.per_key = per_key != 0;
+        const int64_t nq = B * H * T * Dk, nv = B * H * T * Dv, ng = per_key ? nq : B * H * T;
+        const int64_t ns = B * H * p.N * Dk * Dv;
+        bf16 *q = alloc<bf16>(nq), *k = alloc<bf16>(nq), *v = alloc<bf16>(nv), *dout = alloc<bf16>(nv);
         float* g = alloc<float>(ng);
         fill_bf16<<<1024, 256>>>(q, nq, 1, -1.f, 1.f);
         fill_bf16<<<1024, 256>>>(k, nq, 2, -1.f, 1.f);
-        fill_bf16<<<1024, 256>>>(v, nq, 3, -1.f, 1.f);
-        fill_bf16<<<1024, 256>>>(dout, nq, 4, -1.f, 1.f);
+        fill_bf16<<<1024, 256>>>(v, nv, 3, -1.f, 1.f);
+        fill_bf16<<<1024, 256>>>(dout, nv, 4, -1.f, 1.f);
         fill_f32<<<1024, 256>>>(g, ng, 5, -0.1f, 0.f);
         p.q = q, p.k = k, p.v = v, p.g = g, p.dout = dout;
-        p.o = alloc<bf16>(nq);
-        p.sT = alloc<float>(B * H * D * D);
+        p.o = alloc<bf16>(nv);
+        p.sT = alloc<float>(B * H * Dk * Dv);
         p.bcum = alloc<float>(ng);
         p.states = alloc<float>(ns);
         p.states16 = alloc<bf16>(ns);
         p.gstates16 = alloc<bf16>(ns);
         p.gstates = alloc<float>(1);
-        p.dq16 = alloc<bf16>(nq), p.dk16 = alloc<bf16>(nq), p.dv16 = alloc<bf16>(nq);
+        p.dq16 = alloc<bf16>(nq), p.dk16 = alloc<bf16>(nq), p.dv16 = alloc<bf16>(nv);
         p.qdq = alloc<float>(per_key ? nq : B * H * T);
         p.kdk = alloc<float>(per_key ? nq : B * H * T);
-        p.ds0 = alloc<float>(B * H * D * D);
+        p.ds0 = alloc<float>(B * H * Dk * Dv);
         p.dgk = alloc<float>(nq);
-        p.gdot = alloc<float>(B * H * p.N * D);
+        p.gdot = alloc<float>(B * H * p.N * Dk);
         CK(cudaDeviceSynchronize());
         for (int backward = 0; backward < 2; ++backward) {
             Timed t(p);
