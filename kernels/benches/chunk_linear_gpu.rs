@@ -1,7 +1,8 @@
-//! GPU benchmark of chunked linear attention with a scalar per-head decay (RetNet / Mamba2's SSD) and with
-//! per-key decays (GLA) (bfloat16, log-decays float32 in [-0.1, 0) cast to bf16 like q/k/v, no initial
-//! state): our kernel against the libtorch `Auto` path (the chunked form of fused libtorch ops, chunk 64 for
-//! the scalar decay, GLA's default chunk 16 for per-key decays) and against floors.
+//! GPU benchmark of chunked linear attention with a scalar per-head decay (RetNet / Mamba2's SSD), with
+//! per-key decays (GLA) and without a decay (plain causal linear attention) (bfloat16, log-decays float32 in
+//! [-0.1, 0) cast to bf16 like q/k/v, no initial state): our kernel against the libtorch `Auto` path (the
+//! chunked form of fused libtorch ops, chunk 64 for the scalar decay and none, GLA's default chunk 16 for
+//! per-key decays) and against floors.
 //!
 //! Run on a GPU machine: `cargo bench -p kernels --features cuda --bench chunk_linear_gpu`, or the bundle's
 //! `kernels-gpu-chunk-bench` (scripts/gpu-run.sh `chunk`). Shapes: B = 8, H = 16, T in {2048, 4096}, head
@@ -10,11 +11,12 @@
 //! called through `cuda_ext::chunk_linear` directly (no opt-in gate needed); the libtorch path with
 //! `KernelPath::Auto` while the gate is off. Forward+backward is the forward call plus
 //! torch::autograd::grad for q, k, v and g with fixed output gradients for o and the final state. Prints a
-//! Markdown table; fla's `chunk_simple_gla` (the public kernel for the same math) is timed by
-//! kernels/benches/fla_bench.py with the same protocol (gpu-run.sh `fla`).
+//! Markdown table per decay; fla's `chunk_simple_gla`, `chunk_gla` and `chunk_linear_attn` (the public
+//! kernels for the same math) are timed by kernels/benches/fla_bench.py with the same protocol (gpu-run.sh
+//! `fla`).
 //!
 //! With `CHUNK_BENCH_PROFILE=DIR` it also writes, per table and shape at T = 2048, a Chrome trace of 3
-//! kernel forward+backward calls under libtorch's profiler (`DIR/{scalar,per_key}_{head dim}.trace.json`):
+//! kernel forward+backward calls under libtorch's profiler (`DIR/{scalar,per_key,none}_{head dim}.trace.json`):
 //! which of the kernel's launches the time goes to.
 //!
 //! Floors (computed, not measured):
@@ -47,12 +49,16 @@ enum Impl {
 }
 
 impl Impl {
-    /// g [B, H, T] (scalar decay) or [B, H, T, Dk] (per key).
+    /// q, k, v and g [B, H, T] (scalar decay), [B, H, T, Dk] (per key) or no g (no decay).
     fn run(self, v: &[Tensor]) -> (Tensor, Tensor) {
-        let (q, k, vv, g) = (&v[0], &v[1], &v[2], &v[3]);
-        let (decay, chunk) = if g.dim() == 4 { (Decay::PerKey(g), CHUNK_PER_KEY) } else { (Decay::Scalar(g), CHUNK) };
+        let (q, k, vv, g) = (&v[0], &v[1], &v[2], v.get(3));
+        let (decay, chunk) = match g {
+            Some(g) if g.dim() == 4 => (Decay::PerKey(g), CHUNK_PER_KEY),
+            Some(g) => (Decay::Scalar(g), CHUNK),
+            None => (Decay::None, CHUNK),
+        };
         match self {
-            Impl::Kernel => cuda_ext::chunk_linear(q, k, vv, Some(g), None).expect("kernel"),
+            Impl::Kernel => cuda_ext::chunk_linear(q, k, vv, g, None).expect("kernel"),
             Impl::Libtorch => chunk_linear(q, k, vv, decay, None, chunk, KernelPath::Auto),
         }
     }
@@ -92,8 +98,13 @@ fn main() {
     let kind = Kind::BFloat16;
     let s = 2.0; // bytes per bfloat16
     let (b, h) = (8i64, 16i64);
-    for per_key in [false, true] {
-        let (what, chunk) = if per_key { ("per-key decays (GLA)", CHUNK_PER_KEY) } else { ("scalar decay", CHUNK) };
+    for form in ["scalar", "per_key", "none"] {
+        let per_key = form == "per_key";
+        let (what, chunk) = match form {
+            "scalar" => ("scalar decay", CHUNK),
+            "per_key" => ("per-key decays (GLA)", CHUNK_PER_KEY),
+            _ => ("no decay (linear attention)", CHUNK),
+        };
         println!(
             "## chunk_linear, {what} (bfloat16), B = 8, H = 16, Dk = Dv = head dim; libtorch chunk {chunk}; median of {RUNS} runs, ms\n"
         );
@@ -104,23 +115,23 @@ fn main() {
                 let opts = (Kind::Float, dev);
                 let sc = (d as f64).powf(-0.25);
                 let g_shape: &[i64] = if per_key { &[b, h, t, d] } else { &[b, h, t] };
-                let v: Vec<Tensor> = [
+                let mut v: Vec<Tensor> = vec![
                     Tensor::randn([b, h, t, d], opts) * sc,
                     Tensor::randn([b, h, t, d], opts) * sc,
                     Tensor::randn([b, h, t, d], opts),
-                    -(Tensor::rand(g_shape, opts) * 0.1 + 1e-3),
-                ]
-                .into_iter()
-                .map(|x| x.to_kind(kind))
-                .collect();
+                ];
+                if form != "none" {
+                    v.push(-(Tensor::rand(g_shape, opts) * 0.1 + 1e-3));
+                }
+                let v: Vec<Tensor> = v.into_iter().map(|x| x.to_kind(kind)).collect();
                 let go = Tensor::randn([b, h, t, d], opts).to_kind(kind);
                 let gs = Tensor::randn([b, h, d, d], opts).to_kind(kind);
                 let (btd, state) = ((b * h * t * d) as f64, (b * h * d * d) as f64);
-                let gsize = v[3].numel() as f64;
+                let gsize = v.get(3).map_or(0.0, |g| g.numel() as f64);
                 // the kernel's chunk is 64 whatever the libtorch form's is
                 let flops = chunk_linear_flops(b * h, t, d, d, CHUNK);
                 if let (Some(dir), 2048) = (std::env::var_os("CHUNK_BENCH_PROFILE"), t) {
-                    let name = format!("{}_{d}.trace.json", if per_key { "per_key" } else { "scalar" });
+                    let name = format!("{form}_{d}.trace.json");
                     profile(&std::path::Path::new(&dir).join(name), &v, &go, &gs);
                 }
                 for (pass, bytes, fl) in [

@@ -101,7 +101,7 @@ __global__ void __launch_bounds__(kThreads, 2) scan_kernel(Params p, ScanArgs a,
 }
 
 template <typename TO>
-__global__ void __launch_bounds__(kThreads) mix_kernel(Params p, MixTc m, TO* out) {
+__global__ void __launch_bounds__(kThreads, 3) mix_kernel(Params p, MixTc m, TO* out) {
     extern __shared__ __align__(128) unsigned char smem_tc[];
     DeviceBlock blk;
     const Chunk c = chunk_of(p, blockIdx.x, blockIdx.y);

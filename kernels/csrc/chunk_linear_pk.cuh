@@ -264,15 +264,13 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
         });
         // out = M Z + R H (the result over the scaled copies)
         blk.warps([&](int w) {
-            const int ct = L.D2p / 16;
-            for (int t = w; t < (kChunk / 16) * ct; t += kWarps) {
-                const int m0 = (t / ct) * 16, n0 = (t % ct) * 16;
-                FragC acc;
-                acc_zero(acc);
-                mma_scores(acc, Ms, L.ldm, m.mt, Zs, L.ldz, m0, n0);
-                mma_k<wmma::row_major, wmma::row_major>(acc, Rs, L.ldx, Hs, L.ldh, m0, n0, L.Dkp);
-                acc_store(Of + m0 * L.ldo + n0, acc, L.ldo);
-            }
+            strips(w, L.D2p / 16, [&](auto& acc, int m0, int n0) {
+                constexpr int RB = std::extent<std::remove_reference_t<decltype(acc)>>::value;
+                mma_scores_strip(acc, Ms, L.ldm, m.mt, Zs, L.ldz, m0, n0);
+                mma_k_strip<RB, wmma::row_major, wmma::row_major>(acc, Rs, L.ldx, Hs, L.ldh, m0, n0, L.Dkp);
+#pragma unroll
+                for (int r = 0; r < RB; ++r) acc_store(Of + (m0 + 16 * r) * L.ldo + n0, acc[r], L.ldo);
+            });
         });
         blk.threads([&](int tid) {
             bf16* o = out + row0 * m.D2;

@@ -387,19 +387,17 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
     });
     // out = M Z + R H: M and H read transposed (col-major) when asked
     blk.warps([&](int w) {
-        const int ct = L.D2p / 16;
-        for (int t = w; t < (kChunk / 16) * ct; t += kWarps) {
-            const int m0 = (t / ct) * 16, n0 = (t % ct) * 16;
-            FragC acc;
-            acc_zero(acc);
-            mma_scores(acc, Ms, L.ldm, m.mt, Zs, L.ldz, m0, n0);
+        strips(w, L.D2p / 16, [&](auto& acc, int m0, int n0) {
+            constexpr int RB = std::extent<std::remove_reference_t<decltype(acc)>>::value;
+            mma_scores_strip(acc, Ms, L.ldm, m.mt, Zs, L.ldz, m0, n0);
             if (m.ht) {
-                mma_k<wmma::row_major, wmma::col_major>(acc, Rs, L.ldx, Hs, L.ldh, m0, n0, L.D1p);
+                mma_k_strip<RB, wmma::row_major, wmma::col_major>(acc, Rs, L.ldx, Hs, L.ldh, m0, n0, L.D1p);
             } else {
-                mma_k<wmma::row_major, wmma::row_major>(acc, Rs, L.ldx, Hs, L.ldh, m0, n0, L.D1p);
+                mma_k_strip<RB, wmma::row_major, wmma::row_major>(acc, Rs, L.ldx, Hs, L.ldh, m0, n0, L.D1p);
             }
-            acc_store(Of + m0 * L.ldo + n0, acc, L.ldo);
-        }
+#pragma unroll
+            for (int r = 0; r < RB; ++r) acc_store(Of + (m0 + 16 * r) * L.ldo + n0, acc[r], L.ldo);
+        });
     });
     // out: 4 columns per thread and store where they are aligned; then the row dots out_i . W_i, a warp per
     // row (8 rows per warp), lanes along the row, W loaded for all 8 rows before the stores. (A shared-memory
@@ -496,17 +494,22 @@ void run_backward_tc(L& l, const Params& p) {
     l.cumsum();
     auto* s16 = static_cast<bf16*>(p.states16);
     auto* g16 = static_cast<bf16*>(p.gstates16);
-    l.scan(ScanArgs{k, Scale::ExpLastMinusB, v, s16, p.states, p.s0, p.sT, false});  // S_start
+    // Without a decay (plain linear attention) there is no log-decay gradient: no float32 states, row dots
+    // or <G(n), S_end(n)>.
+    const bool decay = p.g != nullptr;
+    l.scan(ScanArgs{k, Scale::ExpLastMinusB, v, s16, decay ? p.states : nullptr, p.s0, p.sT, false});  // S_start
     l.scan(ScanArgs{q, Scale::ExpB, dout, g16, nullptr, p.dsT, p.ds0, true});  // G (bfloat16 only), dS_0
     MixTc dq = mix_tc_dq(p), dk = mix_tc_dk(p);
-    dq.W = q;  // q_t . dq_t and k_t . dk_t for the log-decay gradient, from float32 dq, dk
-    dq.dot = p.qdq;
-    dk.W = k;
-    dk.dot = p.kdk;
+    if (decay) {
+        dq.W = q;  // q_t . dq_t and k_t . dk_t for the log-decay gradient, from float32 dq, dk
+        dq.dot = p.qdq;
+        dk.W = k;
+        dk.dot = p.kdk;
+    }
     l.template mix<bf16>(dq, static_cast<bf16*>(p.dq16));
     l.template mix<bf16>(dk, static_cast<bf16*>(p.dk16));
     l.template mix<bf16>(mix_tc_dv(p), static_cast<bf16*>(p.dv16));
-    l.gdot();  // <G(n), S_end(n)> per row, for the glue's dg
+    if (decay) l.gdot();  // <G(n), S_end(n)> per row, for the glue's dg
 }
 
 #undef WB_HD

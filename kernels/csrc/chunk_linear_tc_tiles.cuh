@@ -57,6 +57,60 @@ WB_HD void mma_scores(FragC& acc, const bf16* M, int ldm, bool mt, const bf16* Z
     }
 }
 
+// Column strips: acc[r] += A(m0 + 16 r, :) B(:, n0) over k < K for RB row tiles, one B fragment per k step
+// shared by the RB products, whose accumulators are independent (RB chains of tensor-core ops in flight
+// instead of one). Layouts as for mma_k.
+template <int RB, class LA, class LB>
+WB_HD void mma_k_strip(FragC (&acc)[RB], const bf16* a, int lda, const bf16* b, int ldb, int m0, int n0, int K) {
+    constexpr bool ar = std::is_same<LA, wmma::row_major>::value;
+    constexpr bool br = std::is_same<LB, wmma::row_major>::value;
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, LA> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, LB> fb;
+    for (int k = 0; k < K; k += 16) {
+        wmma::load_matrix_sync(fb, br ? b + k * ldb + n0 : b + n0 * ldb + k, ldb);
+#pragma unroll
+        for (int r = 0; r < RB; ++r) {
+            const int m = m0 + 16 * r;
+            wmma::load_matrix_sync(fa, ar ? a + m * lda + k : a + k * lda + m, lda);
+            wmma::mma_sync(acc[r], fa, fb, acc[r]);
+        }
+    }
+}
+
+// mma_scores over a column strip.
+template <int RB>
+WB_HD void mma_scores_strip(FragC (&acc)[RB], const bf16* M, int ldm, bool mt, const bf16* Z, int ldz, int m0, int n0) {
+    if (mt) {
+        mma_k_strip<RB, wmma::col_major, wmma::row_major>(acc, M, ldm, Z, ldz, m0, n0, kChunk);
+    } else {
+        mma_k_strip<RB, wmma::row_major, wmma::row_major>(acc, M, ldm, Z, ldz, m0, n0, kChunk);
+    }
+}
+
+// A warp step over the [C, 16 ct] output as column strips of RB row tiles (RB = 4, 2 or 1: the most that
+// still gives every warp work): body(acc, m0, n0) accumulates FragC acc[RB] for rows m0 + 16 r, columns
+// n0, and stores them.
+template <int RB, class F>
+WB_HD void strips_rb(int w, int ct, F&& body) {
+    const int units = ct * (kChunk / 16 / RB);
+    for (int u = w; u < units; u += kWarps) {
+        FragC acc[RB];
+#pragma unroll
+        for (int r = 0; r < RB; ++r) wmma::fill_fragment(acc[r], 0.f);
+        body(acc, (u / ct) * 16 * RB, (u % ct) * 16);
+    }
+}
+template <class F>
+WB_HD void strips(int w, int ct, F&& body) {
+    if (ct >= kWarps) {
+        strips_rb<4>(w, ct, body);
+    } else if (ct >= kWarps / 2) {
+        strips_rb<2>(w, ct, body);
+    } else {
+        strips_rb<1>(w, ct, body);
+    }
+}
+
 // Accumulator loads, stores and zeroing, as templates: the steps' lambdas are compiled for the host too,
 // where only a template's body is left unchecked until it is instantiated.
 template <class F>
