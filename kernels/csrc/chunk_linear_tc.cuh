@@ -205,7 +205,6 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
             float sc[U], ks[UK][8];
             if (scaled) own_row_scales<U>(p, c, COLS, a.s, tid, sc);
             if (decayed && p.per_key) own_key_scales<UK>(p, c, row0, L.Dkp, a.s, tid, ks);
-            const float decay = p.bcum != nullptr && !p.per_key ? exp_f(bcum_at(p, c, c.valid - 1)) : 1.f;
             if (m + 1 < p.N) {
                 copy_wait_prior();  // all but the group just issued
             } else {
@@ -213,7 +212,8 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
             }
             if (scaled) scale_own_rows<U>(Ys(m), L.ldY, COLS, tid, sc);  // U = X^T diag(scale) Y
             if (decayed && p.per_key) scale_own_keys<UK>(Xs(m), L.ldX, L.Dkp, tid, ks);  // (X * scale)^T Y
-            // the state out (8 columns at a time), then decayed: per key, row d by exp(b_Ld)
+            // the state out (8 columns at a time); per key, then decayed row by row (row d by exp(b_Ld)); the
+            // scalar decay scales the accumulators in the next step instead
             const int64_t slot = (bh * p.N + c.n) * per + row0 * p.Dv + col0;
             constexpr int csegs = COLS / 8;
             for (int idx = tid; idx < L.Dkp * csegs; idx += kThreads) {
@@ -232,18 +232,23 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
                         }
                     }
                 }
-                const float dd = p.per_key && p.bcum != nullptr && d < nrows ? exp_f(bcum_key(p, c, c.valid - 1, row0 + d)) : decay;
+                if (p.per_key && p.bcum != nullptr) {
+                    const float dd = d < nrows ? exp_f(bcum_key(p, c, c.valid - 1, row0 + d)) : 1.f;
 #pragma unroll
-                for (int e = 0; e < 8; ++e) x[e] *= dd;
-                store8(S + d * L.ldS + e0, x);
+                    for (int e = 0; e < 8; ++e) x[e] *= dd;
+                    store8(S + d * L.ldS + e0, x);
+                }
             }
         });
+        const bool scalar_decay = p.bcum != nullptr && !p.per_key;
+        const float decay = scalar_decay ? exp_f(bcum_at(p, c, c.valid - 1)) : 1.f;
         blk.warps([&](int w) {
             constexpr int ct = COLS / 16;
             for (int t = w; t < (L.Dkp / 16) * ct; t += kWarps) {
                 const int m0 = (t / ct) * 16, n0 = (t % ct) * 16;
                 FragC acc;
                 acc_load(acc, S + m0 * L.ldS + n0, L.ldS);
+                if (scalar_decay) acc_scale(acc, decay);  // S *= exp(b_L), every element alike
                 // S(d, e) += sum_j X[j][d] Y[j][e]: X read transposed (col-major A)
                 mma_k<wmma::col_major, wmma::row_major>(acc, Xs(m), L.ldX, Ys(m), L.ldY, m0, n0, kChunk);
                 acc_store(S + m0 * L.ldS + n0, acc, L.ldS);
@@ -400,33 +405,45 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
         });
     });
     // out: 4 columns per thread and store where they are aligned; then the row dots out_i . W_i, a warp per
-    // row (8 rows per warp), lanes along the row, W loaded for all 8 rows before the stores. (A shared-memory
-    // atomic add per 4 columns, 32 lanes on one row's sum, had cost dQ's and dK's mixes 60% of their time:
-    // tools/profile_chunk_linear.cu.)
+    // row (8 rows per warp), each lane 4 consecutive columns, W loaded (8 bytes per row and lane) for all 8
+    // rows before the stores. (A shared-memory atomic add per 4 columns, 32 lanes on one row's sum, had cost
+    // dQ's and dK's mixes 60% of their time: tools/profile_chunk_linear.cu.)
     blk.threads([&](int tid) {
         const int segs = L.D2p / 4;
         const bool vec = m.D2 % 4 == 0 && reinterpret_cast<uintptr_t>(out) % (4 * sizeof(TO)) == 0;
         const int64_t row0 = c.bh * p.T + c.t0;
-        constexpr int RW = kChunk / kWarps, CW = kMaxDim / 32;
-        const int warp = tid / 32, lane = tid % 32;
-        float w[RW][CW];
+        constexpr int RW = kChunk / kWarps;
+        static_assert(kMaxDim <= 4 * 32, "a lane's 4 columns cover a row");
+        const int warp = tid / 32, lane = tid % 32, e0 = 4 * lane;
+        const bool wvec = m.D2 % 4 == 0 && reinterpret_cast<uintptr_t>(m.W) % 8 == 0;
+        float w[RW][4];
         if (m.W != nullptr) {
 #pragma unroll
-            for (int r = 0; r < RW; ++r)
+            for (int r = 0; r < RW; ++r) {
+                const int i = warp + kWarps * r;
+                const bf16* src = m.W + (row0 + i) * m.D2 + e0;
+                if (i < c.valid && wvec && e0 < m.D2) {
+                    union {
+                        uint2 u;
+                        bf16 h[4];
+                    } v;
+                    v.u = *reinterpret_cast<const uint2*>(src);
 #pragma unroll
-                for (int u = 0; u < CW; ++u) {
-                    const int i = warp + kWarps * r, e = lane + 32 * u;
-                    w[r][u] = i < c.valid && e < m.D2 ? to_float(m.W[(row0 + i) * m.D2 + e]) : 0.f;
+                    for (int e = 0; e < 4; ++e) w[r][e] = to_float(v.h[e]);
+                } else {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) w[r][e] = i < c.valid && e0 + e < m.D2 ? to_float(src[e]) : 0.f;
                 }
+            }
         }
         for (int idx = tid; idx < c.valid * segs; idx += kThreads) {
-            const int i = idx / segs, e0 = (idx % segs) * 4;
-            TO* o = out + (row0 + i) * m.D2 + e0;
-            const float* f = Of + i * L.ldo + e0;
-            if (vec && e0 < m.D2) {
+            const int i = idx / segs, s0 = (idx % segs) * 4;
+            TO* o = out + (row0 + i) * m.D2 + s0;
+            const float* f = Of + i * L.ldo + s0;
+            if (vec && s0 < m.D2) {
                 store4(o, f);
             } else {
-                for (int e = 0; e < 4 && e0 + e < m.D2; ++e) o[e] = from_float<TO>(f[e]);
+                for (int e = 0; e < 4 && s0 + e < m.D2; ++e) o[e] = from_float<TO>(f[e]);
             }
         }
         if (m.W == nullptr) return;
@@ -435,10 +452,9 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
             const int i = warp + kWarps * r;  // the same for the warp's lanes: all of them reach the sum
             if (i >= c.valid) break;
             float part = 0.f;
-#pragma unroll
-            for (int u = 0; u < CW; ++u) {
-                const int e = lane + 32 * u;
-                if (e < m.D2) part += Of[i * L.ldo + e] * w[r][u];
+            if (e0 < L.D2p) {  // columns past D2 are zeros in Of and in w
+                const float4 f = *reinterpret_cast<const float4*>(Of + i * L.ldo + e0);
+                part = f.x * w[r][0] + f.y * w[r][1] + f.z * w[r][2] + f.w * w[r][3];
             }
             warp_sum_store(m.dot + row0 + i, part, lane);
         }

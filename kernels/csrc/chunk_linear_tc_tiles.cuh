@@ -121,6 +121,11 @@ template <class F>
 WB_HD void acc_load(F& acc, const float* p, int ld) {
     wmma::load_matrix_sync(acc, p, unsigned(ld), wmma::mem_row_major);
 }
+// Every element of an accumulator times v (a uniform scale needs no knowledge of the fragment's layout).
+template <class F>
+WB_HD void acc_scale(F& acc, float v) {
+    for (int i = 0; i < acc.num_elements; ++i) acc.x[i] *= v;
+}
 template <class F>
 WB_HD void acc_store(float* p, const F& acc, int ld) {
     wmma::store_matrix_sync(p, acc, unsigned(ld), wmma::mem_row_major);
