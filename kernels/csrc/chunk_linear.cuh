@@ -73,12 +73,6 @@ WB_HD float bcum_key(const Params& p, const Chunk& c, int r, int64_t d) {
     return p.bcum[(c.bh * p.T + c.t0 + rr) * p.Dk + d];
 }
 
-// The exponent of a per-key scale of element (r, d): b_rd (ExpB) or b_Ld - b_rd (ExpLastMinusB).
-WB_HD float key_scale_log(const Params& p, const Chunk& c, Scale s, int r, int64_t d) {
-    const float b = bcum_key(p, c, r, d);
-    return s == Scale::ExpB ? b : bcum_key(p, c, c.valid - 1, d) - b;
-}
-
 WB_HD float row_scale(const Params& p, const Chunk& c, Scale s, int r) {
     if (s == Scale::None || p.bcum == nullptr) return 1.f;
     const float b = bcum_at(p, c, r);

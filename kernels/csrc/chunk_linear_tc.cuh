@@ -131,17 +131,35 @@ WB_HD void scale_own_rows(bf16* dst, int ld, int W, int tid, const float (&sc)[U
 // W)), exp(b_rd) or exp(b_Ld - b_rd), 1 for rows past the chunk's end and keys past Dk (zeros there). In
 // two halves around the copy wait, like own_row_scales: the decays' loads are in flight during the wait.
 // UK = the thread's segments, kChunk * W / 8 <= UK * kThreads.
+// The decays come as 16-byte loads where the keys allow (Dk % 4 == 0 and 8 keys inside Dk): a scalar load
+// per key had made the per-key scan's first step twice the scalar decay's.
 template <int UK>
 WB_HD void own_key_scales(const Params& p, const Chunk& c, int64_t key0, int W, Scale s, int tid, float (&sc)[UK][8]) {
     const int segs = W / 8;
+    const float* chunk_b = p.bcum + (c.bh * p.T + c.t0) * p.Dk;
+    const float* last = chunk_b + (c.valid - 1) * p.Dk;  // b_L
+    const bool vec = p.Dk % 4 == 0 && reinterpret_cast<uintptr_t>(p.bcum) % 16 == 0;
 #pragma unroll
     for (int u = 0; u < UK; ++u) {
         const int idx = tid + u * kThreads, r = idx / segs, e0 = (idx % segs) * 8;
         const bool row = idx < kChunk * segs && r < c.valid;
+        const int64_t k0 = key0 + e0;
+        float b[8], bl[8];
+        if (row && vec && k0 + 8 <= p.Dk) {
+            load8(chunk_b + r * p.Dk + k0, b);
+            load8(last + k0, bl);
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) {
+                const bool in = row && k0 + e < p.Dk;
+                b[e] = in ? chunk_b[r * p.Dk + k0 + e] : 0.f;
+                bl[e] = in ? last[k0 + e] : 0.f;
+            }
+        }
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
-            const int64_t key = key0 + e0 + e;
-            sc[u][e] = row && key < p.Dk ? exp_f(key_scale_log(p, c, s, r, key)) : 1.f;
+            const bool in = row && k0 + e < p.Dk;
+            sc[u][e] = in ? exp_f(s == Scale::ExpB ? b[e] : bl[e] - b[e]) : 1.f;
         }
     }
 }
