@@ -54,8 +54,8 @@ pub enum ChunkLinearGate {
     /// `0`: never; the libtorch chunked form.
     Never,
     /// Unset: where the kernel measured faster than the libtorch form on the H200 (BENCHMARKS.md, issue 8):
-    /// bfloat16 q, k, v (tensor cores), every decay and head dim (forward+backward 1.6-2.9x with a scalar
-    /// decay, 5.4-5.8x with per-key decays, 1.5-3.1x without a decay, session 5); not float32 inputs (no
+    /// bfloat16 q, k, v (tensor cores), every decay and head dim (forward+backward 1.6-2.4x with a scalar
+    /// decay, 5.5-5.9x with per-key decays, 1.5-2.5x without a decay, session 5); not float32 inputs (no
     /// tensor cores: the first version, on FMA tiles, was slower).
     Measured,
 }
