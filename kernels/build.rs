@@ -84,40 +84,30 @@ mod cuda {
         fs::create_dir_all(&bin_dir).expect("create OUT_DIR/host-tests");
         // The tests' own headers (tests/*.h) key their programs too.
         let test_headers = header_digest(&test_dir);
-        for src in list(&test_dir, &["cu"]) {
-            let stem = file_name(&src);
-            let args = host_test_args(&tc);
-            let source = fs::read(&src).expect("read test source");
-            let key = digest(&[&source, &headers, &test_headers, args.join("\u{1}").as_bytes()]);
-            let exe = bin_dir.join(format!("{stem}-{key:016x}"));
+        let program = |src: &Path, args: &[String], key_parts: &[&[u8]], jobs: &mut Vec<Job>| {
+            let stem = file_name(src);
+            let source = fs::read(src).expect("read program source");
+            let joined = args.join("\u{1}");
+            let mut parts: Vec<&[u8]> = vec![&source, &headers, joined.as_bytes()];
+            parts.extend_from_slice(key_parts);
+            let exe = bin_dir.join(format!("{stem}-{:016x}", digest(&parts)));
             remove_stale(&bin_dir, &format!("{stem}-"), &exe);
             if !exe.exists() {
                 let tmp = exe.with_extension("tmp");
                 let mut cmd = Command::new(&tc.nvcc);
-                cmd.args(&args).arg(&src).arg("-o").arg(&tmp);
+                cmd.args(args).arg(src).arg("-o").arg(&tmp);
                 jobs.push(Job { cmd, tmp, dest: exe.clone(), log: log_dir.join(format!("{stem}.log")) });
             }
-            host_tests.push(exe);
+            (stem, exe)
+        };
+        for src in list(&test_dir, &["cu"]) {
+            host_tests.push(program(&src, &host_test_args(&tc), &[&test_headers], &mut jobs).1);
         }
         // GPU tools: csrc/tools/*.cu, each a program for the GPU machine (scripts/gpu-bundle.sh).
-        let tool_dir = tc.csrc.join("tools");
-        let mut tools = Vec::new();
-        for src in list(&tool_dir, &["cu"]) {
-            let stem = file_name(&src);
-            let mut args = host_test_args(&tc);
-            args[1] = "-O3".into();
-            let source = fs::read(&src).expect("read tool source");
-            let key = digest(&[&source, &headers, args.join("\u{1}").as_bytes()]);
-            let exe = bin_dir.join(format!("{stem}-{key:016x}"));
-            remove_stale(&bin_dir, &format!("{stem}-"), &exe);
-            if !exe.exists() {
-                let tmp = exe.with_extension("tmp");
-                let mut cmd = Command::new(&tc.nvcc);
-                cmd.args(&args).arg(&src).arg("-o").arg(&tmp);
-                jobs.push(Job { cmd, tmp, dest: exe.clone(), log: log_dir.join(format!("{stem}.log")) });
-            }
-            tools.push((stem, exe));
-        }
+        let mut tool_args = host_test_args(&tc);
+        tool_args[1] = "-O3".into();
+        let tools: Vec<(String, PathBuf)> =
+            list(&tc.csrc.join("tools"), &["cu"]).iter().map(|src| program(src, &tool_args, &[], &mut jobs)).collect();
         run_jobs(jobs);
 
         let lib = tc.out.join(LIBRARY);

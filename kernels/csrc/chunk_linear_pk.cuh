@@ -131,6 +131,18 @@ WB_HD PkSmem pk_smem(const Params& p, const MixPk& m) {
 // Whether rows of D bfloat16 (and float32) values at `base` take 8-wide vector stores.
 WB_HD bool rows_vec8_out(const void* base, int64_t D) { return D % 8 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0; }
 
+// M = the float32 scores S rounded to bfloat16, zero above the diagonal (j > i), 8 columns at a time.
+WB_HD void mask_scores(const float* S, int lds, bf16* M, int ldm, int tid) {
+    for (int idx = tid; idx < kChunk * (kChunk / 8); idx += kThreads) {
+        const int i = idx / (kChunk / 8), j0 = (idx % (kChunk / 8)) * 8;
+        float x[8];
+        load8(S + i * lds + j0, x);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) x[e] = j0 + e <= i ? x[e] : 0.f;
+        store8(M + i * ldm + j0, x);
+    }
+}
+
 // The elementwise steps work on 8 keys (or columns) at a time: every row stride below is a multiple of 16
 // bytes and every padded width a multiple of 16, so each 8-wide load or store is one or two 16-byte words.
 template <class Blk>
@@ -245,13 +257,7 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
         // M = the masked scores in bfloat16; R scaled elementwise in place
         blk.threads([&](int tid) {
             float x[8], bx[8], bl[8] = {};
-            for (int idx = tid; idx < kChunk * (kChunk / 8); idx += kThreads) {
-                const int i = idx / (kChunk / 8), j0 = (idx % (kChunk / 8)) * 8;
-                load8(Sf + i * L.lds + j0, x);
-#pragma unroll
-                for (int e = 0; e < 8; ++e) x[e] = j0 + e <= i ? x[e] : 0.f;
-                store8(Ms + i * L.ldm + j0, x);
-            }
+            mask_scores(Sf, L.lds, Ms, L.ldm, tid);
             for (int idx = tid; idx < c.valid * segs; idx += kThreads) {
                 const int r = idx / segs, d0 = (idx % segs) * 8;
                 load8(Rs + r * L.ldx + d0, x);
@@ -314,14 +320,8 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
     // is free from here: W's copy into it starts now and lands before the last step.
     blk.threads([&](int tid) {
         if (L.oW == 0) stage_raw(Ws, L.ldw, W, c.valid, p.Dk, 0, kChunk, L.Dkp, tid);
+        mask_scores(Sf, L.lds, Ms, L.ldm, tid);
         float x[8], bx[8], by[8];
-        for (int idx = tid; idx < kChunk * (kChunk / 8); idx += kThreads) {
-            const int i = idx / (kChunk / 8), j0 = (idx % (kChunk / 8)) * 8;
-            load8(Sf + i * L.lds + j0, x);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) x[e] = j0 + e <= i ? x[e] : 0.f;
-            store8(Ms + i * L.ldm + j0, x);
-        }
         for (int idx = tid; idx < kCopyRows * segs; idx += kThreads) {
             const int v = idx / segs, d0 = (idx % segs) * 8;
             int row, hi, lo;  // the copy of Z's `row`, scaled by exp(b_hi - b_lo)
