@@ -1,6 +1,6 @@
 // Chunked linear attention with one log-decay per key (GLA's gates): the tensor-core mixes, for bfloat16
 // q, k, v (chunk_linear.h has the shapes; kernels/src/chunk_linear.rs the math). The chunk states come from
-// chunk_linear_tc.cuh's scan, which with p.per_key scales X elementwise and decays the state's rows.
+// chunk_linear_scan.cuh's scan, which with p.per_key scales X elementwise and decays the state's rows.
 //
 // With b the within-chunk cumulative log-decays [C, Dk] (non-increasing down each column), the ratio of a
 // pair j <= i is exp(b_i - b_j), one per key, inside every sum over keys. No exponential here exceeds 1:
