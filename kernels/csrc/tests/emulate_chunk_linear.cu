@@ -461,6 +461,22 @@ int main() {
         ++failures;
     }
     for (const Case& c : per_key) failures += run_case<__nv_bfloat16>(rng, c, "bfloat16", 8e-3, 8e-3);
+    // scan_tile's choices at the measured shapes (BENCHMARKS.md, session 5): fewest waves of 264 blocks, then
+    // the least work per block. The 8 x 16 benchmark shapes keep every row; GLA's training shape (8 x 4 heads,
+    // Dk 96, Dv 192) takes every row and 32 columns (192 blocks, one wave) rather than rows of 64 (384, two).
+    const struct {
+        int64_t BH, Dk, Dv;
+        ScanTile want;
+    } tiles[] = {{128, 128, 128, {kMaxDim, 64}}, {128, 64, 64, {kMaxDim, 32}}, {32, 96, 192, {kMaxDim, 32}},
+                 {32, 96, 96, {64, 32}}, {1, 128, 128, {64, 32}}, {256, 128, 128, {kMaxDim, 64}}};
+    for (const auto& t : tiles) {
+        const ScanTile got = scan_tile(t.BH, t.Dk, t.Dv);
+        if (got.rows != t.want.rows || got.cols != t.want.cols) {
+            std::printf("FAIL scan_tile(BH %lld, Dk %lld, Dv %lld) = rows %d cols %d, want rows %d cols %d\n",
+                        (long long)t.BH, (long long)t.Dk, (long long)t.Dv, got.rows, got.cols, t.want.rows, t.want.cols);
+            ++failures;
+        }
+    }
     g_scan_tile = ScanTile{kMaxDim, 64};
     std::printf("scan tiles of every row and 64 columns:\n");
     for (const Case& c : cases)
