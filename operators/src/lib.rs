@@ -12,6 +12,7 @@
 
 pub mod attention;
 pub mod base_conv;
+pub mod based;
 pub mod block;
 pub mod channel;
 pub mod flops;

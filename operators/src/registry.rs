@@ -230,7 +230,7 @@ pub fn build(spec: &LayerSpec, p: &Path, ctx: &BuildCtx) -> Built {
 registry! {
     Attention => crate::attention::AttentionSpec,
     LinearAttention => crate::linear_attention::LinearAttentionSpec,
-    Based => crate::linear_attention::BasedSpec,
+    Based => crate::based::BasedSpec,
     Retnet => crate::gated_rnn::RetnetSpec,
     Gla => crate::gated_rnn::GlaSpec,
     Hgrn => crate::rnn::hgrn::HgrnSpec,
