@@ -20,14 +20,19 @@
 mod check;
 mod chunk_linear;
 mod long_conv;
+mod selective_scan;
+mod short_conv;
 
-use crate::short_conv::Activation;
 use crate::KernelPath;
 pub use check::*;
 pub(crate) use chunk_linear::chunk_linear_auto;
 pub use chunk_linear::{chunk_linear, chunk_linear_calls, chunk_linear_fits, chunk_linear_gate, ChunkLinearGate};
 pub(crate) use long_conv::long_conv_auto;
 pub use long_conv::{channels_meta, check_long_conv, long_conv, long_conv_calls, LONG_CONV_MAX_CHANNELS};
+pub(crate) use selective_scan::selective_scan_auto;
+pub use selective_scan::{selective_scan, selective_scan_calls};
+pub(crate) use short_conv::short_conv_auto;
+pub use short_conv::{set_short_conv_chunk, short_conv, short_conv_calls};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::PathBuf;
 use std::sync::{Once, OnceLock};
@@ -281,164 +286,6 @@ fn for_cuda_tensors() -> Option<&'static Extension> {
 // ------------------------------------------------------------------------------------------------------
 // Kernels.
 
-fn act_code(act: Activation) -> i32 {
-    match act {
-        Activation::Identity => 0,
-        Activation::Silu => 1,
-    }
-}
-
-/// The fused short causal depthwise convolution on the GPU (see [`crate::short_conv`] for the math):
-/// `x [B, T, C]`, `w [C, k]` with k <= 4, `bias [C]`; differentiable in all three.
-pub fn short_conv(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Activation) -> Result<Tensor, CudaKernelError> {
-    check_short_conv(&Meta::of(x), &Meta::of(w), bias.map(Meta::of).as_ref())?;
-    short_conv_unchecked(extension()?, x, w, bias, act)
-}
-
-fn short_conv_unchecked(
-    ext: &Extension,
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    act: Activation,
-) -> Result<Tensor, CudaKernelError> {
-    let mut out: Raw = std::ptr::null_mut();
-    let bias_ptr = bias.map_or(std::ptr::null(), |b| b.as_ptr().cast::<c_void>());
-    // SAFETY: the pointers are live tch tensors (at::Tensor*) for the duration of the call; on success `out`
-    // is a new at::Tensor* whose ownership passes to the returned Tensor.
-    let msg = unsafe { (ext.short_conv)(x.as_ptr().cast(), w.as_ptr().cast(), bias_ptr, act_code(act), &mut out) };
-    ext.check("short_conv", msg)?;
-    Ok(unsafe { Tensor::from_ptr(out.cast()) })
-}
-
-/// The `Auto` path of [`crate::short_conv::short_conv`] for a CUDA `x`: the kernel when it applies (float32
-/// or bfloat16, k <= 4, non-empty) and the library is loaded, else `None` (the caller's libtorch path).
-/// Arguments that do not fit together panic with the validation message, as the reference's checks do.
-pub(crate) fn short_conv_auto(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Activation) -> Option<Tensor> {
-    let k = w.size().get(1).copied().unwrap_or(0);
-    if !supported_kind(x.kind()) || !(1..=4).contains(&k) || x.numel() == 0 {
-        return None;
-    }
-    let ext = for_cuda_tensors()?;
-    let x = x.contiguous();
-    let checked = check_short_conv(&Meta::of(&x), &Meta::of(w), bias.map(Meta::of).as_ref());
-    match checked.and_then(|()| short_conv_unchecked(ext, &x, w, bias, act)) {
-        Ok(y) => Some(y),
-        Err(e) => panic!("{e}"),
-    }
-}
-
-/// Mamba's selective scan on the GPU (see [`crate::selective_scan`] for the math): returns `(y [B, T, D],
-/// h_T [B, D, N])` in x's dtype, differentiable in every input. Arguments are checked first
-/// ([`check_selective_scan`]); float32 arithmetic inside for either dtype.
-#[allow(clippy::too_many_arguments)]
-pub fn selective_scan(
-    x: &Tensor,
-    dt: &Tensor,
-    a: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-    d: Option<&Tensor>,
-    h0: Option<&Tensor>,
-) -> Result<(Tensor, Tensor), CudaKernelError> {
-    let (dm, hm) = (d.map(Meta::of), h0.map(Meta::of));
-    check_selective_scan(
-        &Meta::of(x),
-        &Meta::of(dt),
-        &Meta::of(a),
-        &Meta::of(b),
-        &Meta::of(c),
-        dm.as_ref(),
-        hm.as_ref(),
-    )?;
-    selective_scan_unchecked(extension()?, x, dt, a, b, c, d, h0)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn selective_scan_unchecked(
-    ext: &Extension,
-    x: &Tensor,
-    dt: &Tensor,
-    a: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-    d: Option<&Tensor>,
-    h0: Option<&Tensor>,
-) -> Result<(Tensor, Tensor), CudaKernelError> {
-    let ptr = |t: &Tensor| t.as_ptr().cast::<c_void>();
-    let opt = |t: Option<&Tensor>| t.map_or(std::ptr::null(), |t| t.as_ptr().cast::<c_void>());
-    let (mut y, mut h): (Raw, Raw) = (std::ptr::null_mut(), std::ptr::null_mut());
-    // SAFETY: the pointers are live tch tensors (at::Tensor*) for the duration of the call; on success `y`
-    // and `h` are new at::Tensor*s whose ownership passes to the returned Tensors.
-    let msg = unsafe { (ext.selective_scan)(ptr(x), ptr(dt), ptr(a), ptr(b), ptr(c), opt(d), opt(h0), &mut y, &mut h) };
-    ext.check("selective_scan", msg)?;
-    Ok(unsafe { (Tensor::from_ptr(y.cast()), Tensor::from_ptr(h.cast())) })
-}
-
-/// The `Auto` path of [`crate::selective_scan::selective_scan`] for a CUDA `x`: the kernel when it applies
-/// (every tensor float32 or bfloat16 in x's dtype and on x's device, 1 <= N <= 64, non-empty) and the
-/// library is loaded, else `None` (the caller's libtorch path). Non-contiguous inputs are made contiguous
-/// (the mixer slices B and C out of one projection). Shapes that do not fit together panic with the
-/// validation message, as the reference's own checks do.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn selective_scan_auto(
-    x: &Tensor,
-    dt: &Tensor,
-    a: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-    d: Option<&Tensor>,
-    h0: Option<&Tensor>,
-) -> Option<(Tensor, Tensor)> {
-    let n = a.size().get(1).copied().unwrap_or(0);
-    let fits = |t: &Tensor| t.kind() == x.kind() && t.device() == x.device();
-    if !supported_kind(x.kind())
-        || !(1..=SELECTIVE_SCAN_MAX_STATE).contains(&n)
-        || x.numel() == 0
-        || ![dt, a, b, c].into_iter().chain(d).chain(h0).all(fits)
-    {
-        return None;
-    }
-    let ext = for_cuda_tensors()?;
-    let cont = |t: &Tensor| t.contiguous();
-    let (x, dt, a, b, c) = (cont(x), cont(dt), cont(a), cont(b), cont(c));
-    let (d, h0) = (d.map(cont), h0.map(cont));
-    let (dm, hm) = (d.as_ref().map(Meta::of), h0.as_ref().map(Meta::of));
-    let checked = check_selective_scan(
-        &Meta::of(&x),
-        &Meta::of(&dt),
-        &Meta::of(&a),
-        &Meta::of(&b),
-        &Meta::of(&c),
-        dm.as_ref(),
-        hm.as_ref(),
-    );
-    match checked.and_then(|()| selective_scan_unchecked(ext, &x, &dt, &a, &b, &c, d.as_ref(), h0.as_ref())) {
-        Ok(r) => Some(r),
-        Err(e) => panic!("{e}"),
-    }
-}
-
-/// How many times the selective-scan kernel ran in this process (tests check that dispatch reached it).
-pub fn selective_scan_calls() -> Result<i64, CudaKernelError> {
-    let ext = extension()?;
-    Ok(unsafe { (ext.selective_scan_calls)() })
-}
-
-/// How many times the short-convolution kernel ran in this process (tests check that dispatch reached it).
-pub fn short_conv_calls() -> Result<i64, CudaKernelError> {
-    let ext = extension()?;
-    Ok(unsafe { (ext.short_conv_calls)() })
-}
-
-/// Tuning knob: time steps per GPU thread for the short convolution (0: automatic). Results do not depend
-/// on it; the benchmark sweeps it.
-pub fn set_short_conv_chunk(chunk: i64) -> Result<(), CudaKernelError> {
-    let ext = extension()?;
-    unsafe { (ext.short_conv_set_chunk)(chunk) };
-    Ok(())
-}
-
 // ------------------------------------------------------------------------------------------------------
 // Helpers for tests and benchmarks.
 
@@ -505,6 +352,7 @@ impl Drop for CudaTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::short_conv::Activation;
     use tch::{Device, Kind};
 
     #[test]

@@ -1,0 +1,104 @@
+//! Mamba's selective scan on the GPU (csrc/selective_scan.*, its autograd function in csrc/extension.cpp):
+//! the checked entry point and the `Auto` path's dispatch.
+
+use super::SELECTIVE_SCAN_MAX_STATE;
+use super::{check_selective_scan, extension, for_cuda_tensors, supported_kind, CudaKernelError, Extension, Meta, Raw};
+use std::ffi::c_void;
+use tch::Tensor;
+
+/// Mamba's selective scan on the GPU (see [`crate::selective_scan`] for the math): returns `(y [B, T, D],
+/// h_T [B, D, N])` in x's dtype, differentiable in every input. Arguments are checked first
+/// ([`check_selective_scan`]); float32 arithmetic inside for either dtype.
+#[allow(clippy::too_many_arguments)]
+pub fn selective_scan(
+    x: &Tensor,
+    dt: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    d: Option<&Tensor>,
+    h0: Option<&Tensor>,
+) -> Result<(Tensor, Tensor), CudaKernelError> {
+    let (dm, hm) = (d.map(Meta::of), h0.map(Meta::of));
+    check_selective_scan(
+        &Meta::of(x),
+        &Meta::of(dt),
+        &Meta::of(a),
+        &Meta::of(b),
+        &Meta::of(c),
+        dm.as_ref(),
+        hm.as_ref(),
+    )?;
+    selective_scan_unchecked(extension()?, x, dt, a, b, c, d, h0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn selective_scan_unchecked(
+    ext: &Extension,
+    x: &Tensor,
+    dt: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    d: Option<&Tensor>,
+    h0: Option<&Tensor>,
+) -> Result<(Tensor, Tensor), CudaKernelError> {
+    let ptr = |t: &Tensor| t.as_ptr().cast::<c_void>();
+    let opt = |t: Option<&Tensor>| t.map_or(std::ptr::null(), |t| t.as_ptr().cast::<c_void>());
+    let (mut y, mut h): (Raw, Raw) = (std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: the pointers are live tch tensors (at::Tensor*) for the duration of the call; on success `y`
+    // and `h` are new at::Tensor*s whose ownership passes to the returned Tensors.
+    let msg = unsafe { (ext.selective_scan)(ptr(x), ptr(dt), ptr(a), ptr(b), ptr(c), opt(d), opt(h0), &mut y, &mut h) };
+    ext.check("selective_scan", msg)?;
+    Ok(unsafe { (Tensor::from_ptr(y.cast()), Tensor::from_ptr(h.cast())) })
+}
+
+/// The `Auto` path of [`crate::selective_scan::selective_scan`] for a CUDA `x`: the kernel when it applies
+/// (every tensor float32 or bfloat16 in x's dtype and on x's device, 1 <= N <= 64, non-empty) and the
+/// library is loaded, else `None` (the caller's libtorch path). Non-contiguous inputs are made contiguous
+/// (the mixer slices B and C out of one projection). Shapes that do not fit together panic with the
+/// validation message, as the reference's own checks do.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn selective_scan_auto(
+    x: &Tensor,
+    dt: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    d: Option<&Tensor>,
+    h0: Option<&Tensor>,
+) -> Option<(Tensor, Tensor)> {
+    let n = a.size().get(1).copied().unwrap_or(0);
+    let fits = |t: &Tensor| t.kind() == x.kind() && t.device() == x.device();
+    if !supported_kind(x.kind())
+        || !(1..=SELECTIVE_SCAN_MAX_STATE).contains(&n)
+        || x.numel() == 0
+        || ![dt, a, b, c].into_iter().chain(d).chain(h0).all(fits)
+    {
+        return None;
+    }
+    let ext = for_cuda_tensors()?;
+    let cont = |t: &Tensor| t.contiguous();
+    let (x, dt, a, b, c) = (cont(x), cont(dt), cont(a), cont(b), cont(c));
+    let (d, h0) = (d.map(cont), h0.map(cont));
+    let (dm, hm) = (d.as_ref().map(Meta::of), h0.as_ref().map(Meta::of));
+    let checked = check_selective_scan(
+        &Meta::of(&x),
+        &Meta::of(&dt),
+        &Meta::of(&a),
+        &Meta::of(&b),
+        &Meta::of(&c),
+        dm.as_ref(),
+        hm.as_ref(),
+    );
+    match checked.and_then(|()| selective_scan_unchecked(ext, &x, &dt, &a, &b, &c, d.as_ref(), h0.as_ref())) {
+        Ok(r) => Some(r),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// How many times the selective-scan kernel ran in this process (tests check that dispatch reached it).
+pub fn selective_scan_calls() -> Result<i64, CudaKernelError> {
+    let ext = extension()?;
+    Ok(unsafe { (ext.selective_scan_calls)() })
+}
