@@ -34,7 +34,7 @@ fn compression(positions: i64) -> (VarStore, Stack) {
 
 #[test]
 fn compression_head_accounting_matches_the_built_model() {
-    tch::manual_seed(7);
+    let _rng = common::seeded(7);
     for (t, p) in [(6, 6), (7, 3), (1, 5)] {
         let (vs, stack) = compression(p);
         let allocated: i64 = vs.trainable_variables().iter().map(|x| x.numel() as i64).sum();
@@ -52,7 +52,7 @@ fn compression_head_accounting_matches_the_built_model() {
 
 #[test]
 fn compression_head_has_its_paths_groups_and_gradients() {
-    tch::manual_seed(8);
+    let _rng = common::seeded(8);
     let (vs, stack) = compression(5);
     let tokens = Tensor::randint(V, [2, 5], (Kind::Int64, Device::Cpu));
     stack.forward(&tokens).square().sum(Kind::Double).backward();
@@ -76,7 +76,7 @@ fn compression_head_has_its_paths_groups_and_gradients() {
 
 #[test]
 fn compression_output_depends_on_the_code_and_the_position() {
-    tch::manual_seed(9);
+    let _rng = common::seeded(9);
     let (_vs, stack) = compression(4);
     let tokens = Tensor::randint(V, [2, 6], (Kind::Int64, Device::Cpu));
     let y = tch::no_grad(|| stack.forward(&tokens)); // [2, 4, V]

@@ -9,6 +9,17 @@ use tch::{Device, Kind, Tensor};
 
 pub const D: i64 = 16;
 
+/// libtorch's random generator is one per process and a test binary runs its tests on several threads: a
+/// test that seeds it and then builds and draws must hold this lock, and so must every test that draws at
+/// all, or the draws interleave and a seeded test sees other numbers from run to run (MoE's "every
+/// parameter receives a gradient" failed once in CI that way: an expert received no token).
+pub fn seeded(seed: i64) -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(seed);
+    guard
+}
+
 /// Small but non-trivial specs of every registered mixer (several per mixer where options matter).
 pub fn test_specs() -> Vec<LayerSpec> {
     let mut out = Vec::new();
