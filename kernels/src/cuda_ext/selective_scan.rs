@@ -19,17 +19,24 @@ pub fn selective_scan(
     d: Option<&Tensor>,
     h0: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor), CudaKernelError> {
-    let (dm, hm) = (d.map(Meta::of), h0.map(Meta::of));
-    check_selective_scan(
-        &Meta::of(x),
-        &Meta::of(dt),
-        &Meta::of(a),
-        &Meta::of(b),
-        &Meta::of(c),
-        dm.as_ref(),
-        hm.as_ref(),
-    )?;
+    check(x, dt, a, b, c, d, h0)?;
     selective_scan_unchecked(extension()?, x, dt, a, b, c, d, h0)
+}
+
+/// [`check_selective_scan`] on the tensors' metadata.
+#[allow(clippy::too_many_arguments)]
+fn check(
+    x: &Tensor,
+    dt: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    d: Option<&Tensor>,
+    h0: Option<&Tensor>,
+) -> Result<(), CudaKernelError> {
+    let (dm, hm) = (d.map(Meta::of), h0.map(Meta::of));
+    let m = Meta::of;
+    check_selective_scan(&m(x), &m(dt), &m(a), &m(b), &m(c), dm.as_ref(), hm.as_ref())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -81,17 +88,8 @@ pub(crate) fn selective_scan_auto(
     let cont = |t: &Tensor| t.contiguous();
     let (x, dt, a, b, c) = (cont(x), cont(dt), cont(a), cont(b), cont(c));
     let (d, h0) = (d.map(cont), h0.map(cont));
-    let (dm, hm) = (d.as_ref().map(Meta::of), h0.as_ref().map(Meta::of));
-    let checked = check_selective_scan(
-        &Meta::of(&x),
-        &Meta::of(&dt),
-        &Meta::of(&a),
-        &Meta::of(&b),
-        &Meta::of(&c),
-        dm.as_ref(),
-        hm.as_ref(),
-    );
-    match checked.and_then(|()| selective_scan_unchecked(ext, &x, &dt, &a, &b, &c, d.as_ref(), h0.as_ref())) {
+    let (d, h0) = (d.as_ref(), h0.as_ref());
+    match check(&x, &dt, &a, &b, &c, d, h0).and_then(|()| selective_scan_unchecked(ext, &x, &dt, &a, &b, &c, d, h0)) {
         Ok(r) => Some(r),
         Err(e) => panic!("{e}"),
     }
