@@ -47,16 +47,6 @@ WB_HD void mma_k(FragC& acc, const bf16* a, int lda, const bf16* b, int ldb, int
     }
 }
 
-// acc += M(m0 + ., :) Z(:, n0 + .) over the chunk, M [C][C] read as stored or transposed (`mt`: col-major),
-// Z [C][ldz] row-major: the chunk mixes' product of their scores with a chunk operand.
-WB_HD void mma_scores(FragC& acc, const bf16* M, int ldm, bool mt, const bf16* Z, int ldz, int m0, int n0) {
-    if (mt) {
-        mma_k<wmma::col_major, wmma::row_major>(acc, M, ldm, Z, ldz, m0, n0, kChunk);
-    } else {
-        mma_k<wmma::row_major, wmma::row_major>(acc, M, ldm, Z, ldz, m0, n0, kChunk);
-    }
-}
-
 // Column strips: acc[r] += A(m0 + 16 r, :) B(:, n0) over k < K for RB row tiles, one B fragment per k step
 // shared by the RB products, whose accumulators are independent (RB chains of tensor-core ops in flight
 // instead of one). Layouts as for mma_k.
@@ -77,7 +67,9 @@ WB_HD void mma_k_strip(FragC (&acc)[RB], const bf16* a, int lda, const bf16* b, 
     }
 }
 
-// mma_scores over a column strip.
+// acc[r] += M(m0 + 16 r, :) Z(:, n0) over the chunk for a column strip, M [C][C] read as stored or
+// transposed (`mt`: col-major), Z [C][ldz] row-major: the chunk mixes' product of their scores with a chunk
+// operand.
 template <int RB>
 WB_HD void mma_scores_strip(FragC (&acc)[RB], const bf16* M, int ldm, bool mt, const bf16* Z, int ldz, int m0, int n0) {
     if (mt) {
