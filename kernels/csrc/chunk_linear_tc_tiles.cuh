@@ -32,6 +32,37 @@ WB_HD int64_t align128(int64_t bytes) { return (bytes + 127) / 128 * 128; }
 
 using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
 
+// A 16 x 16 bfloat16 operand fragment from shared memory, by one ldmatrix.x4 (.trans for A col-major and B
+// row-major). NVCC emits wmma's own loads without the .shared state space, which ptxas compiles to four
+// generic 32-bit loads per lane, plus a transpose per register (MOVM) for the transposed layouts: every
+// product of these kernels had loaded its operands that way. The four 8 x 8 matrices go to the fragment's
+// four registers in the order wmma's loads fill them on sm_90 (read from their SASS: A row-major rows 0-7 /
+// 8-15 of columns 0-7, then of columns 8-15; B col-major columns 0-7 of rows 0-7 / 8-15, then columns 8-15),
+// which is the mma.m16n8k16 operand layout the HMMA instructions take. On the CPU, the wmma shim's load.
+template <class Use, class Layout, class E>
+WB_HD void load_frag(wmma::fragment<Use, 16, 16, 16, E, Layout>& f, const E* p, int ld) {
+#if defined(__CUDA_ARCH__)
+    constexpr bool row = std::is_same<Layout, wmma::row_major>::value;
+    constexpr bool trans = std::is_same<Use, wmma::matrix_a>::value != row;
+    const int l = int(threadIdx.x) % 32, j = l / 8, r = l % 8;
+    // lane l gives row r of matrix j: stored rows 8 (j % 2) + r (row-major) or 8 (j / 2) + r (col-major)
+    const E* at = row ? p + ((j % 2) * 8 + r) * ld + (j / 2) * 8 : p + ((j / 2) * 8 + r) * ld + (j % 2) * 8;
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(at));
+    unsigned* x = reinterpret_cast<unsigned*>(&f.x[0]);
+    if (trans) {
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(x[0]), "=r"(x[1]), "=r"(x[2]), "=r"(x[3])
+                     : "r"(s));
+    } else {
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(x[0]), "=r"(x[1]), "=r"(x[2]), "=r"(x[3])
+                     : "r"(s));
+    }
+#else
+    wmma::load_matrix_sync(f, p, unsigned(ld));
+#endif
+}
+
 // acc += sum_{k < K} A(m0 + ., k) B(k, n0 + .), operands bfloat16 in shared memory: A(m, k) = a[m * lda + k]
 // (row_major) or a[k * lda + m] (col_major); B(k, n) = b[k * ldb + n] (row_major) or b[n * ldb + k].
 template <class LA, class LB>
@@ -41,8 +72,8 @@ WB_HD void mma_k(FragC& acc, const bf16* a, int lda, const bf16* b, int ldb, int
     wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, LA> fa;
     wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, LB> fb;
     for (int k = 0; k < K; k += 16) {
-        wmma::load_matrix_sync(fa, ar ? a + m0 * lda + k : a + k * lda + m0, lda);
-        wmma::load_matrix_sync(fb, br ? b + k * ldb + n0 : b + n0 * ldb + k, ldb);
+        load_frag(fa, ar ? a + m0 * lda + k : a + k * lda + m0, lda);
+        load_frag(fb, br ? b + k * ldb + n0 : b + n0 * ldb + k, ldb);
         wmma::mma_sync(acc, fa, fb, acc);
     }
 }
@@ -57,11 +88,11 @@ WB_HD void mma_k_strip(FragC (&acc)[RB], const bf16* a, int lda, const bf16* b, 
     wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, LA> fa;
     wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, LB> fb;
     for (int k = 0; k < K; k += 16) {
-        wmma::load_matrix_sync(fb, br ? b + k * ldb + n0 : b + n0 * ldb + k, ldb);
+        load_frag(fb, br ? b + k * ldb + n0 : b + n0 * ldb + k, ldb);
 #pragma unroll
         for (int r = 0; r < RB; ++r) {
             const int m = m0 + 16 * r;
-            wmma::load_matrix_sync(fa, ar ? a + m * lda + k : a + k * lda + m, lda);
+            load_frag(fa, ar ? a + m * lda + k : a + k * lda + m, lda);
             wmma::mma_sync(acc[r], fa, fb, acc[r]);
         }
     }
@@ -164,6 +195,16 @@ WB_HD void copy16(void* dst, const void* src) {
         std::abort();
     }
     std::memcpy(dst, src, 16);
+#endif
+}
+
+// 4 bytes from global to shared memory, as copy16 (cp.async.ca: the 4-byte form), waited for alike.
+WB_HD void copy4(void* dst, const void* src) {
+#if defined(__CUDA_ARCH__)
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(src));
+#else
+    std::memcpy(dst, src, 4);
 #endif
 }
 
