@@ -8,7 +8,7 @@ namespace chunk_linear {
 namespace {
 
 __global__ void cumsum_kernel(Params p) { cumsum_thread(p, int64_t(blockIdx.x) * blockDim.x + threadIdx.x); }
-__global__ void cumsum_key_kernel(Params p) { cumsum_key_thread(p, int64_t(blockIdx.x) * blockDim.x + threadIdx.x); }
+__global__ void cumsum_key_kernel(Params p) { cumsum_key_any(p, int64_t(blockIdx.x) * blockDim.x + threadIdx.x); }
 __global__ void dg_key_kernel(Params p) { dg_key_thread(p, int64_t(blockIdx.x) * blockDim.x + threadIdx.x); }
 __global__ void gdot_kernel(Params p) { gdot_thread(p, int64_t(blockIdx.x) * blockDim.x + threadIdx.x); }
 
@@ -87,6 +87,27 @@ struct DeviceBlock {
         __syncthreads();
         mark();
     }
+    // A warp step with no barrier after it (the next step's barrier orders it); inside it, lanes(w, g) runs
+    // g(tid) for the warp's threads, syncwarp() orders them, and PerWarp / PerThread hold what a warp or a
+    // thread keeps from one step to the next (on the GPU, its registers).
+    template <class F>
+    __device__ __forceinline__ void warps_free(F&& f) {
+        start();
+        f(int(threadIdx.x) / 32);
+        mark();
+    }
+    template <class F>
+    __device__ __forceinline__ void lanes(int, F&& f) {
+        f(int(threadIdx.x));
+    }
+    __device__ __forceinline__ void syncwarp() { __syncwarp(); }
+    template <class S>
+    struct PerWarp {
+        S s;
+        __device__ __forceinline__ S& at(int) { return s; }
+    };
+    template <class S>
+    using PerThread = PerWarp<S>;
 };
 
 // Tensor-core kernels: scan grid (ceil(Dv / COLS), B * H); mix grid (N, B * H).
@@ -137,7 +158,7 @@ struct Launch {
 
     void cumsum() {
         if (p.g == nullptr || err != nullptr) return;
-        const int64_t n = p.B * p.H * p.N * (p.per_key ? p.Dk : 1);
+        const int64_t n = p.per_key ? cumsum_key_threads(p) : p.B * p.H * p.N;
         if (p.per_key) {
             cumsum_key_kernel<<<unsigned((n + 255) / 256), 256, 0, s>>>(p);
         } else {
@@ -216,6 +237,7 @@ const char* run(const Params& p, DType dt, cudaStream_t stream) {
     Launch l{p, stream};
     if (p.per_key) {
         if (dt != DType::BF16 || p.g == nullptr) return "chunk_linear: per-key decays need bfloat16 q, k, v and g";
+        if (p.kg16 == nullptr || (BACKWARD && p.qg16 == nullptr)) return "chunk_linear: per-key decays need kg16 (and qg16)";
         BACKWARD ? run_backward_pk(l, p) : run_forward_pk(l, p);
     } else if (dt == DType::F32) {
         BACKWARD ? run_backward<float>(l, p) : run_forward<float>(l, p);

@@ -152,6 +152,10 @@ WB_HD void cumsum_thread(const Params& p, int64_t idx) {
 }
 
 // Per-key decays: one thread per (batch x head, chunk, key); neighbouring threads read neighbouring keys.
+// Then, where p.kg16 / p.qg16 are set, the scans' decayed operands k * exp(b_L - b) and q * exp(b), rounded
+// to bfloat16 as the scan's own scaling of its staged copies had rounded them: the scans then stage them as
+// they are, with no per-key decay to load inside their sequential loop. For head dims that are not a
+// multiple of 8; chunk_linear_pk.cuh's cumsum_key8_thread takes 8 keys per thread.
 WB_HD void cumsum_key_thread(const Params& p, int64_t idx) {
     if (idx >= p.B * p.H * p.N * p.Dk) return;
     const int64_t d = idx % p.Dk, rest = idx / p.Dk;
@@ -161,6 +165,15 @@ WB_HD void cumsum_key_thread(const Params& p, int64_t idx) {
     for (int r = 0; r < c.valid; ++r) {
         acc += p.g[at + r * p.Dk];
         p.bcum[at + r * p.Dk] = acc;
+    }
+    using bf = __nv_bfloat16;
+    for (int r = 0; r < c.valid; ++r) {
+        const int64_t i = at + r * p.Dk;
+        const float b = p.bcum[i];
+        if (p.kg16 != nullptr)
+            static_cast<bf*>(p.kg16)[i] = from_float<bf>(to_float(static_cast<const bf*>(p.k)[i]) * exp_f(acc - b));
+        if (p.qg16 != nullptr)
+            static_cast<bf*>(p.qg16)[i] = from_float<bf>(to_float(static_cast<const bf*>(p.q)[i]) * exp_f(b));
     }
 }
 

@@ -83,7 +83,7 @@ at::ScalarType cl_state_dtype(const at::Tensor& q, const at::Tensor& g, const at
 // The bfloat16 path keeps no scores (it recomputes them), reads its chunk states in bfloat16 (states16) and
 // writes float32 ones only in the backward pass (`backward`), for the log-decay gradient.
 struct ChunkLinearWork {
-    at::Tensor g32, s032, bcum, states, scores, states16;
+    at::Tensor g32, s032, bcum, states, scores, states16, kg16, qg16;
     ChunkLinearWork(cl::Params& p, const at::Tensor& q, const at::Tensor& g, const at::Tensor& s0, bool backward) {
         const auto f32 = q.options().dtype(at::kFloat);
         const bool f32_path = cl_dtype(q) == cl::DType::F32;
@@ -98,6 +98,14 @@ struct ChunkLinearWork {
         scores = at::empty(f32_path ? std::vector<int64_t>{p.B, p.H, p.N, cl::kChunk, cl::kChunk} : none, f32);
         states16 = f32_path ? at::Tensor() : at::empty({p.B, p.H, p.N, p.Dk, p.Dv}, q.options());
         p.states16 = f32_path ? nullptr : states16.data_ptr();
+        if (p.per_key) {  // the scans' decayed X (chunk_linear.h): k * exp(b_L - b), and q * exp(b) to go back
+            kg16 = at::empty({p.B, p.H, p.T, p.Dk}, q.options());
+            p.kg16 = kg16.data_ptr();
+            if (backward) {
+                qg16 = at::empty_like(kg16);
+                p.qg16 = qg16.data_ptr();
+            }
+        }
         p.g = g32.defined() ? g32.data_ptr<float>() : nullptr;
         p.s0 = s032.defined() ? s032.data_ptr<float>() : nullptr;
         p.bcum = bcum.defined() ? bcum.data_ptr<float>() : nullptr;

@@ -47,6 +47,26 @@ struct HostBlock {
     void warps(F&& f) {
         for (int w = 0; w < kWarps; ++w) f(w);
     }
+    // (no barrier after a warps_free step on the GPU: running it in order is one of its legal schedules)
+    template <class F>
+    void warps_free(F&& f) {
+        for (int w = 0; w < kWarps; ++w) f(w);
+    }
+    template <class F>
+    void lanes(int w, F&& f) {
+        for (int l = 0; l < 32; ++l) f(w * 32 + l);
+    }
+    void syncwarp() {}
+    template <class S>
+    struct PerWarp {
+        S s[kWarps];
+        S& at(int w) { return s[w]; }
+    };
+    template <class S>
+    struct PerThread {
+        S s[kThreads];
+        S& at(int t) { return s[t]; }
+    };
 };
 
 // Shared memory of one tensor-core block: 128-byte aligned, every byte 0xff (NaN as float and bfloat16).
@@ -78,7 +98,7 @@ struct HostLaunch {
     void cumsum() {
         if (p.g == nullptr) return;
         if (p.per_key) {
-            for (int64_t i = 0; i < p.B * p.H * p.N * p.Dk + 7; ++i) cumsum_key_thread(p, i);
+            for (int64_t i = 0; i < cumsum_key_threads(p) + 7; ++i) cumsum_key_any(p, i);
             return;
         }
         for (int64_t i = 0; i < p.B * p.H * p.N + 7; ++i) cumsum_thread(p, i);  // extra ids must do nothing
@@ -288,6 +308,7 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     std::vector<float> dq(size_t(BH * T * Dk), kNaN), dk(dq.size(), kNaN), dv(size_t(BH * T * Dv), kNaN);
     std::vector<float> ds0(size_t(BH * per), kNaN), sT2(sT.size(), kNaN);
     std::vector<E> states16(states.size(), from_float<E>(kNaN)), gstates16(states.size(), from_float<E>(kNaN));
+    std::vector<E> kg16(size_t(cs.per_key ? BH * T * Dk : 0), from_float<E>(kNaN)), qg16(kg16.size(), from_float<E>(kNaN));
 
     Params p;
     p.q = qt.data();
@@ -303,6 +324,7 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     p.scores = scores.data();
     p.states16 = states16.data();
     p.gstates16 = gstates16.data();
+    p.kg16 = cs.per_key ? kg16.data() : nullptr;  // (the forward pass needs no qg16)
     p.B = cs.B;
     p.H = cs.H;
     p.T = T;
@@ -341,6 +363,7 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     pb.ds0 = ds0.data();
     std::vector<float> dgk(cs.per_key ? g.size() : 0, kNaN);
     pb.dgk = dgk.data();
+    pb.qg16 = cs.per_key ? qg16.data() : nullptr;
     std::vector<float> gdot(size_t(BH * N * Dk), kNaN);
     pb.gdot = gdot.data();
     states.assign(states.size(), kNaN);  // the backward pass recomputes them

@@ -1,5 +1,5 @@
 // Where the chunked linear-attention kernels spend their time, per launch and per block step: runs the
-// bfloat16 forward and backward launch sequences (scalar and per-key decays) on the GPU with random inputs,
+// bfloat16 forward and backward launch sequences (no decay, scalar and per-key decays) on the GPU with random inputs,
 // times every launch with CUDA events and, built with WB_STEP_PROFILE, reads how many clock cycles a block
 // spent between consecutive barriers (chunk_linear.cu's DeviceBlock). A diagnostic, not a test: it checks
 // no values (the GPU tests and the host emulation do). kernels/build.rs compiles it (target/release/
@@ -103,7 +103,7 @@ struct Timed {
     int64_t chunk_blocks() const { return p().N * p().B * p().H; }
 
     void cumsum() {
-        const int64_t n = p().B * p().H * p().N * (p().per_key ? p().Dk : 1);
+        const int64_t n = p().per_key ? cumsum_key_threads(p()) : p().B * p().H * p().N;
         op("cumsum", (n + 255) / 256, cumsum_kernel, 256, 0, [&] { l.cumsum(); });
     }
     void gdot() {
@@ -173,7 +173,8 @@ int main(int argc, char** argv) {
     CK(cudaGetDeviceProperties(&prop, 0));
     std::printf("# %s, %d SMs; B %lld H %lld T %lld Dk %lld Dv %lld, bfloat16\n", prop.name, prop.multiProcessorCount,
                 (long long)B, (long long)H, (long long)T, (long long)Dk, (long long)Dv);
-    for (int per_key = 0; per_key < 2; ++per_key) {
+    for (int mode = 0; mode < 3; ++mode) {  // no decay, a scalar decay, per-key decays
+        const int per_key = mode == 2;
         if (!per_key && !fits(Dk, Dv, false)) continue;  // Dv > 128: per-key decays only
         Params p;
         p.B = B, p.H = H, p.T = T, p.Dk = Dk, p.Dv = Dv, p.N = nchunks(T), p.per_key = per_key != 0;
@@ -186,7 +187,7 @@ int main(int argc, char** argv) {
         fill_bf16<<<1024, 256>>>(v, nv, 3, -1.f, 1.f);
         fill_bf16<<<1024, 256>>>(dout, nv, 4, -1.f, 1.f);
         fill_f32<<<1024, 256>>>(g, ng, 5, -0.1f, 0.f);
-        p.q = q, p.k = k, p.v = v, p.g = g, p.dout = dout;
+        p.q = q, p.k = k, p.v = v, p.g = mode == 0 ? nullptr : g, p.dout = dout;
         p.o = alloc<bf16>(nv);
         p.sT = alloc<float>(B * H * Dk * Dv);
         p.bcum = alloc<float>(ng);
@@ -200,25 +201,29 @@ int main(int argc, char** argv) {
         p.ds0 = alloc<float>(B * H * Dk * Dv);
         p.dgk = alloc<float>(nq);
         p.gdot = alloc<float>(B * H * p.N * Dk);
+        p.kg16 = per_key ? alloc<bf16>(nq) : nullptr;
+        p.qg16 = per_key ? alloc<bf16>(nq) : nullptr;
         CK(cudaDeviceSynchronize());
         for (int backward = 0; backward < 2; ++backward) {
-            Timed t(p);
+            Params pp = p;
+            if (!backward) pp.qg16 = nullptr;  // as the torch glue: only the backward pass needs q * exp(b)
+            Timed t(pp);
             for (int rep = 0; rep < 4; ++rep) {
                 t.record = rep == 3;
                 if (per_key) {
-                    backward ? run_backward_pk(t, p) : run_forward_pk(t, p);
+                    backward ? run_backward_pk(t, pp) : run_forward_pk(t, pp);
                 } else {
-                    backward ? run_backward_tc(t, p) : run_forward_tc(t, p);
+                    backward ? run_backward_tc(t, pp) : run_forward_tc(t, pp);
                 }
                 CK(cudaDeviceSynchronize());
             }
             const std::string title =
-                std::string(per_key ? "per-key" : "scalar") + (backward ? " backward" : " forward");
+                std::string(mode == 2 ? "per-key" : mode == 1 ? "scalar" : "no decay") + (backward ? " backward" : " forward");
             report(title.c_str(), t.out);
         }
         for (void* x : {(void*)q, (void*)k, (void*)v, (void*)dout, (void*)g, p.o, (void*)p.sT, (void*)p.bcum,
                         (void*)p.states, p.states16, p.gstates16, (void*)p.gstates, p.dq16, p.dk16, p.dv16,
-                        (void*)p.qdq, (void*)p.kdk, (void*)p.ds0, (void*)p.dgk, (void*)p.gdot})
+                        (void*)p.qdq, (void*)p.kdk, (void*)p.ds0, (void*)p.dgk, (void*)p.gdot, p.kg16, p.qg16})
             CK(cudaFree(x));
     }
     return 0;
