@@ -237,7 +237,8 @@ const char* run(const Params& p, DType dt, cudaStream_t stream) {
     Launch l{p, stream};
     if (p.per_key) {
         if (dt != DType::BF16 || p.g == nullptr) return "chunk_linear: per-key decays need bfloat16 q, k, v and g";
-        if (p.kg16 == nullptr || (BACKWARD && p.qg16 == nullptr)) return "chunk_linear: per-key decays need kg16 (and qg16)";
+        if (p.kg16 == nullptr || p.scores16 == nullptr || (BACKWARD && p.qg16 == nullptr))
+            return "chunk_linear: per-key decays need kg16, scores16 (and qg16)";
         BACKWARD ? run_backward_pk(l, p) : run_forward_pk(l, p);
     } else if (dt == DType::F32) {
         BACKWARD ? run_backward<float>(l, p) : run_forward<float>(l, p);

@@ -12,8 +12,9 @@
 //   - a pair in the same sub-chunk takes its exact ratio, summed over keys in float32 (FMA, no tensor cores).
 // The four mixes, per chunk (S: the chunk's starting state, G: dLoss/dS_end, both [Dk, Dv], bfloat16):
 //   scores family (per-key scores A_ij = sum_d q_id k_jd exp(b_id - b_jd), j <= i):
-//     O  = A V + (Q * exp(b)) S                       R = Q scaled elementwise
-//     dV = A^T dO + (K * exp(b_L - b)) G              R = K scaled elementwise
+//     O  = A V + (Q * exp(b)) S                       R = Q scaled elementwise; writes M = A masked, bf16
+//     dV = A^T dO + (K * exp(b_L - b)) G              chunk_linear_tc.cuh's mix over the forward's M and
+//                                                     the cumsum's K * exp(b_L - b) (mix_pk_dv)
 //   gradient family (plain scores P_ij = dO_i . v_j, j <= i; the decay inside the sum over pairs):
 //     dQ_id = sum_j P_ij k_jd exp(b_id - b_jd) + exp(b_id) (dO S^T)_id            (row blocks I, r = 16 I)
 //     dK_jd = sum_i P_ij q_id exp(b_id - b_jd) + exp(b_Ld - b_jd) (V G^T)_jd      (column blocks J, r = 16 J + 15)
@@ -54,7 +55,7 @@ struct MixPk {
     bool grad = false;  // the gradient family (dQ, dK); else the scores family (O, dV)
     const bf16* X = nullptr;  // scores X_i . Y_j: Q, K (scores family) or dO, V (gradient family)
     const bf16* Y = nullptr;
-    bool mt = false;  // dV: M = A^T; dK: rows are the scores' columns
+    bool mt = false;  // dK: rows are the scores' columns
     bool r_is_y = false;  // R = Y's rows (else X's)
     const bf16* Z = nullptr;  // V, dO (scores family, D2 = Dv) or K, Q (gradient family, D2 = Dk)
     Scale s = Scale::None;  // scores family: R's scale; gradient family: the state term's scale
@@ -62,6 +63,7 @@ struct MixPk {
     int64_t D1 = 0, D2 = 0;  // the scores' width, the output's width
     const bf16* W = nullptr;  // gradient family: q (dQ) or k (dK), for el = W * out
     float* el = nullptr;  // gradient family: q * dq (dQ, p.qdq) or k * dk (dK, p.kdk), [B, H, T, Dk]
+    bf16* Mout = nullptr;  // O: the masked scores M out, [B, H, N, C, C] (p.scores16), for dV
 };
 
 // Regions (bytes), every one 128-byte aligned. Scores family: R, the other staged slot, b, then {the scaled
@@ -279,6 +281,13 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
             });
         });
         blk.threads([&](int tid) {
+            if (m.Mout != nullptr) {  // the masked scores, for the backward pass's dV
+                bf16* mo = m.Mout + (c.bh * p.N + c.n) * kChunk * kChunk;
+                for (int idx = tid; idx < kChunk * (kChunk / 8); idx += kThreads) {
+                    const int i = idx / (kChunk / 8), j0 = (idx % (kChunk / 8)) * 8;
+                    *reinterpret_cast<uint4*>(mo + i * kChunk + j0) = *reinterpret_cast<const uint4*>(Ms + i * L.ldm + j0);
+                }
+            }
             bf16* o = out + row0 * m.D2;
             const bool vec = rows_vec8_out(o, m.D2);
             const int osegs = L.D2p / 8;
@@ -493,15 +502,18 @@ inline MixPk mix_pk_output(const Params& p) {
     m.Hm = states16(p);
     m.D1 = p.Dk;
     m.D2 = p.Dv;
+    m.Mout = static_cast<bf16*>(p.scores16);
     return m;
 }
-inline MixPk mix_pk_dv(const Params& p) {
-    MixPk m = mix_pk_output(p);
-    m.mt = true;
-    m.r_is_y = true;
-    m.Z = static_cast<const bf16*>(p.dout);
-    m.s = Scale::ExpLastMinusB;
-    m.Hm = gstates16(p);
+// dV = M^T dO + (K e^(bL-b)) G, the forward's masked scores M (p.scores16) and the cumsum's K e^(bL-b)
+// (p.kg16): chunk_linear_tc.cuh's mix with precomputed scores, two blocks per SM at head dim 128. (Its
+// per-key mix, which recomputed M, took 0.58 ms at B 8, H 16, T 2048, Dk = Dv = 128, half of it the exact
+// within-sub-chunk sums.)
+inline MixTc mix_pk_dv(const Params& p) {
+    MixTc m = mix_tc_dv(p);
+    m.Y = static_cast<const bf16*>(p.kg16);  // R (r_is_y)
+    m.s = Scale::None;
+    m.Mg = static_cast<const bf16*>(p.scores16);
     return m;
 }
 inline MixPk mix_pk_dq(const Params& p) {
@@ -536,12 +548,12 @@ inline bool pk_fits(int64_t Dk, int64_t Dv) {
     p.Dk = Dk;
     p.Dv = Dv;
     int64_t most = 0;
-    for (const MixPk& m : {mix_pk_output(p), mix_pk_dv(p), mix_pk_dq(p), mix_pk_dk(p)}) most = max64(most, pk_smem(p, m).bytes);
-    return most <= kMaxSmemBytes;
+    for (const MixPk& m : {mix_pk_output(p), mix_pk_dq(p), mix_pk_dk(p)}) most = max64(most, pk_smem(p, m).bytes);
+    return most <= kMaxSmemBytes && mix_smem(Dk, Dv, false).bytes <= kMaxSmemBytes;
 }
 
-// The launch sequences with per-key decays, over a launcher `L` with cumsum(), scan(ScanArgs) and
-// mix_pk(MixPk, bf16*). The cumsum writes the scans' decayed X (p.kg16; p.qg16, which the backward pass
+// The launch sequences with per-key decays, over a launcher `L` with cumsum(), scan(ScanArgs),
+// mix_pk(MixPk, bf16*) and mix<bf16>(MixTc, bf16*). The cumsum writes the scans' decayed X (p.kg16; p.qg16, which the backward pass
 // needs, only where it is set).
 template <class L>
 void run_forward_pk(L& l, const Params& p) {
@@ -562,7 +574,7 @@ void run_backward_pk(L& l, const Params& p) {
                     static_cast<bf16*>(p.gstates16), nullptr, p.dsT, p.ds0, true});  // G, dS_0
     l.mix_pk(mix_pk_dq(p), static_cast<bf16*>(p.dq16));
     l.mix_pk(mix_pk_dk(p), static_cast<bf16*>(p.dk16));
-    l.mix_pk(mix_pk_dv(p), static_cast<bf16*>(p.dv16));
+    l.template mix<bf16>(mix_pk_dv(p), static_cast<bf16*>(p.dv16));
     l.gdot();
     l.dg_key();
 }

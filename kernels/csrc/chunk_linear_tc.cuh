@@ -50,6 +50,9 @@ struct MixTc {
     // With W: also dot[t] = out_t . W_t (float32 out, before rounding), W [B, H, T, D2], dot [B, H, T]
     const bf16* W = nullptr;
     float* dot = nullptr;
+    // Precomputed masked scores [B, H, N, C, C] (per-key decays: the forward's, p.scores16): M is staged
+    // from them, R comes scaled (s = None) and X is not read.
+    const bf16* Mg = nullptr;
 };
 
 // Regions: the R slot (X or Y, whichever R is made of; scaled in place into R), the other slot followed by
@@ -94,14 +97,25 @@ WB_HD void store4(bf16* o, const float* f) {
     *reinterpret_cast<uint2*>(o) = v.u;
 }
 
-template <class Blk, typename TO>
-WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, TO* out, unsigned char* smem) {
-    const MixSmem L = mix_smem(m.D1, m.D2, m.ht);
+// Z and H as stored (the last product's operands), by copy16.
+WB_HD void stage_mix_tail(const Params& p, const Chunk& c, const MixTc& m, bf16* Zs, bf16* Hs, const MixSmem& L, int tid) {
+    stage_rows_raw(p, c, Zs, L.ldz, m.Z, m.D2, L.D2p, tid);
+    const bf16* h = m.Hm + (c.bh * p.N + c.n) * m.D1 * m.D2;
+    if (m.ht) {
+        stage_raw(Hs, L.ldh, h, m.D2, m.D1, 0, L.D2p, L.D1p, tid);
+    } else {
+        stage_raw(Hs, L.ldh, h, m.D1, m.D2, 0, L.D1p, L.D2p, tid);
+    }
+}
+
+// The mix's first steps: every operand staged, the scores X Y^T, M = the decayed, masked scores in bfloat16,
+// R scaled in place.
+template <class Blk>
+WB_HD void mix_scores(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, const MixSmem& L, unsigned char* smem) {
     bf16* Rs = reinterpret_cast<bf16*>(smem);  // X or Y, then R
     bf16* other = reinterpret_cast<bf16*>(smem + L.oQ);
     bf16* Xs = m.r_is_y ? other : Rs;
     bf16* Ys = m.r_is_y ? Rs : other;
-    float* Of = reinterpret_cast<float*>(smem + L.oQ);  // after the scores, over the other slot and them
     float* Sf = reinterpret_cast<float*>(smem + L.oS);
     bf16* Ms = reinterpret_cast<bf16*>(smem + L.oM);
     bf16* Zs = reinterpret_cast<bf16*>(smem + L.oZ);
@@ -113,13 +127,7 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
         stage_rows_raw(p, c, Xs, L.ldx, m.X, m.D1, L.D1p, tid);
         stage_rows_raw(p, c, Ys, L.ldx, m.Y, m.D1, L.D1p, tid);
         copy_commit();
-        stage_rows_raw(p, c, Zs, L.ldz, m.Z, m.D2, L.D2p, tid);
-        const bf16* h = m.Hm + (c.bh * p.N + c.n) * m.D1 * m.D2;
-        if (m.ht) {
-            stage_raw(Hs, L.ldh, h, m.D2, m.D1, 0, L.D2p, L.D1p, tid);
-        } else {
-            stage_raw(Hs, L.ldh, h, m.D1, m.D2, 0, L.D1p, L.D2p, tid);
-        }
+        stage_mix_tail(p, c, m, Zs, Hs, L, tid);
         copy_commit();
         for (int r = tid; r < kChunk; r += kThreads) b[r] = bcum_at(p, c, r);
         copy_wait_prior();  // X and Y
@@ -158,6 +166,17 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
         }
         copy_wait();  // Z and H
     });
+}
+
+// The mix's last product and its stores (after mix_scores, or the precomputed scores' staging).
+template <class Blk, typename TO>
+WB_HD void mix_out(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, TO* out, const MixSmem& L,
+                   unsigned char* smem) {
+    const bf16* Rs = reinterpret_cast<const bf16*>(smem);
+    float* Of = reinterpret_cast<float*>(smem + L.oQ);
+    const bf16* Ms = reinterpret_cast<const bf16*>(smem + L.oM);
+    const bf16* Zs = reinterpret_cast<const bf16*>(smem + L.oZ);
+    const bf16* Hs = reinterpret_cast<const bf16*>(smem + L.oH);
     // out = M Z + R H: M and H read transposed (col-major) when asked
     blk.warps([&](int w) {
         strips(w, L.D2p / 16, [&](auto& acc, int m0, int n0) {
@@ -227,6 +246,24 @@ WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, 
             warp_sum_store(m.dot + row0 + i, part, lane);
         }
     });
+}
+
+
+template <class Blk, typename TO>
+WB_HD void mix_block(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, TO* out, unsigned char* smem) {
+    const MixSmem L = mix_smem(m.D1, m.D2, m.ht);
+    if (m.Mg != nullptr) {  // R, M, Z and H as stored, then the product
+        blk.threads([&](int tid) {
+            stage_rows_raw(p, c, reinterpret_cast<bf16*>(smem), L.ldx, m.r_is_y ? m.Y : m.X, m.D1, L.D1p, tid);
+            stage_raw(reinterpret_cast<bf16*>(smem + L.oM), L.ldm, m.Mg + (c.bh * p.N + c.n) * kChunk * kChunk, kChunk,
+                      kChunk, 0, kChunk, kChunk, tid);
+            stage_mix_tail(p, c, m, reinterpret_cast<bf16*>(smem + L.oZ), reinterpret_cast<bf16*>(smem + L.oH), L, tid);
+            copy_wait();
+        });
+    } else {
+        mix_scores(blk, p, c, m, L, smem);
+    }
+    mix_out(blk, p, c, m, out, L, smem);
 }
 
 // The four mixes (chunk_linear.h).

@@ -83,8 +83,10 @@ at::ScalarType cl_state_dtype(const at::Tensor& q, const at::Tensor& g, const at
 // The bfloat16 path keeps no scores (it recomputes them), reads its chunk states in bfloat16 (states16) and
 // writes float32 ones only in the backward pass (`backward`), for the log-decay gradient.
 struct ChunkLinearWork {
-    at::Tensor g32, s032, bcum, states, scores, states16, kg16, qg16;
-    ChunkLinearWork(cl::Params& p, const at::Tensor& q, const at::Tensor& g, const at::Tensor& s0, bool backward) {
+    at::Tensor g32, s032, bcum, states, scores, states16, kg16, qg16, scores16;
+    // `saved`: the forward pass's per-key masked scores (backward), else allocated here (forward).
+    ChunkLinearWork(cl::Params& p, const at::Tensor& q, const at::Tensor& g, const at::Tensor& s0, bool backward,
+                    const at::Tensor& saved = at::Tensor()) {
         const auto f32 = q.options().dtype(at::kFloat);
         const bool f32_path = cl_dtype(q) == cl::DType::F32;
         g32 = f32_or_undefined(g);
@@ -105,6 +107,9 @@ struct ChunkLinearWork {
                 qg16 = at::empty_like(kg16);
                 p.qg16 = qg16.data_ptr();
             }
+            // the O mix's masked scores, which the backward pass's dV reads (saved for it)
+            scores16 = saved.defined() ? saved : at::empty({p.B, p.H, p.N, cl::kChunk, cl::kChunk}, q.options());
+            p.scores16 = scores16.data_ptr();
         }
         p.g = g32.defined() ? g32.data_ptr<float>() : nullptr;
         p.s0 = s032.defined() ? s032.data_ptr<float>() : nullptr;
@@ -116,7 +121,7 @@ struct ChunkLinearWork {
 
 // Outputs {o [B, H, T, Dv] in q's dtype, S_T [B, H, Dk, Dv] in cl_state_dtype}; g and s0 travel as empty
 // tensors when absent.
-// The backward pass recomputes the chunk states and scores (nothing but the inputs is saved).
+// The backward pass recomputes the chunk states and scores; only per-key decays save their masked scores.
 struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunction> {
     static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const at::Tensor& g, const at::Tensor& s0) {
@@ -128,16 +133,17 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
         p.sT = sT.data_ptr<float>();
         const char* err = cl::forward(p, cl_dtype(q), c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
         TORCH_CHECK(err == nullptr, "chunk_linear forward kernel: ", err);
-        ctx->save_for_backward({q, k, v, g, s0});
+        // (with per-key decays also their masked scores: dV's, recomputed, had been half of that mix's time)
+        ctx->save_for_backward({q, k, v, g, s0, w.scores16.defined() ? w.scores16 : at::empty({0}, q.options())});
         return {o, sT.to(cl_state_dtype(q, g, s0))};
     }
 
     static variable_list backward(AutogradContext* ctx, variable_list grads) {
         const variable_list s = ctx->get_saved_variables();
-        const at::Tensor &q = s[0], &k = s[1], &v = s[2], &g = s[3], &s0 = s[4];
+        const at::Tensor &q = s[0], &k = s[1], &v = s[2], &g = s[3], &s0 = s[4], &scores16 = s[5];
         const c10::cuda::CUDAGuard guard(q.device());
         cl::Params p = chunk_linear_params(q, k, v);
-        ChunkLinearWork w(p, q, g, s0, true);
+        ChunkLinearWork w(p, q, g, s0, true, scores16.numel() > 0 ? scores16 : at::Tensor());
         const auto f32 = q.options().dtype(at::kFloat);
         const at::Tensor dout = grads[0].defined() ? grads[0].to(q.scalar_type()).contiguous() : at::zeros_like(v);
         const at::Tensor dsT = grads[1].defined() ? grads[1].to(at::kFloat).contiguous() : at::Tensor();

@@ -309,6 +309,7 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     std::vector<float> ds0(size_t(BH * per), kNaN), sT2(sT.size(), kNaN);
     std::vector<E> states16(states.size(), from_float<E>(kNaN)), gstates16(states.size(), from_float<E>(kNaN));
     std::vector<E> kg16(size_t(cs.per_key ? BH * T * Dk : 0), from_float<E>(kNaN)), qg16(kg16.size(), from_float<E>(kNaN));
+    std::vector<E> scores16(size_t(cs.per_key ? BH * N * kChunk * kChunk : 0), from_float<E>(kNaN));
 
     Params p;
     p.q = qt.data();
@@ -325,6 +326,7 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     p.states16 = states16.data();
     p.gstates16 = gstates16.data();
     p.kg16 = cs.per_key ? kg16.data() : nullptr;  // (the forward pass needs no qg16)
+    p.scores16 = cs.per_key ? scores16.data() : nullptr;  // written by the forward pass, read by dV
     p.B = cs.B;
     p.H = cs.H;
     p.T = T;

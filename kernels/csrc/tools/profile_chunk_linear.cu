@@ -203,6 +203,7 @@ int main(int argc, char** argv) {
         p.gdot = alloc<float>(B * H * p.N * Dk);
         p.kg16 = per_key ? alloc<bf16>(nq) : nullptr;
         p.qg16 = per_key ? alloc<bf16>(nq) : nullptr;
+        p.scores16 = per_key ? alloc<bf16>(B * H * p.N * kChunk * kChunk) : nullptr;
         CK(cudaDeviceSynchronize());
         for (int backward = 0; backward < 2; ++backward) {
             Params pp = p;
@@ -223,7 +224,7 @@ int main(int argc, char** argv) {
         }
         for (void* x : {(void*)q, (void*)k, (void*)v, (void*)dout, (void*)g, p.o, (void*)p.sT, (void*)p.bcum,
                         (void*)p.states, p.states16, p.gstates16, (void*)p.gstates, p.dq16, p.dk16, p.dv16,
-                        (void*)p.qdq, (void*)p.kdk, (void*)p.ds0, (void*)p.dgk, (void*)p.gdot, p.kg16, p.qg16})
+                        (void*)p.qdq, (void*)p.kdk, (void*)p.ds0, (void*)p.dgk, (void*)p.gdot, p.kg16, p.qg16, p.scores16})
             CK(cudaFree(x));
     }
     return 0;
