@@ -162,10 +162,11 @@ WB_HD void cumsum_key_thread(const Params& p, int64_t idx) {
     const Chunk c = chunk_of(p, rest % p.N, rest / p.N);
     const int64_t at = (c.bh * p.T + c.t0) * p.Dk + d;
     float acc = 0.f;
-    for (int r = 0; r < c.valid; ++r) {
+    for (int r = 0; r < c.valid && !p.bcum_ready; ++r) {
         acc += p.g[at + r * p.Dk];
         p.bcum[at + r * p.Dk] = acc;
     }
+    if (p.bcum_ready) acc = p.bcum[at + (c.valid - 1) * p.Dk];
     using bf = __nv_bfloat16;
     for (int r = 0; r < c.valid; ++r) {
         const int64_t i = at + r * p.Dk;

@@ -59,6 +59,7 @@ struct Params {
     float* sT = nullptr;  // [B, H, Dk, Dv]
     // workspaces
     float* bcum = nullptr;  // [B, H, T] ([B, H, T, Dk] when per_key; only with g)
+    bool bcum_ready = false;  // per_key: bcum holds the forward pass's (saved); the cumsum forms kg16, qg16 only
     // per_key (bfloat16): the scans' decayed operands, written by the cumsum with bcum where not null:
     void* kg16 = nullptr;  // [B, H, T, Dk] bfloat16: k * exp(b_L - b), the forward scan's X
     void* qg16 = nullptr;  // [B, H, T, Dk] bfloat16: q * exp(b), the reverse scan's X (backward only)

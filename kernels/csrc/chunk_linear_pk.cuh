@@ -429,7 +429,8 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
     });
 }
 
-// The per-key cumsum (chunk_linear.cuh's cumsum_key_thread) 8 keys per thread where the head dim allows:
+// The per-key cumsum (chunk_linear.cuh's cumsum_key_thread) 8 keys per thread where the head dim allows
+// (with p.bcum_ready, the backward pass's, only the decayed operands from the saved cumulative decays):
 // one thread per (batch x head, chunk, 8 keys), 16- and 32-byte loads and stores, 4 rows of loads in flight
 // before their stores. One key per thread, with 2-byte loads and stores of q, k and their decayed copies,
 // had taken 0.30-0.57 ms at B 8, H 16, T 2048, Dk 128 (the cumsum alone, 0.08-0.10 ms).
@@ -448,7 +449,8 @@ WB_HD void cumsum_key8_thread(const Params& p, int64_t idx) {
     constexpr int R = 4;
     auto row = [&](int r) { return at + int64_t(r < c.valid ? r : c.valid - 1) * p.Dk; };  // rows past: the last
     float acc[8] = {};
-    for (int r0 = 0; r0 < c.valid; r0 += R) {
+    if (p.bcum_ready) load8(p.bcum + at + (c.valid - 1) * p.Dk, acc);  // b_L
+    for (int r0 = 0; r0 < c.valid && !p.bcum_ready; r0 += R) {
         float g[R][8];
 #pragma unroll
         for (int r = 0; r < R; ++r) load8(p.g + row(r0 + r), g[r]);
@@ -567,7 +569,7 @@ void run_forward_pk(L& l, const Params& p) {
 // with chunk_linear.cuh's dg_key (p.dgk).
 template <class L>
 void run_backward_pk(L& l, const Params& p) {
-    l.cumsum();  // also kg16 and qg16
+    l.cumsum();  // kg16 and qg16 (and bcum, unless the forward pass's is given: p.bcum_ready)
     l.scan(ScanArgs{static_cast<const bf16*>(p.kg16), Scale::None, static_cast<const bf16*>(p.v),
                     static_cast<bf16*>(p.states16), p.states, p.s0, p.sT, false});  // S_start, S_T
     l.scan(ScanArgs{static_cast<const bf16*>(p.qg16), Scale::None, static_cast<const bf16*>(p.dout),

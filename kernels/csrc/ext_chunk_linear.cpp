@@ -84,17 +84,20 @@ at::ScalarType cl_state_dtype(const at::Tensor& q, const at::Tensor& g, const at
 // writes float32 ones only in the backward pass (`backward`), for the log-decay gradient.
 struct ChunkLinearWork {
     at::Tensor g32, s032, bcum, states, scores, states16, kg16, qg16, scores16;
-    // `saved`: the forward pass's per-key masked scores (backward), else allocated here (forward).
+    // `saved`, `saved_bcum`: the forward pass's per-key masked scores and cumulative log-decays (backward),
+    // else allocated here (forward).
     ChunkLinearWork(cl::Params& p, const at::Tensor& q, const at::Tensor& g, const at::Tensor& s0, bool backward,
-                    const at::Tensor& saved = at::Tensor()) {
+                    const at::Tensor& saved = at::Tensor(), const at::Tensor& saved_bcum = at::Tensor()) {
         const auto f32 = q.options().dtype(at::kFloat);
         const bool f32_path = cl_dtype(q) == cl::DType::F32;
         g32 = f32_or_undefined(g);
         s032 = f32_or_undefined(s0);
         p.per_key = g32.defined() && g32.dim() == 4;
-        bcum = !g32.defined() ? at::Tensor()
-               : p.per_key    ? at::empty({p.B, p.H, p.T, p.Dk}, f32)
-                              : at::empty({p.B, p.H, p.T}, f32);
+        bcum = !g32.defined()          ? at::Tensor()
+               : saved_bcum.defined() ? saved_bcum
+               : p.per_key            ? at::empty({p.B, p.H, p.T, p.Dk}, f32)
+                                      : at::empty({p.B, p.H, p.T}, f32);
+        p.bcum_ready = saved_bcum.defined();
         const std::vector<int64_t> state_shape{p.B, p.H, p.N, p.Dk, p.Dv}, none{0};
         states = at::empty(f32_path || backward ? state_shape : none, f32);
         scores = at::empty(f32_path ? std::vector<int64_t>{p.B, p.H, p.N, cl::kChunk, cl::kChunk} : none, f32);
@@ -121,7 +124,8 @@ struct ChunkLinearWork {
 
 // Outputs {o [B, H, T, Dv] in q's dtype, S_T [B, H, Dk, Dv] in cl_state_dtype}; g and s0 travel as empty
 // tensors when absent.
-// The backward pass recomputes the chunk states and scores; only per-key decays save their masked scores.
+// The backward pass recomputes the chunk states and scores; only per-key decays save their masked scores
+// and cumulative log-decays.
 struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunction> {
     static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const at::Tensor& g, const at::Tensor& s0) {
@@ -133,17 +137,20 @@ struct ChunkLinearFunction : public torch::autograd::Function<ChunkLinearFunctio
         p.sT = sT.data_ptr<float>();
         const char* err = cl::forward(p, cl_dtype(q), c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
         TORCH_CHECK(err == nullptr, "chunk_linear forward kernel: ", err);
-        // (with per-key decays also their masked scores: dV's, recomputed, had been half of that mix's time)
-        ctx->save_for_backward({q, k, v, g, s0, w.scores16.defined() ? w.scores16 : at::empty({0}, q.options())});
+        // (with per-key decays also their masked scores and cumulative log-decays: dV's scores, recomputed,
+        // had been half of that mix's time, and the cumsum a tenth of the backward pass)
+        const at::Tensor none = at::empty({0}, q.options());
+        ctx->save_for_backward({q, k, v, g, s0, w.scores16.defined() ? w.scores16 : none, p.per_key ? w.bcum : none});
         return {o, sT.to(cl_state_dtype(q, g, s0))};
     }
 
     static variable_list backward(AutogradContext* ctx, variable_list grads) {
         const variable_list s = ctx->get_saved_variables();
-        const at::Tensor &q = s[0], &k = s[1], &v = s[2], &g = s[3], &s0 = s[4], &scores16 = s[5];
+        const at::Tensor &q = s[0], &k = s[1], &v = s[2], &g = s[3], &s0 = s[4], &scores16 = s[5], &bcum = s[6];
         const c10::cuda::CUDAGuard guard(q.device());
         cl::Params p = chunk_linear_params(q, k, v);
-        ChunkLinearWork w(p, q, g, s0, true, scores16.numel() > 0 ? scores16 : at::Tensor());
+        ChunkLinearWork w(p, q, g, s0, true, scores16.numel() > 0 ? scores16 : at::Tensor(),
+                          bcum.numel() > 0 ? bcum : at::Tensor());
         const auto f32 = q.options().dtype(at::kFloat);
         const at::Tensor dout = grads[0].defined() ? grads[0].to(q.scalar_type()).contiguous() : at::zeros_like(v);
         const at::Tensor dsT = grads[1].defined() ? grads[1].to(at::kFloat).contiguous() : at::Tensor();

@@ -366,6 +366,7 @@ int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, d
     std::vector<float> dgk(cs.per_key ? g.size() : 0, kNaN);
     pb.dgk = dgk.data();
     pb.qg16 = cs.per_key ? qg16.data() : nullptr;
+    pb.bcum_ready = cs.per_key;  // as the torch glue: the forward pass's per-key bcum is saved
     std::vector<float> gdot(size_t(BH * N * Dk), kNaN);
     pb.gdot = gdot.data();
     states.assign(states.size(), kNaN);  // the backward pass recomputes them

@@ -208,6 +208,7 @@ int main(int argc, char** argv) {
         for (int backward = 0; backward < 2; ++backward) {
             Params pp = p;
             if (!backward) pp.qg16 = nullptr;  // as the torch glue: only the backward pass needs q * exp(b)
+            pp.bcum_ready = backward && per_key;  // and it is given the forward pass's per-key bcum
             Timed t(pp);
             for (int rep = 0; rep < 4; ++rep) {
                 t.record = rep == 3;
