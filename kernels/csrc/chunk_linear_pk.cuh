@@ -200,8 +200,8 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
         const bf16* K = Ys;
         blk.threads([&](int tid) {
             float x[8], bx[8], by[8];
-            for (int idx = tid; idx < kChunk * segs; idx += kThreads) {
-                const int i = idx / segs, d0 = (idx % segs) * 8;
+            for (SegWalk sw(tid, segs); sw.r < kChunk; sw.next()) {
+                const int i = sw.r, d0 = sw.s * 8;
                 load8(Q + i * L.ldx + d0, x);
                 load8(brow(i) + d0, bx);
                 load8(brow((i / kSub) * kSub) + d0, by);
@@ -209,8 +209,8 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
                 for (int e = 0; e < 8; ++e) x[e] *= exp_f(bx[e] - by[e]);
                 store8(Cs + i * L.ldc + d0, x);
             }
-            for (int idx = tid; idx < kCopyRows * segs; idx += kThreads) {
-                const int v = idx / segs, d0 = (idx % segs) * 8;
+            for (SegWalk sw(tid, segs); sw.r < kCopyRows; sw.next()) {
+                const int v = sw.r, d0 = sw.s * 8;
                 const int I = v < copy_row_block(2) ? 1 : v < copy_row_block(3) ? 2 : 3;
                 const int j = v - copy_row_block(I);
                 load8(K + j * L.ldx + d0, x);
@@ -260,8 +260,8 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
         blk.threads([&](int tid) {
             float x[8], bx[8], bl[8] = {};
             mask_scores(Sf, L.lds, Ms, L.ldm, tid);
-            for (int idx = tid; idx < c.valid * segs; idx += kThreads) {
-                const int r = idx / segs, d0 = (idx % segs) * 8;
+            for (SegWalk sw(tid, segs); sw.r < c.valid; sw.next()) {
+                const int r = sw.r, d0 = sw.s * 8;
                 load8(Rs + r * L.ldx + d0, x);
                 load8(brow(r) + d0, bx);
                 if (m.s != Scale::ExpB) load8(brow(c.valid - 1) + d0, bl);
@@ -292,8 +292,8 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
             const bool vec = rows_vec8_out(o, m.D2);
             const int osegs = L.D2p / 8;
             float x[8];
-            for (int idx = tid; idx < c.valid * osegs; idx += kThreads) {
-                const int i = idx / osegs, e0 = (idx % osegs) * 8;
+            for (SegWalk sw(tid, osegs); sw.r < c.valid; sw.next()) {
+                const int i = sw.r, e0 = sw.s * 8;
                 load8(Of + i * L.ldo + e0, x);
                 if (vec && e0 + 8 <= m.D2) {
                     store8(o + i * m.D2 + e0, x);
@@ -331,8 +331,8 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
         if (L.oW == 0) stage_raw(Ws, L.ldw, W, c.valid, p.Dk, 0, kChunk, L.Dkp, tid);
         mask_scores(Sf, L.lds, Ms, L.ldm, tid);
         float x[8], bx[8], by[8];
-        for (int idx = tid; idx < kCopyRows * segs; idx += kThreads) {
-            const int v = idx / segs, d0 = (idx % segs) * 8;
+        for (SegWalk sw(tid, segs); sw.r < kCopyRows; sw.next()) {
+            const int v = sw.r, d0 = sw.s * 8;
             int row, hi, lo;  // the copy of Z's `row`, scaled by exp(b_hi - b_lo)
             if (!m.mt) {
                 const int I = v < copy_row_block(2) ? 1 : v < copy_row_block(3) ? 2 : 3;
@@ -375,8 +375,8 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
         float* el = m.el + row0 * p.Dk;
         const bool vec = rows_vec8_out(o, p.Dk) && rows_vec8_out(el, p.Dk);
         float acc[8], bi[8], x[8], bx[8];
-        for (int idx = tid; idx < c.valid * segs; idx += kThreads) {
-            const int i = idx / segs, d0 = (idx % segs) * 8, blk0 = (i / kSub) * kSub;
+        for (SegWalk sw(tid, segs); sw.r < c.valid; sw.next()) {
+            const int i = sw.r, d0 = sw.s * 8, blk0 = (i / kSub) * kSub;
             load8(brow(i) + d0, bi);
             load8(Of + i * L.ldo + d0, acc);
             if (!m.mt) {  // dQ row i

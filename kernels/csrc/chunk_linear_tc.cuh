@@ -156,8 +156,8 @@ WB_HD void mix_scores(Blk& blk, const Params& p, const Chunk& c, const MixTc& m,
         }
         const bool decay = p.bcum != nullptr && m.s != Scale::None;
         const int segs = L.D1p / 8;
-        for (int idx = tid; decay && idx < kChunk * segs; idx += kThreads) {
-            const int r = idx / segs, e0 = (idx % segs) * 8;
+        for (SegWalk sw(tid, segs); decay && sw.r < kChunk; sw.next()) {
+            const int r = sw.r, e0 = sw.s * 8;
             const float sc = exp_f(m.s == Scale::ExpB ? b[r] : b[c.valid - 1] - b[r]);
             load8(Rs + r * L.ldx + e0, x);
 #pragma unroll
@@ -223,8 +223,8 @@ WB_HD void mix_out(Blk& blk, const Params& p, const Chunk& c, const MixTc& m, TO
                 }
             }
         }
-        for (int idx = tid; idx < c.valid * segs; idx += kThreads) {
-            const int i = idx / segs, s0 = (idx % segs) * 4;
+        for (SegWalk sw(tid, segs); sw.r < c.valid; sw.next()) {
+            const int i = sw.r, s0 = sw.s * 4;
             TO* o = out + (row0 + i) * m.D2 + s0;
             const float* f = Of + i * L.ldo + s0;
             if (vec && s0 < m.D2) {

@@ -234,12 +234,26 @@ WB_HD bool rows_vec8(const void* base, int64_t D, int64_t col0) {
 
 // Stages dst[r][e] = M[r][col0 + e] for r < rows_p, e < W (multiples of 16 and 8) of a row-major bfloat16
 // matrix M with `rows` valid rows of D columns; zeros past them. Whole 16-byte segments go by copy16.
+// A thread's segments walk (row, segment) by a fixed step of kThreads segments, so that only the first
+// takes a division (W is a runtime width: a division per segment had cost more than its copy's issue).
+struct SegWalk {
+    int r, s, dr, ds, segs;
+    WB_HD SegWalk(int tid, int segs_) : r(tid / segs_), s(tid % segs_), dr(kThreads / segs_), ds(kThreads % segs_), segs(segs_) {}
+    WB_HD void next() {
+        r += dr;
+        s += ds;
+        if (s >= segs) {
+            s -= segs;
+            ++r;
+        }
+    }
+};
+
 WB_HD void stage_raw(bf16* dst, int ld, const bf16* M, int64_t rows, int64_t D, int64_t col0, int rows_p, int W,
                      int tid) {
-    const int segs = W / 8;
     const bool vec = rows_vec8(M, D, col0);
-    for (int idx = tid; idx < rows_p * segs; idx += kThreads) {
-        const int r = idx / segs, e0 = (idx % segs) * 8;
+    for (SegWalk sw(tid, W / 8); sw.r < rows_p; sw.next()) {
+        const int r = sw.r, e0 = sw.s * 8;
         bf16* d = dst + r * ld + e0;
         const bf16* src = M + r * D + col0 + e0;
         if (vec && r < rows && col0 + e0 + 8 <= D) {
@@ -257,10 +271,9 @@ WB_HD void stage_raw(bf16* dst, int ld, const bf16* M, int64_t rows, int64_t D, 
 // matrix with `rows` >= 1 valid rows of D columns (rows past them repeat the last: the per-key decays' b_L),
 // zeros past column D. Whole 16-byte segments go by copy16.
 WB_HD void stage_f32_rows(float* dst, int ld, const float* M, int64_t rows, int64_t D, int rows_p, int W, int tid) {
-    const int segs = W / 4;
     const bool vec = D % 4 == 0 && reinterpret_cast<uintptr_t>(M) % 16 == 0;
-    for (int idx = tid; idx < rows_p * segs; idx += kThreads) {
-        const int r = idx / segs, e0 = (idx % segs) * 4;
+    for (SegWalk sw(tid, W / 4); sw.r < rows_p; sw.next()) {
+        const int r = sw.r, e0 = sw.s * 4;
         float* d = dst + r * ld + e0;
         const float* src = M + (r < rows ? r : rows - 1) * D + e0;
         if (vec && e0 + 4 <= D) {
