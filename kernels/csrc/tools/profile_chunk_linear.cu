@@ -104,7 +104,8 @@ struct Timed {
 
     void cumsum() {
         const int64_t n = p().per_key ? cumsum_key_threads(p()) : p().B * p().H * p().N;
-        op("cumsum", (n + 255) / 256, cumsum_kernel, 256, 0, [&] { l.cumsum(); });
+        const int t = p().per_key ? kCumsumKeyThreads : kCumsumThreads;
+        op("cumsum", (n + t - 1) / t, p().per_key ? cumsum_key_kernel : cumsum_kernel, t, 0, [&] { l.cumsum(); });
     }
     void gdot() {
         const int64_t n = p().B * p().H * p().N * p().Dk * 32;
