@@ -155,7 +155,7 @@ WB_HD void cumsum_thread(const Params& p, int64_t idx) {
 // Then, where p.kg16 / p.qg16 are set, the scans' decayed operands k * exp(b_L - b) and q * exp(b), rounded
 // to bfloat16 as the scan's own scaling of its staged copies had rounded them: the scans then stage them as
 // they are, with no per-key decay to load inside their sequential loop. For head dims that are not a
-// multiple of 8; chunk_linear_pk.cuh's cumsum_key8_thread takes 8 keys per thread.
+// multiple of 8; chunk_linear_scan.cuh's cumsum_key8_thread takes 8 keys per thread.
 WB_HD void cumsum_key_thread(const Params& p, int64_t idx) {
     if (idx >= p.B * p.H * p.N * p.Dk) return;
     const int64_t d = idx % p.Dk, rest = idx / p.Dk;
