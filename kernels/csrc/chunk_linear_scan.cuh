@@ -229,6 +229,17 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
         });
     };
 
+    // f(j, m0, n0, T) for each pair j of warp w's state (rows m0, columns n0, its staging pair T)
+    auto each_pair = [&](int w, auto&& f) {
+        const int n0 = pair_n0(w);
+        float* T = stage(w);
+#pragma unroll
+        for (int j = 0; j < NP; ++j) {
+            const int m0 = pair_m0(w, j);
+            if (m0 >= 0) f(j, m0, n0, T);
+        }
+    };
+
     // The start state (zeros, or a.start) and the first two chunks' copies.
     blk.warps_free([&](int w) {
         blk.lanes(w, [&](int tid) {
@@ -236,16 +247,11 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
             if (p.N > 1) issue(1, tid);
             preload(0, tid);
         });
-        const int n0 = pair_n0(w);
-        float* T = stage(w);
-#pragma unroll
-        for (int j = 0; j < NP; ++j) {
-            const int m0 = pair_m0(w, j);
-            if (m0 < 0) continue;
+        each_pair(w, [&](int j, int m0, int n0, float* T) {
             if (a.start == nullptr) {
                 acc_zero(accs.at(w).acc[2 * j]);
                 acc_zero(accs.at(w).acc[2 * j + 1]);
-                continue;
+                return;
             }
             lanes8(w, [&](int, int r, int e0) {
                 const int64_t d = m0 + r, e = n0 + e0;
@@ -259,7 +265,7 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
             acc_load(accs.at(w).acc[2 * j], T, kStageLd);
             acc_load(accs.at(w).acc[2 * j + 1], T + 16, kStageLd);
             blk.syncwarp();  // before the next pair overwrites T
-        }
+        });
     });
     for (int64_t m = 0; m < p.N; ++m) {
         const Chunk c = chunk_at(m);
@@ -351,12 +357,7 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
     }
     if (a.end == nullptr) return;
     blk.warps_free([&](int w) {
-        const int n0 = pair_n0(w);
-        float* T = stage(w);
-#pragma unroll
-        for (int j = 0; j < NP; ++j) {
-            const int m0 = pair_m0(w, j);
-            if (m0 < 0) continue;
+        each_pair(w, [&](int j, int m0, int n0, float* T) {
             acc_store(T, accs.at(w).acc[2 * j], kStageLd);
             acc_store(T + 16, accs.at(w).acc[2 * j + 1], kStageLd);
             blk.syncwarp();
@@ -368,7 +369,7 @@ WB_HD void scan_block(Blk& blk, const Params& p, const ScanArgs& a, int64_t bh, 
                     if (d < nrows && e + i < ncols) a.end[bh * per + (row0 + d) * p.Dv + col0 + e + i] = x[i];
             });
             blk.syncwarp();
-        }
+        });
     });
 }
 
