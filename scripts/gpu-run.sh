@@ -13,11 +13,12 @@
 # BUNDLE_DIR/fla_core-0.6.0-py3-none-any.whl and minutes of Triton autotuning) and `steps` (chunked linear
 # attention's launches and block steps in clock cycles, kernels/csrc/tools/profile_chunk_linear.cu, at
 # STEPS_SHAPES="T:Dk[:Dv[:B:H]] ...", default "2048:128 2048:64 2048:96:192:8:4" (the last: GLA's training
-# shape, 4 heads at d_model 768).
+# shape, 4 heads at d_model 768), and `convprof` (the short convolution's kernels alone over launch shapes,
+# kernels/csrc/tools/profile_short_conv.cu).
 #
 # The binaries were linked against the torch 2.11.0 wheel here; there they use that machine's own torch
 # 2.11.0+cu130 through LD_LIBRARY_PATH. Logs go to $OUT (the device tool's output folder) or BUNDLE_DIR/out:
-# machine.txt, gpu-tests.log, bench.md, scan-bench.md, parity.txt, chunk-bench.md, longconv-bench.md, fla.md, steps.txt. Exit status: non-zero if any test failed or the benchmark failed.
+# machine.txt, gpu-tests.log, bench.md, convprof.md, scan-bench.md, parity.txt, chunk-bench.md, longconv-bench.md, fla.md, steps.txt. Exit status: non-zero if any test failed or the benchmark failed.
 set -uo pipefail
 BUNDLE=$(cd "${1:-.carry/gpu}" && pwd) || { echo "gpu-run: no bundle at ${1:-.carry/gpu} (make gpu-bundle)" >&2; exit 2; }
 shift || true
@@ -96,9 +97,13 @@ if [[ "$WHAT" == *" steps "* ]]; then
   done 2>&1 | tee "$OUT/steps.txt"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
+if [[ "$WHAT" == *" convprof "* ]]; then
+  "$BUNDLE/profile-short-conv" 2>&1 | tee "$OUT/convprof.md"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
 if [[ "$WHAT" == *" fla "* ]]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla-site "$BUNDLE"/fla_core-*.whl &&
-    PYTHONPATH=/tmp/fla-site PYTHONUNBUFFERED=1 python3 "$BUNDLE/fla_bench.py" 2>&1 | tee "$OUT/fla.md"
+    PYTHONPATH=/tmp/fla-site PYTHONUNBUFFERED=1 python3 "$BUNDLE/fla_bench.py" ${FLA_OPS:-} 2>&1 | tee "$OUT/fla.md"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 exit $status

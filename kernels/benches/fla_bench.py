@@ -9,7 +9,8 @@ On the GPU machine (no network), with the wheel carried in .whl (see scripts/gpu
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/fla_core-0.6.0-py3-none-any.whl
     PYTHONPATH=/tmp/site python3 kernels/benches/fla_bench.py [op ...]
 ops: simple_gla (scalar decay per head and token: RetNet, Mamba2's SSD), gla (per-key gates),
-linear_attn (no decay), retention (fixed per-head decay). Default: all four. FLA_SHAPES=TxD,... (e.g.
+linear_attn (no decay), retention (fixed per-head decay), causal_conv1d (the short causal convolution, its
+own table: see causal_conv1d below). Default: the four chunk ops. FLA_SHAPES=TxD,... (e.g.
 2048x128,4096x64) narrows the shapes (each new shape costs its own Triton autotuning).
 """
 
@@ -23,13 +24,21 @@ WARMUP = 5
 B, H = 8, 16
 
 
-def timed(fn, flush):
+# GPU clock cycles of the spin before a queued timing (about 1 ms at 1.98 GHz), as kernels/benches/common.
+QUEUE_CYCLES = 2_000_000
+
+
+def timed(fn, flush, queued=False):
+    """Median ms of fn. queued: a GPU spin between the flush and the start event, so the host has queued the
+    whole call when the GPU reaches it (GPU time without host dispatch); else timed as called."""
     for _ in range(WARMUP):
         fn()
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     ms = []
     for _ in range(RUNS):
         flush.fill_(1)
+        if queued:
+            torch.cuda._sleep(QUEUE_CYCLES)
         start.record()
         fn()
         stop.record()
@@ -75,11 +84,53 @@ def shapes():
     return [(t, d) for t in (2048, 4096) for d in (64, 128)]
 
 
+def causal_conv1d(flush):
+    """fla's Triton short causal convolution (fla.modules.causal_conv1d, k = 4, SiLU, bias) at the shapes and
+    with both protocols of kernels/benches/short_conv_gpu.rs: x [B, T, C], C = 16 x head dim."""
+    from fla.modules.causal_conv1d import causal_conv1d as conv
+
+    kw = 4
+    print(f"## fla causal_conv1d (Triton), k = {kw}, SiLU, bias, B = {B}; median of {RUNS} runs, ms\n")
+    print("| dtype | T | C | pass | queued | as called |")
+    print("|---|---|---|---|---|---|")
+    for dtype in (torch.bfloat16, torch.float32):
+        for t in (2048, 4096):
+            for d in (64, 128):
+                c = 16 * d
+                x = torch.randn(B, t, c, device="cuda").to(dtype)
+                w = (torch.randn(c, kw, device="cuda") * 0.5).to(dtype)
+                b = torch.randn(c, device="cuda").to(dtype)
+                dy = torch.randn(B, t, c, device="cuda").to(dtype)
+                xx, ww, bb = (a.detach().requires_grad_(True) for a in (x, w, b))
+
+                def fwd():
+                    with torch.no_grad():
+                        conv(x, w, b, activation="silu", backend="triton")
+
+                def fwd_bwd():
+                    y = conv(xx, ww, bb, activation="silu", backend="triton")[0]
+                    torch.autograd.grad(y, (xx, ww, bb), dy)
+
+                for name, fn in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
+                    try:
+                        cells = [f"{timed(fn, flush, queued):.4f}" for queued in (True, False)]
+                    except Exception as e:  # noqa: BLE001 - the table records why an op did not run
+                        cells = [f"error: {type(e).__name__}: {str(e).splitlines()[0][:120]}", ""]
+                    print(f"| {str(dtype).removeprefix('torch.')} | {t} | {c} | {name} | {cells[0]} | {cells[1]} |",
+                          flush=True)
+    print()
+
+
 def main():
     ops = sys.argv[1:] or ["simple_gla", "gla", "linear_attn", "retention"]
     flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
     print(f"fla {__import__('fla').__version__}, torch {torch.__version__}, triton {__import__('triton').__version__}, "
           f"{torch.cuda.get_device_name()}\n")
+    if "causal_conv1d" in ops:
+        causal_conv1d(flush)
+        ops = [op for op in ops if op != "causal_conv1d"]
+        if not ops:
+            return
     print(f"## fla chunk kernels, bfloat16, B = {B}, H = {H}; median of {RUNS} runs, ms\n")
     print("| op | T | head dim | fwd | fwd+bwd |")
     print("|---|---|---|---|---|")

@@ -5,7 +5,11 @@
 //! Run on a GPU machine: `make bench-gpu`, or the bundle's `kernels-gpu-bench` (scripts/gpu-run.sh).
 //! Timing: CUDA events around each call on the current stream (csrc/extension.cpp), the L2 flushed before
 //! every run by writing a 256 MiB buffer, 10 warm-up runs, then the median of `RUNS` runs. Forward+backward
-//! is the forward call plus torch::autograd::grad for x, w and bias with a fixed output gradient.
+//! is the forward call plus torch::autograd::grad for x, w and bias with a fixed output gradient. Each call
+//! is timed twice: queued (a ~1 ms GPU spin before the timer starts, so the host has queued the call and the
+//! time is the GPU's: kernels plus the gaps between them, the case inside a training step) and as called
+//! (the timer starts right after the flush, so host dispatch the flush does not hide counts too). The main
+//! columns are queued; fla_bench.py's `causal_conv1d` times fla's Triton kernel with the same two protocols.
 //! Prints Markdown tables.
 //!
 //! Bytes floor, per element of x (B*T*C of them, `s` bytes each): forward reads x and writes y (2s);
@@ -46,12 +50,20 @@ impl Impl {
     }
 }
 
-struct Bench(Timing);
+struct Bench {
+    timing: Timing,
+    /// Time with the host queued ahead (true) or as called (false); see the module comment.
+    queued: bool,
+}
 
 impl Bench {
     /// Median milliseconds of `f` over RUNS runs after WARMUP, L2 flushed before each.
     fn time(&mut self, f: impl FnMut()) -> f64 {
-        self.0.median_ms(WARMUP, RUNS, f)
+        if self.queued {
+            self.timing.median_ms_queued(WARMUP, RUNS, f)
+        } else {
+            self.timing.median_ms(WARMUP, RUNS, f)
+        }
     }
 
     fn fwd(&mut self, imp: Impl, x: &Tensor, w: &Tensor, b: &Tensor) -> f64 {
@@ -72,15 +84,24 @@ impl Bench {
             let _ = cuda_ext::grad(&[&y], &[gy], &[&x, &w, &b]).expect("backward");
         })
     }
+
+    fn pass(&mut self, pass: &str, imp: Impl, x: &Tensor, w: &Tensor, b: &Tensor, gy: &Tensor) -> f64 {
+        if pass == "fwd" {
+            self.fwd(imp, x, w, b)
+        } else {
+            self.fwd_bwd(imp, x, w, b, gy)
+        }
+    }
 }
 
 fn main() {
     let (timing, dev) = Timing::setup();
-    let mut bench = Bench(timing);
+    let mut bench = Bench { timing, queued: true };
 
     println!("## short_conv (k = {K}, SiLU, bias), B = 8, C = 16 heads x head dim; median of {RUNS} runs, ms\n");
-    println!("| dtype | T | C | pass | kernel | conv1d | reference | floor @ 4.3 TB/s | kernel / floor | conv1d / kernel | reference / kernel |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("Queued times (the host ahead of the GPU) unless the column says \"as called\".\n");
+    println!("| dtype | T | C | pass | kernel | conv1d | reference | floor @ 4.3 TB/s | kernel / floor | conv1d / kernel | reference / kernel | kernel, as called | conv1d, as called |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let b = 8;
     for kind in [Kind::BFloat16, Kind::Float] {
         for t in [2048, 4096] {
@@ -95,21 +116,25 @@ fn main() {
                 for (pass, floor_bytes) in [("fwd", 2.0 * bytes), ("fwd+bwd", 5.0 * bytes)] {
                     let mut ms = Vec::new();
                     for imp in [Impl::Kernel, Impl::Conv1d, Impl::Reference] {
-                        ms.push(if pass == "fwd" {
-                            bench.fwd(imp, &x, &w, &bias)
-                        } else {
-                            bench.fwd_bwd(imp, &x, &w, &bias, &gy)
-                        });
+                        ms.push(bench.pass(pass, imp, &x, &w, &bias, &gy));
                     }
+                    bench.queued = false;
+                    let called = [
+                        bench.pass(pass, Impl::Kernel, &x, &w, &bias, &gy),
+                        bench.pass(pass, Impl::Conv1d, &x, &w, &bias, &gy),
+                    ];
+                    bench.queued = true;
                     let floor = floor_bytes / BANDWIDTH * 1e3;
                     println!(
-                        "| {kind:?} | {t} | {c} | {pass} | {:.4} | {:.4} | {:.4} | {floor:.4} | {:.2}x | {:.2}x | {:.2}x |",
+                        "| {kind:?} | {t} | {c} | {pass} | {:.4} | {:.4} | {:.4} | {floor:.4} | {:.2}x | {:.2}x | {:.2}x | {:.4} | {:.4} |",
                         ms[0],
                         ms[1],
                         ms[2],
                         ms[0] / floor,
                         ms[1] / ms[0],
-                        ms[2] / ms[0]
+                        ms[2] / ms[0],
+                        called[0],
+                        called[1]
                     );
                 }
             }
@@ -117,7 +142,7 @@ fn main() {
     }
 
     // The time chunk per thread (launch shape) against speed, for tuning the automatic choice.
-    println!("\n## kernel time (ms) against time steps per thread, bfloat16, B = 8\n");
+    println!("\n## kernel time (ms, queued) against time steps per thread, bfloat16, B = 8\n");
     let chunks = [0i64, 8, 16, 32, 64, 128];
     let head: Vec<String> = chunks.iter().map(|c| if *c == 0 { "auto".to_string() } else { c.to_string() }).collect();
     println!("| T | C | pass | {} |", head.join(" | "));
@@ -134,12 +159,7 @@ fn main() {
                 let mut cells = Vec::new();
                 for &chunk in &chunks {
                     cuda_ext::set_short_conv_chunk(chunk).unwrap();
-                    let ms = if pass == "fwd" {
-                        bench.fwd(Impl::Kernel, &x, &w, &bias)
-                    } else {
-                        bench.fwd_bwd(Impl::Kernel, &x, &w, &bias, &gy)
-                    };
-                    cells.push(format!("{ms:.4}"));
+                    cells.push(format!("{:.4}", bench.pass(pass, Impl::Kernel, &x, &w, &bias, &gy)));
                 }
                 cuda_ext::set_short_conv_chunk(0).unwrap();
                 println!("| {t} | {c} | {pass} | {} |", cells.join(" | "));

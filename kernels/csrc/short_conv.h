@@ -2,8 +2,10 @@
 //
 //   y[b, t, c] = act(bias[c] + sum_{j<K} w[c, j] * x[b, t - (K-1) + j, c])      (x before t = 0 is 0)
 //
-// x, y, gy, gx: [B, T, C] contiguous, float32 or bfloat16; w: [C, K] float32 (the caller converts, it is
-// tiny); bias: [C] float32 or null. K in 1..=4, act: 0 identity, 1 SiLU.
+// x, y, gy, gx: [B, T, C] contiguous, float32 or bfloat16; w: [C, K], bias: [C] or null, and their gradients
+// dw, dbias: all in x's dtype (read and written directly, so a call launches no conversions). K in 1..=4,
+// act: 0 identity, 1 SiLU. The backward pass is two launches: the main kernel (dx, and per-block partial
+// sums of dw and dbias in float32) and a finishing kernel that sums the partial rows into dw and dbias.
 //
 // This header is plain C++ (no device code, no torch), shared by the launchers (short_conv.cu), the torch
 // glue (extension.cpp) and the host emulation test (tests/emulate_short_conv.cu).
@@ -22,10 +24,20 @@ constexpr int kMaxTaps = 4;
 constexpr int kThreadsX = 32;
 constexpr int kThreadsY = 8;
 constexpr int kThreads = kThreadsX * kThreadsY;
-// Channels per thread: 16-byte loads in the forward pass, 8-byte loads in the backward pass (which keeps
-// twice the per-channel state in registers); 1 when C or an address does not allow the vector.
-constexpr int kFwdVecBytes = 16;
-constexpr int kBwdVecBytes = 8;
+// Channels per thread: 8-byte copies in both passes (4 bfloat16 or 2 float32 channels; 16 bytes made the
+// bfloat16 forward 5-20% slower on the H200: twice the registers per thread, half the threads), 1 when C or
+// an address does not allow the vector. Diagnostic tools may override them to measure.
+#ifndef WB_SHORT_CONV_FWD_VEC_BYTES
+#define WB_SHORT_CONV_FWD_VEC_BYTES 8
+#endif
+#ifndef WB_SHORT_CONV_BWD_VEC_BYTES
+#define WB_SHORT_CONV_BWD_VEC_BYTES 8
+#endif
+constexpr int kFwdVecBytes = WB_SHORT_CONV_FWD_VEC_BYTES;
+constexpr int kBwdVecBytes = WB_SHORT_CONV_BWD_VEC_BYTES;
+// The finishing kernel's block: channels by row slices of the partial sums (short_conv.cuh's finish_*).
+constexpr int kFinishX = 32;
+constexpr int kFinishY = 32;
 
 enum class DType { F32, BF16 };
 
@@ -33,12 +45,15 @@ inline int dtype_bytes(DType dt) { return dt == DType::F32 ? 4 : 2; }
 
 struct Params {
     const void* x = nullptr;  // [B, T, C]
-    const float* w = nullptr;  // [C, K]
-    const float* bias = nullptr;  // [C] or null
+    const void* w = nullptr;  // [C, K]
+    const void* bias = nullptr;  // [C] or null
     void* y = nullptr;  // [B, T, C], forward output
     const void* gy = nullptr;  // [B, T, C], backward input
     void* gx = nullptr;  // [B, T, C], backward output
     float* partial = nullptr;  // [partial_rows, K + 1, C]: per-block sums of dw (rows 0..K-1) and dbias (row K)
+    void* dw = nullptr;  // [C, K], backward output
+    void* dbias = nullptr;  // [C] or null, backward output
+    int64_t partial_rows = 0;
     int64_t B = 0, T = 0, C = 0;
     int64_t chunk = 0;  // time steps per thread
 };
@@ -52,9 +67,17 @@ struct Plan {
     int64_t partial_rows = 0;  // backward: one row of partial sums per (bz, by)
 };
 
+// Time steps per thread at least (the automatic plan): each thread's walk starts with K-1 history steps and
+// a pipeline fill, and the backward pass ends with K-1 halo steps and a block reduction. Measured on the
+// H200 (BENCHMARKS.md, profile-short-conv): the forward is fastest at 32-64 steps, the backward at 64.
+constexpr int64_t kFwdMinChunk = 32;
+constexpr int64_t kBwdMinChunk = 64;
+
 // The launch plan for a given vector width. `num_sms` sizes the grid to fill the GPU (about two waves of
-// resident threads); `chunk_override` > 0 fixes the time chunk instead (tuning and tests).
-inline Plan make_plan(int64_t B, int64_t T, int64_t C, int vec, int num_sms, int64_t chunk_override) {
+// resident threads) with at least `min_chunk` steps per thread; `chunk_override` > 0 fixes the time chunk
+// instead (tuning and tests).
+inline Plan make_plan(int64_t B, int64_t T, int64_t C, int vec, int num_sms, int64_t chunk_override,
+                      int64_t min_chunk = 16) {
     Plan p;
     p.vec = vec;
     const int64_t cvecs = (C + vec - 1) / vec;
@@ -67,7 +90,7 @@ inline Plan make_plan(int64_t B, int64_t T, int64_t C, int vec, int num_sms, int
         int64_t chunks = target_threads / threads_per_step;
         if (chunks < 1) chunks = 1;
         chunk = (T + chunks - 1) / chunks;
-        if (chunk < 16) chunk = 16;  // amortise the K-1 halo steps each chunk re-reads
+        if (chunk < min_chunk) chunk = min_chunk;
         if (chunk > 256) chunk = 256;
     }
     int64_t nchunks = (T + chunk - 1) / chunk;

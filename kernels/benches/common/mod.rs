@@ -5,6 +5,11 @@
 use kernels::cuda_ext::{self, CudaTimer};
 use tch::{Device, Kind, Tensor};
 
+/// GPU clock cycles of the spin in [`Timing::median_ms_queued`]: about 1 ms at the H200's 1.98 GHz, several
+/// times the host time of one forward+backward call through autograd.
+#[allow(dead_code)] // each bench compiles this module; not all of them time queued
+const QUEUE_CYCLES: i64 = 2_000_000;
+
 /// The timer and the flush buffer on one GPU.
 pub struct Timing {
     flush: Tensor,
@@ -35,13 +40,31 @@ impl Timing {
     }
 
     /// Median milliseconds of `f` over `runs` runs after `warmup` untimed ones, L2 flushed before each.
-    pub fn median_ms(&mut self, warmup: usize, runs: usize, mut f: impl FnMut()) -> f64 {
+    /// The timer starts as soon as the flush is done, so a call whose host side (dispatch, launches) takes
+    /// longer than the flush is timed with the GPU waiting for it: the time of one call made on its own.
+    pub fn median_ms(&mut self, warmup: usize, runs: usize, f: impl FnMut()) -> f64 {
+        self.median(warmup, runs, 0, f)
+    }
+
+    /// As [`Timing::median_ms`], but with the GPU kept busy for about a millisecond (a spinning kernel)
+    /// between the flush and the timer's start, so the host has queued the whole call before the GPU reaches
+    /// it: the GPU time of the call's kernels and the gaps between them, as in a training step where the
+    /// host runs ahead. A call that synchronises with the host would show the spin in its time.
+    #[allow(dead_code)]
+    pub fn median_ms_queued(&mut self, warmup: usize, runs: usize, f: impl FnMut()) -> f64 {
+        self.median(warmup, runs, QUEUE_CYCLES, f)
+    }
+
+    fn median(&mut self, warmup: usize, runs: usize, spin_cycles: i64, mut f: impl FnMut()) -> f64 {
         for _ in 0..warmup {
             f();
         }
         let mut ms = Vec::with_capacity(runs);
         for _ in 0..runs {
             let _ = self.flush.fill_(1);
+            if spin_cycles > 0 {
+                cuda_ext::gpu_sleep(spin_cycles).unwrap();
+            }
             self.timer.start().unwrap();
             f();
             self.timer.stop().unwrap();

@@ -41,7 +41,7 @@ use tch::Tensor;
 /// The library's file name.
 pub const LIBRARY: &str = "libworkbench_kernels.so";
 /// Must match `kAbiVersion` in csrc/extension.cpp.
-const ABI_VERSION: i32 = 6;
+const ABI_VERSION: i32 = 7;
 
 /// Why a kernel call did not run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -106,6 +106,7 @@ pub struct Extension {
     timer_elapsed_ms: unsafe extern "C" fn(Raw, *mut f32) -> Msg,
     timer_free: unsafe extern "C" fn(Raw),
     synchronize: unsafe extern "C" fn() -> Msg,
+    gpu_sleep: unsafe extern "C" fn(i64) -> Msg,
 }
 
 impl Extension {
@@ -211,6 +212,7 @@ fn load() -> Result<Extension, String> {
             timer_elapsed_ms: symbol(handle, "wb_timer_elapsed_ms")?,
             timer_free: symbol(handle, "wb_timer_free")?,
             synchronize: symbol(handle, "wb_synchronize")?,
+            gpu_sleep: symbol(handle, "wb_gpu_sleep")?,
             path,
         })
     }
@@ -310,6 +312,13 @@ pub fn grad(outputs: &[&Tensor], grad_outputs: &[&Tensor], inputs: &[&Tensor]) -
 pub fn synchronize() -> Result<(), CudaKernelError> {
     let ext = extension()?;
     ext.check("synchronize", unsafe { (ext.synchronize)() })
+}
+
+/// Enqueues a kernel on the current stream that spins for `cycles` GPU clock cycles (benchmarks: the host
+/// queues the timed work while the GPU is still busy, so launch latency does not count).
+pub fn gpu_sleep(cycles: i64) -> Result<(), CudaKernelError> {
+    let ext = extension()?;
+    ext.check("gpu_sleep", unsafe { (ext.gpu_sleep)(cycles) })
 }
 
 /// A pair of CUDA events on the current stream: [`CudaTimer::start`], the work, [`CudaTimer::stop`], then
