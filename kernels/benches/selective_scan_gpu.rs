@@ -89,6 +89,8 @@ fn main() {
     let mut bench = Bench(timing);
     let kind = Kind::BFloat16;
     let s = 2.0; // bytes per bfloat16
+    // SCAN_SKIP_BASELINE=1: time only the kernel (the libtorch path takes minutes over all shapes)
+    let skip_baseline = std::env::var_os("SCAN_SKIP_BASELINE").is_some_and(|v| v == "1");
 
     println!(
         "## selective_scan (bfloat16, with D), B = 8, D = 16 heads x head dim; median of {RUNS} runs (libtorch: {BASELINE_RUNS}), ms\n"
@@ -122,6 +124,10 @@ fn main() {
                 ] {
                     let mut ms = Vec::new();
                     for imp in [Impl::Kernel, Impl::Blocked] {
+                        if imp == Impl::Blocked && skip_baseline {
+                            ms.push(f64::NAN);
+                            continue;
+                        }
                         ms.push(if pass == "fwd" { bench.fwd(imp, &v) } else { bench.fwd_bwd(imp, &v, &gy) });
                     }
                     let fb = bytes / BANDWIDTH * 1e3;

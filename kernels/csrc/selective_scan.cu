@@ -13,7 +13,6 @@ namespace {
 struct DeviceCtx {
     __device__ __forceinline__ float shfl_xor(float v, int off) { return __shfl_xor_sync(0xffffffffu, v, off); }
     __device__ __forceinline__ void sync() { __syncthreads(); }
-    __device__ __forceinline__ void smem_add(float* p, float v) { atomicAdd(p, v); }
 };
 
 // Blocks per multiprocessor the register budget is set for: a forward thread with one state fits in 64

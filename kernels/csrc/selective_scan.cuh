@@ -98,14 +98,34 @@ __host__ __device__ __forceinline__ bool writer(int lane) {
     return L >= G || (lane & (G / L - 1)) == 0;
 }
 
-// Shared memory of the backward pass, in floats: the sub-chunk start states [subs][NPL][THREADS] and the
-// per-step sums over the block's channels of dB and dC for one chunk, [kChunk][G * NPL][2].
+// Shared memory of the backward pass, in floats: the sub-chunk start states [subs][NPL][THREADS], then the
+// warps' sums over their channels of dB and dC for one sub-chunk, [bufs][warps][sub][G * NPL][2]. Two
+// buffers when both fit the 48 KiB of static shared memory (one barrier per sub-chunk: a buffer is written
+// again only two sub-chunks later, after every thread has passed the barrier that follows its reads), else
+// one (a second barrier guards it).
 template <int G, int NPL, int THREADS>
 struct BwdSmem {
+    static_assert(THREADS % 32 == 0 && G < 32, "whole warps, several channels per warp");
+    static constexpr int warps = THREADS / 32;
     static constexpr int sub = Len<NPL>::subs * NPL * THREADS;
-    static constexpr int dbc = kChunk * G * NPL * 2;
-    static constexpr int total = sub + dbc;
+    static constexpr int wbuf = warps * Len<NPL>::sub * G * NPL * 2;
+    static constexpr int bufs = (sub + 2 * wbuf) * 4 <= 48 * 1024 ? 2 : 1;
+    static constexpr int total = sub + bufs * wbuf;
 };
+
+// The sum over the channels of a warp (lanes that differ in bits G .. 16) of one (dB, dC) pair, as a
+// reduce-scatter: on the first channel bit, lanes with it clear keep dB and lanes with it set keep dC
+// (adding the partner's copy), then plain butterflies over the remaining channel bits. 1 shuffle per pair
+// for G = 16 (two channels per warp), 3 for G = 4. This replaced float atomicAdd into shared memory, which
+// sm_90 compiles to a compare-and-swap loop (ATOMS.CAST.SPIN) that the block's channels contended for.
+template <int G, class Ctx>
+__host__ __device__ __forceinline__ float warp_channel_sum(Ctx& ctx, int lane32, float vb, float vc) {
+    const bool upper = (lane32 & G) != 0;
+    float v = (upper ? vc : vb) + ctx.shfl_xor(upper ? vb : vc, G);
+#pragma unroll
+    for (int off = 2 * G; off < 32; off *= 2) v += ctx.shfl_xor(v, off);
+    return v;
+}
 
 // Which channel and states a thread owns.
 template <int G, int NPL, int THREADS>
@@ -224,10 +244,13 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
     float* dBp = p.dB_part + (tile * p.B + b) * T_ * N;
     float* dCp = p.dC_part + (tile * p.B + b) * T_ * N;
     float* sub = smem + tid;  // [kSubs][NPL][THREADS]: this thread's column
-    float* dbc = smem + S::sub;  // [kChunk][NP][2]
-
-    for (int i = tid; i < S::dbc; i += THREADS) dbc[i] = 0.0f;
-    ctx.sync();
+    // [bufs][warps][kSub][NP][2]: this warp's sums over its channels of (dB, dC) per step and state slot,
+    // written by the lanes that hold them after warp_channel_sum (lane32 < 2G)
+    float* wsum = smem + S::sub;
+    const int lane32 = tid % 32, warp = tid / 32;
+    const bool wsum_writer = lane32 < 2 * G;
+    const int wsum_slot = (lane32 % G) * 2 + ((lane32 & G) != 0 ? 1 : 0);
+    int buf = 0;
 
     // Only A log2(e) is kept (registers are the backward pass's limit): sum_n A G a h = ln(2) sum_n A2 G a h.
     float A2[NPL], g[NPL], dA[NPL], h[NPL];
@@ -327,10 +350,11 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
                     dA[k] = fmaf(dtt, q, dA[k]);
                     // past T: Gk = g (the decay there is 1) and everything else adds 0
                     g[k] = av[i][k] * Gk;
-                    // Unconditional (no branch): past T, for a state n >= N or a channel d >= D, u, gy and h
-                    // are 0, so these add exact zeros to slots that exist (n < G * NPL).
-                    ctx.smem_add(&dbc[((s * kSub + i) * NP + k * G + o.lane) * 2 + 0], Gk * u);  // dB_t[n]
-                    ctx.smem_add(&dbc[((s * kSub + i) * NP + k * G + o.lane) * 2 + 1], gyt * ht);  // dC_t[n]
+                    // dB_t[n] and dC_t[n], summed over the warp's channels. Every lane takes part: past T,
+                    // for a state n >= N or a channel d >= D, u, gy and h are 0 and add exact zeros.
+                    const float wv = warp_channel_sum<G>(ctx, lane32, Gk * u, gyt * ht);
+                    if (wsum_writer)
+                        wsum[((buf * S::warps + warp) * kSub + i) * NP * 2 + k * G * 2 + wsum_slot] = wv;
                 }
                 dxv[i] = fmaf(dtt, s1, Dl * gyt);
                 ddtv[i] = fmaf(xt, s1, s2 * kLn2);
@@ -352,21 +376,23 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
                     }
                 }
             }
-        }
-        // This block's sums over its channels of dB and dC for the chunk: one partial row per step.
-        ctx.sync();
-        const int csteps = T_ - tc < kChunk ? int(T_ - tc) : kChunk;
-        for (int idx = tid; idx < kChunk * NP; idx += THREADS) {
-            const int i = idx / NP;
-            const int n = idx % NP;
-            if (i < csteps && n < N) {
-                dBp[(tc + i) * N + n] = dbc[idx * 2 + 0];
-                dCp[(tc + i) * N + n] = dbc[idx * 2 + 1];
+            // This block's sums over its channels of dB and dC for the sub-chunk: the warps' sums added up,
+            // one partial row per step (consecutive entries, consecutive states: coalesced stores).
+            ctx.sync();
+            const float* wb = wsum + buf * S::wbuf;
+            for (int e = tid; e < 2 * kSub * NP; e += THREADS) {
+                const int which = e / (kSub * NP), i = (e / NP) % kSub, n = e % NP;
+                float acc = 0.0f;
+#pragma unroll
+                for (int w = 0; w < S::warps; ++w) acc += wb[((w * kSub + i) * NP + n) * 2 + which];
+                if (i < steps && n < N) (which == 0 ? dBp : dCp)[(ts + i) * N + n] = acc;
             }
-            dbc[idx * 2 + 0] = 0.0f;
-            dbc[idx * 2 + 1] = 0.0f;
+            if constexpr (S::bufs == 2) {
+                buf ^= 1;
+            } else {
+                ctx.sync();
+            }
         }
-        ctx.sync();
     }
     // After step 0, g = exp(dt_0 A) ⊙ G_0 = dL/dh0.
 #pragma unroll

@@ -25,7 +25,7 @@ using namespace wb::selective_scan;
 
 namespace {
 
-// One emulated block: a reusable barrier, double-buffered shuffle slots and mutex-guarded shared adds.
+// One emulated block: a reusable barrier and double-buffered shuffle slots.
 struct BlockEmu {
     explicit BlockEmu(int n) : threads(n) {
         slots[0].assign(n, 0.0f);
@@ -43,7 +43,7 @@ struct BlockEmu {
         }
     }
     int threads;
-    std::mutex m, add_m;
+    std::mutex m;
     std::condition_variable cv;
     int count = 0;
     int64_t gen = 0;
@@ -65,10 +65,6 @@ struct HostCtx {
         return s[tid ^ off];
     }
     void sync() { blk->barrier(); }
-    void smem_add(float* p, float v) {
-        std::lock_guard<std::mutex> lock(blk->add_m);
-        *p += v;
-    }
 };
 
 struct Case {
