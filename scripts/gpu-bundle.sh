@@ -10,6 +10,8 @@
 #                           (kernels/csrc/tools/profile_chunk_linear.cu, a diagnostic: gpu-run.sh steps)
 #   profile-short-conv      the short convolution's kernels alone, over launch shapes
 #                           (kernels/csrc/tools/profile_short_conv.cu, a diagnostic: gpu-run.sh convprof)
+#   profile-selective-scan  the selective scan's kernels alone, both dtypes
+#                           (kernels/csrc/tools/profile_selective_scan.cu, a diagnostic: gpu-run.sh scanprof)
 #   libworkbench_kernels.so the CUDA kernels (sm_90)
 #   workbench               the CLI, built with the kernels (for training runs with --device cuda)
 #   kernel-parity.yaml      the training parity check (gpu-run.sh parity)
@@ -42,11 +44,12 @@ cp "$BENCH" "$DEST/kernels-gpu-bench"
 cp "$SCAN_BENCH" "$DEST/kernels-gpu-scan-bench"
 cp "$CHUNK_BENCH" "$DEST/kernels-gpu-chunk-bench"
 cp "$LONGCONV_BENCH" "$DEST/kernels-gpu-longconv-bench"
-cp target/release/libworkbench_kernels.so target/release/profile-chunk-linear target/release/profile-short-conv "$DEST/"
+cp target/release/libworkbench_kernels.so target/release/profile-chunk-linear target/release/profile-short-conv \
+  target/release/profile-selective-scan "$DEST/"
 cp target/release/libworkbench_kernels.so target/release/workbench "$DEST/"
 cp scripts/gpu-run.sh experiments/kernel-parity.yaml kernels/benches/fla_bench.py "$DEST/"
 # fla-core's wheel for the public comparison (gpu-run.sh fla), when it was downloaded into .whl
 cp .whl/fla_core-0.6.0-py3-none-any.whl "$DEST/" 2>/dev/null || true
 strip "$DEST/kernels-gpu-tests" "$DEST/kernels-gpu-bench" "$DEST/kernels-gpu-scan-bench" "$DEST/kernels-gpu-chunk-bench" \
-  "$DEST/kernels-gpu-longconv-bench" "$DEST/profile-chunk-linear" "$DEST/profile-short-conv" "$DEST/workbench" "$DEST/libworkbench_kernels.so"
+  "$DEST/kernels-gpu-longconv-bench" "$DEST/profile-chunk-linear" "$DEST/profile-short-conv" "$DEST/profile-selective-scan" "$DEST/workbench" "$DEST/libworkbench_kernels.so"
 du -ch "$DEST"/* | sed 's/^/gpu-bundle: /'

@@ -14,11 +14,12 @@
 # attention's launches and block steps in clock cycles, kernels/csrc/tools/profile_chunk_linear.cu, at
 # STEPS_SHAPES="T:Dk[:Dv[:B:H]] ...", default "2048:128 2048:64 2048:96:192:8:4" (the last: GLA's training
 # shape, 4 heads at d_model 768), and `convprof` (the short convolution's kernels alone over launch shapes,
-# kernels/csrc/tools/profile_short_conv.cu).
+# kernels/csrc/tools/profile_short_conv.cu) and `scanprof` (the selective scan's kernels alone,
+# kernels/csrc/tools/profile_selective_scan.cu). SCAN_SKIP_BASELINE=1 makes `scan` skip the libtorch path.
 #
 # The binaries were linked against the torch 2.11.0 wheel here; there they use that machine's own torch
 # 2.11.0+cu130 through LD_LIBRARY_PATH. Logs go to $OUT (the device tool's output folder) or BUNDLE_DIR/out:
-# machine.txt, gpu-tests.log, bench.md, convprof.md, scan-bench.md, parity.txt, chunk-bench.md, longconv-bench.md, fla.md, steps.txt. Exit status: non-zero if any test failed or the benchmark failed.
+# machine.txt, gpu-tests.log, bench.md, convprof.md, scanprof.md, scan-bench.md, parity.txt, chunk-bench.md, longconv-bench.md, fla.md, steps.txt. Exit status: non-zero if any test failed or the benchmark failed.
 set -uo pipefail
 BUNDLE=$(cd "${1:-.carry/gpu}" && pwd) || { echo "gpu-run: no bundle at ${1:-.carry/gpu} (make gpu-bundle)" >&2; exit 2; }
 shift || true
@@ -95,6 +96,10 @@ if [[ "$WHAT" == *" steps "* ]]; then
   for shape in ${STEPS_SHAPES:-2048:128 2048:64 2048:96:192:8:4}; do
     "$BUNDLE/profile-chunk-linear" ${shape//:/ } || exit 1
   done 2>&1 | tee "$OUT/steps.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+if [[ "$WHAT" == *" scanprof "* ]]; then
+  "$BUNDLE/profile-selective-scan" 2>&1 | tee "$OUT/scanprof.md"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 if [[ "$WHAT" == *" convprof "* ]]; then

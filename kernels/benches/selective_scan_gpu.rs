@@ -89,7 +89,7 @@ fn main() {
     let mut bench = Bench(timing);
     let kind = Kind::BFloat16;
     let s = 2.0; // bytes per bfloat16
-    // SCAN_SKIP_BASELINE=1: time only the kernel (the libtorch path takes minutes over all shapes)
+                 // SCAN_SKIP_BASELINE=1: time only the kernel (the libtorch path takes minutes over all shapes)
     let skip_baseline = std::env::var_os("SCAN_SKIP_BASELINE").is_some_and(|v| v == "1");
 
     println!(

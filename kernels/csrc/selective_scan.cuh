@@ -18,6 +18,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "dtype.cuh"
 #include "selective_scan.h"
@@ -147,10 +148,61 @@ struct Owner {
     }
 };
 
-// A load that reads nothing when !valid (the pointer may then be out of range).
+// An element loaded now and converted to float later: float32 as it is, bfloat16 as its bits zero-extended
+// into 32 (one register each). A bfloat16 converted right at its load, or kept in bfloat16 arrays (which the
+// compiler packs two to a register with a PRMT), put an instruction that waits for the load between it
+// and the next load, so a thread's loads were issued one round trip at a time: the bfloat16 kernels ran
+// 2.5-3.7x slower than the float32 ones (profile-selective-scan, BENCHMARKS.md).
+// RO: on the GPU through the read-only path (__ldg): the inputs do not change during a launch, and loads
+// the compiler knows cannot alias the shared-memory stores may be issued ahead of them.
 template <typename T>
+struct Raw {
+    using type = float;
+    template <bool RO = true>
+    __host__ __device__ __forceinline__ static float load(const T* ptr, bool valid) {
+#if defined(__CUDA_ARCH__)
+        if constexpr (RO) {
+            return valid ? __ldg(ptr) : 0.0f;
+        } else {
+            return valid ? *ptr : 0.0f;
+        }
+#else
+        return valid ? *ptr : 0.0f;
+#endif
+    }
+    __host__ __device__ __forceinline__ static float value(float r) { return r; }
+};
+template <>
+struct Raw<__nv_bfloat16> {
+    using type = unsigned;
+    template <bool RO = true>
+    __host__ __device__ __forceinline__ static unsigned load(const __nv_bfloat16* ptr, bool valid) {
+        const unsigned short* q = reinterpret_cast<const unsigned short*>(ptr);
+#if defined(__CUDA_ARCH__)
+        if constexpr (RO) {
+            return valid ? unsigned(__ldg(q)) : 0u;
+        } else {
+            return valid ? unsigned(*q) : 0u;
+        }
+#else
+        return valid ? unsigned(*q) : 0u;
+#endif
+    }
+    __host__ __device__ __forceinline__ static float value(unsigned r) {
+        const unsigned bits = r << 16;
+        float f;
+        memcpy(&f, &bits, sizeof(f));
+        return f;
+    }
+};
+
+// A load that reads nothing when !valid (the pointer may then be out of range), as a float. Measured on the
+// H200 (BENCHMARKS.md): RO made the kernels with one state per thread 18-20% faster, but the backward pass
+// with four 6% slower (the hoisted loads' registers spill at the 128-register budget), so the backward
+// passes RO = (NPL == 1).
+template <bool RO, typename T>
 __host__ __device__ __forceinline__ float ld(const T* ptr, bool valid) {
-    return valid ? to_float(*ptr) : 0.0f;
+    return Raw<T>::value(Raw<T>::template load<RO>(ptr, valid));
 }
 
 // Every loop walks pointers forward or back by one step (D elements for x, dt, dy; N for B, C) instead of
@@ -189,30 +241,47 @@ __host__ __device__ __forceinline__ void forward_thread(const Params& p, Ctx& ct
                 if (o.nv[k]) ck[k * G] = h[k];
             ck += D * N;
         }
-        // Loads of the whole sub-chunk first: several independent loads in flight per thread.
-        float xs[kSub], dts[kSub];
+        // Loads of the whole sub-chunk first (x and dt; B and C too for several states per thread), kept as
+        // Raw and converted where used. Preloading B and C made four states per thread 1.1x (float32) and
+        // 3.6x (bfloat16) faster, one state per thread 8% slower (BENCHMARKS.md).
+        using R = Raw<T>;
+        constexpr bool kPre = NPL > 1;
+        constexpr int kPreSteps = kPre ? kSub : 1;
+        typename R::type xr[kSub], dr[kSub], br[kPreSteps][NPL], cr[kPreSteps][NPL];
 #pragma unroll
         for (int i = 0; i < kSub; ++i) {
-            xs[i] = ld(xp, o.dv && i < steps);
-            dts[i] = ld(dtp, o.dv && i < steps);
+            xr[i] = R::load(xp, o.dv && i < steps);
+            dr[i] = R::load(dtp, o.dv && i < steps);
             xp += D;
             dtp += D;
+            if constexpr (kPre) {
+#pragma unroll
+                for (int k = 0; k < NPL; ++k) {
+                    br[i][k] = R::load(bp + k * G, o.nv[k] && i < steps);
+                    cr[i][k] = R::load(cp + k * G, o.nv[k] && i < steps);
+                }
+                bp += N;
+                cp += N;
+            }
         }
         // Steps past T have x = dt = 0: the decay is 1 and the input 0, so the state does not change.
         float part[kSub];
 #pragma unroll
         for (int i = 0; i < kSub; ++i) {
-            const float u = dts[i] * xs[i];
-            float acc = Dl * xs[i];
+            const float xs = R::value(xr[i]), dts = R::value(dr[i]);
+            const float u = dts * xs;
+            float acc = Dl * xs;
 #pragma unroll
             for (int k = 0; k < NPL; ++k) {
-                const float bn = ld(bp + k * G, o.nv[k] && i < steps);
-                const float cn = ld(cp + k * G, o.nv[k] && i < steps);
-                h[k] = fmaf(exp2_fast(dts[i] * A2[k]), h[k], u * bn);
+                const float bn = kPre ? R::value(br[kPre ? i : 0][k]) : ld<true>(bp + k * G, o.nv[k] && i < steps);
+                const float cn = kPre ? R::value(cr[kPre ? i : 0][k]) : ld<true>(cp + k * G, o.nv[k] && i < steps);
+                h[k] = fmaf(exp2_fast(dts * A2[k]), h[k], u * bn);
                 acc = fmaf(h[k], cn, acc);
             }
-            bp += N;
-            cp += N;
+            if constexpr (!kPre) {
+                bp += N;
+                cp += N;
+            }
             part[i] = acc;
         }
         const int first = group_reduce_scatter<G, kSub>(ctx, o.lane, part);
@@ -232,6 +301,7 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
     using S = BwdSmem<G, NPL, THREADS>;
     constexpr int kSub = Len<NPL>::sub, kSubs = Len<NPL>::subs;
     constexpr int NP = G * NPL;  // state slots per channel (>= N)
+    constexpr bool kRO = NPL == 1;  // see ld
     const Owner<G, NPL, THREADS> o(p, tid, tile);
     const int64_t D = p.D, N = p.N, T_ = p.T;
     const T* x0 = static_cast<const T*>(p.x) + b * T_ * D + o.d;
@@ -285,12 +355,12 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
                 const int steps = T_ - ts < kSub ? (T_ > ts ? int(T_ - ts) : 0) : kSub;
 #pragma unroll
                 for (int i = 0; i < kSub; ++i) {
-                    const float xt = ld(xq, o.dv && i < steps);
-                    const float dtt = ld(dq, o.dv && i < steps);
+                    const float xt = ld<kRO>(xq, o.dv && i < steps);
+                    const float dtt = ld<kRO>(dq, o.dv && i < steps);
                     const float u = dtt * xt;
 #pragma unroll
                     for (int k = 0; k < NPL; ++k)
-                        h[k] = fmaf(exp2_fast(dtt * A2[k]), h[k], u * ld(bq + k * G, o.nv[k] && i < steps));
+                        h[k] = fmaf(exp2_fast(dtt * A2[k]), h[k], u * ld<kRO>(bq + k * G, o.nv[k] && i < steps));
                     xq += D;
                     dq += D;
                     bq += N;
@@ -310,14 +380,14 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
             for (int k = 0; k < NPL; ++k) h[k] = sub[(s * NPL + k) * THREADS];
 #pragma unroll
             for (int i = 0; i < kSub; ++i) {
-                const float xt = ld(xq, o.dv && i < steps);
-                const float dtt = ld(dq, o.dv && i < steps);
+                const float xt = ld<kRO>(xq, o.dv && i < steps);
+                const float dtt = ld<kRO>(dq, o.dv && i < steps);
                 const float u = dtt * xt;
 #pragma unroll
                 for (int k = 0; k < NPL; ++k) {
                     av[i][k] = exp2_fast(dtt * A2[k]);
                     hp[i][k] = h[k];
-                    h[k] = fmaf(av[i][k], h[k], u * ld(bq + k * G, o.nv[k] && i < steps));
+                    h[k] = fmaf(av[i][k], h[k], u * ld<kRO>(bq + k * G, o.nv[k] && i < steps));
                 }
                 if (i + 1 < kSub) {  // stop on the last step: the reverse walk starts there
                     xq += D;
@@ -333,15 +403,15 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
 #pragma unroll
             for (int i = kSub - 1; i >= 0; --i) {
                 const bool tv = i < steps;
-                const float xt = ld(xq, o.dv && tv);
-                const float dtt = ld(dq, o.dv && tv);
-                const float gyt = ld(gq, o.dv && tv);
+                const float xt = ld<kRO>(xq, o.dv && tv);
+                const float dtt = ld<kRO>(dq, o.dv && tv);
+                const float gyt = ld<kRO>(gq, o.dv && tv);
                 const float u = dtt * xt;
                 float s1 = 0.0f, s2 = 0.0f;  // sum_n G B, sum_n A2 G a h_{t-1}
 #pragma unroll
                 for (int k = 0; k < NPL; ++k) {
-                    const float bn = ld(bq + k * G, o.nv[k] && tv);
-                    const float cn = ld(cq + k * G, o.nv[k] && tv);
+                    const float bn = ld<kRO>(bq + k * G, o.nv[k] && tv);
+                    const float cn = ld<kRO>(cq + k * G, o.nv[k] && tv);
                     const float Gk = fmaf(gyt, cn, g[k]);  // dL/dh_t (0 past T)
                     const float ht = fmaf(av[i][k], hp[i][k], u * bn);
                     const float q = Gk * av[i][k] * hp[i][k];
