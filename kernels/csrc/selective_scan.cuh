@@ -59,7 +59,7 @@ struct Len {
     static constexpr int subs = kChunk / sub;
 };
 
-constexpr int spread(int G, int L) { return L >= G ? L / G : 1; }
+__host__ __device__ constexpr int spread(int G, int L) { return L >= G ? L / G : 1; }
 
 template <int M, int O>
 struct ReduceScatter {
