@@ -106,8 +106,12 @@ mod cuda {
         // GPU tools: csrc/tools/*.cu, each a program for the GPU machine (scripts/gpu-bundle.sh).
         let mut tool_args = host_test_args(&tc);
         tool_args[1] = "-O3".into();
-        let tools: Vec<(String, PathBuf)> =
-            list(&tc.csrc.join("tools"), &["cu"]).iter().map(|src| program(src, &tool_args, &[], &mut jobs)).collect();
+        // The tools' own headers (tools/*.h) key their programs too.
+        let tool_headers = header_digest(&tc.csrc.join("tools"));
+        let tools: Vec<(String, PathBuf)> = list(&tc.csrc.join("tools"), &["cu"])
+            .iter()
+            .map(|src| program(src, &tool_args, &[&tool_headers], &mut jobs))
+            .collect();
         run_jobs(jobs);
 
         let lib = tc.out.join(LIBRARY);

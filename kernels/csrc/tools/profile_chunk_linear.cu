@@ -7,6 +7,7 @@
 //   profile-chunk-linear [T=2048] [Dk=128] [Dv=Dk] [B=8] [H=16]
 #define WB_STEP_PROFILE
 #include "../chunk_linear.cu"
+#include "profile_common.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -17,38 +18,6 @@
 using namespace wb::chunk_linear;
 
 namespace prof {
-
-#define CK(x)                                                                               \
-    do {                                                                                    \
-        cudaError_t e_ = (x);                                                               \
-        if (e_ != cudaSuccess) {                                                            \
-            std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-            std::exit(1);                                                                   \
-        }                                                                                   \
-    } while (0)
-
-__device__ float hash_uniform(uint64_t i, uint32_t seed) {
-    uint64_t x = i * 0x9E3779B97F4A7C15ull + seed;
-    x ^= x >> 31;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 29;
-    return float(x >> 40) / float(1 << 24);  // [0, 1)
-}
-__global__ void fill_bf16(bf16* x, int64_t n, uint32_t seed, float lo, float hi) {
-    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-        x[i] = __float2bfloat16(lo + (hi - lo) * hash_uniform(i, seed));
-}
-__global__ void fill_f32(float* x, int64_t n, uint32_t seed, float lo, float hi) {
-    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-        x[i] = lo + (hi - lo) * hash_uniform(i, seed);
-}
-
-template <typename T>
-T* alloc(int64_t n) {
-    void* p = nullptr;
-    CK(cudaMalloc(&p, std::max<int64_t>(n, 1) * sizeof(T)));
-    return static_cast<T*>(p);
-}
 
 // One launch's record: name, ms, blocks, resident blocks per multiprocessor, cycles per block step.
 struct Record {
@@ -183,11 +152,11 @@ int main(int argc, char** argv) {
         const int64_t ns = B * H * p.N * Dk * Dv;
         bf16 *q = alloc<bf16>(nq), *k = alloc<bf16>(nq), *v = alloc<bf16>(nv), *dout = alloc<bf16>(nv);
         float* g = alloc<float>(ng);
-        fill_bf16<<<1024, 256>>>(q, nq, 1, -1.f, 1.f);
-        fill_bf16<<<1024, 256>>>(k, nq, 2, -1.f, 1.f);
-        fill_bf16<<<1024, 256>>>(v, nv, 3, -1.f, 1.f);
-        fill_bf16<<<1024, 256>>>(dout, nv, 4, -1.f, 1.f);
-        fill_f32<<<1024, 256>>>(g, ng, 5, -0.1f, 0.f);
+        fill<bf16><<<1024, 256>>>(q, nq, 1, -1.f, 1.f);
+        fill<bf16><<<1024, 256>>>(k, nq, 2, -1.f, 1.f);
+        fill<bf16><<<1024, 256>>>(v, nv, 3, -1.f, 1.f);
+        fill<bf16><<<1024, 256>>>(dout, nv, 4, -1.f, 1.f);
+        fill<float><<<1024, 256>>>(g, ng, 5, -0.1f, 0.f);
         p.q = q, p.k = k, p.v = v, p.g = mode == 0 ? nullptr : g, p.dout = dout;
         p.o = alloc<bf16>(nv);
         p.sT = alloc<float>(B * H * Dk * Dv);

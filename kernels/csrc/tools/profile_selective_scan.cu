@@ -5,74 +5,25 @@
 // profile-selective-scan), scripts/gpu-bundle.sh carries it and `gpu-run.sh BUNDLE scanprof` runs it:
 //   profile-selective-scan [B=8]
 #include "../selective_scan.cu"
+#include "profile_common.h"
 
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <vector>
 
 using namespace wb::selective_scan;
 
 namespace prof {
 
-#define CK(x)                                                                                       \
-    do {                                                                                            \
-        cudaError_t e_ = (x);                                                                       \
-        if (e_ != cudaSuccess) {                                                                    \
-            std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-            std::exit(1);                                                                           \
-        }                                                                                           \
-    } while (0)
-
-__device__ float hash_uniform(uint64_t i, uint32_t seed) {
-    uint64_t x = i * 0x9E3779B97F4A7C15ull + seed;
-    x ^= x >> 31;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 29;
-    return float(x >> 40) / float(1 << 24);  // [0, 1)
-}
-template <typename T>
-__global__ void fill(T* x, int64_t n, uint32_t seed, float lo, float hi) {
-    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-        x[i] = from_float<T>(lo + (hi - lo) * hash_uniform(i, seed));
-}
 // A[d, n] = -(n + 1), as the benchmark's (S4D-real initialisation)
 __global__ void fill_a(float* a, int64_t D, int64_t N) {
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < D * N; i += int64_t(gridDim.x) * blockDim.x)
         a[i] = -float(i % N + 1);
 }
 
-template <typename T>
-T* alloc(int64_t n) {
-    void* p = nullptr;
-    CK(cudaMalloc(&p, std::max<int64_t>(n, 1) * sizeof(T)));
-    return static_cast<T*>(p);
-}
-
-struct Timer {
-    cudaEvent_t a, b;
-    void* flush = nullptr;
-    Timer() {
-        CK(cudaEventCreate(&a));
-        CK(cudaEventCreate(&b));
-        CK(cudaMalloc(&flush, 256 << 20));
-    }
+struct Timer : FlushTimer {
     template <class F>
-    float median(F&& f, int runs = 10) {
-        for (int i = 0; i < 2; ++i) f();
-        std::vector<float> ms;
-        for (int i = 0; i < runs; ++i) {
-            CK(cudaMemsetAsync(flush, i & 0xff, 256 << 20));
-            CK(cudaEventRecord(a));
-            f();
-            CK(cudaEventRecord(b));
-            CK(cudaEventSynchronize(b));
-            float t = 0;
-            CK(cudaEventElapsedTime(&t, a, b));
-            ms.push_back(t);
-        }
-        std::sort(ms.begin(), ms.end());
-        return ms[ms.size() / 2];
+    float median(F&& f) {
+        return FlushTimer::median(f, 10, 2);
     }
 };
 

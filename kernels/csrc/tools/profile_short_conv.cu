@@ -6,27 +6,17 @@
 // carries it and `gpu-run.sh BUNDLE convprof` runs it:
 //   profile-short-conv [B=8] [K=4]
 #include "../short_conv.cu"
+#include "profile_common.h"
 
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <vector>
 
 using namespace wb::short_conv;
 
 namespace prof {
 
-#define CK(x)                                                                                       \
-    do {                                                                                            \
-        cudaError_t e_ = (x);                                                                       \
-        if (e_ != cudaSuccess) {                                                                    \
-            std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-            std::exit(1);                                                                           \
-        }                                                                                           \
-    } while (0)
-
-__global__ void fill(uint16_t* x, int64_t n, uint32_t seed) {
-    // bit patterns of bfloat16 / halves of float32 in a tame range: sign, exponent 126..128, random mantissa
+// bfloat16 bit patterns (or halves of float32 ones) in a tame range: sign, exponent 126..128, random mantissa.
+__global__ void fill_bits(uint16_t* x, int64_t n, uint32_t seed) {
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
         uint32_t h = uint32_t(i) * 2654435761u ^ seed;
         h ^= h >> 15;
@@ -36,31 +26,10 @@ __global__ void fill(uint16_t* x, int64_t n, uint32_t seed) {
     }
 }
 
-struct Timer {
-    cudaEvent_t a, b;
-    void* flush = nullptr;
-    Timer() {
-        CK(cudaEventCreate(&a));
-        CK(cudaEventCreate(&b));
-        CK(cudaMalloc(&flush, 256 << 20));
-    }
-    // Median ms of f() over `runs` runs after 5 warm-up runs, L2 flushed before each.
+struct Timer : FlushTimer {
     template <class F>
-    float median(F&& f, int runs = 30) {
-        for (int i = 0; i < 5; ++i) f();
-        std::vector<float> ms;
-        for (int i = 0; i < runs; ++i) {
-            CK(cudaMemsetAsync(flush, i & 0xff, 256 << 20));
-            CK(cudaEventRecord(a));
-            f();
-            CK(cudaEventRecord(b));
-            CK(cudaEventSynchronize(b));
-            float t = 0;
-            CK(cudaEventElapsedTime(&t, a, b));
-            ms.push_back(t);
-        }
-        std::sort(ms.begin(), ms.end());
-        return ms[ms.size() / 2];
+    float median(F&& f) {
+        return FlushTimer::median(f, 30, 5);
     }
 };
 
@@ -76,7 +45,7 @@ void run(Timer& tm, DType dt, int64_t B, int64_t T, int64_t C, int K) {
     CK(cudaMalloc(&dw, C * K * es));
     CK(cudaMalloc(&db, C * es));
     for (auto [p, m] : {std::pair{x, n}, {gy, n}, {w, C * K}, {bias, C}})
-        fill<<<1024, 256>>>(static_cast<uint16_t*>(p), m * es / 2, uint32_t(m));
+        fill_bits<<<1024, 256>>>(static_cast<uint16_t*>(p), m * es / 2, uint32_t(m));
     CK(cudaDeviceSynchronize());
 
     Params p;
