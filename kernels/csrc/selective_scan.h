@@ -19,9 +19,9 @@
 // in shared memory), then per sub-chunk (last first) its states and decays (kept in registers), and runs
 // the adjoint recurrence
 //   G_t = gy_t C_t + exp(dt_{t+1} A) ⊙ G_{t+1},   G_{T-1} = gy_{T-1} C_{T-1} + dL/dh_T
-// backwards through it. Gradients of B and C are sums over channels: each block adds its channels' parts in
-// shared memory over a chunk and writes one partial row per (block, t); the caller sums the rows
-// ([tiles, B, T, N]).
+// backwards through it. Gradients of B and C are sums over channels: each warp sums its channels' parts with
+// shuffles, the block adds its warps' sums after a barrier per sub-chunk and writes one partial row per
+// (block, t); the caller sums the rows ([tiles, B, T, N]).
 #pragma once
 
 #include <cuda_runtime_api.h>
