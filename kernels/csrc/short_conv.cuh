@@ -6,8 +6,9 @@
 // and the last K-1 inputs (and, backward, the last K-1 output gradients) stay in registers as it walks
 // forward in time. Every register array is indexed with compile-time constants only (unrolled loops).
 // Its inputs arrive through a ring of shared-memory slots that only this thread uses: cp.async copies
-// kStages - 1 steps ahead of the step being computed, so a thread has that many loads in flight at no
-// register cost (register double-buffering had left 1.2-1.6 TB/s of the H200's 4.3 TB/s: BENCHMARKS.md).
+// kFwdStages - 1 (kBwdStages - 1) steps ahead of the step being computed, so a thread has that many loads in
+// flight at no register cost (batches of 4 or 2 loads into registers had moved 1.2-1.6 TB/s in bfloat16, of
+// the H200's 4.3: BENCHMARKS.md).
 //
 // Backward, with z the pre-activation and g = dL/dz = gy * act'(z) (z recomputed, never stored):
 //   dx[u]   = sum_j w[j] * g[u + (K-1) - j]          (an anti-causal convolution of g)
@@ -354,7 +355,7 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, int tx
 #pragma unroll
     for (int i = 0; i < S - 1; ++i) fetch(i * R::kSlot, i);
     int cur = 0, refill = (S - 1) * R::kSlot;
-#pragma unroll 2
+#pragma unroll 2  // 198 -> 180 instructions per step (bf16, K 4, SiLU): fewer moves of the register windows
     for (int k = 0; k < n; ++k) {
         fetch(refill, k + S - 1);
         copy_wait_pending<S - 1>();  // step k's group is complete
