@@ -194,9 +194,11 @@ WB_HD void warp_sum_store(float* at, float v, int lane) {
 }
 
 // The log-decay gradient's <G(n), S_end(n)> per row of the state (bfloat16 backward): p.gdot[bh, n, d] =
-// sum_e G(n)_de S_end(n)_de, G the bfloat16 one the dK and dV products took, S_end(n) = S_start(n + 1) in
-// float32 (p.states), or S_T. One warp per row, its lanes along the row (coalesced reads: a thread per row
-// reading across rows thrashed L1, 0.6 ms at head dim 128). Threads past the rows come in whole warps.
+// sum_e G(n)_de S_end(n)_de, G and S_end(n) = S_start(n + 1) the bfloat16 ones the mixes took (states16), or
+// S_T in float32. (The backward scan had also written the chunk states in float32 for this: twice the
+// state-out bytes, and twice the bytes read here.) One warp per row, its lanes along the row (coalesced
+// reads: a thread per row reading across rows thrashed L1, 0.6 ms at head dim 128). Threads past the rows
+// come in whole warps.
 WB_HD void gdot_thread(const Params& p, int64_t idx) {
     const int64_t row = idx / 32;
     const int lane = int(idx % 32);
@@ -204,9 +206,14 @@ WB_HD void gdot_thread(const Params& p, int64_t idx) {
     const int64_t d = row % p.Dk, rest = row / p.Dk, n = rest % p.N, bh = rest / p.N;
     const int64_t per = p.Dk * p.Dv;
     const auto* G = static_cast<const __nv_bfloat16*>(p.gstates16) + (bh * p.N + n) * per + d * p.Dv;
-    const float* send = (n + 1 < p.N ? p.states + (bh * p.N + n + 1) * per : p.sT + bh * per) + d * p.Dv;
     float acc = 0.f;
-    for (int64_t e = lane; e < p.Dv; e += 32) acc += to_float(G[e]) * send[e];
+    if (n + 1 < p.N) {
+        const auto* send = static_cast<const __nv_bfloat16*>(p.states16) + (bh * p.N + n + 1) * per + d * p.Dv;
+        for (int64_t e = lane; e < p.Dv; e += 32) acc += to_float(G[e]) * to_float(send[e]);
+    } else {
+        const float* send = p.sT + bh * per + d * p.Dv;
+        for (int64_t e = lane; e < p.Dv; e += 32) acc += to_float(G[e]) * send[e];
+    }
     warp_sum_store(p.gdot + row, acc, lane);
 }
 

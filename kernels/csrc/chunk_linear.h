@@ -66,7 +66,7 @@ struct Params {
     // per_key: the masked scores M of each chunk, [B, H, N, C, C] bfloat16: the forward pass writes them,
     // the backward pass's dV = M^T dO + (K e^(bL-b)) G reads them (their recomputation was half its time)
     void* scores16 = nullptr;
-    float* states = nullptr;  // [B, H, N, Dk, Dv]: U, then S_start in place (bf16 path: S_start, backward only)
+    float* states = nullptr;  // [B, H, N, Dk, Dv]: U, then S_start in place (float32 path only)
     void* states16 = nullptr;  // [B, H, N, Dk, Dv] bfloat16: S_start (bf16 path: the mixes read these)
     float* scores = nullptr;  // [B, H, N, C, C]: A
     // backward

@@ -500,13 +500,13 @@ void run_forward_pk(L& l, const Params& p) {
     l.mix_pk(mix_pk_output(p), static_cast<bf16*>(p.o));
 }
 
-// The backward pass also writes the chunk states in float32 (p.states) for dg's <G(n), S_end(n)>, and ends
-// with chunk_linear.cuh's dg_key (p.dgk).
+// The backward pass ends with dg: chunk_linear.cuh's gdot (<G(n), S_end(n)>, both in bfloat16) and dg_key
+// (p.dgk).
 template <class L>
 void run_backward_pk(L& l, const Params& p) {
     l.cumsum();  // kg16 and qg16 (and bcum, unless the forward pass's is given: p.bcum_ready)
     l.scan(ScanArgs{static_cast<const bf16*>(p.kg16), Scale::None, static_cast<const bf16*>(p.v),
-                    static_cast<bf16*>(p.states16), p.states, p.s0, p.sT, false});  // S_start, S_T
+                    static_cast<bf16*>(p.states16), nullptr, p.s0, p.sT, false});  // S_start, S_T
     l.scan(ScanArgs{static_cast<const bf16*>(p.qg16), Scale::None, static_cast<const bf16*>(p.dout),
                     static_cast<bf16*>(p.gstates16), nullptr, p.dsT, p.ds0, true});  // G, dS_0
     l.mix_pk(mix_pk_dq(p), static_cast<bf16*>(p.dq16));

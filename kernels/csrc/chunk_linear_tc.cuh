@@ -294,8 +294,8 @@ inline MixTc mix_tc_dv(const Params& p) {
 // The launch sequences of the bfloat16 path, over a launcher `L` with cumsum(), scan(ScanArgs) and
 // mix<TO>(MixTc, TO*). The mixes read the bfloat16 chunk states (states16, gstates16) and write bfloat16
 // (o, dq16, dk16, dv16; the dQ and dK mixes also the rows' q . dq and k . dk). The backward pass
-// recomputes the chunk states and also writes them in float32 (states), for the glue's log-decay
-// gradient <G(n), S_end(n)>, which takes G in bfloat16 (gstates16), as the dK and dV products did.
+// recomputes the chunk states (bfloat16 only); the log-decay gradient's <G(n), S_end(n)> takes G and S in
+// bfloat16 (gstates16, states16), as the dK and dV products did.
 template <class L>
 void run_forward_tc(L& l, const Params& p) {
     const auto* k = static_cast<const bf16*>(p.k);
@@ -315,10 +315,10 @@ void run_backward_tc(L& l, const Params& p) {
     l.cumsum();
     auto* s16 = static_cast<bf16*>(p.states16);
     auto* g16 = static_cast<bf16*>(p.gstates16);
-    // Without a decay (plain linear attention) there is no log-decay gradient: no float32 states, row dots
-    // or <G(n), S_end(n)>.
+    // Without a decay (plain linear attention) there is no log-decay gradient: no row dots or
+    // <G(n), S_end(n)>.
     const bool decay = p.g != nullptr;
-    l.scan(ScanArgs{k, Scale::ExpLastMinusB, v, s16, decay ? p.states : nullptr, p.s0, p.sT, false});  // S_start
+    l.scan(ScanArgs{k, Scale::ExpLastMinusB, v, s16, nullptr, p.s0, p.sT, false});  // S_start
     l.scan(ScanArgs{q, Scale::ExpB, dout, g16, nullptr, p.dsT, p.ds0, true});  // G (bfloat16 only), dS_0
     MixTc dq = mix_tc_dq(p), dk = mix_tc_dk(p);
     if (decay) {

@@ -99,7 +99,7 @@ struct ChunkLinearWork {
                                       : at::empty({p.B, p.H, p.T}, f32);
         p.bcum_ready = saved_bcum.defined();
         const std::vector<int64_t> state_shape{p.B, p.H, p.N, p.Dk, p.Dv}, none{0};
-        states = at::empty(f32_path || backward ? state_shape : none, f32);
+        states = at::empty(f32_path ? state_shape : none, f32);
         scores = at::empty(f32_path ? std::vector<int64_t>{p.B, p.H, p.N, cl::kChunk, cl::kChunk} : none, f32);
         states16 = f32_path ? at::Tensor() : at::empty({p.B, p.H, p.N, p.Dk, p.Dv}, q.options());
         p.states16 = f32_path ? nullptr : states16.data_ptr();
