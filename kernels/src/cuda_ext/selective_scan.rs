@@ -19,45 +19,43 @@ pub fn selective_scan(
     d: Option<&Tensor>,
     h0: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor), CudaKernelError> {
-    check(x, dt, a, b, c, d, h0)?;
-    selective_scan_unchecked(extension()?, x, dt, a, b, c, d, h0)
+    let inputs = Inputs { x, dt, a, b, c, d, h0 };
+    inputs.check()?;
+    inputs.run(extension()?)
 }
 
-/// [`check_selective_scan`] on the tensors' metadata.
-#[allow(clippy::too_many_arguments)]
-fn check(
-    x: &Tensor,
-    dt: &Tensor,
-    a: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-    d: Option<&Tensor>,
-    h0: Option<&Tensor>,
-) -> Result<(), CudaKernelError> {
-    let (dm, hm) = (d.map(Meta::of), h0.map(Meta::of));
-    let m = Meta::of;
-    check_selective_scan(&m(x), &m(dt), &m(a), &m(b), &m(c), dm.as_ref(), hm.as_ref())
+/// The scan's seven inputs, as the entry point and the `Auto` path hand them to the check and the kernel.
+struct Inputs<'a> {
+    x: &'a Tensor,
+    dt: &'a Tensor,
+    a: &'a Tensor,
+    b: &'a Tensor,
+    c: &'a Tensor,
+    d: Option<&'a Tensor>,
+    h0: Option<&'a Tensor>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn selective_scan_unchecked(
-    ext: &Extension,
-    x: &Tensor,
-    dt: &Tensor,
-    a: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-    d: Option<&Tensor>,
-    h0: Option<&Tensor>,
-) -> Result<(Tensor, Tensor), CudaKernelError> {
-    let ptr = |t: &Tensor| t.as_ptr().cast::<c_void>();
-    let opt = |t: Option<&Tensor>| t.map_or(std::ptr::null(), |t| t.as_ptr().cast::<c_void>());
-    let (mut y, mut h): (Raw, Raw) = (std::ptr::null_mut(), std::ptr::null_mut());
-    // SAFETY: the pointers are live tch tensors (at::Tensor*) for the duration of the call; on success `y`
-    // and `h` are new at::Tensor*s whose ownership passes to the returned Tensors.
-    let msg = unsafe { (ext.selective_scan)(ptr(x), ptr(dt), ptr(a), ptr(b), ptr(c), opt(d), opt(h0), &mut y, &mut h) };
-    ext.check("selective_scan", msg)?;
-    Ok(unsafe { (Tensor::from_ptr(y.cast()), Tensor::from_ptr(h.cast())) })
+impl Inputs<'_> {
+    /// [`check_selective_scan`] on the tensors' metadata.
+    fn check(&self) -> Result<(), CudaKernelError> {
+        let (dm, hm) = (self.d.map(Meta::of), self.h0.map(Meta::of));
+        let m = Meta::of;
+        check_selective_scan(&m(self.x), &m(self.dt), &m(self.a), &m(self.b), &m(self.c), dm.as_ref(), hm.as_ref())
+    }
+
+    /// The kernel on checked inputs.
+    fn run(&self, ext: &Extension) -> Result<(Tensor, Tensor), CudaKernelError> {
+        let ptr = |t: &Tensor| t.as_ptr().cast::<c_void>();
+        let opt = |t: Option<&Tensor>| t.map_or(std::ptr::null(), |t| t.as_ptr().cast::<c_void>());
+        let (mut y, mut h): (Raw, Raw) = (std::ptr::null_mut(), std::ptr::null_mut());
+        let Inputs { x, dt, a, b, c, d, h0 } = *self;
+        // SAFETY: the pointers are live tch tensors (at::Tensor*) for the duration of the call; on success `y`
+        // and `h` are new at::Tensor*s whose ownership passes to the returned Tensors.
+        let msg =
+            unsafe { (ext.selective_scan)(ptr(x), ptr(dt), ptr(a), ptr(b), ptr(c), opt(d), opt(h0), &mut y, &mut h) };
+        ext.check("selective_scan", msg)?;
+        Ok(unsafe { (Tensor::from_ptr(y.cast()), Tensor::from_ptr(h.cast())) })
+    }
 }
 
 /// The `Auto` path of [`crate::selective_scan::selective_scan`] for a CUDA `x`: the kernel when it applies
@@ -88,8 +86,8 @@ pub(crate) fn selective_scan_auto(
     let cont = |t: &Tensor| t.contiguous();
     let (x, dt, a, b, c) = (cont(x), cont(dt), cont(a), cont(b), cont(c));
     let (d, h0) = (d.map(cont), h0.map(cont));
-    let (d, h0) = (d.as_ref(), h0.as_ref());
-    match check(&x, &dt, &a, &b, &c, d, h0).and_then(|()| selective_scan_unchecked(ext, &x, &dt, &a, &b, &c, d, h0)) {
+    let inputs = Inputs { x: &x, dt: &dt, a: &a, b: &b, c: &c, d: d.as_ref(), h0: h0.as_ref() };
+    match inputs.check().and_then(|()| inputs.run(ext)) {
         Ok(r) => Some(r),
         Err(e) => panic!("{e}"),
     }
