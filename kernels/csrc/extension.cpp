@@ -218,12 +218,18 @@ struct SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFun
         const auto f32 = x.options().dtype(at::kFloat);
         at::Tensor y = at::empty_like(x);
         at::Tensor hT = at::empty({p.B, p.D, p.N}, f32);
-        // Checkpoints only when a backward pass can follow: inference saves their writes (T / 32 states).
-        at::Tensor ckpt = need_grad ? at::empty({p.B, p.nchunks, p.D, p.N}, f32) : at::Tensor();
+        // Checkpoints only when a backward pass can follow (inference saves their writes, T / 32 states),
+        // except for the two-pass forward (N <= 16), whose second pass starts from them.
+        const bool two_pass = p.N <= ss::kTwoPassStates;
+        at::Tensor ckpt = need_grad || two_pass ? at::empty({p.B, p.nchunks, p.D, p.N}, f32) : at::Tensor();
+        at::Tensor seg_h = two_pass ? at::empty({p.B, p.nchunks, p.D, p.N}, f32) : at::Tensor();
+        at::Tensor seg_dt = two_pass ? at::empty({p.B, p.nchunks, p.D}, f32) : at::Tensor();
         p.h0 = h032.defined() ? h032.data_ptr<float>() : nullptr;
         p.y = y.data_ptr();
         p.hT = hT.data_ptr<float>();
-        p.ckpt = need_grad ? ckpt.data_ptr<float>() : nullptr;
+        p.ckpt = ckpt.defined() ? ckpt.data_ptr<float>() : nullptr;
+        p.seg_h = seg_h.defined() ? seg_h.data_ptr<float>() : nullptr;
+        p.seg_dt = seg_dt.defined() ? seg_dt.data_ptr<float>() : nullptr;
         const char* err = ss::forward(p, ss_dtype(x), c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
         TORCH_CHECK(err == nullptr, "selective_scan forward kernel: ", err);
         ctx->save_for_backward({x, dt, A, Bm, Cm, Dskip, h0});

@@ -4,6 +4,7 @@
 // Instantiated for float and bfloat16 and three (lanes per channel, states per lane) shapes: (4, 1) for
 // N <= 4, (16, 1) for N <= 16, (16, 4) for N <= 64.
 #include "selective_scan.cuh"
+#include "selective_scan_twopass.cuh"
 
 namespace wb {
 namespace selective_scan {
@@ -30,8 +31,43 @@ __global__ void __launch_bounds__(kThreads, 2) backward_kernel(Params p) {
     backward_thread<T, G, NPL, kThreads>(p, ctx, smem, threadIdx.x, blockIdx.x, blockIdx.y);
 }
 
+// The two-pass forward (selective_scan_twopass.cuh): local, combine, output.
+template <typename T>
+__global__ void __launch_bounds__(kTwoPassThreads) local_kernel(Params p) {
+    local_thread<T>(p, blockIdx.z, blockIdx.y, int64_t(blockIdx.x) * kTwoPassThreads + threadIdx.x);
+}
+
+__global__ void __launch_bounds__(256) combine_kernel(Params p) {
+    const int64_t idx = int64_t(blockIdx.x) * 256 + threadIdx.x;
+    const int64_t n = idx % p.N, rest = idx / p.N, d = rest % p.D, b = rest / p.D;
+    if (b < p.B) combine_thread(p, b, d, n);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kTwoPassThreads) output_kernel(Params p) {
+    output_thread<T>(p, blockIdx.z, blockIdx.y, int64_t(blockIdx.x) * kTwoPassThreads + threadIdx.x);
+}
+
+template <typename T>
+void launch_two_pass(const Params& p, cudaStream_t s) {
+    const dim3 grid(unsigned((p.D + kTwoPassThreads - 1) / kTwoPassThreads), unsigned(segments(p.T)), unsigned(p.B));
+    local_kernel<T><<<grid, kTwoPassThreads, 0, s>>>(p);
+    const int64_t states = p.B * p.D * p.N;
+    combine_kernel<<<unsigned((states + 255) / 256), 256, 0, s>>>(p);
+    output_kernel<T><<<grid, kTwoPassThreads, 0, s>>>(p);
+}
+
+bool two_pass(const Params& p) {
+    return p.N <= kTwoPassStates && p.seg_h != nullptr && p.seg_dt != nullptr && p.ckpt != nullptr &&
+           segments(p.T) <= 65535;
+}
+
 template <bool BACKWARD, typename T>
 void launch(const Params& p, cudaStream_t s) {
+    if (!BACKWARD && two_pass(p)) {
+        launch_two_pass<T>(p, s);
+        return;
+    }
     const dim3 grid(unsigned(p.tiles), unsigned(p.B));
     const Shape sh = pick_shape(p.N);
     if (sh.G == 4) {

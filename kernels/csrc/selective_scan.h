@@ -36,6 +36,10 @@ constexpr int kChunk = 32;  // steps between forward checkpoints
 // blocks per multiprocessor, so one block's barrier waits are covered by another's work.
 constexpr int kThreads = 256;
 constexpr int kMaxState = 64;  // N <= 64: 16 lanes x 4 states per lane
+// The two-pass forward (selective_scan_twopass.cuh): states per thread (it runs for N <= 16; states n >= N
+// stay 0) and channels per block.
+constexpr int kTwoPassStates = 16;
+constexpr int kTwoPassThreads = 128;
 
 enum class DType { F32, BF16 };
 
@@ -52,6 +56,9 @@ struct Params {
     void* y = nullptr;  // [B, T, D]
     float* hT = nullptr;  // [B, D, N]
     float* ckpt = nullptr;  // [B, nchunks, D, N]: the state before step c * kChunk (forward: null = skip)
+    // the two-pass forward (selective_scan_twopass.cuh; N <= 16, taken when these and ckpt are given):
+    float* seg_h = nullptr;  // [B, nchunks, D, N]: each segment's end state from a zero start
+    float* seg_dt = nullptr;  // [B, nchunks, D]: each segment's sum of dt
     // backward inputs
     const void* gy = nullptr;  // [B, T, D]
     const float* ghT = nullptr;  // [B, D, N] or null

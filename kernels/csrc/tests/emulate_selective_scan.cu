@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../selective_scan.cuh"
+#include "../selective_scan_twopass.cuh"
 #include "emulate.h"
 
 using namespace wb::selective_scan;
@@ -137,6 +138,37 @@ Result reference(const Case& c, const Problem& pr) {
     return r;
 }
 
+// The forward pass as the launcher runs it: for N <= 16 the two-pass forward (selective_scan_twopass.cuh:
+// every local thread, then every combine thread, then every output thread, as three launches), else the
+// one-pass kernel block by block. `p` must carry the two-pass workspaces.
+template <typename T, int G, int NPL, int THREADS>
+void run_forward(const Params& p) {
+    if (p.N <= kTwoPassStates) {
+        const int64_t P = segments(p.T);
+        for (int64_t b = 0; b < p.B; ++b)
+            for (int64_t s = 0; s < P; ++s)
+                for (int64_t d = 0; d < p.D; ++d) local_thread<T>(p, b, s, d);
+        for (int64_t b = 0; b < p.B; ++b)
+            for (int64_t d = 0; d < p.D; ++d)
+                for (int64_t n = 0; n < p.N; ++n) combine_thread(p, b, d, n);
+        for (int64_t b = 0; b < p.B; ++b)
+            for (int64_t s = 0; s < P; ++s)
+                for (int64_t d = 0; d < p.D; ++d) output_thread<T>(p, b, s, d);
+        return;
+    }
+    for (int64_t b = 0; b < p.B; ++b)
+        for (int64_t tile = 0; tile < p.tiles; ++tile) {
+            BlockEmu blk(THREADS);
+            std::vector<std::thread> threads;
+            for (int tid = 0; tid < THREADS; ++tid)
+                threads.emplace_back([&, tid] {
+                    HostCtx ctx{&blk, tid};
+                    forward_thread<T, G, NPL, THREADS>(p, ctx, tid, tile, b);
+                });
+            for (auto& t : threads) t.join();
+        }
+}
+
 template <typename T, int G, int NPL, int THREADS>
 Result emulate(const Case& c, const Problem& pr) {
     const int64_t B = c.B, T_ = c.T, D = c.D, N = c.N;
@@ -183,36 +215,24 @@ Result emulate(const Case& c, const Problem& pr) {
     p.dC_part = dCp.data();
     p.dh0 = dh0.data();
 
-    for (int64_t b = 0; b < B; ++b)
-        for (int64_t tile = 0; tile < p.tiles; ++tile) {
-            BlockEmu blk(THREADS);
-            std::vector<std::thread> threads;
-            for (int tid = 0; tid < THREADS; ++tid)
-                threads.emplace_back([&, tid] {
-                    HostCtx ctx{&blk, tid};
-                    forward_thread<T, G, NPL, THREADS>(p, ctx, tid, tile, b);
-                });
-            for (auto& t : threads) t.join();
-        }
-    // Inference (no checkpoints) gives the same outputs bit for bit.
+    // the two-pass forward's workspaces (N <= 16)
+    std::vector<float> seg_h(B * p.nchunks * D * N, nan), seg_dt(B * p.nchunks * D, nan);
+    p.seg_h = seg_h.data();
+    p.seg_dt = seg_dt.data();
+    run_forward<T, G, NPL, THREADS>(p);
+    // Inference gives the same outputs bit for bit: no checkpoints for the one-pass forward, fresh scratch
+    // ones (as the glue allocates them) for the two-pass one.
     std::vector<T> y_inf(B * T_ * D, from_float<T>(nan));
-    std::vector<float> hT_inf(B * D * N, nan);
+    std::vector<float> hT_inf(B * D * N, nan), ckpt_inf(ckpt.size(), nan), seg_h_inf(seg_h.size(), nan),
+        seg_dt_inf(seg_dt.size(), nan);
     {
         Params q = p;
-        q.ckpt = nullptr;
+        q.ckpt = N <= kTwoPassStates ? ckpt_inf.data() : nullptr;
+        q.seg_h = seg_h_inf.data();
+        q.seg_dt = seg_dt_inf.data();
         q.y = y_inf.data();
         q.hT = hT_inf.data();
-        for (int64_t b = 0; b < B; ++b)
-            for (int64_t tile = 0; tile < q.tiles; ++tile) {
-                BlockEmu blk(THREADS);
-                std::vector<std::thread> threads;
-                for (int tid = 0; tid < THREADS; ++tid)
-                    threads.emplace_back([&, tid] {
-                        HostCtx ctx{&blk, tid};
-                        forward_thread<T, G, NPL, THREADS>(q, ctx, tid, tile, b);
-                    });
-                for (auto& t : threads) t.join();
-            }
+        run_forward<T, G, NPL, THREADS>(q);
     }
     // The backward pass runs after the whole forward pass, as on the GPU (it reads every checkpoint).
     for (int64_t b = 0; b < B; ++b)
