@@ -15,7 +15,7 @@
 # STEPS_SHAPES="T:Dk[:Dv[:B:H]] ...", default "2048:128 2048:64 2048:96:192:8:4" (the last: GLA's training
 # shape, 4 heads at d_model 768), and `convprof` (the short convolution's kernels alone over launch shapes,
 # kernels/csrc/tools/profile_short_conv.cu) and `scanprof` (the selective scan's kernels alone,
-# kernels/csrc/tools/profile_selective_scan.cu). SCAN_SKIP_BASELINE=1 makes `scan` skip the libtorch path.
+# kernels/csrc/tools/profile_selective_scan.cu). SCAN_SKIP_BASELINE=1 makes `scan` skip the libtorch path; CHUNK_BENCH_FORMS=per_key (any of scalar, per_key, none) narrows `chunk`.
 #
 # The binaries were linked against the torch 2.11.0 wheel here; there they use that machine's own torch
 # 2.11.0+cu130 through LD_LIBRARY_PATH. Logs go to $OUT (the device tool's output folder) or BUNDLE_DIR/out:

@@ -15,6 +15,8 @@
 //! kernels for the same math) are timed by kernels/benches/fla_bench.py with the same protocol (gpu-run.sh
 //! `fla`).
 //!
+//! `CHUNK_BENCH_FORMS=per_key` (a comma list of scalar, per_key, none) prints only those tables.
+//!
 //! With `CHUNK_BENCH_PROFILE=DIR` it also writes, per table and shape at T = 2048, a Chrome trace of 3
 //! kernel forward+backward calls under libtorch's profiler (`DIR/{scalar,per_key,none}_{head dim}.trace.json`):
 //! which of the kernel's launches the time goes to.
@@ -98,7 +100,12 @@ fn main() {
     let kind = Kind::BFloat16;
     let s = 2.0; // bytes per bfloat16
     let (b, h) = (8i64, 16i64);
+    // CHUNK_BENCH_FORMS=per_key,none (any of scalar, per_key, none): only those tables
+    let forms = std::env::var("CHUNK_BENCH_FORMS").unwrap_or_else(|_| "scalar,per_key,none".into());
     for form in ["scalar", "per_key", "none"] {
+        if !forms.split(',').any(|f| f.trim() == form) {
+            continue;
+        }
         let per_key = form == "per_key";
         let (what, chunk) = match form {
             "scalar" => ("scalar decay", CHUNK),
