@@ -3,13 +3,18 @@
 // chunk_linear_scan.cuh's scan, which with p.per_key takes X decayed by the cumsum and decays the state's rows.
 //
 // With b the within-chunk cumulative log-decays [C, Dk] (non-increasing down each column), the ratio of a
-// pair j <= i is exp(b_i - b_j), one per key, inside every sum over keys. No exponential here exceeds 1:
-// the chunk is cut into 4 sub-chunks of 16 rows (one wmma tile each way), and
-//   - a pair in different sub-chunks (j in J < I, i in I) goes through a reference row r between them:
-//     exp(b_i - b_j) = exp(b_i - b_r) exp(b_r - b_j), both factors <= 1, one folded into each operand of a
-//     tensor-core product; every row block I (or column block J) needs its own scaled copy of the other
-//     operand (16 + 32 + 48 = 96 rows in all);
-//   - a pair in the same sub-chunk takes its exact ratio, summed over keys in float32 (FMA, no tensor cores).
+// pair j <= i is exp(b_i - b_j), one per key, inside every sum over keys. The chunk is cut into 4 sub-chunks
+// of 16 rows (one wmma tile each way), and every pair goes through a reference row r of its row block I
+// (r = 16 I) or column block J (r = 16 J + 15): exp(b_i - b_j) = exp(b_i - b_r) exp(b_r - b_j), one factor
+// folded into each operand of a tensor-core product; every row block I (or column block J) needs its own
+// scaled copy of the other operand, its own sub-chunk's rows included (16 + 32 + 48 + 64 = 160 rows).
+//   - A pair in different sub-chunks (j in J < I, i in I): both factors are <= 1.
+//   - A pair in the same sub-chunk: one factor is <= 1, the other >= 1, at most exp of the sub-chunk's decay
+//     over 15 steps. While that stays below exp(kDiagMaxExp) for every key of every sub-chunk (GLA's gates,
+//     logsigmoid / 16, decay a sub-chunk by a few units at most) the diagonal tiles are tensor-core products
+//     too. Past it (a chunk whose decays would overflow the factors) the block falls back to the exact
+//     ratios, summed over keys in float32 (FMA, no tensor cores): a flag in shared memory, set by whichever
+//     thread scaled an element past the bound, read by all after the next barrier, so the branch is uniform.
 // The four mixes, per chunk (S: the chunk's starting state, G: dLoss/dS_end, both [Dk, Dv], bfloat16):
 //   scores family (per-key scores A_ij = sum_d q_id k_jd exp(b_id - b_jd), j <= i):
 //     O  = A V + (Q * exp(b)) S                       R = Q scaled elementwise; writes M = A masked, bf16
@@ -39,17 +44,22 @@ namespace chunk_linear {
 
 constexpr int kSub = 16;  // sub-chunk rows: one wmma tile
 constexpr int kSubs = kChunk / kSub;
-constexpr int kCopyRows = kSub * kSubs * (kSubs - 1) / 2;  // rows of the scaled copies (96)
-constexpr int kOffRows = kChunk - kSub;  // rows of the off-diagonal partial products (48)
+constexpr int kCopyRows = kSub * kSubs * (kSubs + 1) / 2;  // rows of the scaled copies (160)
+// The largest exponent a diagonal tile's factor may take (exp(40) = 2.4e17: bfloat16 and float32 hold
+// 1e38); a larger one makes the block take the exact diagonal sums.
+constexpr float kDiagMaxExp = 40.0f;
 
-// Where the scaled copy for row block I (1..3) starts (scores family and dQ: rows j < 16 I of K or
-// Z), and for column block J (0..2) (dK: rows i >= 16 (J + 1) of Q).
-WB_HD int copy_row_block(int I) { return kSub * I * (I - 1) / 2; }  // 0, 16, 48
-WB_HD int copy_col_block(int J) {  // 0, 48, 80
+// Where the scaled copy for row block I (0..3) starts (scores family and dQ: rows j < 16 (I + 1) of K or
+// Z), and for column block J (0..3) (dK: rows i >= 16 J of Q).
+WB_HD int copy_row_block(int I) { return kSub * I * (I + 1) / 2; }  // 0, 16, 48, 96
+WB_HD int copy_col_block(int J) {  // 0, 64, 112, 144
     int at = 0;
-    for (int x = 0; x < J; ++x) at += kChunk - kSub * (x + 1);
+    for (int x = 0; x < J; ++x) at += kChunk - kSub * x;
     return at;
 }
+// The row block of copy row v, and the column block.
+WB_HD int row_block_of(int v) { return v < copy_row_block(2) ? (v < copy_row_block(1) ? 0 : 1) : v < copy_row_block(3) ? 2 : 3; }
+WB_HD int col_block_of(int v) { return v < copy_col_block(2) ? (v < copy_col_block(1) ? 0 : 1) : v < copy_col_block(3) ? 2 : 3; }
 
 struct MixPk {
     bool grad = false;  // the gradient family (dQ, dK); else the scores family (O, dV)
@@ -67,13 +77,14 @@ struct MixPk {
 };
 
 // Regions (bytes), every one 128-byte aligned. Scores family: R, the other staged slot, b, then {the scaled
-// copies QT [C] and KT [96]} later the float32 result, scores, M, Z, H. Gradient family: R (later W, the
-// q or k that el multiplies, when it fits there; else W after the result), then {the other slot and the
-// scores} later the off-diagonal partials [48], b, Z, the scaled copies ZT [96], M, H, the float32
-// result. At Dk = Dv = 128: 186.5 KiB (scores), 202.5 KiB (gradient): one block per SM.
+// copies QT [C] and KT [160]} later the float32 result, scores, M, Z, H, the flag. Gradient family: R
+// (later W, the q or k that el multiplies, when it fits there; else W after the result), then {the other
+// slot and the scores} later the partial products [C], b, M, Z, H later the scaled copies ZT [160], the
+// flag, the float32 result. At Dk = Dv = 128: 203.6 KiB (scores), 185.6 KiB (gradient): one block per SM;
+// at 64: 110.6 and 109.6 KiB, two.
 struct PkSmem {
     int D1p, D2p, Dkp, ldx, ldz, ldc, ldb, ldo, lds, ldm, ldh, ldw;
-    int64_t oOther, oB, oC, oS, oM, oZ, oH, oO, oW, bytes;
+    int64_t oOther, oB, oC, oS, oM, oZ, oH, oO, oW, oF, bytes;
 };
 
 WB_HD int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -108,15 +119,19 @@ WB_HD PkSmem pk_smem(const Params& p, const MixPk& m) {
         L.oO = L.oC;
         L.oS = L.oC + max64(align128(int64_t(kChunk) * L.ldc * 2) + copies, result);
         L.oM = L.oS + scores;
+        L.oZ = L.oM + msize;
+        L.oH = L.oZ + zsize;
+        L.oF = L.oH + hsize;
     } else {
         L.oS = L.oOther + slot;  // the other slot and the scores; later the partials at oOther
-        L.oB = L.oOther + max64(slot + scores, align128(int64_t(kOffRows) * L.ldo * 4));
-        L.oC = L.oB + b;
-        L.oM = L.oC + copies;
+        L.oB = L.oOther + max64(slot + scores, align128(int64_t(kChunk) * L.ldo * 4));
+        L.oM = L.oB + b;
+        L.oZ = L.oM + msize;
+        L.oH = L.oZ + zsize;
+        L.oC = L.oH;  // H is read by the first product only; the scaled copies are written after it
+        L.oF = L.oH + max64(hsize, copies);
     }
-    L.oZ = L.oM + msize;
-    L.oH = L.oZ + zsize;
-    const int64_t end = L.oH + hsize;
+    const int64_t end = L.oF + 128;  // the fallback flag (an int)
     L.oW = 0;
     L.bytes = end;
     if (m.grad) {
@@ -164,6 +179,7 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
     float* Of = reinterpret_cast<float*>(smem + L.oO);
     float* Tf = reinterpret_cast<float*>(smem + L.oOther);  // gradient family: partials [48], after the scores
     bf16* Ws = reinterpret_cast<bf16*>(smem + L.oW);  // gradient family: W, in the R slot when oW is 0
+    int* exact = reinterpret_cast<int*>(smem + L.oF);  // set: the diagonal tiles take the exact sums
     const int segs = L.Dkp / 8;  // 8-key segments of a row
     const int64_t row0 = c.bh * p.T + c.t0;
     const bf16* W = m.grad ? m.W + row0 * p.Dk : nullptr;
@@ -174,6 +190,7 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
     // for at its end. (With one block per SM at head dim 128 nothing else hid the staging's 10K cycles.)
     blk.threads([&](int tid) {
         const bf16* h = m.Hm + (c.bh * p.N + c.n) * p.Dk * p.Dv;
+        if (tid == 0) *exact = 0;
         stage_rows_raw(p, c, Xs, L.ldx, m.X, m.D1, L.D1p, tid);
         stage_rows_raw(p, c, Ys, L.ldx, m.Y, m.D1, L.D1p, tid);
         if (m.grad) {
@@ -194,12 +211,13 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
     });
 
     if (!m.grad) {
-        // Scores family. QT: Q's row block I scaled by exp(b_i - b_r), r = 16 I; KT: for each I >= 1, rows
-        // j < 16 I of K scaled by exp(b_r - b_j); the diagonal blocks exactly.
+        // Scores family. QT: Q's row block I scaled by exp(b_i - b_r), r = 16 I; KT: for each I, rows
+        // j < 16 (I + 1) of K scaled by exp(b_r - b_j).
         const bf16* Q = Xs;
         const bf16* K = Ys;
         blk.threads([&](int tid) {
             float x[8], bx[8], by[8];
+            bool over = false;
             for (SegWalk sw(tid, segs); sw.r < kChunk; sw.next()) {
                 const int i = sw.r, d0 = sw.s * 8;
                 load8(Q + i * L.ldx + d0, x);
@@ -211,18 +229,43 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
             }
             for (SegWalk sw(tid, segs); sw.r < kCopyRows; sw.next()) {
                 const int v = sw.r, d0 = sw.s * 8;
-                const int I = v < copy_row_block(2) ? 1 : v < copy_row_block(3) ? 2 : 3;
+                const int I = row_block_of(v);
                 const int j = v - copy_row_block(I);
                 load8(K + j * L.ldx + d0, x);
                 load8(brow(I * kSub) + d0, bx);
                 load8(brow(j) + d0, by);
 #pragma unroll
-                for (int e = 0; e < 8; ++e) x[e] *= exp_f(bx[e] - by[e]);
+                for (int e = 0; e < 8; ++e) {
+                    over |= bx[e] - by[e] > kDiagMaxExp;
+                    x[e] *= exp_f(bx[e] - by[e]);
+                }
                 store8(KT + v * L.ldc + d0, x);
             }
-            // the pairs j <= i of each diagonal block (136 of them), numbered row by row; the entries above
-            // the diagonal are never read (M masks them)
+            if (over) *exact = 1;
+        });
+        // the score tiles QT_I KT_I^T, J <= I (10; the diagonal ones only without the fallback)
+        blk.warps([&](int w) {
+            const bool diag = *exact == 0;
+            for (int t = w; t < kSubs * (kSubs + 1) / 2; t += kWarps) {
+                int I = 0, J = t;
+                while (J > I) {
+                    J -= I + 1;
+                    ++I;
+                }
+                if (J == I && !diag) continue;
+                FragC acc;
+                acc_zero(acc);
+                mma_k<wmma::row_major, wmma::col_major>(acc, Cs, L.ldc, KT + copy_row_block(I) * L.ldc, L.ldc,
+                                                        I * kSub, J * kSub, L.Dkp);
+                acc_store(Sf + I * kSub * L.lds + J * kSub, acc, L.lds);
+            }
+            copy_wait();  // Z and H (the barrier publishes them)
+        });
+        // the fallback: the pairs j <= i of each diagonal block (136 of them), exactly, numbered row by row;
+        // the entries above the diagonal are never read (M masks them)
+        if (*exact != 0) blk.threads([&](int tid) {
             constexpr int tri = kSub * (kSub + 1) / 2;
+            float bx[8], by[8];
             for (int idx = tid; idx < kSubs * tri; idx += kThreads) {
                 const int blk0 = (idx / tri) * kSub;
                 int r = 0, pr = idx % tri;
@@ -239,22 +282,6 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
                 }
                 Sf[i * L.lds + j] = acc;
             }
-        });
-        // the blocks below the diagonal: QT_I KT_I^T, 6 tiles
-        blk.warps([&](int w) {
-            for (int t = w; t < kSubs * (kSubs - 1) / 2; t += kWarps) {
-                int I = 1, J = t;
-                while (J >= I) {
-                    J -= I;
-                    ++I;
-                }
-                FragC acc;
-                acc_zero(acc);
-                mma_k<wmma::row_major, wmma::col_major>(acc, Cs, L.ldc, KT + copy_row_block(I) * L.ldc, L.ldc,
-                                                        I * kSub, J * kSub, L.Dkp);
-                acc_store(Sf + I * kSub * L.lds + J * kSub, acc, L.lds);
-            }
-            copy_wait();  // Z and H (the barrier publishes them)
         });
         // M = the masked scores in bfloat16; R scaled elementwise in place
         blk.threads([&](int tid) {
@@ -324,52 +351,64 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
         }
         copy_wait();  // Z, b and W (the barrier publishes them)
     });
-    // M = P masked in bfloat16; the scaled copies of Z: per row block I (dQ: rows j < 16 I, exp(b_r - b_j),
-    // r = 16 I) or per column block J (dK: rows i >= 16 (J + 1), exp(b_i - b_r), r = 16 J + 15). The R slot
-    // is free from here: W's copy into it starts now and lands before the last step.
+    // M = P masked in bfloat16; the scaled copies of Z: per row block I (dQ: rows j < 16 (I + 1),
+    // exp(b_r - b_j), r = 16 I) or per column block J (dK: rows i >= 16 J, exp(b_i - b_r), r = 16 J + 15).
+    // The R slot is free from here: W's copy into it starts now and lands before the last step.
     blk.threads([&](int tid) {
         if (L.oW == 0) stage_raw(Ws, L.ldw, W, c.valid, p.Dk, 0, kChunk, L.Dkp, tid);
         mask_scores(Sf, L.lds, Ms, L.ldm, tid);
         float x[8], bx[8], by[8];
+        bool over = false;
         for (SegWalk sw(tid, segs); sw.r < kCopyRows; sw.next()) {
             const int v = sw.r, d0 = sw.s * 8;
             int row, hi, lo;  // the copy of Z's `row`, scaled by exp(b_hi - b_lo)
             if (!m.mt) {
-                const int I = v < copy_row_block(2) ? 1 : v < copy_row_block(3) ? 2 : 3;
+                const int I = row_block_of(v);
                 row = v - copy_row_block(I), hi = I * kSub, lo = row;
             } else {
-                const int J = v < copy_col_block(1) ? 0 : v < copy_col_block(2) ? 1 : 2;
-                row = v - copy_col_block(J) + kSub * (J + 1), hi = row, lo = kSub * J + kSub - 1;
+                const int J = col_block_of(v);
+                row = v - copy_col_block(J) + kSub * J, hi = row, lo = kSub * J + kSub - 1;
             }
             load8(Zs + row * L.ldz + d0, x);
             load8(brow(hi) + d0, bx);
             load8(brow(lo) + d0, by);
 #pragma unroll
-            for (int e = 0; e < 8; ++e) x[e] *= exp_f(bx[e] - by[e]);
+            for (int e = 0; e < 8; ++e) {
+                over |= bx[e] - by[e] > kDiagMaxExp;
+                x[e] *= exp_f(bx[e] - by[e]);
+            }
             store8(Cs + v * L.ldc + d0, x);
         }
+        if (over) *exact = 1;
     });
-    // the off-diagonal blocks' partial products, 16 rows per block (over the other slot and the scores)
+    // the partial products, 16 rows per block (over the other slot and the scores), the diagonal tile
+    // included unless the block falls back to the exact diagonal sums
     blk.warps([&](int w) {
         const int ct = L.D2p / 16;
-        for (int t = w; t < (kSubs - 1) * ct; t += kWarps) {
+        const int diag = *exact == 0 ? kSub : 0;
+        for (int t = w; t < kSubs * ct; t += kWarps) {
             const int blkno = t / ct, n0 = (t % ct) * 16;
+            if (!m.mt && blkno == 0 && diag == 0) continue;  // nothing off the diagonal
+            if (m.mt && blkno == kSubs - 1 && diag == 0) continue;
             FragC acc;
             acc_zero(acc);
-            if (!m.mt) {  // dQ, row block I: P[I, j < 16 I] ZT_I
-                const int I = blkno + 1;
+            if (!m.mt) {  // dQ, row block I: P[I, j < 16 I + diag] ZT_I
+                const int I = blkno;
                 mma_k<wmma::row_major, wmma::row_major>(acc, Ms, L.ldm, Cs + copy_row_block(I) * L.ldc, L.ldc,
-                                                        I * kSub, n0, I * kSub);
-            } else {  // dK, column block J: P[i >= 16 (J + 1), J]^T ZT_J
-                const int J = blkno, i0 = kSub * (J + 1);
-                mma_k<wmma::col_major, wmma::row_major>(acc, Ms + i0 * L.ldm, L.ldm, Cs + copy_col_block(J) * L.ldc,
-                                                        L.ldc, J * kSub, n0, kChunk - i0);
+                                                        I * kSub, n0, I * kSub + diag);
+            } else {  // dK, column block J: P[i >= 16 (J + 1) - diag, J]^T ZT_J
+                const int J = blkno, i0 = kSub * (J + 1) - diag;
+                mma_k<wmma::col_major, wmma::row_major>(acc, Ms + i0 * L.ldm, L.ldm,
+                                                        Cs + (copy_col_block(J) + kSub - diag) * L.ldc, L.ldc, J * kSub,
+                                                        n0, kChunk - i0);
             }
             acc_store(Tf + blkno * kSub * L.ldo + n0, acc, L.ldo);
         }
         copy_wait();  // W (this thread's copies; the barrier publishes them)
     });
-    // out = the state term scaled + the partial products scaled + the diagonal blocks exactly; el = W out
+    // out = the state term scaled + the partial products scaled (+ the diagonal blocks exactly, in the
+    // fallback); el = W out
+    const bool diag_exact = *exact != 0;
     blk.threads([&](int tid) {
         bf16* o = out + row0 * p.Dk;
         float* el = m.el + row0 * p.Dk;
@@ -382,13 +421,13 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
             if (!m.mt) {  // dQ row i
 #pragma unroll
                 for (int e = 0; e < 8; ++e) acc[e] *= exp_f(bi[e]);
-                if (blk0 > 0) {
-                    load8(Tf + (blk0 - kSub + i % kSub) * L.ldo + d0, x);
+                if (blk0 > 0 || !diag_exact) {
+                    load8(Tf + i * L.ldo + d0, x);
                     load8(brow(blk0) + d0, bx);
 #pragma unroll
                     for (int e = 0; e < 8; ++e) acc[e] += exp_f(bi[e] - bx[e]) * x[e];
                 }
-                for (int j = blk0; j <= i; ++j) {
+                for (int j = blk0; diag_exact && j <= i; ++j) {
                     const float mv = to_float(Ms[i * L.ldm + j]);
                     load8(Zs + j * L.ldz + d0, x);
                     load8(brow(j) + d0, bx);
@@ -399,13 +438,13 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
                 load8(brow(c.valid - 1) + d0, bx);
 #pragma unroll
                 for (int e = 0; e < 8; ++e) acc[e] *= exp_f(bx[e] - bi[e]);
-                if (blk0 < kChunk - kSub) {
+                if (blk0 < kChunk - kSub || !diag_exact) {
                     load8(Tf + i * L.ldo + d0, x);
                     load8(brow(blk0 + kSub - 1) + d0, bx);
 #pragma unroll
                     for (int e = 0; e < 8; ++e) acc[e] += exp_f(bx[e] - bi[e]) * x[e];
                 }
-                for (int r = i; r < blk0 + kSub; ++r) {
+                for (int r = i; diag_exact && r < blk0 + kSub; ++r) {
                     const float mv = to_float(Ms[r * L.ldm + i]);
                     load8(Zs + r * L.ldz + d0, x);
                     load8(brow(r) + d0, bx);

@@ -171,7 +171,10 @@ struct HostLaunch {
 
 struct Case {
     int64_t B, H, T, Dk, Dv;
-    int decay;  // 0: none, 1: mild (log a in [-0.5, 0)), 2: strong (log a in [-30, -5])
+    // 0: none, 1: mild (log a in [-0.5, 0)), 2: strong (log a in [-30, -5]); per key also 3: medium
+    // ([-2.5, 0): a sub-chunk decays its keys by up to ~37 units, the tensor-core diagonal tiles' widest
+    // factors) and 4: mixed ([-5.5, 0): some chunks past kDiagMaxExp take the exact diagonal sums, some not)
+    int decay;
     bool s0, dsT;
     bool per_key = false;  // one log-decay per key (g [B, H, T, Dk]; bfloat16 only)
 };
@@ -278,7 +281,8 @@ double rel_err(const V& got, const std::vector<double>& want) {
 template <typename E>
 int run_case(std::mt19937& rng, const Case& cs, const char* dtype, double tol, double dg_tol) {
     std::normal_distribution<double> nd(0, 1);
-    const double lo = cs.decay == 2 ? -30.0 : -0.5, hi = cs.decay == 2 ? -5.0 : -1e-3;
+    const double lo = cs.decay == 2 ? -30.0 : cs.decay == 3 ? -2.5 : cs.decay == 4 ? -5.5 : -0.5,
+                 hi = cs.decay == 2 ? -5.0 : -1e-3;
     std::uniform_real_distribution<double> ud(lo, hi);
     const int64_t BH = cs.B * cs.H, T = cs.T, Dk = cs.Dk, Dv = cs.Dv, per = Dk * Dv, N = nchunks(T);
     auto fill = [&](int64_t n, bool in_t) {
@@ -480,6 +484,8 @@ int main() {
         {1, 1, 70, 96, 128, 2, false, false, true}, {2, 1, 130, 64, 40, 1, true, true, true},
         // value widths past 128 where the blocks fit (GLA's Dk = 96, Dv = 192; Dk = 64, Dv = 256)
         {1, 1, 100, 96, 192, 1, true, true, true}, {1, 1, 70, 64, 256, 2, true, true, true},
+        // decays near the diagonal tiles' bound, below it and on both sides of it
+        {1, 2, 200, 64, 64, 3, true, true, true}, {2, 1, 256, 32, 48, 4, true, true, true},
     };
     if (!pk_fits(96, 192) || !pk_fits(64, 256) || pk_fits(128, 256)) {
         std::printf("FAIL pk_fits: (96, 192) %d, (64, 256) %d, (128, 256) %d\n", pk_fits(96, 192), pk_fits(64, 256),

@@ -56,12 +56,16 @@ const CL_CASES: &[ClCase] = &[
 
 /// The same shapes with per-key decays (the kernel takes them with bfloat16 q, k, v only), mild and strong
 /// (e^-30 per step: a chunk decays far past float32's range, which the sub-chunks must keep finite).
-/// Also value widths past 128 in one call (Dk = 96 with Dv = 192: GLA's 4 heads at d_model 768).
+/// Also value widths past 128 in one call (Dk = 96 with Dv = 192: GLA's 4 heads at d_model 768), and decays
+/// near the bound of the mixes' tensor-core diagonal tiles (chunk_linear_pk.cuh's kDiagMaxExp: a sub-chunk's
+/// 15 steps decay a key by up to ~37 units at 2.5, past the bound in some chunks and not others at 5.5).
 fn per_key_cases() -> Vec<ClCase> {
     let mut cases: Vec<ClCase> =
         CL_CASES.iter().filter(|c| c.strength > 0.0).map(|&c| ClCase { per_key: true, ..c }).collect();
     cases.push(ClCase { b: 2, h: 2, t: 130, dk: 96, dv: 192, strength: 0.1, per_key: true });
     cases.push(ClCase { b: 1, h: 2, t: 70, dk: 64, dv: 256, strength: 30.0, per_key: true });
+    cases.push(ClCase { b: 1, h: 2, t: 200, dk: 128, dv: 128, strength: 2.5, per_key: true });
+    cases.push(ClCase { b: 2, h: 1, t: 256, dk: 32, dv: 48, strength: 5.5, per_key: true });
     cases
 }
 
