@@ -251,8 +251,13 @@ struct SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFun
         const at::Tensor ghT = grads[1].defined() ? grads[1].to(at::kFloat).contiguous() : at::Tensor();
         const auto f32 = x.options().dtype(at::kFloat);
         at::Tensor dx = at::empty_like(x), ddt = at::empty_like(x);
+        // The segmented backward (N <= 16) and its workspaces; dA and dD then have a row per chunk.
+        const bool seg = ss::segmentable(p.N, p.nchunks);
+        at::Tensor seg_g = seg ? at::empty({p.B, p.nchunks, p.D, p.N}, f32) : at::Tensor();
+        at::Tensor seg_dt = seg ? at::empty({p.B, p.nchunks, p.D}, f32) : at::Tensor();
+        const int64_t rows = seg ? p.B * p.nchunks : p.B;
         // Every element of these is written by exactly one thread (selective_scan.cuh): no zero fill.
-        at::Tensor dA = at::empty({p.B, p.D, p.N}, f32), dD = at::empty({p.B, p.D}, f32);
+        at::Tensor dA = at::empty({rows, p.D, p.N}, f32), dD = at::empty({rows, p.D}, f32);
         at::Tensor dB = at::empty({p.tiles, p.B, p.T, p.N}, f32), dC = at::empty({p.tiles, p.B, p.T, p.N}, f32);
         at::Tensor dh0 = at::empty({p.B, p.D, p.N}, f32);
         p.ckpt = const_cast<float*>(ckpt.data_ptr<float>());
@@ -265,6 +270,8 @@ struct SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFun
         p.dB_part = dB.data_ptr<float>();
         p.dC_part = dC.data_ptr<float>();
         p.dh0 = dh0.data_ptr<float>();
+        p.seg_g = seg ? seg_g.data_ptr<float>() : nullptr;
+        p.seg_dt = seg ? seg_dt.data_ptr<float>() : nullptr;
         const char* err = ss::backward(p, ss_dtype(x), c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
         TORCH_CHECK(err == nullptr, "selective_scan backward kernel: ", err);
         return {dx,

@@ -2,7 +2,8 @@
 // selective_scan.cuh: the per-thread work).
 //
 // Instantiated for float and bfloat16 and three (lanes per channel, states per lane) shapes: (4, 1) for
-// N <= 4, (16, 1) for N <= 16, (16, 4) for N <= 64.
+// N <= 4, (4, 4) for N <= 16, (16, 4) for N <= 64. For N <= 16 the forward pass is two-pass and the
+// backward pass segmented (selective_scan_twopass.cuh) when the glue gives their workspaces.
 #include "selective_scan.cuh"
 #include "selective_scan_twopass.cuh"
 
@@ -24,11 +25,12 @@ __global__ void __launch_bounds__(kThreads, NPL == 1 ? 4 : 2) forward_kernel(Par
     forward_thread<T, G, NPL, kThreads>(p, ctx, threadIdx.x, blockIdx.x, blockIdx.y);
 }
 
-template <typename T, int G, int NPL>
+// SEG: grid (tiles, B, nchunks), one chunk per block (the segmented backward, selective_scan.h).
+template <typename T, int G, int NPL, bool SEG = false>
 __global__ void __launch_bounds__(kThreads, 2) backward_kernel(Params p) {
     __shared__ float smem[BwdSmem<G, NPL, kThreads>::total];
     DeviceCtx ctx;
-    backward_thread<T, G, NPL, kThreads>(p, ctx, smem, threadIdx.x, blockIdx.x, blockIdx.y);
+    backward_thread<T, G, NPL, kThreads, SEG>(p, ctx, smem, threadIdx.x, blockIdx.x, blockIdx.y, blockIdx.z);
 }
 
 // The two-pass forward (selective_scan_twopass.cuh): local, combine, output.
@@ -57,6 +59,32 @@ void launch_two_pass(const Params& p, cudaStream_t s) {
     output_kernel<T><<<grid, kTwoPassThreads, 0, s>>>(p);
 }
 
+// The segmented backward: local reverse scans, the combine, then the chunks' blocks.
+template <typename T>
+__global__ void __launch_bounds__(kTwoPassThreads) bwd_local_kernel(Params p) {
+    bwd_local_thread<T>(p, blockIdx.z, blockIdx.y, int64_t(blockIdx.x) * kTwoPassThreads + threadIdx.x);
+}
+
+__global__ void __launch_bounds__(256) bwd_combine_kernel(Params p) {
+    const int64_t idx = int64_t(blockIdx.x) * 256 + threadIdx.x;
+    const int64_t n = idx % p.N, rest = idx / p.N, d = rest % p.D, b = rest / p.D;
+    if (b < p.B) bwd_combine_thread(p, b, d, n);
+}
+
+template <typename T>
+void launch_segmented_backward(const Params& p, cudaStream_t s) {
+    const dim3 grid(unsigned((p.D + kTwoPassThreads - 1) / kTwoPassThreads), unsigned(segments(p.T)), unsigned(p.B));
+    bwd_local_kernel<T><<<grid, kTwoPassThreads, 0, s>>>(p);
+    const int64_t states = p.B * p.D * p.N;
+    bwd_combine_kernel<<<unsigned((states + 255) / 256), 256, 0, s>>>(p);
+    const dim3 chunks(unsigned(p.tiles), unsigned(p.B), unsigned(p.nchunks));
+    if (pick_shape(p.N).NPL == 1) {
+        backward_kernel<T, 4, 1, true><<<chunks, kThreads, 0, s>>>(p);
+    } else {
+        backward_kernel<T, 4, 4, true><<<chunks, kThreads, 0, s>>>(p);
+    }
+}
+
 bool two_pass(const Params& p) {
     return p.N <= kTwoPassStates && p.seg_h != nullptr && p.seg_dt != nullptr && p.ckpt != nullptr &&
            segments(p.T) <= 65535;
@@ -68,14 +96,18 @@ void launch(const Params& p, cudaStream_t s) {
         launch_two_pass<T>(p, s);
         return;
     }
+    if (BACKWARD && segmentable(p.N, p.nchunks) && p.seg_g != nullptr && p.seg_dt != nullptr) {
+        launch_segmented_backward<T>(p, s);
+        return;
+    }
     const dim3 grid(unsigned(p.tiles), unsigned(p.B));
     const Shape sh = pick_shape(p.N);
-    if (sh.G == 4) {
+    if (sh.NPL == 1) {
         BACKWARD ? backward_kernel<T, 4, 1><<<grid, kThreads, 0, s>>>(p)
                  : forward_kernel<T, 4, 1><<<grid, kThreads, 0, s>>>(p);
-    } else if (sh.NPL == 1) {
-        BACKWARD ? backward_kernel<T, 16, 1><<<grid, kThreads, 0, s>>>(p)
-                 : forward_kernel<T, 16, 1><<<grid, kThreads, 0, s>>>(p);
+    } else if (sh.G == 4) {
+        BACKWARD ? backward_kernel<T, 4, 4><<<grid, kThreads, 0, s>>>(p)
+                 : forward_kernel<T, 4, 4><<<grid, kThreads, 0, s>>>(p);
     } else {
         BACKWARD ? backward_kernel<T, 16, 4><<<grid, kThreads, 0, s>>>(p)
                  : forward_kernel<T, 16, 4><<<grid, kThreads, 0, s>>>(p);

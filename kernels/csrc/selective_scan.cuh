@@ -295,9 +295,11 @@ __host__ __device__ __forceinline__ void forward_thread(const Params& p, Ctx& ct
         if (o.nv[k]) hT[o.n[k]] = h[k];
 }
 
-template <typename T, int G, int NPL, int THREADS, class Ctx>
+// SEG: the segmented backward (selective_scan.h): only chunk `seg`, from the adjoint the combine pass left
+// in seg_g; dA and dD as that chunk's partial rows; dh0 is the combine's.
+template <typename T, int G, int NPL, int THREADS, bool SEG = false, class Ctx>
 __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& ctx, float* smem, int tid,
-                                                         int64_t tile, int64_t b) {
+                                                         int64_t tile, int64_t b, int64_t seg = 0) {
     using S = BwdSmem<G, NPL, THREADS>;
     constexpr int kSub = Len<NPL>::sub, kSubs = Len<NPL>::subs;
     constexpr int NP = G * NPL;  // state slots per channel (>= N)
@@ -328,7 +330,11 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
     for (int k = 0; k < NPL; ++k) {
         A2[k] = o.nv[k] ? p.A[o.d * N + o.n[k]] * kLog2e : 0.0f;
         // g holds exp(dt_{t+1} A) ⊙ G_{t+1} on entry to step t; at t = T - 1 that is dL/dh_T.
-        g[k] = (o.nv[k] && p.ghT != nullptr) ? p.ghT[(b * D + o.d) * N + o.n[k]] : 0.0f;
+        if constexpr (SEG) {
+            g[k] = o.nv[k] ? p.seg_g[((b * p.nchunks + seg) * D + o.d) * N + o.n[k]] : 0.0f;
+        } else {
+            g[k] = (o.nv[k] && p.ghT != nullptr) ? p.ghT[(b * D + o.d) * N + o.n[k]] : 0.0f;
+        }
         dA[k] = 0.0f;
         h[k] = 0.0f;
     }
@@ -337,7 +343,7 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
     const bool wr = writer<G, kSub>(o.lane) && o.dv;
     float dD = 0.0f;
 
-    for (int64_t c = p.nchunks - 1; c >= 0; --c) {
+    for (int64_t c = SEG ? seg : p.nchunks - 1; c >= (SEG ? seg : 0); --c) {
         const int64_t tc = c * kChunk;
         const float* ck = p.ckpt + ((b * p.nchunks + c) * D + o.d) * N + o.lane;
 #pragma unroll
@@ -465,14 +471,15 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
         }
     }
     // After step 0, g = exp(dt_0 A) ⊙ G_0 = dL/dh0.
+    const int64_t row = SEG ? b * p.nchunks + seg : b;  // this thread's partial row of dA and dD
 #pragma unroll
     for (int k = 0; k < NPL; ++k) {
         if (o.nv[k]) {
-            p.dh0[(b * D + o.d) * N + o.n[k]] = g[k];
-            p.dA_part[(b * D + o.d) * N + o.n[k]] = dA[k];
+            if (!SEG) p.dh0[(b * D + o.d) * N + o.n[k]] = g[k];
+            p.dA_part[(row * D + o.d) * N + o.n[k]] = dA[k];
         }
     }
-    if (first_lane && o.dv) p.dD_part[b * D + o.d] = dD;
+    if (first_lane && o.dv) p.dD_part[row * D + o.d] = dD;
 }
 
 }  // namespace selective_scan

@@ -22,6 +22,12 @@
 // backwards through it. Gradients of B and C are sums over channels: each warp sums its channels' parts with
 // shuffles, the block adds its warps' sums after a barrier per sub-chunk and writes one partial row per
 // (block, t); the caller sums the rows ([tiles, B, T, N]).
+//
+// For N <= 16 (with the workspaces seg_g and seg_dt) the backward pass is split over time as well
+// (selective_scan_twopass.cuh): a local reverse pass per kChunk-step segment from a zero adjoint and a
+// combine over segments give the adjoint entering every segment, so each chunk is its own block (grid
+// tiles x B x nchunks) instead of one block walking all of T; dA and dD then come as one partial row per
+// chunk ([B * nchunks, D, N], [B * nchunks, D]) and dh0 from the combine.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -62,11 +68,13 @@ struct Params {
     // backward inputs
     const void* gy = nullptr;  // [B, T, D]
     const float* ghT = nullptr;  // [B, D, N] or null
+    // the segmented backward (N <= 16, taken when seg_g and seg_dt are given; see the top of the file):
+    float* seg_g = nullptr;  // [B, nchunks, D, N]: the adjoint entering each segment's last step
     // backward outputs
     void* dx = nullptr;  // [B, T, D]
     void* ddt = nullptr;  // [B, T, D]
-    float* dA_part = nullptr;  // [B, D, N] (summed over B by the caller)
-    float* dD_part = nullptr;  // [B, D]
+    float* dA_part = nullptr;  // [B, D, N] (summed over B by the caller); segmented: [B, nchunks, D, N]
+    float* dD_part = nullptr;  // [B, D]; segmented: [B, nchunks, D]
     float* dB_part = nullptr;  // [tiles, B, T, N] (summed over tiles by the caller)
     float* dC_part = nullptr;  // [tiles, B, T, N]
     float* dh0 = nullptr;  // [B, D, N]
@@ -81,9 +89,11 @@ struct Shape {
     int NPL = 1;
 };
 
+// (N <= 16 gives each lane up to 4 states: with the segmented backward's chunks as blocks there are blocks
+// enough at 4 lanes per channel, and the per-step work of x, dt and dy is shared by 4 states, not 1.)
 inline Shape pick_shape(int64_t N) {
     if (N <= 4) return {4, 1};
-    if (N <= 16) return {16, 1};
+    if (N <= 16) return {4, 4};
     return {16, 4};
 }
 
@@ -92,6 +102,10 @@ inline int64_t tiles(int64_t D, int64_t N, int threads) {
     const int64_t per_block = threads / pick_shape(N).G;
     return (D + per_block - 1) / per_block;
 }
+
+// Whether the backward pass runs segmented when given seg_g and seg_dt (then dA_part and dD_part have
+// B * nchunks rows).
+inline bool segmentable(int64_t N, int64_t nchunks_) { return N <= kTwoPassStates && nchunks_ <= 65535; }
 
 // Launch on `stream`; return null or the CUDA error's text. `p.nchunks` and `p.tiles` must be filled in.
 const char* forward(const Params& p, DType dt, cudaStream_t stream);

@@ -112,5 +112,58 @@ __host__ __device__ __forceinline__ void output_thread(const Params& p, int64_t 
     segment_walk<T, true>(p, b, seg, d, A2, h, sdt);
 }
 
+// The segmented backward's first two passes (selective_scan.h; the third is backward_thread with SEG).
+// With g the adjoint carried into a step (g = exp(dt_{t+1} A) ⊙ G_{t+1} on entry to step t), a segment's
+// walk is linear in the g it starts from: g_out = g_local + exp(A sum dt) ⊙ g_in, g_local from g_in = 0.
+//   bwd_local   (B, segments, channels): g_local and the segment's sum of dt
+//   bwd_combine (B, D, N): from dL/dh_T backwards over segments, the g entering each segment's last step
+//               (written over g_local), and dL/dh0 = the g after step 0
+
+// Pass 1: g_local of segment `seg` of channel d, and its sum of dt.
+template <typename T>
+__host__ __device__ __forceinline__ void bwd_local_thread(const Params& p, int64_t b, int64_t seg, int64_t d) {
+    if (d >= p.D) return;
+    const int64_t D = p.D, N = p.N, T_ = p.T;
+    const int64_t t0 = seg * kChunk, t1 = t0 + kChunk < T_ ? t0 + kChunk : T_;
+    float A2[kTwoPassStates], g[kTwoPassStates];
+    load_a2(p, d, A2);
+#pragma unroll
+    for (int n = 0; n < kTwoPassStates; ++n) g[n] = 0.0f;
+    float sdt = 0.0f;
+    const T* dtp = static_cast<const T*>(p.dt) + (b * T_ + t1 - 1) * D + d;
+    const T* gyp = static_cast<const T*>(p.gy) + (b * T_ + t1 - 1) * D + d;
+    const T* cp = static_cast<const T*>(p.Cm) + (b * T_ + t1 - 1) * N;
+    for (int64_t t = t1 - 1; t >= t0; --t) {
+        const float dv = ld<true>(dtp, true), gv = ld<true>(gyp, true);
+        sdt += dv;
+#pragma unroll
+        for (int n = 0; n < kTwoPassStates; ++n) g[n] = exp2_fast(dv * A2[n]) * fmaf(gv, ld<true>(cp + n, n < N), g[n]);
+        dtp -= D;
+        gyp -= D;
+        cp -= N;
+    }
+    const int64_t P = segments(T_);
+    float* out = p.seg_g + ((b * P + seg) * D + d) * N;
+#pragma unroll
+    for (int n = 0; n < kTwoPassStates; ++n)
+        if (n < N) out[n] = g[n];
+    p.seg_dt[(b * P + seg) * D + d] = sdt;
+}
+
+// Pass 2, per state: the g entering each segment (over its g_local) and dL/dh0.
+__host__ __device__ __forceinline__ void bwd_combine_thread(const Params& p, int64_t b, int64_t d, int64_t n) {
+    if (d >= p.D || n >= p.N) return;
+    const int64_t P = segments(p.T);
+    const float A2 = p.A[d * p.N + n] * kLog2e;
+    float g = p.ghT != nullptr ? p.ghT[(b * p.D + d) * p.N + n] : 0.0f;
+    for (int64_t s = P - 1; s >= 0; --s) {
+        const int64_t at = ((b * P + s) * p.D + d) * p.N + n;
+        const float local = p.seg_g[at];
+        p.seg_g[at] = g;
+        g = fmaf(exp2_fast(A2 * p.seg_dt[(b * P + s) * p.D + d]), g, local);
+    }
+    p.dh0[(b * p.D + d) * p.N + n] = g;
+}
+
 }  // namespace selective_scan
 }  // namespace wb

@@ -169,8 +169,10 @@ void run_forward(const Params& p) {
         }
 }
 
+// seg: the backward pass segmented (selective_scan.h; N <= 16, as the glue runs it), else one block per
+// channel tile walking all of T.
 template <typename T, int G, int NPL, int THREADS>
-Result emulate(const Case& c, const Problem& pr) {
+Result emulate(const Case& c, const Problem& pr, bool seg) {
     const int64_t B = c.B, T_ = c.T, D = c.D, N = c.N;
     const float nan = std::numeric_limits<float>::quiet_NaN();
     auto to_t = [](const std::vector<double>& v) {
@@ -193,7 +195,8 @@ Result emulate(const Case& c, const Problem& pr) {
     p.N = N;
     p.nchunks = nchunks(T_);
     p.tiles = tiles(D, N, THREADS);
-    std::vector<float> hT(B * D * N, nan), ckpt(B * p.nchunks * D * N, nan), dA(B * D * N, nan), dD(B * D, nan),
+    const int64_t rows = seg ? B * p.nchunks : B;  // partial rows of dA and dD
+    std::vector<float> hT(B * D * N, nan), ckpt(B * p.nchunks * D * N, nan), dA(rows * D * N, nan), dD(rows * D, nan),
         dBp(p.tiles * B * T_ * N, nan), dCp(p.tiles * B * T_ * N, nan), dh0(B * D * N, nan);
     p.x = x.data();
     p.dt = dt.data();
@@ -235,18 +238,34 @@ Result emulate(const Case& c, const Problem& pr) {
         run_forward<T, G, NPL, THREADS>(q);
     }
     // The backward pass runs after the whole forward pass, as on the GPU (it reads every checkpoint).
+    // Segmented: every local reverse thread, every combine thread, then the chunks' blocks (three launches).
+    std::vector<float> seg_g(B * p.nchunks * D * N, nan);
+    if (seg) {
+        p.seg_g = seg_g.data();  // seg_dt: the forward's buffer, rewritten
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t s = 0; s < p.nchunks; ++s)
+                for (int64_t d = 0; d < D; ++d) bwd_local_thread<T>(p, b, s, d);
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t d = 0; d < D; ++d)
+                for (int64_t n = 0; n < N; ++n) bwd_combine_thread(p, b, d, n);
+    }
     for (int64_t b = 0; b < B; ++b)
-        for (int64_t tile = 0; tile < p.tiles; ++tile) {
-            BlockEmu blk(THREADS);
-            std::vector<float> smem(BwdSmem<G, NPL, THREADS>::total, nan);
-            std::vector<std::thread> threads;
-            for (int tid = 0; tid < THREADS; ++tid)
-                threads.emplace_back([&, tid] {
-                    HostCtx ctx{&blk, tid};
-                    backward_thread<T, G, NPL, THREADS>(p, ctx, smem.data(), tid, tile, b);
-                });
-            for (auto& t : threads) t.join();
-        }
+        for (int64_t tile = 0; tile < p.tiles; ++tile)
+            for (int64_t s = 0; s < (seg ? p.nchunks : 1); ++s) {
+                BlockEmu blk(THREADS);
+                std::vector<float> smem(BwdSmem<G, NPL, THREADS>::total, nan);
+                std::vector<std::thread> threads;
+                for (int tid = 0; tid < THREADS; ++tid)
+                    threads.emplace_back([&, tid] {
+                        HostCtx ctx{&blk, tid};
+                        if (seg) {
+                            backward_thread<T, G, NPL, THREADS, true>(p, ctx, smem.data(), tid, tile, b, s);
+                        } else {
+                            backward_thread<T, G, NPL, THREADS>(p, ctx, smem.data(), tid, tile, b);
+                        }
+                    });
+                for (auto& t : threads) t.join();
+            }
 
     Result r;
     for (size_t i = 0; i < y.size(); ++i)
@@ -265,9 +284,9 @@ Result emulate(const Case& c, const Problem& pr) {
     r.dh0.assign(dh0.begin(), dh0.end());
     r.dA.assign(D * N, 0.0);
     r.dD.assign(D, 0.0);
-    for (int64_t b = 0; b < B; ++b) {
-        for (int64_t i = 0; i < D * N; ++i) r.dA[i] += dA[b * D * N + i];
-        for (int64_t i = 0; i < D; ++i) r.dD[i] += dD[b * D + i];
+    for (int64_t row = 0; row < rows; ++row) {
+        for (int64_t i = 0; i < D * N; ++i) r.dA[i] += dA[row * D * N + i];
+        for (int64_t i = 0; i < D; ++i) r.dD[i] += dD[row * D + i];
     }
     r.dB.assign(B * T_ * N, 0.0);
     r.dC.assign(B * T_ * N, 0.0);
@@ -286,7 +305,7 @@ double round_to(double v) {
 }
 
 template <typename T, int G, int NPL, int THREADS>
-bool run_case(const Case& c, std::mt19937& rng, const char* dtype) {
+bool run_case(const Case& c, std::mt19937& rng, const char* dtype, bool seg) {
     std::normal_distribution<double> normal(0.0, 1.0);
     Problem pr;
     auto fill = [&](std::vector<double>& v, size_t n, auto f) {
@@ -305,7 +324,7 @@ bool run_case(const Case& c, std::mt19937& rng, const char* dtype) {
     fill(pr.gy, B * L * D, [&] { return round_to<T>(normal(rng)); });
     fill(pr.ghT, B * D * N, [&] { return double(float(normal(rng))); });
     const Result want = reference(c, pr);
-    const Result got = emulate<T, G, NPL, THREADS>(c, pr);
+    const Result got = emulate<T, G, NPL, THREADS>(c, pr, seg);
     // float32: the only differences are summation order and exp2 (exact here); bfloat16: outputs and input
     // gradients are rounded to bfloat16 once (2^-9 relative) from float32 arithmetic. Gradients the kernel
     // returns in float32 (dA, dB, dC, dD, dh0, the final state) get the float32 tolerance in both cases.
@@ -318,20 +337,23 @@ bool run_case(const Case& c, std::mt19937& rng, const char* dtype) {
                     close("dC", got.dC, want.dC, tol32, why) && close("dD", got.dD, want.dD, tol32, why) &&
                     close("dh0", got.dh0, want.dh0, tol32, why);
     if (!ok) {
-        std::printf("FAIL %s G=%d NPL=%d threads=%d B=%lld T=%lld D=%lld N=%lld skip=%d h0=%d ghT=%d: %s\n", dtype, G,
-                    NPL, THREADS, (long long)c.B, (long long)c.T, (long long)D, (long long)N, int(c.skip), int(c.h0),
-                    int(c.ghT), why);
+        std::printf("FAIL %s G=%d NPL=%d threads=%d%s B=%lld T=%lld D=%lld N=%lld skip=%d h0=%d ghT=%d: %s\n", dtype,
+                    G, NPL, THREADS, seg ? " segmented" : "", (long long)c.B, (long long)c.T, (long long)D, (long long)N,
+                    int(c.skip), int(c.h0), int(c.ghT), why);
     }
     return ok;
 }
 
-// Runs a case with the kernel shape the launcher picks for its N.
+// Runs a case with the kernel shape the launcher picks for its N, and a backward pass segmented as the glue
+// runs it where N allows (seg = false: the one-block-per-tile walk, which the launcher takes without the
+// workspaces).
 template <typename T, int THREADS>
-bool dispatch(const Case& c, std::mt19937& rng, const char* dtype) {
+bool dispatch(const Case& c, std::mt19937& rng, const char* dtype, bool seg = true) {
     const Shape sh = pick_shape(c.N);
-    if (sh.G == 4) return run_case<T, 4, 1, THREADS>(c, rng, dtype);
-    if (sh.NPL == 1) return run_case<T, 16, 1, THREADS>(c, rng, dtype);
-    return run_case<T, 16, 4, THREADS>(c, rng, dtype);
+    seg = seg && segmentable(c.N, nchunks(c.T));
+    if (sh.NPL == 1) return run_case<T, 4, 1, THREADS>(c, rng, dtype, seg);
+    if (sh.G == 4) return run_case<T, 4, 4, THREADS>(c, rng, dtype, seg);
+    return run_case<T, 16, 4, THREADS>(c, rng, dtype, seg);
 }
 
 template <typename T>
@@ -348,6 +370,10 @@ int run_all(std::mt19937& rng, const char* dtype) {
     for (const Case& c : cases) {
         failures += dispatch<T, 64>(c, rng, dtype) ? 0 : 1;
         ++n;
+        if (segmentable(c.N, nchunks(c.T))) {  // the unsegmented backward too
+            failures += dispatch<T, 64>(c, rng, dtype, false) ? 0 : 1;
+            ++n;
+        }
     }
     // The GPU's block size once (many channels per block, one tile).
     failures += dispatch<T, kThreads>(Case{1, 37, 40, 16, true, true, true}, rng, dtype) ? 0 : 1;

@@ -41,10 +41,14 @@ void run(Timer& tm, int64_t B, int64_t T_, int64_t D, int64_t N) {
     T *x = alloc<T>(btd), *dtp = alloc<T>(btd), *bm = alloc<T>(btn), *cm = alloc<T>(btn), *y = alloc<T>(btd);
     T *gy = alloc<T>(btd), *dx = alloc<T>(btd), *ddt = alloc<T>(btd);
     float *A = alloc<float>(D * N), *Dk = alloc<float>(D), *hT = alloc<float>(B * D * N);
-    float *ck = alloc<float>(B * p.nchunks * D * N), *dA = alloc<float>(B * D * N), *dD = alloc<float>(B * D);
+    // the segmented backward (N <= 16, as the glue runs it) writes a partial row of dA and dD per chunk
+    const bool seg = segmentable(N, p.nchunks);
+    const int64_t rows = seg ? B * p.nchunks : B;
+    float *ck = alloc<float>(B * p.nchunks * D * N), *dA = alloc<float>(rows * D * N), *dD = alloc<float>(rows * D);
     float *dB = alloc<float>(p.tiles * btn), *dC = alloc<float>(p.tiles * btn), *dh0 = alloc<float>(B * D * N);
     // the two-pass forward's workspaces (used when N <= 16, as the glue gives them)
     float *seg_h = alloc<float>(B * p.nchunks * D * N), *seg_dt = alloc<float>(B * p.nchunks * D);
+    float* seg_g = alloc<float>(B * p.nchunks * D * N);  // the segmented backward's
     fill<<<1024, 256>>>(x, btd, 1, -2.f, 2.f);
     fill<<<1024, 256>>>(dtp, btd, 2, 0.01f, 0.2f);
     fill<<<1024, 256>>>(bm, btn, 3, -2.f, 2.f);
@@ -72,6 +76,7 @@ void run(Timer& tm, int64_t B, int64_t T_, int64_t D, int64_t N) {
     p.dh0 = dh0;
     p.seg_h = seg_h;
     p.seg_dt = seg_dt;
+    p.seg_g = seg ? seg_g : nullptr;
     const float f = tm.median([&] {
         if (const char* e = forward(p, dt, 0)) std::fprintf(stderr, "forward: %s\n", e), std::exit(1);
     });
@@ -82,7 +87,7 @@ void run(Timer& tm, int64_t B, int64_t T_, int64_t D, int64_t N) {
                 (long long)D, (long long)N, f, b);
     for (void* q : {(void*)x, (void*)dtp, (void*)bm, (void*)cm, (void*)y, (void*)gy, (void*)dx, (void*)ddt, (void*)A,
                     (void*)Dk, (void*)hT, (void*)ck, (void*)dA, (void*)dD, (void*)dB, (void*)dC, (void*)dh0,
-                    (void*)seg_h, (void*)seg_dt})
+                    (void*)seg_h, (void*)seg_dt, (void*)seg_g})
         CK(cudaFree(q));
 }
 
