@@ -3,7 +3,7 @@
 // that B x D x (T / kChunk) threads run at once. Written as __host__ __device__ per-thread functions, like
 // selective_scan.cuh, so tests/emulate_selective_scan.cu runs this exact code on the CPU.
 //
-// Why: the one-pass forward gives each state of a channel its own lane (16 lanes per channel), so 16 lanes
+// Why: the one-pass forward gave each state of a channel its own lane (16 lanes per channel), so 16 lanes
 // load the same x and dt and a step costs tens of instructions for one multiply-add of state. Here a thread
 // owns a channel: x and dt are one coalesced load per warp and step, B_t and C_t are the same address for
 // every thread of a warp (a broadcast), and a state-step is a multiply, an exp2, a multiply and a multiply-add.
