@@ -34,9 +34,9 @@ __global__ void __launch_bounds__(kThreads, 2) backward_kernel(Params p) {
 }
 
 // The two-pass forward (selective_scan_twopass.cuh): local, combine, output.
-template <typename T>
+template <typename T, bool VEC>
 __global__ void __launch_bounds__(kTwoPassThreads) local_kernel(Params p) {
-    local_thread<T>(p, blockIdx.z, blockIdx.y, int64_t(blockIdx.x) * kTwoPassThreads + threadIdx.x);
+    local_thread<T, VEC>(p, blockIdx.z, blockIdx.y, int64_t(blockIdx.x) * kTwoPassThreads + threadIdx.x);
 }
 
 __global__ void __launch_bounds__(256) combine_kernel(Params p) {
@@ -45,24 +45,25 @@ __global__ void __launch_bounds__(256) combine_kernel(Params p) {
     if (b < p.B) combine_thread(p, b, d, n);
 }
 
-template <typename T>
+template <typename T, bool VEC>
 __global__ void __launch_bounds__(kTwoPassThreads) output_kernel(Params p) {
-    output_thread<T>(p, blockIdx.z, blockIdx.y, int64_t(blockIdx.x) * kTwoPassThreads + threadIdx.x);
+    output_thread<T, VEC>(p, blockIdx.z, blockIdx.y, int64_t(blockIdx.x) * kTwoPassThreads + threadIdx.x);
 }
 
 template <typename T>
 void launch_two_pass(const Params& p, cudaStream_t s) {
     const dim3 grid(unsigned((p.D + kTwoPassThreads - 1) / kTwoPassThreads), unsigned(segments(p.T)), unsigned(p.B));
-    local_kernel<T><<<grid, kTwoPassThreads, 0, s>>>(p);
+    const bool vec = rows_vec(p);
+    vec ? local_kernel<T, true><<<grid, kTwoPassThreads, 0, s>>>(p) : local_kernel<T, false><<<grid, kTwoPassThreads, 0, s>>>(p);
     const int64_t states = p.B * p.D * p.N;
     combine_kernel<<<unsigned((states + 255) / 256), 256, 0, s>>>(p);
-    output_kernel<T><<<grid, kTwoPassThreads, 0, s>>>(p);
+    vec ? output_kernel<T, true><<<grid, kTwoPassThreads, 0, s>>>(p) : output_kernel<T, false><<<grid, kTwoPassThreads, 0, s>>>(p);
 }
 
 // The segmented backward: local reverse scans, the combine, then the chunks' blocks.
-template <typename T>
+template <typename T, bool VEC>
 __global__ void __launch_bounds__(kTwoPassThreads) bwd_local_kernel(Params p) {
-    bwd_local_thread<T>(p, blockIdx.z, blockIdx.y, int64_t(blockIdx.x) * kTwoPassThreads + threadIdx.x);
+    bwd_local_thread<T, VEC>(p, blockIdx.z, blockIdx.y, int64_t(blockIdx.x) * kTwoPassThreads + threadIdx.x);
 }
 
 __global__ void __launch_bounds__(256) bwd_combine_kernel(Params p) {
@@ -74,7 +75,11 @@ __global__ void __launch_bounds__(256) bwd_combine_kernel(Params p) {
 template <typename T>
 void launch_segmented_backward(const Params& p, cudaStream_t s) {
     const dim3 grid(unsigned((p.D + kTwoPassThreads - 1) / kTwoPassThreads), unsigned(segments(p.T)), unsigned(p.B));
-    bwd_local_kernel<T><<<grid, kTwoPassThreads, 0, s>>>(p);
+    if (rows_vec(p)) {
+        bwd_local_kernel<T, true><<<grid, kTwoPassThreads, 0, s>>>(p);
+    } else {
+        bwd_local_kernel<T, false><<<grid, kTwoPassThreads, 0, s>>>(p);
+    }
     const int64_t states = p.B * p.D * p.N;
     bwd_combine_kernel<<<unsigned((states + 255) / 256), 256, 0, s>>>(p);
     const dim3 chunks(unsigned(p.tiles), unsigned(p.B), unsigned(p.nchunks));

@@ -26,8 +26,56 @@ namespace selective_scan {
 
 __host__ __device__ inline int64_t segments(int64_t T) { return (T + kChunk - 1) / kChunk; }  // = nchunks(T)
 
+// Whether B_t and C_t are read as 16-byte vectors (VEC below): N == 16 and both bases 16-byte aligned (rows
+// of 16 elements then are too). Else one load per state, past N none.
+__host__ __device__ inline bool rows_vec(const Params& p) {
+    auto al = [](const void* x) { return reinterpret_cast<uintptr_t>(x) % 16 == 0; };
+    return p.N == kTwoPassStates && al(p.Bm) && al(p.Cm);
+}
+
+__host__ __device__ __forceinline__ float bits_float(unsigned u) {
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+// v = the row of N states at ptr, as floats (0 past N). VEC: 16-byte loads (4 for float32, 2 for bfloat16,
+// whose 8 values a word holds are unpacked by a shift or a mask), where one load per state had issued 16
+// loads per row and step.
+template <typename T, bool VEC>
+__host__ __device__ __forceinline__ void load_row(const T* ptr, int64_t N, float (&v)[kTwoPassStates]) {
+    if constexpr (VEC) {
+        constexpr int kWords = kTwoPassStates * int(sizeof(T)) / 16;
+        uint4 w[kWords];
+#pragma unroll
+        for (int i = 0; i < kWords; ++i) {
+#if defined(__CUDA_ARCH__)
+            w[i] = __ldg(reinterpret_cast<const uint4*>(ptr) + i);
+#else
+            memcpy(&w[i], reinterpret_cast<const uint4*>(ptr) + i, sizeof(uint4));
+#endif
+        }
+#pragma unroll
+        for (int i = 0; i < kWords; ++i) {
+            const unsigned c[4] = {w[i].x, w[i].y, w[i].z, w[i].w};
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                if constexpr (sizeof(T) == 4) {
+                    v[4 * i + j] = bits_float(c[j]);
+                } else {  // little-endian: the lower half is the earlier element
+                    v[8 * i + 2 * j] = bits_float(c[j] << 16);
+                    v[8 * i + 2 * j + 1] = bits_float(c[j] & 0xffff0000u);
+                }
+            }
+        }
+    } else {
+#pragma unroll
+        for (int n = 0; n < kTwoPassStates; ++n) v[n] = ld<true>(ptr + n, n < N);
+    }
+}
+
 // Runs the recurrence through segment `seg` of channel d from h (in/out); Y: also write y.
-template <typename T, bool Y>
+template <typename T, bool Y, bool VEC>
 __host__ __device__ __forceinline__ void segment_walk(const Params& p, int64_t b, int64_t seg, int64_t d,
                                                       const float (&A2)[kTwoPassStates],
                                                       float (&h)[kTwoPassStates], float& sdt) {
@@ -41,14 +89,16 @@ __host__ __device__ __forceinline__ void segment_walk(const Params& p, int64_t b
     const float Dl = (Y && p.Dskip != nullptr) ? p.Dskip[d] : 0.0f;
     for (int64_t t = t0; t < t1; ++t) {
         const float xv = ld<true>(xp, true), dv = ld<true>(dtp, true);
+        float bv[kTwoPassStates], cv[kTwoPassStates];
+        load_row<T, VEC>(bp, N, bv);
+        if (Y) load_row<T, VEC>(cp, N, cv);
         const float u = dv * xv;
         sdt += dv;
         float acc = Dl * xv;
 #pragma unroll
         for (int n = 0; n < kTwoPassStates; ++n) {
-            const bool nv = n < N;
-            h[n] = fmaf(exp2_fast(dv * A2[n]), h[n], u * ld<true>(bp + n, nv));
-            if (Y) acc = fmaf(h[n], ld<true>(cp + n, nv), acc);
+            h[n] = fmaf(exp2_fast(dv * A2[n]), h[n], u * bv[n]);
+            if (Y) acc = fmaf(h[n], cv[n], acc);
         }
         if (Y) {
             *yp = from_float<T>(acc);
@@ -67,7 +117,7 @@ __host__ __device__ __forceinline__ void load_a2(const Params& p, int64_t d, flo
 }
 
 // Pass 1: the segment's end state from zero, and its sum of dt.
-template <typename T>
+template <typename T, bool VEC = false>
 __host__ __device__ __forceinline__ void local_thread(const Params& p, int64_t b, int64_t seg, int64_t d) {
     if (d >= p.D) return;
     float A2[kTwoPassStates], h[kTwoPassStates];
@@ -75,7 +125,7 @@ __host__ __device__ __forceinline__ void local_thread(const Params& p, int64_t b
 #pragma unroll
     for (int n = 0; n < kTwoPassStates; ++n) h[n] = 0.0f;
     float sdt = 0.0f;
-    segment_walk<T, false>(p, b, seg, d, A2, h, sdt);
+    segment_walk<T, false, VEC>(p, b, seg, d, A2, h, sdt);
     const int64_t P = segments(p.T);
     float* out = p.seg_h + ((b * P + seg) * p.D + d) * p.N;
 #pragma unroll
@@ -99,7 +149,7 @@ __host__ __device__ __forceinline__ void combine_thread(const Params& p, int64_t
 }
 
 // Pass 2: y through the segment from its start.
-template <typename T>
+template <typename T, bool VEC = false>
 __host__ __device__ __forceinline__ void output_thread(const Params& p, int64_t b, int64_t seg, int64_t d) {
     if (d >= p.D) return;
     float A2[kTwoPassStates], h[kTwoPassStates];
@@ -109,7 +159,7 @@ __host__ __device__ __forceinline__ void output_thread(const Params& p, int64_t 
 #pragma unroll
     for (int n = 0; n < kTwoPassStates; ++n) h[n] = n < p.N ? start[n] : 0.0f;
     float sdt = 0.0f;
-    segment_walk<T, true>(p, b, seg, d, A2, h, sdt);
+    segment_walk<T, true, VEC>(p, b, seg, d, A2, h, sdt);
 }
 
 // The segmented backward's first two passes (selective_scan.h; the third is backward_thread with SEG).
@@ -120,7 +170,7 @@ __host__ __device__ __forceinline__ void output_thread(const Params& p, int64_t 
 //               (written over g_local), and dL/dh0 = the g after step 0
 
 // Pass 1: g_local of segment `seg` of channel d, and its sum of dt.
-template <typename T>
+template <typename T, bool VEC = false>
 __host__ __device__ __forceinline__ void bwd_local_thread(const Params& p, int64_t b, int64_t seg, int64_t d) {
     if (d >= p.D) return;
     const int64_t D = p.D, N = p.N, T_ = p.T;
@@ -135,9 +185,11 @@ __host__ __device__ __forceinline__ void bwd_local_thread(const Params& p, int64
     const T* cp = static_cast<const T*>(p.Cm) + (b * T_ + t1 - 1) * N;
     for (int64_t t = t1 - 1; t >= t0; --t) {
         const float dv = ld<true>(dtp, true), gv = ld<true>(gyp, true);
+        float cv[kTwoPassStates];
+        load_row<T, VEC>(cp, N, cv);
         sdt += dv;
 #pragma unroll
-        for (int n = 0; n < kTwoPassStates; ++n) g[n] = exp2_fast(dv * A2[n]) * fmaf(gv, ld<true>(cp + n, n < N), g[n]);
+        for (int n = 0; n < kTwoPassStates; ++n) g[n] = exp2_fast(dv * A2[n]) * fmaf(gv, cv[n], g[n]);
         dtp -= D;
         gyp -= D;
         cp -= N;

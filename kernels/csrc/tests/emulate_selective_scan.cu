@@ -147,13 +147,15 @@ void run_forward(const Params& p) {
         const int64_t P = segments(p.T);
         for (int64_t b = 0; b < p.B; ++b)
             for (int64_t s = 0; s < P; ++s)
-                for (int64_t d = 0; d < p.D; ++d) local_thread<T>(p, b, s, d);
+                for (int64_t d = 0; d < p.D; ++d)
+                    rows_vec(p) ? local_thread<T, true>(p, b, s, d) : local_thread<T, false>(p, b, s, d);
         for (int64_t b = 0; b < p.B; ++b)
             for (int64_t d = 0; d < p.D; ++d)
                 for (int64_t n = 0; n < p.N; ++n) combine_thread(p, b, d, n);
         for (int64_t b = 0; b < p.B; ++b)
             for (int64_t s = 0; s < P; ++s)
-                for (int64_t d = 0; d < p.D; ++d) output_thread<T>(p, b, s, d);
+                for (int64_t d = 0; d < p.D; ++d)
+                    rows_vec(p) ? output_thread<T, true>(p, b, s, d) : output_thread<T, false>(p, b, s, d);
         return;
     }
     for (int64_t b = 0; b < p.B; ++b)
@@ -244,7 +246,8 @@ Result emulate(const Case& c, const Problem& pr, bool seg) {
         p.seg_g = seg_g.data();  // seg_dt: the forward's buffer, rewritten
         for (int64_t b = 0; b < B; ++b)
             for (int64_t s = 0; s < p.nchunks; ++s)
-                for (int64_t d = 0; d < D; ++d) bwd_local_thread<T>(p, b, s, d);
+                for (int64_t d = 0; d < D; ++d)
+                    rows_vec(p) ? bwd_local_thread<T, true>(p, b, s, d) : bwd_local_thread<T, false>(p, b, s, d);
         for (int64_t b = 0; b < B; ++b)
             for (int64_t d = 0; d < D; ++d)
                 for (int64_t n = 0; n < N; ++n) bwd_combine_thread(p, b, d, n);
