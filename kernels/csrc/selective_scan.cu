@@ -25,12 +25,23 @@ __global__ void __launch_bounds__(kThreads, NPL == 1 ? 4 : 2) forward_kernel(Par
     forward_thread<T, G, NPL, kThreads>(p, ctx, threadIdx.x, blockIdx.x, blockIdx.y);
 }
 
-// SEG: grid (tiles, B, nchunks), one chunk per block (the segmented backward, selective_scan.h).
-template <typename T, int G, int NPL, bool SEG = false>
+// SEG: grid (tiles, B, nchunks), one chunk per block (the segmented backward, selective_scan.h). VEC: B and
+// C as one vector load per lane and step (states_vec).
+template <typename T, int G, int NPL, bool SEG = false, bool VEC = false>
 __global__ void __launch_bounds__(kThreads, 2) backward_kernel(Params p) {
     __shared__ float smem[BwdSmem<G, NPL, kThreads>::total];
     DeviceCtx ctx;
-    backward_thread<T, G, NPL, kThreads, SEG>(p, ctx, smem, threadIdx.x, blockIdx.x, blockIdx.y, blockIdx.z);
+    backward_thread<T, G, NPL, kThreads, SEG, VEC>(p, ctx, smem, threadIdx.x, blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+// The backward kernel for shape (G, NPL), with VEC loads where states_vec allows.
+template <typename T, int G, int NPL, bool SEG>
+void launch_backward(const Params& p, dim3 grid, cudaStream_t s) {
+    if (states_vec(p, NPL)) {
+        backward_kernel<T, G, NPL, SEG, NPL == 4><<<grid, kThreads, 0, s>>>(p);
+    } else {
+        backward_kernel<T, G, NPL, SEG, false><<<grid, kThreads, 0, s>>>(p);
+    }
 }
 
 // The two-pass forward (selective_scan_twopass.cuh): local, combine, output.
@@ -84,9 +95,9 @@ void launch_segmented_backward(const Params& p, cudaStream_t s) {
     bwd_combine_kernel<<<unsigned((states + 255) / 256), 256, 0, s>>>(p);
     const dim3 chunks(unsigned(p.tiles), unsigned(p.B), unsigned(p.nchunks));
     if (pick_shape(p.N).NPL == 1) {
-        backward_kernel<T, 4, 1, true><<<chunks, kThreads, 0, s>>>(p);
+        launch_backward<T, 4, 1, true>(p, chunks, s);
     } else {
-        backward_kernel<T, 4, 4, true><<<chunks, kThreads, 0, s>>>(p);
+        launch_backward<T, 4, 4, true>(p, chunks, s);
     }
 }
 
@@ -108,14 +119,11 @@ void launch(const Params& p, cudaStream_t s) {
     const dim3 grid(unsigned(p.tiles), unsigned(p.B));
     const Shape sh = pick_shape(p.N);
     if (sh.NPL == 1) {
-        BACKWARD ? backward_kernel<T, 4, 1><<<grid, kThreads, 0, s>>>(p)
-                 : forward_kernel<T, 4, 1><<<grid, kThreads, 0, s>>>(p);
+        BACKWARD ? launch_backward<T, 4, 1, false>(p, grid, s) : forward_kernel<T, 4, 1><<<grid, kThreads, 0, s>>>(p);
     } else if (sh.G == 4) {
-        BACKWARD ? backward_kernel<T, 4, 4><<<grid, kThreads, 0, s>>>(p)
-                 : forward_kernel<T, 4, 4><<<grid, kThreads, 0, s>>>(p);
+        BACKWARD ? launch_backward<T, 4, 4, false>(p, grid, s) : forward_kernel<T, 4, 4><<<grid, kThreads, 0, s>>>(p);
     } else {
-        BACKWARD ? backward_kernel<T, 16, 4><<<grid, kThreads, 0, s>>>(p)
-                 : forward_kernel<T, 16, 4><<<grid, kThreads, 0, s>>>(p);
+        BACKWARD ? launch_backward<T, 16, 4, false>(p, grid, s) : forward_kernel<T, 16, 4><<<grid, kThreads, 0, s>>>(p);
     }
 }
 

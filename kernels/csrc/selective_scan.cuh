@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "dtype.cuh"
 #include "selective_scan.h"
@@ -142,7 +143,7 @@ struct Owner {
         dv = d < p.D;
 #pragma unroll
         for (int k = 0; k < NPL; ++k) {
-            n[k] = int64_t(k) * G + lane;
+            n[k] = int64_t(lane) * NPL + k;  // a lane's states are consecutive: one vector load (load_states)
             nv[k] = dv && n[k] < p.N;
         }
     }
@@ -205,6 +206,43 @@ __host__ __device__ __forceinline__ float ld(const T* ptr, bool valid) {
     return Raw<T>::value(Raw<T>::template load<RO>(ptr, valid));
 }
 
+// A lane's NPL consecutive states of B_t or C_t at ptr (0 where not valid, or !tv). VEC (NPL = 4, N a
+// multiple of 4, 16-byte aligned bases, so a lane's 4 states are valid together and aligned): one 16-byte
+// (float32) or 8-byte (bfloat16, unpacked by a shift or a mask) load for the 4; else one load per state.
+template <bool VEC, bool RO, typename T, int NPL>
+__host__ __device__ __forceinline__ void load_states(const T* ptr, const bool (&nv)[NPL], bool tv, float (&v)[NPL]) {
+    if constexpr (VEC && NPL == 4) {
+        using W = std::conditional_t<sizeof(T) == 4, uint4, uint2>;
+        W w{};
+        if (nv[0] && tv) {
+#if defined(__CUDA_ARCH__)
+            w = *reinterpret_cast<const W*>(ptr);
+#else
+            memcpy(&w, ptr, sizeof(W));
+#endif
+        }
+        auto f = [](unsigned u) {
+            float x;
+            memcpy(&x, &u, sizeof(x));
+            return x;
+        };
+        if constexpr (sizeof(T) == 4) {
+            v[0] = f(w.x), v[1] = f(w.y), v[2] = f(w.z), v[3] = f(w.w);
+        } else {  // little-endian: the lower half is the earlier state
+            v[0] = f(w.x << 16), v[1] = f(w.x & 0xffff0000u), v[2] = f(w.y << 16), v[3] = f(w.y & 0xffff0000u);
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < NPL; ++k) v[k] = ld<RO>(ptr + k, nv[k] && tv);
+    }
+}
+
+// Whether the backward pass takes VEC loads (load_states).
+__host__ __device__ inline bool states_vec(const Params& p, int NPL) {
+    auto al = [](const void* x) { return reinterpret_cast<uintptr_t>(x) % 16 == 0; };
+    return NPL == 4 && p.N % 4 == 0 && al(p.Bm) && al(p.Cm);
+}
+
 // Every loop walks pointers forward or back by one step (D elements for x, dt, dy; N for B, C) instead of
 // forming `t * D + d` products: the first version spent about 5 of every 6 instructions of its inner loop on
 // 64-bit index arithmetic and re-read parameters, and ran 30x above its floor.
@@ -217,11 +255,11 @@ __host__ __device__ __forceinline__ void forward_thread(const Params& p, Ctx& ct
     const int64_t D = p.D, N = p.N, T_ = p.T;
     const T* xp = static_cast<const T*>(p.x) + b * T_ * D + o.d;
     const T* dtp = static_cast<const T*>(p.dt) + b * T_ * D + o.d;
-    const T* bp = static_cast<const T*>(p.Bm) + b * T_ * N + o.lane;  // state k * G + lane at bp[k * G]
-    const T* cp = static_cast<const T*>(p.Cm) + b * T_ * N + o.lane;
+    const T* bp = static_cast<const T*>(p.Bm) + b * T_ * N + o.n[0];  // state lane * NPL + k at bp[k]
+    const T* cp = static_cast<const T*>(p.Cm) + b * T_ * N + o.n[0];
     T* yp = static_cast<T*>(p.y) + b * T_ * D + o.d;
     // advances by D * N per chunk; null when no gradient will be asked for (inference writes no checkpoints)
-    float* ck = p.ckpt != nullptr ? p.ckpt + (b * p.nchunks * D + o.d) * N + o.lane : nullptr;
+    float* ck = p.ckpt != nullptr ? p.ckpt + (b * p.nchunks * D + o.d) * N + o.n[0] : nullptr;
 
     float A2[NPL], h[NPL];
 #pragma unroll
@@ -238,7 +276,7 @@ __host__ __device__ __forceinline__ void forward_thread(const Params& p, Ctx& ct
         if (ck != nullptr && t0 % kChunk == 0) {
 #pragma unroll
             for (int k = 0; k < NPL; ++k)
-                if (o.nv[k]) ck[k * G] = h[k];
+                if (o.nv[k]) ck[k] = h[k];
             ck += D * N;
         }
         // Loads of the whole sub-chunk first (x and dt; B and C too for several states per thread), kept as
@@ -257,8 +295,8 @@ __host__ __device__ __forceinline__ void forward_thread(const Params& p, Ctx& ct
             if constexpr (kPre) {
 #pragma unroll
                 for (int k = 0; k < NPL; ++k) {
-                    br[i][k] = R::load(bp + k * G, o.nv[k] && i < steps);
-                    cr[i][k] = R::load(cp + k * G, o.nv[k] && i < steps);
+                    br[i][k] = R::load(bp + k, o.nv[k] && i < steps);
+                    cr[i][k] = R::load(cp + k, o.nv[k] && i < steps);
                 }
                 bp += N;
                 cp += N;
@@ -273,8 +311,8 @@ __host__ __device__ __forceinline__ void forward_thread(const Params& p, Ctx& ct
             float acc = Dl * xs;
 #pragma unroll
             for (int k = 0; k < NPL; ++k) {
-                const float bn = kPre ? R::value(br[kPre ? i : 0][k]) : ld<true>(bp + k * G, o.nv[k] && i < steps);
-                const float cn = kPre ? R::value(cr[kPre ? i : 0][k]) : ld<true>(cp + k * G, o.nv[k] && i < steps);
+                const float bn = kPre ? R::value(br[kPre ? i : 0][k]) : ld<true>(bp + k, o.nv[k] && i < steps);
+                const float cn = kPre ? R::value(cr[kPre ? i : 0][k]) : ld<true>(cp + k, o.nv[k] && i < steps);
                 h[k] = fmaf(exp2_fast(dts * A2[k]), h[k], u * bn);
                 acc = fmaf(h[k], cn, acc);
             }
@@ -297,7 +335,8 @@ __host__ __device__ __forceinline__ void forward_thread(const Params& p, Ctx& ct
 
 // SEG: the segmented backward (selective_scan.h): only chunk `seg`, from the adjoint the combine pass left
 // in seg_g; dA and dD as that chunk's partial rows; dh0 is the combine's.
-template <typename T, int G, int NPL, int THREADS, bool SEG = false, class Ctx>
+// VEC: a lane's B_t and C_t states as one vector load (load_states; the launcher's states_vec()).
+template <typename T, int G, int NPL, int THREADS, bool SEG = false, bool VEC = false, class Ctx>
 __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& ctx, float* smem, int tid,
                                                          int64_t tile, int64_t b, int64_t seg = 0) {
     using S = BwdSmem<G, NPL, THREADS>;
@@ -309,8 +348,8 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
     const T* x0 = static_cast<const T*>(p.x) + b * T_ * D + o.d;
     const T* dt0 = static_cast<const T*>(p.dt) + b * T_ * D + o.d;
     const T* gy0 = static_cast<const T*>(p.gy) + b * T_ * D + o.d;
-    const T* b0 = static_cast<const T*>(p.Bm) + b * T_ * N + o.lane;
-    const T* c0 = static_cast<const T*>(p.Cm) + b * T_ * N + o.lane;
+    const T* b0 = static_cast<const T*>(p.Bm) + b * T_ * N + o.n[0];
+    const T* c0 = static_cast<const T*>(p.Cm) + b * T_ * N + o.n[0];
     T* dx0 = static_cast<T*>(p.dx) + b * T_ * D + o.d;
     T* ddt0 = static_cast<T*>(p.ddt) + b * T_ * D + o.d;
     float* dBp = p.dB_part + (tile * p.B + b) * T_ * N;
@@ -321,7 +360,8 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
     float* wsum = smem + S::sub;
     const int lane32 = tid % 32, warp = tid / 32;
     const bool wsum_writer = lane32 < 2 * G;
-    const int wsum_slot = (lane32 % G) * 2 + ((lane32 & G) != 0 ? 1 : 0);
+    // the slot of state (lane32 % G) * NPL + k: (lane32 % G) * NPL * 2 + k * 2 + (dC ? 1 : 0)
+    const int wsum_slot = (lane32 % G) * NPL * 2 + ((lane32 & G) != 0 ? 1 : 0);
     int buf = 0;
 
     // Only A log2(e) is kept (registers are the backward pass's limit): sum_n A G a h = ln(2) sum_n A2 G a h.
@@ -345,9 +385,9 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
 
     for (int64_t c = SEG ? seg : p.nchunks - 1; c >= (SEG ? seg : 0); --c) {
         const int64_t tc = c * kChunk;
-        const float* ck = p.ckpt + ((b * p.nchunks + c) * D + o.d) * N + o.lane;
+        const float* ck = p.ckpt + ((b * p.nchunks + c) * D + o.d) * N + o.n[0];
 #pragma unroll
-        for (int k = 0; k < NPL; ++k) h[k] = o.nv[k] ? ck[k * G] : 0.0f;
+        for (int k = 0; k < NPL; ++k) h[k] = o.nv[k] ? ck[k] : 0.0f;
         // Level 1: the state at the start of every sub-chunk, from the chunk's checkpoint.
         {
             const T* xq = x0 + tc * D;
@@ -364,9 +404,10 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
                     const float xt = ld<kRO>(xq, o.dv && i < steps);
                     const float dtt = ld<kRO>(dq, o.dv && i < steps);
                     const float u = dtt * xt;
+                    float bv[NPL];
+                    load_states<VEC, kRO>(bq, o.nv, i < steps, bv);
 #pragma unroll
-                    for (int k = 0; k < NPL; ++k)
-                        h[k] = fmaf(exp2_fast(dtt * A2[k]), h[k], u * ld<kRO>(bq + k * G, o.nv[k] && i < steps));
+                    for (int k = 0; k < NPL; ++k) h[k] = fmaf(exp2_fast(dtt * A2[k]), h[k], u * bv[k]);
                     xq += D;
                     dq += D;
                     bq += N;
@@ -389,11 +430,13 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
                 const float xt = ld<kRO>(xq, o.dv && i < steps);
                 const float dtt = ld<kRO>(dq, o.dv && i < steps);
                 const float u = dtt * xt;
+                float bv[NPL];
+                load_states<VEC, kRO>(bq, o.nv, i < steps, bv);
 #pragma unroll
                 for (int k = 0; k < NPL; ++k) {
                     av[i][k] = exp2_fast(dtt * A2[k]);
                     hp[i][k] = h[k];
-                    h[k] = fmaf(av[i][k], h[k], u * ld<kRO>(bq + k * G, o.nv[k] && i < steps));
+                    h[k] = fmaf(av[i][k], h[k], u * bv[k]);
                 }
                 if (i + 1 < kSub) {  // stop on the last step: the reverse walk starts there
                     xq += D;
@@ -414,10 +457,13 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
                 const float gyt = ld<kRO>(gq, o.dv && tv);
                 const float u = dtt * xt;
                 float s1 = 0.0f, s2 = 0.0f;  // sum_n G B, sum_n A2 G a h_{t-1}
+                float bv[NPL], cv[NPL];
+                load_states<VEC, kRO>(bq, o.nv, tv, bv);
+                load_states<VEC, kRO>(cq, o.nv, tv, cv);
 #pragma unroll
                 for (int k = 0; k < NPL; ++k) {
-                    const float bn = ld<kRO>(bq + k * G, o.nv[k] && tv);
-                    const float cn = ld<kRO>(cq + k * G, o.nv[k] && tv);
+                    const float bn = bv[k];
+                    const float cn = cv[k];
                     const float Gk = fmaf(gyt, cn, g[k]);  // dL/dh_t (0 past T)
                     const float ht = fmaf(av[i][k], hp[i][k], u * bn);
                     const float q = Gk * av[i][k] * hp[i][k];
@@ -430,7 +476,7 @@ __host__ __device__ __forceinline__ void backward_thread(const Params& p, Ctx& c
                     // for a state n >= N or a channel d >= D, u, gy and h are 0 and add exact zeros.
                     const float wv = warp_channel_sum<G>(ctx, lane32, Gk * u, gyt * ht);
                     if (wsum_writer)
-                        wsum[((buf * S::warps + warp) * kSub + i) * NP * 2 + k * G * 2 + wsum_slot] = wv;
+                        wsum[((buf * S::warps + warp) * kSub + i) * NP * 2 + k * 2 + wsum_slot] = wv;
                 }
                 dxv[i] = fmaf(dtt, s1, Dl * gyt);
                 ddtv[i] = fmaf(xt, s1, s2 * kLn2);

@@ -80,6 +80,7 @@ struct Problem {
 struct Result {
     std::vector<double> y, hT, dx, ddt, dA, dB, dC, dD, dh0;
     bool inference_mismatch = false;  // the forward pass without checkpoints gave other outputs
+    std::vector<double> y1, hT1;  // N <= 16: the one-pass forward's outputs
 };
 
 Result reference(const Case& c, const Problem& pr) {
@@ -140,10 +141,11 @@ Result reference(const Case& c, const Problem& pr) {
 
 // The forward pass as the launcher runs it: for N <= 16 the two-pass forward (selective_scan_twopass.cuh:
 // every local thread, then every combine thread, then every output thread, as three launches), else the
-// one-pass kernel block by block. `p` must carry the two-pass workspaces.
+// one-pass kernel block by block (also for N <= 16 with two_pass = false: the launcher's path without the
+// workspaces). `p` must carry the two-pass workspaces.
 template <typename T, int G, int NPL, int THREADS>
-void run_forward(const Params& p) {
-    if (p.N <= kTwoPassStates) {
+void run_forward(const Params& p, bool two_pass = true) {
+    if (two_pass && p.N <= kTwoPassStates) {
         const int64_t P = segments(p.T);
         for (int64_t b = 0; b < p.B; ++b)
             for (int64_t s = 0; s < P; ++s)
@@ -239,6 +241,16 @@ Result emulate(const Case& c, const Problem& pr, bool seg) {
         q.hT = hT_inf.data();
         run_forward<T, G, NPL, THREADS>(q);
     }
+    // N <= 16: the one-pass forward too (its own outputs and checkpoints), checked against the reference.
+    std::vector<T> y1(B * T_ * D, from_float<T>(nan));
+    std::vector<float> hT1(B * D * N, nan), ckpt1(ckpt.size(), nan);
+    if (N <= kTwoPassStates) {
+        Params q = p;
+        q.y = y1.data();
+        q.hT = hT1.data();
+        q.ckpt = ckpt1.data();
+        run_forward<T, G, NPL, THREADS>(q, false);
+    }
     // The backward pass runs after the whole forward pass, as on the GPU (it reads every checkpoint).
     // Segmented: every local reverse thread, every combine thread, then the chunks' blocks (three launches).
     std::vector<float> seg_g(B * p.nchunks * D * N, nan);
@@ -261,8 +273,13 @@ Result emulate(const Case& c, const Problem& pr, bool seg) {
                 for (int tid = 0; tid < THREADS; ++tid)
                     threads.emplace_back([&, tid] {
                         HostCtx ctx{&blk, tid};
-                        if (seg) {
-                            backward_thread<T, G, NPL, THREADS, true>(p, ctx, smem.data(), tid, tile, b, s);
+                        const bool vec = states_vec(p, NPL);  // as the launcher picks
+                        if (seg && vec) {
+                            backward_thread<T, G, NPL, THREADS, true, true>(p, ctx, smem.data(), tid, tile, b, s);
+                        } else if (seg) {
+                            backward_thread<T, G, NPL, THREADS, true, false>(p, ctx, smem.data(), tid, tile, b, s);
+                        } else if (vec) {
+                            backward_thread<T, G, NPL, THREADS, false, true>(p, ctx, smem.data(), tid, tile, b);
                         } else {
                             backward_thread<T, G, NPL, THREADS>(p, ctx, smem.data(), tid, tile, b);
                         }
@@ -281,6 +298,10 @@ Result emulate(const Case& c, const Problem& pr, bool seg) {
         return o;
     };
     r.y = back(y);
+    if (N <= kTwoPassStates) {
+        r.y1 = back(y1);
+        r.hT1.assign(hT1.begin(), hT1.end());
+    }
     r.dx = back(dx);
     r.ddt = back(ddt);
     r.hT.assign(hT.begin(), hT.end());
@@ -338,7 +359,9 @@ bool run_case(const Case& c, std::mt19937& rng, const char* dtype, bool seg) {
                     close("dx", got.dx, want.dx, tol, why) && close("ddt", got.ddt, want.ddt, tol, why) &&
                     close("dA", got.dA, want.dA, tol32, why) && close("dB", got.dB, want.dB, tol32, why) &&
                     close("dC", got.dC, want.dC, tol32, why) && close("dD", got.dD, want.dD, tol32, why) &&
-                    close("dh0", got.dh0, want.dh0, tol32, why);
+                    close("dh0", got.dh0, want.dh0, tol32, why) &&
+                    (got.y1.empty() || (close("y (one-pass)", got.y1, want.y, tol, why) &&
+                                        close("hT (one-pass)", got.hT1, want.hT, tol32, why)));
     if (!ok) {
         std::printf("FAIL %s G=%d NPL=%d threads=%d%s B=%lld T=%lld D=%lld N=%lld skip=%d h0=%d ghT=%d: %s\n", dtype,
                     G, NPL, THREADS, seg ? " segmented" : "", (long long)c.B, (long long)c.T, (long long)D, (long long)N,
