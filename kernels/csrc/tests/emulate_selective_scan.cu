@@ -384,13 +384,16 @@ bool dispatch(const Case& c, std::mt19937& rng, const char* dtype, bool seg = tr
 
 template <typename T>
 int run_all(std::mt19937& rng, const char* dtype) {
-    // Awkward shapes: T = 1, T not a multiple of the sub-chunk (8) or chunk (32), T = one chunk exactly,
+    // Awkward shapes: T = 1, T not a multiple of the sub-chunk (8) or chunk (32), T = one chunk exactly, T past
+    // 8 chunks,
     // odd D that leaves part of a block idle, N from 1 to 64 including odd sizes (idle lanes).
     const Case cases[] = {
         {1, 1, 1, 1, true, false, false},    {2, 1, 3, 5, true, true, true},     {1, 7, 5, 3, false, true, false},
         {2, 32, 6, 16, true, false, true},   {1, 70, 9, 17, true, true, true},   {2, 41, 7, 64, false, false, true},
         {1, 100, 3, 64, true, true, false},  {3, 33, 21, 4, true, true, true},   {1, 9, 4, 2, false, false, false},
         {1, 65, 5, 13, true, true, true},
+        // more segments than the combines' load batch (8): 10 and 19, the last batch partial
+        {1, 300, 5, 16, true, true, true},   {2, 600, 3, 3, false, true, true},
     };
     int failures = 0, n = 0;
     for (const Case& c : cases) {
