@@ -44,55 +44,59 @@ void launch_backward(const Params& p, dim3 grid, cudaStream_t s) {
     }
 }
 
-// The two-pass forward (selective_scan_twopass.cuh): local, combine, output.
-template <typename T, bool VEC>
-__global__ void __launch_bounds__(kTwoPassThreads) local_kernel(Params p) {
-    local_thread<T, VEC>(p, blockIdx.z, blockIdx.y, int64_t(blockIdx.x) * kTwoPassThreads + threadIdx.x);
+// The channel-per-thread passes of selective_scan_twopass.cuh, one thread per (segment, channel).
+enum class Pass { Local, Output, BwdLocal };
+
+template <typename T, bool VEC, Pass PASS>
+__global__ void __launch_bounds__(kTwoPassThreads) segment_kernel(Params p) {
+    const int64_t b = blockIdx.z, seg = blockIdx.y, d = int64_t(blockIdx.x) * kTwoPassThreads + threadIdx.x;
+    if constexpr (PASS == Pass::Local) {
+        local_thread<T, VEC>(p, b, seg, d);
+    } else if constexpr (PASS == Pass::Output) {
+        output_thread<T, VEC>(p, b, seg, d);
+    } else {
+        bwd_local_thread<T, VEC>(p, b, seg, d);
+    }
 }
 
+// Grid (channel blocks, segments, batch rows); VEC where rows_vec allows.
+template <typename T, Pass PASS>
+void launch_segments(const Params& p, cudaStream_t s) {
+    const dim3 grid(unsigned((p.D + kTwoPassThreads - 1) / kTwoPassThreads), unsigned(segments(p.T)), unsigned(p.B));
+    if (rows_vec(p)) {
+        segment_kernel<T, true, PASS><<<grid, kTwoPassThreads, 0, s>>>(p);
+    } else {
+        segment_kernel<T, false, PASS><<<grid, kTwoPassThreads, 0, s>>>(p);
+    }
+}
+
+// Both combines (BWD: the segmented backward's): one thread per state of a channel and batch row.
+template <bool BWD>
 __global__ void __launch_bounds__(256) combine_kernel(Params p) {
     const int64_t idx = int64_t(blockIdx.x) * 256 + threadIdx.x;
     const int64_t n = idx % p.N, rest = idx / p.N, d = rest % p.D, b = rest / p.D;
-    if (b < p.B) combine_thread(p, b, d, n);
+    if (b >= p.B) return;
+    if (BWD) {
+        bwd_combine_thread(p, b, d, n);
+    } else {
+        combine_thread(p, b, d, n);
+    }
 }
+unsigned combine_blocks(const Params& p) { return unsigned((p.B * p.D * p.N + 255) / 256); }
 
-template <typename T, bool VEC>
-__global__ void __launch_bounds__(kTwoPassThreads) output_kernel(Params p) {
-    output_thread<T, VEC>(p, blockIdx.z, blockIdx.y, int64_t(blockIdx.x) * kTwoPassThreads + threadIdx.x);
-}
-
+// The two-pass forward: local, combine, output.
 template <typename T>
 void launch_two_pass(const Params& p, cudaStream_t s) {
-    const dim3 grid(unsigned((p.D + kTwoPassThreads - 1) / kTwoPassThreads), unsigned(segments(p.T)), unsigned(p.B));
-    const bool vec = rows_vec(p);
-    vec ? local_kernel<T, true><<<grid, kTwoPassThreads, 0, s>>>(p) : local_kernel<T, false><<<grid, kTwoPassThreads, 0, s>>>(p);
-    const int64_t states = p.B * p.D * p.N;
-    combine_kernel<<<unsigned((states + 255) / 256), 256, 0, s>>>(p);
-    vec ? output_kernel<T, true><<<grid, kTwoPassThreads, 0, s>>>(p) : output_kernel<T, false><<<grid, kTwoPassThreads, 0, s>>>(p);
+    launch_segments<T, Pass::Local>(p, s);
+    combine_kernel<false><<<combine_blocks(p), 256, 0, s>>>(p);
+    launch_segments<T, Pass::Output>(p, s);
 }
 
 // The segmented backward: local reverse scans, the combine, then the chunks' blocks.
-template <typename T, bool VEC>
-__global__ void __launch_bounds__(kTwoPassThreads) bwd_local_kernel(Params p) {
-    bwd_local_thread<T, VEC>(p, blockIdx.z, blockIdx.y, int64_t(blockIdx.x) * kTwoPassThreads + threadIdx.x);
-}
-
-__global__ void __launch_bounds__(256) bwd_combine_kernel(Params p) {
-    const int64_t idx = int64_t(blockIdx.x) * 256 + threadIdx.x;
-    const int64_t n = idx % p.N, rest = idx / p.N, d = rest % p.D, b = rest / p.D;
-    if (b < p.B) bwd_combine_thread(p, b, d, n);
-}
-
 template <typename T>
 void launch_segmented_backward(const Params& p, cudaStream_t s) {
-    const dim3 grid(unsigned((p.D + kTwoPassThreads - 1) / kTwoPassThreads), unsigned(segments(p.T)), unsigned(p.B));
-    if (rows_vec(p)) {
-        bwd_local_kernel<T, true><<<grid, kTwoPassThreads, 0, s>>>(p);
-    } else {
-        bwd_local_kernel<T, false><<<grid, kTwoPassThreads, 0, s>>>(p);
-    }
-    const int64_t states = p.B * p.D * p.N;
-    bwd_combine_kernel<<<unsigned((states + 255) / 256), 256, 0, s>>>(p);
+    launch_segments<T, Pass::BwdLocal>(p, s);
+    combine_kernel<true><<<combine_blocks(p), 256, 0, s>>>(p);
     const dim3 chunks(unsigned(p.tiles), unsigned(p.B), unsigned(p.nchunks));
     if (pick_shape(p.N).NPL == 1) {
         launch_backward<T, 4, 1, true>(p, chunks, s);
