@@ -131,7 +131,7 @@ WB_HD PkSmem pk_smem(const Params& p, const MixPk& m) {
         L.oC = L.oH;  // H is read by the first product only; the scaled copies are written after it
         L.oF = L.oH + max64(hsize, copies);
     }
-    const int64_t end = L.oF + 128;  // the fallback flag (an int)
+    const int64_t end = L.oF + 128 + align128(kChunk * 4);  // the fallback flag (an int), then P's diagonal
     L.oW = 0;
     L.bytes = end;
     if (m.grad) {
@@ -149,13 +149,16 @@ WB_HD PkSmem pk_smem(const Params& p, const MixPk& m) {
 WB_HD bool rows_vec8_out(const void* base, int64_t D) { return D % 8 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0; }
 
 // M = the float32 scores S rounded to bfloat16, zero above the diagonal (j > i), 8 columns at a time.
-WB_HD void mask_scores(const float* S, int lds, bf16* M, int ldm, int tid) {
+// diag (the gradient family): the diagonal goes to diag[i] (rounded to bfloat16 as M would hold it) and M
+// keeps only j < i.
+WB_HD void mask_scores(const float* S, int lds, bf16* M, int ldm, int tid, float* diag = nullptr) {
     for (int idx = tid; idx < kChunk * (kChunk / 8); idx += kThreads) {
         const int i = idx / (kChunk / 8), j0 = (idx % (kChunk / 8)) * 8;
         float x[8];
         load8(S + i * lds + j0, x);
+        if (diag != nullptr && i >= j0 && i < j0 + 8) diag[i] = to_float(from_float<bf16>(x[i - j0]));
 #pragma unroll
-        for (int e = 0; e < 8; ++e) x[e] = j0 + e <= i ? x[e] : 0.f;
+        for (int e = 0; e < 8; ++e) x[e] = j0 + e < i || (j0 + e == i && diag == nullptr) ? x[e] : 0.f;
         store8(M + i * ldm + j0, x);
     }
 }
@@ -180,6 +183,7 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
     float* Tf = reinterpret_cast<float*>(smem + L.oOther);  // gradient family: partials [48], after the scores
     bf16* Ws = reinterpret_cast<bf16*>(smem + L.oW);  // gradient family: W, in the R slot when oW is 0
     int* exact = reinterpret_cast<int*>(smem + L.oF);  // set: the diagonal tiles take the exact sums
+    float* pdiag = reinterpret_cast<float*>(smem + L.oF + 128);  // gradient family: P_ii (bf16-rounded)
     const int segs = L.Dkp / 8;  // 8-key segments of a row
     const int64_t row0 = c.bh * p.T + c.t0;
     const bf16* W = m.grad ? m.W + row0 * p.Dk : nullptr;
@@ -356,7 +360,7 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
     // The R slot is free from here: W's copy into it starts now and lands before the last step.
     blk.threads([&](int tid) {
         if (L.oW == 0) stage_raw(Ws, L.ldw, W, c.valid, p.Dk, 0, kChunk, L.Dkp, tid);
-        mask_scores(Sf, L.lds, Ms, L.ldm, tid);
+        mask_scores(Sf, L.lds, Ms, L.ldm, tid, pdiag);
         float x[8], bx[8], by[8];
         bool over = false;
         for (SegWalk sw(tid, segs); sw.r < kCopyRows; sw.next()) {
@@ -407,7 +411,7 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
         copy_wait();  // W (this thread's copies; the barrier publishes them)
     });
     // out = the state term scaled + the partial products scaled (+ the diagonal blocks exactly, in the
-    // fallback); el = W out
+    // fallback) + the pairs (i, i); el = W out
     const bool diag_exact = *exact != 0;
     blk.threads([&](int tid) {
         bf16* o = out + row0 * p.Dk;
@@ -427,7 +431,7 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
 #pragma unroll
                     for (int e = 0; e < 8; ++e) acc[e] += exp_f(bi[e] - bx[e]) * x[e];
                 }
-                for (int j = blk0; diag_exact && j <= i; ++j) {
+                for (int j = blk0; diag_exact && j < i; ++j) {
                     const float mv = to_float(Ms[i * L.ldm + j]);
                     load8(Zs + j * L.ldz + d0, x);
                     load8(brow(j) + d0, bx);
@@ -444,13 +448,19 @@ WB_HD void mix_pk_block(Blk& blk, const Params& p, const Chunk& c, const MixPk& 
 #pragma unroll
                     for (int e = 0; e < 8; ++e) acc[e] += exp_f(bx[e] - bi[e]) * x[e];
                 }
-                for (int r = i; diag_exact && r < blk0 + kSub; ++r) {
+                for (int r = i + 1; diag_exact && r < blk0 + kSub; ++r) {
                     const float mv = to_float(Ms[r * L.ldm + i]);
                     load8(Zs + r * L.ldz + d0, x);
                     load8(brow(r) + d0, bx);
 #pragma unroll
                     for (int e = 0; e < 8; ++e) acc[e] += mv * x[e] * exp_f(bx[e] - bi[e]);
                 }
+            }
+            {  // the pair (i, i), ratio 1, outside the products: q.dq - k.dk then cancels it exactly, as dg needs
+                const float pv = pdiag[i];
+                load8(Zs + i * L.ldz + d0, x);
+#pragma unroll
+                for (int e = 0; e < 8; ++e) acc[e] = fmaf(pv, x[e], acc[e]);
             }
             load8(Ws + i * L.ldw + d0, x);
 #pragma unroll
