@@ -19,6 +19,9 @@
 #                           .whl/fla_core-0.6.0-py3-none-any.whl when present (`pip download --no-deps
 #                           fla-core==0.6.0 -d .whl`; its one need, einops, is on the GPU image)
 #   gpu-run.sh              what to run there: `bash scripts/gpu-run.sh .carry/gpu` (or the copy here)
+#   base-profile-*          with BASELINE=REV (a commit): the three profilers built from REV's kernels/csrc,
+#                           which gpu-run.sh's scanprof, convprof and steps run beside the current ones, so
+#                           one device call gives a before and after on the same machine
 # Binaries are stripped; the bundle is a few tens of MiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +53,20 @@ cp target/release/libworkbench_kernels.so target/release/workbench "$DEST/"
 cp scripts/gpu-run.sh experiments/kernel-parity.yaml kernels/benches/fla_bench.py "$DEST/"
 # fla-core's wheel for the public comparison (gpu-run.sh fla), when it was downloaded into .whl
 cp .whl/fla_core-0.6.0-py3-none-any.whl "$DEST/" 2>/dev/null || true
+if [ -n "${BASELINE:-}" ]; then
+  CUDA_HOME=${WORKBENCH_CUDA_HOME:-.deps/py/nvidia/cu13}
+  NVCC=${WORKBENCH_NVCC:-$CUDA_HOME/bin/nvcc}
+  base=$(mktemp -d)
+  git archive "$BASELINE" kernels/csrc | tar -x -C "$base"
+  for tool in "$base"/kernels/csrc/tools/profile_*.cu; do
+    name=base-$(basename "$tool" .cu | tr _ -)
+    # the flags build.rs gives the tools (host_test_args with -O3)
+    "$NVCC" -std=c++17 -O3 -gencode=arch=compute_90,code=sm_90 -I"$base/kernels/csrc" -I"$CUDA_HOME/include" \
+      -L"$CUDA_HOME/lib" "$tool" -o "$DEST/$name" 2>&1 | grep -v "spill\|^ptxas info\|^$" || true
+    [ -x "$DEST/$name" ] || { echo "gpu-bundle: $name from $BASELINE did not build" >&2; exit 1; }
+  done
+  rm -rf "$base"
+fi
 strip "$DEST/kernels-gpu-tests" "$DEST/kernels-gpu-bench" "$DEST/kernels-gpu-scan-bench" "$DEST/kernels-gpu-chunk-bench" \
   "$DEST/kernels-gpu-longconv-bench" "$DEST/profile-chunk-linear" "$DEST/profile-short-conv" "$DEST/profile-selective-scan" "$DEST/workbench" "$DEST/libworkbench_kernels.so"
 du -ch "$DEST"/* | sed 's/^/gpu-bundle: /'

@@ -15,7 +15,8 @@
 # STEPS_SHAPES="T:Dk[:Dv[:B:H]] ...", default "2048:128 2048:64 2048:96:192:8:4" (the last: GLA's training
 # shape, 4 heads at d_model 768), and `convprof` (the short convolution's kernels alone over launch shapes,
 # kernels/csrc/tools/profile_short_conv.cu) and `scanprof` (the selective scan's kernels alone,
-# kernels/csrc/tools/profile_selective_scan.cu). SCAN_SKIP_BASELINE=1 makes `scan` skip the libtorch path; CHUNK_BENCH_FORMS=per_key (any of scalar, per_key, none) narrows `chunk`.
+# kernels/csrc/tools/profile_selective_scan.cu); scanprof, convprof and steps also run the bundle's
+# base-profile-* (BASELINE=REV make gpu-bundle) into *-base.md/.txt. SCAN_SKIP_BASELINE=1 makes `scan` skip the libtorch path; CHUNK_BENCH_FORMS=per_key (any of scalar, per_key, none) narrows `chunk`.
 #
 # The binaries were linked against the torch 2.11.0 wheel here; there they use that machine's own torch
 # 2.11.0+cu130 through LD_LIBRARY_PATH. Logs go to $OUT (the device tool's output folder) or BUNDLE_DIR/out:
@@ -44,6 +45,20 @@ export WORKBENCH_KERNELS_LIB="$BUNDLE/libworkbench_kernels.so"
 } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
 status=0
+# A profiler, then its BASELINE build when the bundle has one (gpu-bundle.sh), appending to OUT/OUTFILE and
+# OUT/OUTFILE's -base twin: `profiler NAME OUTFILE ARGS...`; `fresh OUTFILE` empties both first.
+profiler() {
+  local name=$1 out=$2
+  shift 2
+  "$BUNDLE/$name" "$@" 2>&1 | tee -a "$OUT/$out"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  if [ -x "$BUNDLE/base-$name" ]; then
+    echo "(the baseline build: base-$name)" | tee -a "$OUT/${out%.*}-base.${out##*.}"
+    "$BUNDLE/base-$name" "$@" 2>&1 | tee -a "$OUT/${out%.*}-base.${out##*.}"
+    [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  fi
+}
+fresh() { : > "$OUT/$1"; : > "$OUT/${1%.*}-base.${1##*.}"; }
 if want tests; then
   WORKBENCH_CHUNK_LINEAR_KERNEL=1 "$BUNDLE/kernels-gpu-tests" --ignored --test-threads=1 --nocapture gpu_ 2>&1 | tee "$OUT/gpu-tests.log"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
@@ -93,18 +108,18 @@ if want conv; then
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 if [[ "$WHAT" == *" steps "* ]]; then
+  fresh steps.txt
   for shape in ${STEPS_SHAPES:-2048:128 2048:64 2048:96:192:8:4}; do
-    "$BUNDLE/profile-chunk-linear" ${shape//:/ } || exit 1
-  done 2>&1 | tee "$OUT/steps.txt"
-  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+    profiler profile-chunk-linear steps.txt ${shape//:/ }
+  done
 fi
 if [[ "$WHAT" == *" scanprof "* ]]; then
-  "$BUNDLE/profile-selective-scan" 2>&1 | tee "$OUT/scanprof.md"
-  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  fresh scanprof.md
+  profiler profile-selective-scan scanprof.md
 fi
 if [[ "$WHAT" == *" convprof "* ]]; then
-  "$BUNDLE/profile-short-conv" 2>&1 | tee "$OUT/convprof.md"
-  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  fresh convprof.md
+  profiler profile-short-conv convprof.md
 fi
 if [[ "$WHAT" == *" fla "* ]]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla-site "$BUNDLE"/fla_core-*.whl &&
