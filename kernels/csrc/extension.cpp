@@ -187,19 +187,13 @@ void selective_scan_check(const at::Tensor& x, const at::Tensor& dt, const at::T
 
 ss::Params selective_scan_params(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A32,
                                  const at::Tensor& Bm, const at::Tensor& Cm, const at::Tensor& D32) {
-    ss::Params p;
+    ss::Params p = ss::plan(x.size(0), x.size(1), x.size(2), A32.size(1));
     p.x = x.data_ptr();
     p.dt = dt.data_ptr();
     p.A = A32.data_ptr<float>();
     p.Bm = Bm.data_ptr();
     p.Cm = Cm.data_ptr();
     p.Dskip = D32.defined() ? D32.data_ptr<float>() : nullptr;
-    p.B = x.size(0);
-    p.T = x.size(1);
-    p.D = x.size(2);
-    p.N = A32.size(1);
-    p.nchunks = ss::nchunks(p.T);
-    p.tiles = ss::tiles(p.D, p.N, ss::kThreads);
     return p;
 }
 

@@ -149,6 +149,13 @@ struct Owner {
     }
 };
 
+// The float whose bits are u (a bfloat16's bits shifted or masked into the top half: that bfloat16's value).
+__host__ __device__ __forceinline__ float bits_float(unsigned u) {
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
 // An element loaded now and converted to float later: float32 as it is, bfloat16 as its bits zero-extended
 // into 32 (one register each). A bfloat16 converted right at its load, or kept in bfloat16 arrays (which the
 // compiler packs two to a register with a PRMT), put an instruction that waits for the load between it
@@ -189,12 +196,7 @@ struct Raw<__nv_bfloat16> {
         return valid ? unsigned(*q) : 0u;
 #endif
     }
-    __host__ __device__ __forceinline__ static float value(unsigned r) {
-        const unsigned bits = r << 16;
-        float f;
-        memcpy(&f, &bits, sizeof(f));
-        return f;
-    }
+    __host__ __device__ __forceinline__ static float value(unsigned r) { return bits_float(r << 16); }
 };
 
 // A load that reads nothing when !valid (the pointer may then be out of range), as a float. Measured on the
@@ -221,15 +223,11 @@ __host__ __device__ __forceinline__ void load_states(const T* ptr, const bool (&
             memcpy(&w, ptr, sizeof(W));
 #endif
         }
-        auto f = [](unsigned u) {
-            float x;
-            memcpy(&x, &u, sizeof(x));
-            return x;
-        };
         if constexpr (sizeof(T) == 4) {
-            v[0] = f(w.x), v[1] = f(w.y), v[2] = f(w.z), v[3] = f(w.w);
+            v[0] = bits_float(w.x), v[1] = bits_float(w.y), v[2] = bits_float(w.z), v[3] = bits_float(w.w);
         } else {  // little-endian: the lower half is the earlier state
-            v[0] = f(w.x << 16), v[1] = f(w.x & 0xffff0000u), v[2] = f(w.y << 16), v[3] = f(w.y & 0xffff0000u);
+            v[0] = bits_float(w.x << 16), v[1] = bits_float(w.x & 0xffff0000u);
+            v[2] = bits_float(w.y << 16), v[3] = bits_float(w.y & 0xffff0000u);
         }
     } else {
 #pragma unroll

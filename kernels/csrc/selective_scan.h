@@ -103,6 +103,18 @@ inline int64_t tiles(int64_t D, int64_t N, int threads) {
     return (D + per_block - 1) / per_block;
 }
 
+// A Params with the shape and its plan (nchunks, tiles) filled in; the caller sets the pointers.
+inline Params plan(int64_t B, int64_t T, int64_t D, int64_t N, int threads = kThreads) {
+    Params p;
+    p.B = B;
+    p.T = T;
+    p.D = D;
+    p.N = N;
+    p.nchunks = nchunks(T);
+    p.tiles = tiles(D, N, threads);
+    return p;
+}
+
 // Whether the backward pass runs segmented when given seg_g and seg_dt (then dA_part and dD_part have
 // B * nchunks rows).
 inline bool segmentable(int64_t N, int64_t nchunks_) { return N <= kTwoPassStates && nchunks_ <= 65535; }

@@ -33,12 +33,6 @@ __host__ __device__ inline bool rows_vec(const Params& p) {
     return p.N == kTwoPassStates && al(p.Bm) && al(p.Cm);
 }
 
-__host__ __device__ __forceinline__ float bits_float(unsigned u) {
-    float f;
-    memcpy(&f, &u, sizeof(f));
-    return f;
-}
-
 // v = the row of N states at ptr, as floats (0 past N). VEC: 16-byte loads (4 for float32, 2 for bfloat16,
 // whose 8 values a word holds are unpacked by a shift or a mask), where one load per state had issued 16
 // loads per row and step.

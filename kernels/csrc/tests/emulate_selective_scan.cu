@@ -192,13 +192,7 @@ Result emulate(const Case& c, const Problem& pr, bool seg) {
     std::vector<T> x = to_t(pr.x), dt = to_t(pr.dt), Bm = to_t(pr.Bm), Cm = to_t(pr.Cm), gy = to_t(pr.gy);
     std::vector<float> A = to_f32(pr.A), Dskip = to_f32(pr.Dskip), h0 = to_f32(pr.h0), ghT = to_f32(pr.ghT);
     std::vector<T> y(B * T_ * D, from_float<T>(nan)), dx(B * T_ * D, from_float<T>(nan)), ddt(B * T_ * D, from_float<T>(nan));
-    Params p;
-    p.B = B;
-    p.T = T_;
-    p.D = D;
-    p.N = N;
-    p.nchunks = nchunks(T_);
-    p.tiles = tiles(D, N, THREADS);
+    Params p = plan(B, T_, D, N, THREADS);
     const int64_t rows = seg ? B * p.nchunks : B;  // partial rows of dA and dD
     std::vector<float> hT(B * D * N, nan), ckpt(B * p.nchunks * D * N, nan), dA(rows * D * N, nan), dD(rows * D, nan),
         dBp(p.tiles * B * T_ * N, nan), dCp(p.tiles * B * T_ * N, nan), dh0(B * D * N, nan);

@@ -31,13 +31,7 @@ template <typename T>
 void run(Timer& tm, int64_t B, int64_t T_, int64_t D, int64_t N) {
     const DType dt = sizeof(T) == 4 ? DType::F32 : DType::BF16;
     const int64_t btd = B * T_ * D, btn = B * T_ * N;
-    Params p;
-    p.B = B;
-    p.T = T_;
-    p.D = D;
-    p.N = N;
-    p.nchunks = nchunks(T_);
-    p.tiles = tiles(D, N, kThreads);
+    Params p = plan(B, T_, D, N);
     T *x = alloc<T>(btd), *dtp = alloc<T>(btd), *bm = alloc<T>(btn), *cm = alloc<T>(btn), *y = alloc<T>(btd);
     T *gy = alloc<T>(btd), *dx = alloc<T>(btd), *ddt = alloc<T>(btd);
     float *A = alloc<float>(D * N), *Dk = alloc<float>(D), *hT = alloc<float>(B * D * N);
