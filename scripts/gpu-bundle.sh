@@ -12,6 +12,8 @@
 #                           (kernels/csrc/tools/profile_short_conv.cu, a diagnostic: gpu-run.sh convprof)
 #   profile-selective-scan  the selective scan's kernels alone, both dtypes
 #                           (kernels/csrc/tools/profile_selective_scan.cu, a diagnostic: gpu-run.sh scanprof)
+#   profile-long-conv       the tensor-core long convolution's kernels alone
+#                           (kernels/csrc/tools/profile_long_conv.cu, a diagnostic: gpu-run.sh lcprof)
 #   libworkbench_kernels.so the CUDA kernels (sm_90)
 #   workbench               the CLI, built with the kernels (for training runs with --device cuda)
 #   kernel-parity.yaml      the training parity check (gpu-run.sh parity)
@@ -48,7 +50,7 @@ cp "$SCAN_BENCH" "$DEST/kernels-gpu-scan-bench"
 cp "$CHUNK_BENCH" "$DEST/kernels-gpu-chunk-bench"
 cp "$LONGCONV_BENCH" "$DEST/kernels-gpu-longconv-bench"
 cp target/release/libworkbench_kernels.so target/release/profile-chunk-linear target/release/profile-short-conv \
-  target/release/profile-selective-scan "$DEST/"
+  target/release/profile-selective-scan target/release/profile-long-conv "$DEST/"
 cp target/release/libworkbench_kernels.so target/release/workbench "$DEST/"
 cp scripts/gpu-run.sh experiments/kernel-parity.yaml kernels/benches/fla_bench.py "$DEST/"
 # fla-core's wheel for the public comparison (gpu-run.sh fla), when it was downloaded into .whl

@@ -14,8 +14,9 @@
 # attention's launches and block steps in clock cycles, kernels/csrc/tools/profile_chunk_linear.cu, at
 # STEPS_SHAPES="T:Dk[:Dv[:B:H]] ...", default "2048:128 2048:64 2048:96:192:8:4" (the last: GLA's training
 # shape, 4 heads at d_model 768), and `convprof` (the short convolution's kernels alone over launch shapes,
-# kernels/csrc/tools/profile_short_conv.cu) and `scanprof` (the selective scan's kernels alone,
-# kernels/csrc/tools/profile_selective_scan.cu); scanprof, convprof and steps also run the bundle's
+# kernels/csrc/tools/profile_short_conv.cu), `scanprof` (the selective scan's kernels alone,
+# kernels/csrc/tools/profile_selective_scan.cu) and `lcprof` (the tensor-core long convolution's kernels alone,
+# kernels/csrc/tools/profile_long_conv.cu); scanprof, lcprof, convprof and steps also run the bundle's
 # base-profile-* (BASELINE=REV make gpu-bundle) into *-base.md/.txt. SCAN_SKIP_BASELINE=1 makes `scan` skip the libtorch path; CHUNK_BENCH_FORMS=per_key (any of scalar, per_key, none) narrows `chunk`.
 #
 # The binaries were linked against the torch 2.11.0 wheel here; there they use that machine's own torch
@@ -116,6 +117,10 @@ fi
 if [[ "$WHAT" == *" scanprof "* ]]; then
   fresh scanprof.md
   profiler profile-selective-scan scanprof.md
+fi
+if [[ "$WHAT" == *" lcprof "* ]]; then
+  fresh lcprof.md
+  profiler profile-long-conv lcprof.md
 fi
 if [[ "$WHAT" == *" convprof "* ]]; then
   fresh convprof.md

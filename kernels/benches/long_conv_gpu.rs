@@ -1,5 +1,7 @@
-//! GPU benchmark of Hyena's gated FFT long convolution, `y = gate * (causal_conv(u, k) + D u)`: our fused
-//! path (csrc/long_conv.*, csrc/ext_long_conv.cpp: cuFFT through libtorch, our kernels around it) against
+//! GPU benchmark of Hyena's gated long convolution, `y = gate * (causal_conv(u, k) + D u)`: our path
+//! (csrc/ext_long_conv.cpp: for bfloat16 up to 4096 steps the Toeplitz products on tensor cores of
+//! csrc/long_conv_tc.*, otherwise cuFFT through libtorch with our kernels around it, also timed forced for
+//! bfloat16 as "ours, cuFFT path") against
 //! what `long_conv`'s Auto path ran before it (libtorch's FFT convolution on [B, T, C], then the skip and the
 //! gate), the same libtorch math on input already laid out as [B, C, T] (no transposes: an optimistic
 //! bound for any libtorch formulation), cuFFT's transforms alone (the part no kernel of ours can remove while
@@ -33,6 +35,8 @@ const FP32_FLOPS: f64 = 67e12; // FLOP/s
 #[derive(Clone, Copy, PartialEq)]
 enum Impl {
     Kernel,
+    /// Our cuFFT path, forced (WORKBENCH_LONG_CONV_FFT=1): what bfloat16 ran before the tensor-core path.
+    KernelFft,
     TorchAuto,
     TorchBct,
 }
@@ -56,7 +60,7 @@ impl Impl {
         let t = a.u.size()[1];
         let n = 2 * t;
         match self {
-            Impl::Kernel => {
+            Impl::Kernel | Impl::KernelFft => {
                 let y = cuda_ext::long_conv(&a.u, &a.k, Some(&a.d), Some(&a.gate)).expect("kernel");
                 (y, vec![a.u.shallow_clone(), a.k.shallow_clone(), a.d.shallow_clone(), a.gate.shallow_clone()])
             }
@@ -80,12 +84,34 @@ impl Impl {
 
 struct Bench(Timing);
 
+/// Sets WORKBENCH_LONG_CONV_FFT=1 (read by the kernel library at every call) for `Impl::KernelFft`'s timing.
+struct ForceFft(bool);
+
+impl ForceFft {
+    fn new(imp: Impl) -> ForceFft {
+        let on = imp == Impl::KernelFft;
+        if on {
+            std::env::set_var("WORKBENCH_LONG_CONV_FFT", "1"); // single-threaded: nothing races it
+        }
+        ForceFft(on)
+    }
+}
+
+impl Drop for ForceFft {
+    fn drop(&mut self) {
+        if self.0 {
+            std::env::remove_var("WORKBENCH_LONG_CONV_FFT");
+        }
+    }
+}
+
 impl Bench {
     fn time(&mut self, f: impl FnMut()) -> f64 {
         self.0.median_ms(WARMUP, RUNS, f)
     }
 
     fn fwd(&mut self, imp: Impl, a: &Args) -> f64 {
+        let _fft = ForceFft::new(imp);
         let _guard = tch::no_grad_guard();
         self.time(|| {
             let _ = imp.run(a);
@@ -93,10 +119,11 @@ impl Bench {
     }
 
     fn fwd_bwd(&mut self, imp: Impl, a: &Args) -> f64 {
+        let _fft = ForceFft::new(imp);
         self.time(|| {
             let (y, ins) = imp.run(a);
             let dy = match imp {
-                Impl::Kernel => &a.dy,
+                Impl::Kernel | Impl::KernelFft => &a.dy,
                 Impl::TorchAuto => &a.dy32,
                 Impl::TorchBct => &a.dy_bct32,
             };
@@ -131,10 +158,10 @@ fn main() {
          runs, ms\n"
     );
     println!(
-        "| dtype | T | C | pass | ours | libtorch Auto | libtorch [B,C,T] | cuFFT alone | bytes floor | \
-         fp32 FLOP floor | ours / floor | Auto / ours | [B,C,T] / ours | ours / cuFFT |"
+        "| dtype | T | C | pass | ours | ours, cuFFT path | libtorch Auto | libtorch [B,C,T] | cuFFT alone | \
+         bytes floor | fp32 FLOP floor | ours / floor | cuFFT path / ours | Auto / ours | [B,C,T] / ours |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for kind in [Kind::BFloat16, Kind::Float] {
         for t in [2048, 4096] {
             for hd in [64, 128] {
@@ -163,22 +190,23 @@ fn main() {
                 let flops = elems * flops_per_token(t);
                 for (pass, bytes, fl) in [("fwd", 3.0 * s * elems, flops), ("fwd+bwd", 8.0 * s * elems, 3.0 * flops)] {
                     let mut ms = Vec::new();
-                    for imp in [Impl::Kernel, Impl::TorchAuto, Impl::TorchBct] {
+                    for imp in [Impl::Kernel, Impl::KernelFft, Impl::TorchAuto, Impl::TorchBct] {
                         ms.push(if pass == "fwd" { bench.fwd(imp, &args) } else { bench.fwd_bwd(imp, &args) });
                     }
                     let cufft = bench.cufft(b, t, c, pass != "fwd", dev);
                     let (floor_bytes, floor_flops) = (bytes / BANDWIDTH * 1e3, fl / FP32_FLOPS * 1e3);
                     let floor = floor_bytes.max(floor_flops);
                     println!(
-                        "| {kind:?} | {t} | {c} | {pass} | {:.3} | {:.3} | {:.3} | {cufft:.3} | {floor_bytes:.3} | \
-                         {floor_flops:.3} | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
+                        "| {kind:?} | {t} | {c} | {pass} | {:.3} | {:.3} | {:.3} | {:.3} | {cufft:.3} | \
+                         {floor_bytes:.3} | {floor_flops:.3} | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
                         ms[0],
                         ms[1],
                         ms[2],
+                        ms[3],
                         ms[0] / floor,
                         ms[1] / ms[0],
                         ms[2] / ms[0],
-                        ms[0] / cufft
+                        ms[3] / ms[0]
                     );
                 }
             }

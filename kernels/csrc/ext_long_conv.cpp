@@ -95,6 +95,57 @@ lc::Params params(const at::Tensor& u, const at::Tensor& D32, const at::Tensor& 
 
 void ok(const char* err, const char* what) { TORCH_CHECK(err == nullptr, "long_conv ", what, " kernel: ", err); }
 
+// The algorithm: the tensor-core Toeplitz products (long_conv_tc.cuh) for bfloat16 u up to kTcMaxT steps,
+// cuFFT otherwise; WORKBENCH_LONG_CONV_FFT=1 forces cuFFT (for comparisons).
+bool use_tensor_cores(const at::Tensor& u) {
+    const char* force_fft = std::getenv("WORKBENCH_LONG_CONV_FFT");
+    if (force_fft != nullptr && std::strcmp(force_fft, "1") == 0) return false;
+    return u.scalar_type() == at::kBFloat16 && lc::tc_padded(u.size(1)) <= lc::kTcMaxT;
+}
+
+// The tensor-core path's shape fields and its filter (the first T taps, float32 [C, T]).
+at::Tensor tc_setup(lc::Params& p, const at::Tensor& k) {
+    p.G = lc::tc_groups(p.B);
+    p.Tp = lc::tc_padded(p.T);
+    at::Tensor kf = k.narrow(1, 0, p.T).to(at::kFloat).contiguous();
+    p.kf = kf.data_ptr<float>();
+    return kf;
+}
+
+at::Tensor tc_rows(const lc::Params& p, const at::Tensor& like, at::ScalarType dtype) {
+    return at::empty({p.G, p.C, p.Tp, 8}, like.options().dtype(dtype));
+}
+
+// y (and w) by the tensor-core path.
+void tc_forward(lc::Params& p, const at::Tensor& u, const at::Tensor& k, cudaStream_t stream) {
+    const at::Tensor kf = tc_setup(p, k);
+    const at::Tensor ut = tc_rows(p, u, at::kBFloat16), zt = tc_rows(p, u, at::kFloat);
+    p.ut = ut.data_ptr();
+    p.zt = zt.data_ptr<float>();
+    ok(lc::tc_forward_pack(p, stream), "tensor-core forward pack");
+    ok(lc::tc_conv(p, false, stream), "tensor-core forward product");
+    ok(lc::tc_forward_unpack(p, stream), "tensor-core forward unpack");
+}
+
+// du, dgate, dD's partial sums and dk [C, T] by the tensor-core path.
+at::Tensor tc_backward(lc::Params& p, const at::Tensor& u, const at::Tensor& k, cudaStream_t stream) {
+    const at::Tensor kf = tc_setup(p, k);
+    const at::Tensor ut = tc_rows(p, u, at::kBFloat16), et = tc_rows(p, u, at::kBFloat16);
+    p.ut = ut.data_ptr();
+    p.et = et.data_ptr();
+    ok(lc::tc_backward_pack(p, stream), "tensor-core backward pack");
+    {
+        const at::Tensor zt = tc_rows(p, u, at::kFloat);
+        p.zt = zt.data_ptr<float>();
+        ok(lc::tc_conv(p, true, stream), "tensor-core backward product");
+        ok(lc::tc_backward_unpack(p, stream), "tensor-core backward unpack");
+    }
+    at::Tensor dk_part = at::empty({p.G, p.C, p.T}, u.options().dtype(at::kFloat));
+    p.dk_part = dk_part.data_ptr<float>();
+    ok(lc::tc_dk(p, stream), "tensor-core dk");
+    return p.G == 1 ? dk_part.select(0, 0) : dk_part.sum(0);
+}
+
 struct LongConvFunction : public torch::autograd::Function<LongConvFunction> {
     static at::Tensor forward(AutogradContext* ctx, const at::Tensor& u, const at::Tensor& k, const at::Tensor& D,
                               const at::Tensor& gate, bool need_grad) {
@@ -102,6 +153,20 @@ struct LongConvFunction : public torch::autograd::Function<LongConvFunction> {
         lc::Params p = params(u, D32, gate);
         const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(u.device().index()).stream();
         const lc::DType dt = dtype_of(u);
+        const bool tc = use_tensor_cores(u);
+        // outputs are contiguous whatever the strides of u
+        at::Tensor y = at::empty(u.sizes(), u.options());
+        at::Tensor w = need_grad && present(gate) ? at::empty(u.sizes(), u.options()) : at::Tensor();
+        p.y = y.data_ptr();
+        p.w = w.defined() ? w.data_ptr() : nullptr;
+        ctx->save_for_backward({u, k, D, gate});
+        // w is an intermediate, not an input or output: kept as saved data; so is the algorithm.
+        ctx->saved_data["w"] = w;
+        ctx->saved_data["tc"] = tc;
+        if (tc) {
+            tc_forward(p, u, k, stream);
+            return y;
+        }
         const at::Tensor K = filter_spectrum(k, p.T, p.N);
         p.K = spectrum(K);
 
@@ -116,16 +181,7 @@ struct LongConvFunction : public torch::autograd::Function<LongConvFunction> {
         X.reset();
         TORCH_CHECK(z.is_contiguous() && z.scalar_type() == at::kFloat, "long_conv: unexpected irfft output");
         p.z = z.data_ptr<float>();
-
-        // outputs are contiguous whatever the strides of u
-        at::Tensor y = at::empty(u.sizes(), u.options());
-        at::Tensor w = need_grad && present(gate) ? at::empty(u.sizes(), u.options()) : at::Tensor();
-        p.y = y.data_ptr();
-        p.w = w.defined() ? w.data_ptr() : nullptr;
         ok(lc::forward_unpack(p, dt, stream), "forward unpack");
-        ctx->save_for_backward({u, k, D, gate});
-        // w is an intermediate, not an input or output: kept as saved data.
-        ctx->saved_data["w"] = w;
         return y;
     }
 
@@ -144,18 +200,42 @@ struct LongConvFunction : public torch::autograd::Function<LongConvFunction> {
             grads[0].defined() ? grads[0].to(u.scalar_type()).contiguous() : at::zeros(u.sizes(), u.options());
         p.dy = dy.data_ptr();
         p.w = w.defined() ? w.data_ptr() : nullptr;
+        at::Tensor dgate = present(gate) ? at::empty(u.sizes(), u.options()) : at::Tensor();
+        p.dgate = dgate.defined() ? dgate.data_ptr() : nullptr;
+        at::Tensor du = at::empty(u.sizes(), u.options());
+        p.du = du.data_ptr();
+        at::Tensor dk;
+        at::Tensor dD_part;
+        if (ctx->saved_data["tc"].toBool()) {
+            // Every row is written by exactly one block (long_conv_tc.cuh), so no zero fill.
+            dD_part = present(D) ? at::empty({lc::tc_groups(p.B) * lc::tiles(p.T), p.C}, f32) : at::Tensor();
+            p.dD_part = dD_part.defined() ? dD_part.data_ptr<float>() : nullptr;
+            dk = tc_backward(p, u, k, stream);
+        } else {
+            dD_part = present(D) ? at::empty({p.B * lc::tiles(p.T), p.C}, f32) : at::Tensor();
+            p.dD_part = dD_part.defined() ? dD_part.data_ptr<float>() : nullptr;
+            dk = fft_backward(p, dt, u, k, stream);
+        }
+        if (k.size(1) > p.T) dk = at::constant_pad_nd(dk, {0, k.size(1) - p.T});
+        return {du,
+                dk.to(k.scalar_type()).contiguous(),
+                present(D) ? dD_part.sum(0).to(D.scalar_type()) : at::Tensor(),
+                dgate,
+                at::Tensor()};
+    }
+
+    // du and dgate (p's outputs), dD's partial sums, and dk [C, T] by cuFFT and the kernels around it.
+    static at::Tensor fft_backward(lc::Params& p, lc::DType dt, const at::Tensor& u, const at::Tensor& k,
+                                   cudaStream_t stream) {
+        const auto f32 = u.options().dtype(at::kFloat);
         const at::Tensor K = filter_spectrum(k, p.T, p.N);
         p.K = spectrum(K);
 
         // u and e = dy * gate packed side by side, so one batched rfft transforms both.
+        // Every row of dD's partials is written by exactly one block (long_conv.cuh), so no zero fill.
         at::Tensor xs = at::empty({2, p.B, p.C, p.N}, f32);
-        at::Tensor dgate = present(gate) ? at::empty(u.sizes(), u.options()) : at::Tensor();
-        // Every row is written by exactly one block (long_conv.cuh), so no zero fill.
-        at::Tensor dD_part = present(D) ? at::empty({p.B * lc::tiles(p.T), p.C}, f32) : at::Tensor();
         p.xu = xs.select(0, 0).data_ptr<float>();
         p.xe = xs.select(0, 1).data_ptr<float>();
-        p.dgate = dgate.defined() ? dgate.data_ptr() : nullptr;
-        p.dD_part = dD_part.defined() ? dD_part.data_ptr<float>() : nullptr;
         ok(lc::backward_pack(p, dt, stream), "backward pack");
         at::Tensor S = at::fft_rfft(xs, p.N, -1, "backward").contiguous();  // [2, B, C, F]
         xs.reset();
@@ -169,18 +249,9 @@ struct LongConvFunction : public torch::autograd::Function<LongConvFunction> {
         S.reset();
         TORCH_CHECK(zdu.is_contiguous() && zdu.scalar_type() == at::kFloat, "long_conv: unexpected irfft output");
         p.z = zdu.data_ptr<float>();
-        at::Tensor du = at::empty(u.sizes(), u.options());
-        p.du = du.data_ptr();
         ok(lc::backward_unpack(p, dt, stream), "backward unpack");
-
-        // dk = the first T lags of irfft(dK) (dK carries the 1/N), zero for the taps past T.
-        at::Tensor dk = at::fft_irfft(dK, p.N, -1, "forward").narrow(1, 0, p.T);
-        if (k.size(1) > p.T) dk = at::constant_pad_nd(dk, {0, k.size(1) - p.T});
-        return {du,
-                dk.to(k.scalar_type()).contiguous(),
-                present(D) ? dD_part.sum(0).to(D.scalar_type()) : at::Tensor(),
-                dgate,
-                at::Tensor()};
+        // dk = the first T lags of irfft(dK) (dK carries the 1/N).
+        return at::fft_irfft(dK, p.N, -1, "forward").narrow(1, 0, p.T);
     }
 };
 

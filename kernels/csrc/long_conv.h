@@ -83,6 +83,15 @@ struct Params {
     float2* dK = nullptr;  // backward output: sum_b E conj(U) / N
     float* dD_part = nullptr;  // [B * time_tiles(T), C]: per-block sums of e * u (null: no D)
     float inv_n = 0.0f;  // 1 / N
+
+    // The tensor-core path (long_conv_tc.cuh, bfloat16 only): G = ceil(B / 8) groups of 8 batch rows, Tp = T
+    // rounded up to 16; the dD partials are then [G * tiles(T), C].
+    int64_t G = 0, Tp = 0;
+    const float* kf = nullptr;  // the filter's first T taps, [C, T] float32
+    void* ut = nullptr;  // [G, C, Tp, 8] bfloat16: u, zero-padded (pack, both passes)
+    void* et = nullptr;  // [G, C, Tp, 8] bfloat16: e = dy * gate, zero-padded (backward pack)
+    float* zt = nullptr;  // [G, C, Tp, 8] float32: the convolution (forward) or du's correlation (backward)
+    float* dk_part = nullptr;  // [G, C, T] float32: dk per batch group
 };
 
 WB_LONG_CONV_HD inline int64_t bins(int64_t N) { return N / 2 + 1; }
@@ -95,6 +104,26 @@ const char* forward_unpack(const Params& p, DType dt, cudaStream_t stream);
 const char* backward_pack(const Params& p, DType dt, cudaStream_t stream);
 const char* backward_spectral(const Params& p, cudaStream_t stream);
 const char* backward_unpack(const Params& p, DType dt, cudaStream_t stream);
+
+// The tensor-core (Toeplitz) path for bfloat16 u, gate, dy (long_conv_tc.cuh): per channel, the causal
+// convolution as a lower-triangular Toeplitz matrix of the filter times the [T, 8] block of 8 batch rows, on
+// mma.m16n8k16 with float32 accumulators; O(T^2) work, so taken up to kTcMaxT.
+//   forward:  tc_forward_pack (u -> ut), tc_conv (causal: ut -> zt), tc_forward_unpack (w, y)
+//   backward: tc_backward_pack (u -> ut, e -> et, dgate, dD partials), tc_conv (anti-causal: et -> zt),
+//             tc_backward_unpack (du), tc_dk (ut, et -> dk_part)
+constexpr int64_t kTcMaxT = 4096;
+WB_LONG_CONV_HD inline int64_t tc_groups(int64_t B) { return (B + 7) / 8; }
+WB_LONG_CONV_HD inline int64_t tc_padded(int64_t T) { return (T + 15) / 16 * 16; }
+// Dynamic shared memory of tc_conv and tc_dk at padded length Tp (bytes).
+WB_LONG_CONV_HD inline int64_t tc_conv_smem(int64_t Tp) { return 16 * Tp + 4 * (Tp + 32); }
+WB_LONG_CONV_HD inline int64_t tc_dk_smem(int64_t Tp) { return 32 * Tp + 4 * Tp; }
+const char* tc_forward_pack(const Params& p, cudaStream_t stream);
+const char* tc_backward_pack(const Params& p, cudaStream_t stream);
+// anti = false: zt = causal conv of ut; anti = true: zt = the transposed (anti-causal) product with et.
+const char* tc_conv(const Params& p, bool anti, cudaStream_t stream);
+const char* tc_forward_unpack(const Params& p, cudaStream_t stream);
+const char* tc_backward_unpack(const Params& p, cudaStream_t stream);
+const char* tc_dk(const Params& p, cudaStream_t stream);
 
 }  // namespace long_conv
 }  // namespace wb

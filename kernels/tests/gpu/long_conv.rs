@@ -1,5 +1,7 @@
-//! The FFT long convolution fused with its skip and gate (csrc/long_conv.*, csrc/ext_long_conv.cpp):
+//! The long convolution fused with its skip and gate (csrc/long_conv*, csrc/ext_long_conv.cpp):
 //! `y = gate * (causal_conv(u, k[:, :T]) + D u)` against the float64 reference, output and every gradient.
+//! float32 runs the cuFFT path at every length; bfloat16 the tensor-core path up to T = 4096 (the cases
+//! below but T = 4099), cuFFT beyond.
 //!
 //! The float64 reference is the loop over lags (`long_conv::reference`) up to T = 300 and, beyond, libtorch's
 //! float64 FFT convolution (`long_conv::fft`, itself tested against the loop to 1e-10 on CPU): the loop's
@@ -29,7 +31,8 @@ struct Case {
     l: i64,
 }
 
-/// Awkward shapes: T = 1, odd channel counts below and across the 32-wide tile, T not a multiple of the tile,
+/// Awkward shapes: T = 1, odd channel counts below and across the 32-wide tile, T not a multiple of the tile
+/// (nor, for the tensor-core path, of its 16-step tiles),
 /// T whose FFT length is not 2T (37 -> 80, 1000 -> 2000 is, 4099 -> 8232), filters longer than T, and a
 /// training-sized slice.
 const CASES: &[Case] = &[
@@ -43,6 +46,10 @@ const CASES: &[Case] = &[
     Case { b: 2, t: 2048, c: 64, l: 2048 },
     Case { b: 1, t: 4099, c: 10, l: 4099 },
     Case { b: 2, t: 512, c: 1024, l: 512 },
+    // bfloat16 takes the tensor-core path up to 4096 steps: two batch groups of 8 (the second partial), and
+    // its longest length
+    Case { b: 9, t: 130, c: 5, l: 130 },
+    Case { b: 3, t: 4096, c: 4, l: 4096 },
 ];
 
 struct Inputs {

@@ -1,0 +1,153 @@
+// Hyena's long convolution on tensor cores (bfloat16): the kernels and launchers of long_conv_tc.cuh's
+// per-thread and per-warp code. No torch headers; ext_long_conv.cpp calls the launchers.
+#include "long_conv_tc.cuh"
+
+namespace wb {
+namespace long_conv {
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+__global__ void __launch_bounds__(kThreads) tc_forward_pack_kernel(const Params p) {
+    __shared__ tc::Row8 tile[kTile];
+    tc::forward_pack_load<bf16>(p, tile, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
+    __syncthreads();
+    tc::pack_store(p, tile, p.ut, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+__global__ void __launch_bounds__(kThreads) tc_backward_pack_kernel(const Params p) {
+    __shared__ tc::Row8 tile_u[kTile];
+    __shared__ tc::Row8 tile_e[kTile];
+    __shared__ float red[kRows * kTile];
+    tc::backward_pack_load<bf16>(p, tile_u, tile_e, red, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y,
+                                 blockIdx.z);
+    __syncthreads();
+    tc::backward_pack_store(p, tile_u, tile_e, red, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+__global__ void __launch_bounds__(kThreads) tc_forward_unpack_kernel(const Params p) {
+    __shared__ tc::ZTile tile[kTile];
+    tc::unpack_load(p, tile, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
+    __syncthreads();
+    tc::forward_unpack_store<bf16>(p, tile, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+__global__ void __launch_bounds__(kThreads) tc_backward_unpack_kernel(const Params p) {
+    __shared__ tc::ZTile tile[kTile];
+    tc::unpack_load(p, tile, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
+    __syncthreads();
+    tc::backward_unpack_store<bf16>(p, tile, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+// One block per (channel, group): the channel's input rows and the filter's pair table staged, then the
+// warps' windows of output tiles.
+template <bool ANTI>
+__global__ void __launch_bounds__(tc::kConvWarps * 32) tc_conv_kernel(const Params p) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int64_t c = blockIdx.x, g = blockIdx.y, row = (g * p.C + c) * p.Tp;
+    uint16_t* xs = reinterpret_cast<uint16_t*>(smem);
+    uint32_t* kp = reinterpret_cast<uint32_t*>(smem + 16 * p.Tp);
+    const int tid = threadIdx.x, threads = tc::kConvWarps * 32;
+    const uint4* src = static_cast<const uint4*>(ANTI ? p.et : p.ut) + row;
+    tc::stage_rows(reinterpret_cast<uint4*>(xs), src, p.Tp, tid, threads);
+    tc::stage_pairs(kp, p.kf + c * p.T, p.T, p.Tp, tid, threads);
+    __syncthreads();
+    const int n = int(p.Tp / 16), windows = (n + tc::kP - 1) / tc::kP, warp = tid / 32;
+    for (int i = 0;; ++i) {
+        const int w = tc::snake_window(i, warp, tc::kConvWarps, windows);
+        if (w == -2) break;
+        if (w >= 0) tc::conv_window<1, ANTI>(xs, kp, p.zt + row * 8, n, w * tc::kP, tid % 32);
+    }
+}
+
+__global__ void __launch_bounds__(tc::kDkWarps * 32) tc_dk_kernel(const Params p) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int64_t c = blockIdx.x, g = blockIdx.y, row = (g * p.C + c) * p.Tp;
+    uint16_t* es = reinterpret_cast<uint16_t*>(smem);
+    uint16_t* us = reinterpret_cast<uint16_t*>(smem + 16 * p.Tp);
+    float* dks = reinterpret_cast<float*>(smem + 32 * p.Tp);
+    const int tid = threadIdx.x, threads = tc::kDkWarps * 32;
+    tc::stage_rows(reinterpret_cast<uint4*>(es), static_cast<const uint4*>(p.et) + row, p.Tp, tid, threads);
+    tc::stage_rows(reinterpret_cast<uint4*>(us), static_cast<const uint4*>(p.ut) + row, p.Tp, tid, threads);
+    for (int64_t i = tid; i < p.Tp; i += threads) dks[i] = 0.0f;
+    __syncthreads();
+    const int n = int(p.Tp / 16), windows = (n + tc::kP - 1) / tc::kP, warp = tid / 32;
+    for (int i = 0;; ++i) {
+        const int w = tc::snake_window(i, warp, tc::kDkWarps, windows);
+        if (w == -2) break;
+        if (w >= 0) tc::dk_window<1>(es, us, dks, n, p.T, w * tc::kP, tid % 32);
+    }
+    __syncthreads();
+    float* out = p.dk_part + (g * p.C + c) * p.T;
+    for (int64_t i = tid; i < p.T; i += threads) out[i] = dks[i];
+}
+
+const char* launched() {
+    const cudaError_t e = cudaGetLastError();
+    return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+}
+
+// An earlier asynchronous error would be misattributed to these launches; grids: tiles(C), G <= 65535.
+const char* check(const Params& p) {
+    if (tiles(p.C) > 65535 || p.G > 65535 || p.G != tc_groups(p.B) || p.Tp != tc_padded(p.T) || p.Tp > kTcMaxT)
+        return "long_conv (tensor cores): bad shape for one launch";
+    return launched();
+}
+
+dim3 tile_grid(const Params& p, int64_t time_len) {
+    return dim3(unsigned(tiles(time_len)), unsigned(tiles(p.C)), unsigned(p.G));
+}
+
+const dim3 kBlock(kTile, kRows);
+
+}  // namespace
+
+const char* tc_forward_pack(const Params& p, cudaStream_t s) {
+    if (const char* err = check(p)) return err;
+    tc_forward_pack_kernel<<<tile_grid(p, p.Tp), kBlock, 0, s>>>(p);
+    return launched();
+}
+
+const char* tc_backward_pack(const Params& p, cudaStream_t s) {
+    if (const char* err = check(p)) return err;
+    tc_backward_pack_kernel<<<tile_grid(p, p.Tp), kBlock, 0, s>>>(p);
+    return launched();
+}
+
+const char* tc_forward_unpack(const Params& p, cudaStream_t s) {
+    if (const char* err = check(p)) return err;
+    tc_forward_unpack_kernel<<<tile_grid(p, p.T), kBlock, 0, s>>>(p);
+    return launched();
+}
+
+const char* tc_backward_unpack(const Params& p, cudaStream_t s) {
+    if (const char* err = check(p)) return err;
+    tc_backward_unpack_kernel<<<tile_grid(p, p.T), kBlock, 0, s>>>(p);
+    return launched();
+}
+
+template <bool ANTI>
+const char* conv_launch(const Params& p, cudaStream_t s) {
+    const int bytes = int(tc_conv_smem(p.Tp));
+    if (cudaFuncSetAttribute(tc_conv_kernel<ANTI>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess)
+        return launched();
+    tc_conv_kernel<ANTI><<<dim3(unsigned(p.C), unsigned(p.G)), tc::kConvWarps * 32, bytes, s>>>(p);
+    return launched();
+}
+
+const char* tc_conv(const Params& p, bool anti, cudaStream_t s) {
+    if (const char* err = check(p)) return err;
+    return anti ? conv_launch<true>(p, s) : conv_launch<false>(p, s);
+}
+
+const char* tc_dk(const Params& p, cudaStream_t s) {
+    if (const char* err = check(p)) return err;
+    const int bytes = int(tc_dk_smem(p.Tp));
+    if (cudaFuncSetAttribute(tc_dk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess)
+        return launched();
+    tc_dk_kernel<<<dim3(unsigned(p.C), unsigned(p.G)), tc::kDkWarps * 32, bytes, s>>>(p);
+    return launched();
+}
+
+}  // namespace long_conv
+}  // namespace wb

@@ -1,0 +1,475 @@
+// Hyena's long convolution on tensor cores, for bfloat16 inputs: per channel c and group of 8 batch rows the
+// causal convolution is a product of the lower-triangular Toeplitz matrix of the filter with the [T, 8] block
+// of inputs, which is exactly the shape of mma.m16n8k16 (M = 16 output steps, N = 8 batch rows, K = 16 input
+// steps). O(T^2) multiply-adds instead of the FFT's O(T log T), but at tensor-core rates and with no
+// transform, padding or spectrum in memory: up to a few thousand steps it is the faster algorithm
+// (BENCHMARKS.md). The filter and the inputs are rounded to bfloat16, every sum is float32.
+//
+// Layouts (long_conv.h): ut, et [G, C, Tp, 8] bfloat16 (time-major, the 8 batch rows of a group contiguous:
+// 16 bytes per step), zt [G, C, Tp, 8] float32. Pack and unpack are tiled transposes between [B, T, C] and
+// that layout (32 steps x 32 channels x 8 rows per block, two phases with a barrier between them).
+//
+// The products (tc_conv, tc_dk): one block per (channel, group), the channel's operands staged whole in
+// shared memory, then each warp takes windows of kP output tiles (snake order, for balance: a window's work
+// grows or shrinks linearly with its position) and keeps their accumulators in registers while it walks the
+// input tiles. The A operand of a Toeplitz tile needs no construction: for lane (g, q) = (lane / 4, lane % 4)
+// the four registers of tile A_D[i][j] = k[16 D + i - j] are
+//     {Q(2D), Q(2D + 1), Q(2D - 1), Q(2D)},   Q(x) = (k[8x + o], k[8x + o - 1]) as bfloat16x2, o = g - 2q,
+// so a window of kP consecutive tiles needs only 2 kP + 1 registers of Q, two of which change per input tile
+// (the pair table `kp` holds (k[m], k[m - 1]) for every m). The transposed tile (du, anti-causal) is
+// {Q'(2D), Q'(2D - 1), Q'(2D + 1), Q'(2D)} with Q'(x) = (k[8x - o], k[8x - o + 1]), the same table's word at
+// 8x - o + 1 with its halves swapped. The B operand (8 rows x 16 steps of u) is one ldmatrix.x2.trans.
+// dk is a GEMM too: S_D[i][j] = sum over tiles t and rows b of e[16t + i][b] u[16(t - D) + j][b], K = (2 tiles
+// x 8 rows), then dk[16 D + i - j] += S_D[i][j] (a shared-memory atomic per element, once per window).
+//
+// Written once for the GPU and the CPU: the warp-level functions take L, the lanes one call holds (1 on the
+// GPU, lane = the thread's; 32 in tests/emulate_long_conv_tc.cu, which emulates mma and ldmatrix for the
+// whole warp from the PTX fragment layouts). Pack and unpack are per-thread code like long_conv.cuh's.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "dtype.cuh"
+#include "long_conv.h"
+
+namespace wb {
+namespace long_conv {
+namespace tc {
+
+#define WB_TC_HD __host__ __device__ __forceinline__
+
+constexpr int kP = 8;  // output tiles per warp window (conv) or lag tiles (dk)
+constexpr int kConvWarps = 8;
+constexpr int kDkWarps = 8;
+constexpr int kKpOff = 8;  // kp[m + kKpOff] = (k[m], k[m - 1]), m in [-8, Tp + 24)
+constexpr int kSteps = kTile / kRows;  // pack: steps per thread
+
+// bfloat16 bits, round to nearest even (cuda_bf16's conversion, on either side).
+WB_TC_HD uint32_t bf16_bits(float v) {
+    const __nv_bfloat16_raw r = __nv_bfloat16(__float2bfloat16_rn(v));
+    return r.x;
+}
+WB_TC_HD float bits_to_float(uint32_t bits16) {
+    __nv_bfloat16_raw r;
+    r.x = static_cast<unsigned short>(bits16);
+    return __bfloat162float(__nv_bfloat16(r));
+}
+WB_TC_HD uint32_t swap_halves(uint32_t v) { return (v >> 16) | (v << 16); }
+
+// ---------------------------------------------------------------------------------------------------------
+// Warp primitives: the GPU instruction for L = 1, the whole warp's emulation for L = 32.
+
+#if !defined(__CUDA_ARCH__)
+// d[lane] += A B for the 32 lanes' fragments (PTX ISA, mma.m16n8k16 .bf16: a0..a3 = (row g, cols 2q, 2q+1),
+// (g + 8, 2q..), (g, 2q + 8..), (g + 8, 2q + 8..); b0, b1 = (rows 2q, 2q+1; col g), (rows 2q + 8, 2q + 9; col
+// g); d0..d3 = (g, 2q), (g, 2q + 1), (g + 8, 2q), (g + 8, 2q + 1); the lower half of a register first).
+inline void mma_host(float* const* d, const uint32_t (*a)[4], const uint32_t (*b)[2]) {
+    float A[16][16], Bm[16][8];
+    for (int lane = 0; lane < 32; ++lane) {
+        const int g = lane >> 2, q = lane & 3;
+        for (int h = 0; h < 2; ++h) {
+            const int sh = 16 * h;
+            A[g][2 * q + h] = bits_to_float(a[lane][0] >> sh);
+            A[g + 8][2 * q + h] = bits_to_float(a[lane][1] >> sh);
+            A[g][2 * q + 8 + h] = bits_to_float(a[lane][2] >> sh);
+            A[g + 8][2 * q + 8 + h] = bits_to_float(a[lane][3] >> sh);
+            Bm[2 * q + h][g] = bits_to_float(b[lane][0] >> sh);
+            Bm[2 * q + 8 + h][g] = bits_to_float(b[lane][1] >> sh);
+        }
+    }
+    for (int lane = 0; lane < 32; ++lane) {
+        const int g = lane >> 2, q = lane & 3;
+        for (int r = 0; r < 4; ++r) {
+            const int row = g + (r >= 2 ? 8 : 0), col = 2 * q + (r & 1);
+            float s = 0.0f;
+            for (int kk = 0; kk < 16; ++kk) s += A[row][kk] * Bm[kk][col];
+            d[lane][r] += s;
+        }
+    }
+}
+#endif
+
+// One m16n8k16 product for the warp: lane l's operands a[l], b[l], accumulators d[l].
+template <int L>
+WB_TC_HD void mma(float* const* d, const uint32_t (*a)[4], const uint32_t (*b)[2]) {
+#if defined(__CUDA_ARCH__)
+    float* c = d[0];
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0][0]), "r"(a[0][1]), "r"(a[0][2]), "r"(a[0][3]), "r"(b[0][0]), "r"(b[0][1]));
+#else
+    mma_host(d, a, b);
+#endif
+}
+
+// The B operand of 16 steps x 8 rows stored time-major (16 bytes per step) at `rows`: lane (g, q) gets
+// (rows[2q][g], rows[2q + 1][g]) and (rows[2q + 8][g], rows[2q + 9][g]).
+WB_TC_HD void load_b(uint32_t (&b)[2], const uint16_t* rows, int lane) {
+#if defined(__CUDA_ARCH__)
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(rows + (lane & 15) * 8));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
+                 : "=r"(b[0]), "=r"(b[1])
+                 : "r"(s));
+#else
+    const int g = lane >> 2, q = lane & 3;
+    b[0] = uint32_t(rows[(2 * q) * 8 + g]) | uint32_t(rows[(2 * q + 1) * 8 + g]) << 16;
+    b[1] = uint32_t(rows[(2 * q + 8) * 8 + g]) | uint32_t(rows[(2 * q + 9) * 8 + g]) << 16;
+#endif
+}
+
+WB_TC_HD void smem_add(float* at, float v) {
+#if defined(__CUDA_ARCH__)
+    atomicAdd(at, v);
+#else
+    *at += v;
+#endif
+}
+
+// The i-th window of a warp among `warps`, snake order; -1 past the last of `windows`.
+WB_TC_HD int snake_window(int i, int warp, int warps, int windows) {
+    const int idx = i * warps + (i % 2 == 0 ? warp : warps - 1 - warp);
+    return i * warps >= windows ? -2 : (idx < windows ? idx : -1);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Staging: a channel's rows of ut or et, and the filter's pair table.
+
+// Both products' first step, thread `tid` of `threads`: Tp rows of 16 bytes from `src` to `dst`.
+WB_TC_HD void stage_rows(uint4* dst, const uint4* src, int64_t Tp, int tid, int threads) {
+    for (int64_t i = tid; i < Tp; i += threads) dst[i] = src[i];
+}
+
+// kp[m + kKpOff] = (k[m], k[m - 1]) for m in [-kKpOff, Tp + 24), k[j] = 0 outside [0, T).
+WB_TC_HD void stage_pairs(uint32_t* kp, const float* kc, int64_t T, int64_t Tp, int tid, int threads) {
+    const int64_t len = Tp + 32;
+    for (int64_t i = tid; i < len; i += threads) {
+        const int64_t m = i - kKpOff;
+        const uint32_t lo = (m >= 0 && m < T) ? bf16_bits(kc[m]) : 0u;
+        const uint32_t hi = (m - 1 >= 0 && m - 1 < T) ? bf16_bits(kc[m - 1]) : 0u;
+        kp[i] = lo | hi << 16;
+    }
+}
+
+// Q(x) (causal) or Q'(x) (anti-causal) for a lane with o = g - 2q; zero outside 0 <= x <= xmax, where every
+// tap the products can need lies (x <= 2 n + 1 for n tiles).
+template <bool ANTI>
+WB_TC_HD uint32_t q_word(const uint32_t* kp, int x, int o, int xmax) {
+    if (x < 0 || x > xmax) return 0u;
+    return ANTI ? swap_halves(kp[8 * x - o + 1 + kKpOff]) : kp[8 * x + o + kKpOff];
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The convolution of one window: output tiles i0 .. i0 + kP - 1 (those < n stored) of one channel and group.
+//   causal (ANTI = false): z_i = sum_{s <= i} A_{i - s} x_s      anti-causal: z_i = sum_{s >= i} A_{s - i}^T x_s
+// `xs` the staged input [Tp][8] (bfloat16 bits), `kp` the pair table, `zc` the channel's [Tp][8] output rows.
+template <int L, bool ANTI>
+WB_TC_HD void conv_window(const uint16_t* xs, const uint32_t* kp, float* zc, int n, int i0, int lane0) {
+    constexpr int R = 2 * kP + 1;
+    uint32_t q[L][R];  // q[r] = Q(x0 + r)
+    float acc[L][kP][4];
+    uint32_t b[L][2];
+    int o[L];
+    const int xmax = 2 * n + 1;
+    const int s0 = ANTI ? i0 : 0, s1 = ANTI ? n : (i0 + kP < n ? i0 + kP : n);
+    // causal: D_p = i0 + p - s, x0 = 2 (i0 - s) - 1; anti-causal: D_p = s - i0 - p, x0 = 2 (s - i0 - kP + 1) - 1
+    int x0 = ANTI ? 2 * (s0 - i0 - kP + 1) - 1 : 2 * (i0 - s0) - 1;
+    for (int l = 0; l < L; ++l) {
+        const int lane = lane0 + l;
+        o[l] = (lane >> 2) - 2 * (lane & 3);
+#pragma unroll
+        for (int r = 0; r < R; ++r) q[l][r] = q_word<ANTI>(kp, x0 + r, o[l], xmax);
+#pragma unroll
+        for (int p = 0; p < kP; ++p)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[l][p][e] = 0.0f;
+    }
+    for (int s = s0; s < s1; ++s) {
+        for (int l = 0; l < L; ++l) load_b(b[l], xs + int64_t(s) * 16 * 8, lane0 + l);
+#pragma unroll
+        for (int p = 0; p < kP; ++p) {
+            uint32_t a[L][4];
+            float* d[L];
+            for (int l = 0; l < L; ++l) {
+                const int c = ANTI ? 2 * (kP - 1 - p) + 1 : 2 * p + 1;  // the index of Q(2 D_p)
+                a[l][0] = q[l][c];
+                a[l][1] = ANTI ? q[l][c - 1] : q[l][c + 1];
+                a[l][2] = ANTI ? q[l][c + 1] : q[l][c - 1];
+                a[l][3] = q[l][c];
+                d[l] = acc[l][p];
+            }
+            mma<L>(d, a, b);
+        }
+        // slide the window of Q by one tile: causal x0 -= 2, anti-causal x0 += 2
+        if (s + 1 < s1) {
+            x0 += ANTI ? 2 : -2;
+            for (int l = 0; l < L; ++l) {
+                if (ANTI) {
+#pragma unroll
+                    for (int r = 0; r + 2 < R; ++r) q[l][r] = q[l][r + 2];
+                    q[l][R - 2] = q_word<ANTI>(kp, x0 + R - 2, o[l], xmax);
+                    q[l][R - 1] = q_word<ANTI>(kp, x0 + R - 1, o[l], xmax);
+                } else {
+#pragma unroll
+                    for (int r = R - 1; r >= 2; --r) q[l][r] = q[l][r - 2];
+                    q[l][0] = q_word<ANTI>(kp, x0, o[l], xmax);
+                    q[l][1] = q_word<ANTI>(kp, x0 + 1, o[l], xmax);
+                }
+            }
+        }
+    }
+    for (int l = 0; l < L; ++l) {
+        const int lane = lane0 + l, g = lane >> 2, qq = lane & 3;
+#pragma unroll
+        for (int p = 0; p < kP; ++p) {
+            if (i0 + p >= n) break;
+            float* row = zc + (int64_t(16) * (i0 + p) + g) * 8 + 2 * qq;
+            *reinterpret_cast<float2*>(row) = make_float2(acc[l][p][0], acc[l][p][1]);
+            *reinterpret_cast<float2*>(row + 64) = make_float2(acc[l][p][2], acc[l][p][3]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// dk of one window of lag tiles D0 .. D0 + kP - 1: es, us the staged e and u [Tp][8] (bfloat16 bits), dks the
+// channel's float32 sums [Tp] in shared memory (atomics: every warp adds into them).
+template <int L>
+WB_TC_HD void dk_window(const uint16_t* es, const uint16_t* us, float* dks, int n, int64_t T, int D0, int lane0) {
+    constexpr int W = kP + 1;
+    const uint32_t* ew = reinterpret_cast<const uint32_t*>(es);
+    const uint32_t* uw = reinterpret_cast<const uint32_t*>(us);
+    // word of step t, rows 2q and 2q + 1; zero outside the n tiles
+    auto word = [n](const uint32_t* w, int64_t t, int qq) { return t >= 0 && t < int64_t(16) * n ? w[t * 4 + qq] : 0u; };
+    uint32_t win[L][W][2];  // win[j][h] = u rows 16 (tau - D0 - kP + 1 + j) + 8 h + g
+    float acc[L][kP][2][4];
+    for (int l = 0; l < L; ++l) {
+        const int lane = lane0 + l, g = lane >> 2, qq = lane & 3;
+#pragma unroll
+        for (int j = 0; j < W; ++j)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+                win[l][j][h] = word(uw, int64_t(16) * (j - kP + 1) + 8 * h + g, qq);  // tau = D0
+#pragma unroll
+        for (int p = 0; p < kP; ++p)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc[l][p][h][e] = 0.0f;
+    }
+    for (int tau = D0; tau < n; tau += 2) {
+        uint32_t a[L][4];
+        for (int l = 0; l < L; ++l) {
+            const int lane = lane0 + l, g = lane >> 2, qq = lane & 3;
+            const int64_t t = int64_t(16) * tau + g;
+            a[l][0] = word(ew, t, qq);
+            a[l][1] = word(ew, t + 8, qq);
+            a[l][2] = word(ew, t + 16, qq);
+            a[l][3] = word(ew, t + 24, qq);
+        }
+#pragma unroll
+        for (int p = 0; p < kP; ++p)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                uint32_t b[L][2];
+                float* d[L];
+                for (int l = 0; l < L; ++l) {
+                    b[l][0] = win[l][kP - 1 - p][h];
+                    b[l][1] = win[l][kP - p][h];
+                    d[l] = acc[l][p][h];
+                }
+                mma<L>(d, a, b);
+            }
+        if (tau + 2 < n) {
+            for (int l = 0; l < L; ++l) {
+                const int lane = lane0 + l, g = lane >> 2, qq = lane & 3;
+#pragma unroll
+                for (int j = 0; j + 2 < W; ++j)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) win[l][j][h] = win[l][j + 2][h];
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    win[l][W - 2][h] = word(uw, int64_t(16) * (tau + 2 - D0) + 8 * h + g, qq);
+                    win[l][W - 1][h] = word(uw, int64_t(16) * (tau + 3 - D0) + 8 * h + g, qq);
+                }
+            }
+        }
+    }
+    for (int l = 0; l < L; ++l) {
+        const int lane = lane0 + l, g = lane >> 2, qq = lane & 3;
+#pragma unroll
+        for (int p = 0; p < kP; ++p)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int i = g + (e >= 2 ? 8 : 0), j = 8 * h + 2 * qq + (e & 1);
+                    const int64_t lag = int64_t(16) * (D0 + p) + i - j;
+                    if (lag >= 0 && lag < T) smem_add(dks + lag, acc[l][p][h][e]);
+                }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Pack and unpack: blocks of kTile x kRows threads (tx, ty) over (time tile bx, channel tile by, group bz).
+
+using Row8 = uint4[kTile + 1];  // 8 bfloat16 rows of one step (the pad keeps 16-byte stores conflict-free)
+
+WB_TC_HD uint4 pack8(const float (&v)[8]) {
+    uint32_t w[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w[i] = bf16_bits(v[2 * i]) | bf16_bits(v[2 * i + 1]) << 16;
+    return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// Phase 2 of both packs: the tile's rows to the [G, C, Tp, 8] buffer, 16 bytes per step and channel.
+WB_TC_HD void pack_store(const Params& p, const Row8* tile, void* dst, int tx, int ty, int64_t bx, int64_t by,
+                         int64_t bz) {
+    uint4* out = static_cast<uint4*>(dst);
+    const int tid = ty * kTile + tx;
+#pragma unroll
+    for (int k = 0; k < kTile * kTile / kThreads; ++k) {
+        const int id = tid + k * kThreads, cc = id / kTile, tl = id % kTile;
+        const int64_t c = by * kTile + cc, t = bx * kTile + tl;
+        if (c < p.C && t < p.Tp) out[(bz * p.C + c) * p.Tp + t] = tile[cc][tl];
+    }
+}
+
+// Forward pack phase 1: u's 8 rows of the group at steps ty, ty + kRows, ... of the tile, channel tx.
+template <typename T>
+WB_TC_HD void forward_pack_load(const Params& p, Row8* tile, int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
+    const T* u = static_cast<const T*>(p.u);
+    const int64_t c = by * kTile + tx;
+#pragma unroll
+    for (int k = 0; k < kSteps; ++k) {
+        const int tl = ty + k * kRows;
+        const int64_t t = bx * kTile + tl;
+        float v[8];
+#pragma unroll
+        for (int r = 0; r < 8; ++r) {
+            const int64_t b = bz * 8 + r;
+            v[r] = (t < p.T && c < p.C && b < p.B) ? to_float(u[b * p.su_b + t * p.su_t + c]) : 0.0f;
+        }
+        tile[tx][tl] = pack8(v);
+    }
+}
+
+// Backward pack phase 1: u and e = dy * gate into two tiles; dgate = dy * w stored; the thread's sum of e * u
+// into red (for dD).
+template <typename T>
+WB_TC_HD void backward_pack_load(const Params& p, Row8* tile_u, Row8* tile_e, float* red, int tx, int ty,
+                                 int64_t bx, int64_t by, int64_t bz) {
+    const T* u = static_cast<const T*>(p.u);
+    const T* dy = static_cast<const T*>(p.dy);
+    const T* gate = static_cast<const T*>(p.gate);
+    const int64_t c = by * kTile + tx;
+    float acc = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kSteps; ++k) {
+        const int tl = ty + k * kRows;
+        const int64_t t = bx * kTile + tl;
+        float vu[8], ve[8];
+#pragma unroll
+        for (int r = 0; r < 8; ++r) {
+            const int64_t b = bz * 8 + r;
+            vu[r] = ve[r] = 0.0f;
+            if (t < p.T && c < p.C && b < p.B) {
+                const int64_t idx = (b * p.T + t) * p.C + c;
+                const float g = to_float(dy[idx]);
+                vu[r] = to_float(u[b * p.su_b + t * p.su_t + c]);
+                if (gate != nullptr) {
+                    ve[r] = g * to_float(gate[b * p.sg_b + t * p.sg_t + c]);
+                    static_cast<T*>(p.dgate)[idx] = from_float<T>(g * to_float(static_cast<const T*>(p.w)[idx]));
+                } else {
+                    ve[r] = g;
+                }
+                acc = fmaf(ve[r], vu[r], acc);
+            }
+        }
+        tile_u[tx][tl] = pack8(vu);
+        tile_e[tx][tl] = pack8(ve);
+    }
+    red[ty * kTile + tx] = acc;
+}
+
+// Backward pack phase 2: both tiles stored, and the block's dD partial sums (one row per group and time tile).
+WB_TC_HD void backward_pack_store(const Params& p, const Row8* tile_u, const Row8* tile_e, const float* red, int tx,
+                                  int ty, int64_t bx, int64_t by, int64_t bz) {
+    pack_store(p, tile_u, p.ut, tx, ty, bx, by, bz);
+    pack_store(p, tile_e, p.et, tx, ty, bx, by, bz);
+    const int64_t c = by * kTile + tx, tiles_t = tiles(p.T);
+    if (ty == 0 && p.dD_part != nullptr && bx < tiles_t && c < p.C) {
+        float s = 0.0f;
+        for (int j = 0; j < kRows; ++j) s += red[j * kTile + tx];
+        p.dD_part[(bz * tiles_t + bx) * p.C + c] = s;
+    }
+}
+
+// Unpack phase 1: zt's rows of 32 channels x 32 steps into tile[step][row][channel], float4 loads.
+using ZTile = float[8][kTile + 1];
+
+WB_TC_HD void unpack_load(const Params& p, ZTile* tile, int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
+    const int tid = ty * kTile + tx;
+    const float4* z4 = reinterpret_cast<const float4*>(p.zt);
+#pragma unroll
+    for (int k = 0; k < kTile * kTile * 2 / kThreads; ++k) {
+        const int f = tid + k * kThreads, cc = f / (2 * kTile), rem = f % (2 * kTile), tl = rem / 2, half = rem % 2;
+        const int64_t c = by * kTile + cc, t = bx * kTile + tl;
+        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (c < p.C && t < p.T) v = z4[((bz * p.C + c) * p.Tp + t) * 2 + half];
+        tile[tl][4 * half + 0][cc] = v.x;
+        tile[tl][4 * half + 1][cc] = v.y;
+        tile[tl][4 * half + 2][cc] = v.z;
+        tile[tl][4 * half + 3][cc] = v.w;
+    }
+}
+
+// Forward unpack phase 2: thread (channel tx, row ty of the group): w = z + D u, y = gate * w.
+template <typename T>
+WB_TC_HD void forward_unpack_store(const Params& p, const ZTile* tile, int tx, int ty, int64_t bx, int64_t by,
+                                   int64_t bz) {
+    const int64_t c = by * kTile + tx, b = bz * 8 + ty;
+    if (c >= p.C || b >= p.B) return;
+    const float d = p.D != nullptr ? p.D[c] : 0.0f;
+    const T* u = static_cast<const T*>(p.u);
+    const T* gate = static_cast<const T*>(p.gate);
+    for (int tl = 0; tl < kTile; ++tl) {
+        const int64_t t = bx * kTile + tl;
+        if (t >= p.T) break;
+        const int64_t idx = (b * p.T + t) * p.C + c;
+        float w = tile[tl][ty][tx];
+        if (p.D != nullptr) w = fmaf(d, to_float(u[b * p.su_b + t * p.su_t + c]), w);
+        if (p.w != nullptr) static_cast<T*>(p.w)[idx] = from_float<T>(w);
+        const float y = gate != nullptr ? to_float(gate[b * p.sg_b + t * p.sg_t + c]) * w : w;
+        static_cast<T*>(p.y)[idx] = from_float<T>(y);
+    }
+}
+
+// Backward unpack phase 2: du = z + D e, e = dy * gate recomputed.
+template <typename T>
+WB_TC_HD void backward_unpack_store(const Params& p, const ZTile* tile, int tx, int ty, int64_t bx, int64_t by,
+                                    int64_t bz) {
+    const int64_t c = by * kTile + tx, b = bz * 8 + ty;
+    if (c >= p.C || b >= p.B) return;
+    const T* dy = static_cast<const T*>(p.dy);
+    const T* gate = static_cast<const T*>(p.gate);
+    for (int tl = 0; tl < kTile; ++tl) {
+        const int64_t t = bx * kTile + tl;
+        if (t >= p.T) break;
+        const int64_t idx = (b * p.T + t) * p.C + c;
+        float v = tile[tl][ty][tx];
+        if (p.D != nullptr) {
+            const float g = to_float(dy[idx]);
+            const float e = gate != nullptr ? g * to_float(gate[b * p.sg_b + t * p.sg_t + c]) : g;
+            v = fmaf(p.D[c], e, v);
+        }
+        static_cast<T*>(p.du)[idx] = from_float<T>(v);
+    }
+}
+
+}  // namespace tc
+}  // namespace long_conv
+}  // namespace wb

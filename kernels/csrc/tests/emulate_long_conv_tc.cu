@@ -1,0 +1,270 @@
+// Host emulation of the tensor-core long convolution (long_conv_tc.cuh): runs its per-thread code (pack,
+// unpack: phase 1 of every thread of a block, the barrier, phase 2) and its per-warp code (the Toeplitz
+// products and dk, with the 32 lanes of a warp in one call and mma.m16n8k16 / ldmatrix emulated from the PTX
+// fragment layouts) on the CPU, through the whole pipeline of ext_long_conv.cpp, forward and backward,
+// against the float64 direct convolution: y, w, du, dk, dD and dgate. bfloat16 only (the path's dtype).
+//
+// Every buffer a kernel must fill starts as NaN, so an element that no thread writes fails the check.
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "../long_conv_tc.cuh"
+#include "emulate.h"
+#include "long_conv_ref.h"
+
+using namespace wb::long_conv;
+using bf16 = __nv_bfloat16;
+using wb::from_float;
+using wb::to_float;
+
+namespace {
+
+template <typename Load, typename Store>
+void tile_grid(int64_t gx, int64_t gy, int64_t gz, Load load, Store store) {
+    for (int64_t bz = 0; bz < gz; ++bz)
+        for (int64_t by = 0; by < gy; ++by)
+            for (int64_t bx = 0; bx < gx; ++bx) {
+                for (int ty = 0; ty < kRows; ++ty)
+                    for (int tx = 0; tx < kTile; ++tx) load(tx, ty, bx, by, bz);
+                for (int ty = 0; ty < kRows; ++ty)
+                    for (int tx = 0; tx < kTile; ++tx) store(tx, ty, bx, by, bz);
+            }
+}
+
+// tc_conv_kernel's block (c, g), its warps one after another (they only share read-only staging).
+template <bool ANTI>
+void conv_block(const Params& p, int64_t c, int64_t g) {
+    const int64_t row = (g * p.C + c) * p.Tp;
+    std::vector<uint4> xs(p.Tp);
+    std::vector<uint32_t> kp(p.Tp + 32);
+    tc::stage_rows(xs.data(), static_cast<const uint4*>(ANTI ? p.et : p.ut) + row, p.Tp, 0, 1);
+    tc::stage_pairs(kp.data(), p.kf + c * p.T, p.T, p.Tp, 0, 1);
+    const int n = int(p.Tp / 16), windows = (n + tc::kP - 1) / tc::kP;
+    for (int warp = 0; warp < tc::kConvWarps; ++warp)
+        for (int i = 0;; ++i) {
+            const int w = tc::snake_window(i, warp, tc::kConvWarps, windows);
+            if (w == -2) break;
+            if (w >= 0)
+                tc::conv_window<32, ANTI>(reinterpret_cast<const uint16_t*>(xs.data()), kp.data(), p.zt + row * 8, n,
+                                          w * tc::kP, 0);
+        }
+}
+
+void dk_block(const Params& p, int64_t c, int64_t g) {
+    const int64_t row = (g * p.C + c) * p.Tp;
+    std::vector<uint4> es(p.Tp), us(p.Tp);
+    std::vector<float> dks(p.Tp, 0.0f);
+    tc::stage_rows(es.data(), static_cast<const uint4*>(p.et) + row, p.Tp, 0, 1);
+    tc::stage_rows(us.data(), static_cast<const uint4*>(p.ut) + row, p.Tp, 0, 1);
+    const int n = int(p.Tp / 16), windows = (n + tc::kP - 1) / tc::kP;
+    std::vector<int> seen(windows, 0);
+    for (int warp = 0; warp < tc::kDkWarps; ++warp)
+        for (int i = 0;; ++i) {
+            const int w = tc::snake_window(i, warp, tc::kDkWarps, windows);
+            if (w == -2) break;
+            if (w < 0) continue;
+            ++seen[w];
+            tc::dk_window<32>(reinterpret_cast<const uint16_t*>(es.data()), reinterpret_cast<const uint16_t*>(us.data()),
+                              dks.data(), n, p.T, w * tc::kP, 0);
+        }
+    for (int w = 0; w < windows; ++w)
+        if (seen[w] != 1) std::printf("FAIL window %d of %d taken %d times\n", w, windows, seen[w]);
+    for (int64_t l = 0; l < p.T; ++l) p.dk_part[(g * p.C + c) * p.T + l] = dks[l];
+}
+
+bool all_written(const char* what, const std::vector<float>& v, char* why) {
+    for (size_t i = 0; i < v.size(); ++i)
+        if (std::isnan(v[i])) {
+            std::snprintf(why, 256, "%s[%zu] was never written", what, i);
+            return false;
+        }
+    return true;
+}
+
+std::vector<double> widen(const std::vector<bf16>& v) {
+    std::vector<double> r(v.size());
+    for (size_t i = 0; i < v.size(); ++i) r[i] = to_float(v[i]);
+    return r;
+}
+
+bool run_case(const Case& c, std::mt19937& rng) {
+    const int64_t B = c.B, T_ = c.T, C = c.C, G = tc_groups(B), Tp = tc_padded(T_);
+    std::normal_distribution<double> normal(0.0, 1.0);
+    Problem pr;
+    const int64_t n = B * T_ * C;
+    for (auto* v : {&pr.u, &pr.gate, &pr.dy}) {
+        v->resize(n);
+        for (auto& x : *v) x = double(to_float(from_float<bf16>(float(normal(rng)))));
+    }
+    pr.k.resize(C * T_);
+    for (auto& x : pr.k) x = double(float(normal(rng) / std::sqrt(double(T_))));
+    pr.D.resize(C);
+    for (auto& x : pr.D) x = double(float(normal(rng)));
+    const Result want = reference(c, pr);
+
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const bf16 bnan = from_float<bf16>(nan);
+    // u and gate: contiguous, or rows of C + 3 (gate: + 5) elements and batch rows 7 (gate: 2) elements apart
+    auto layout = [&](const std::vector<double>& v, int64_t pad_t, int64_t pad_b, int64_t& sb, int64_t& st) {
+        st = C + (c.strided ? pad_t : 0);
+        sb = T_ * st + (c.strided ? pad_b : 0);
+        std::vector<bf16> r(B * sb, bnan);
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t t = 0; t < T_; ++t)
+                for (int64_t ch = 0; ch < C; ++ch) r[b * sb + t * st + ch] = from_float<bf16>(float(v[(b * T_ + t) * C + ch]));
+        return r;
+    };
+    int64_t su_b, su_t, sg_b, sg_t, sd_b, sd_t;
+    std::vector<bf16> u = layout(pr.u, 3, 7, su_b, su_t), gate = layout(pr.gate, 5, 2, sg_b, sg_t);
+    std::vector<bf16> dy = layout(pr.dy, 0, 0, sd_b, sd_t);
+    std::vector<bf16> y(n, bnan), w(n, bnan), du(n, bnan), dgate(n, bnan);
+    std::vector<float> D(pr.D.begin(), pr.D.end()), kf(pr.k.begin(), pr.k.end());
+    // the packed rows as bfloat16 bits, NaN-filled (0xffff)
+    std::vector<uint16_t> ut(G * C * Tp * 8, 0xffff), et(G * C * Tp * 8, 0xffff);
+    std::vector<float> zt(G * C * Tp * 8, nan), dk_part(G * C * T_, nan), dD_part(G * tiles(T_) * C, nan);
+
+    Params p;
+    p.B = B;
+    p.T = T_;
+    p.C = C;
+    p.G = G;
+    p.Tp = Tp;
+    p.u = u.data();
+    p.gate = c.gate ? gate.data() : nullptr;
+    p.su_b = su_b;
+    p.su_t = su_t;
+    p.sg_b = sg_b;
+    p.sg_t = sg_t;
+    p.dy = dy.data();
+    p.y = y.data();
+    p.w = c.gate ? w.data() : nullptr;
+    p.du = du.data();
+    p.dgate = c.gate ? dgate.data() : nullptr;
+    p.D = c.skip ? D.data() : nullptr;
+    p.kf = kf.data();
+    p.ut = ut.data();
+    p.et = et.data();
+    p.zt = zt.data();
+    p.dk_part = dk_part.data();
+    p.dD_part = c.skip ? dD_part.data() : nullptr;
+    tc::Row8 tile[kTile], tile2[kTile];
+    float red[kRows * kTile];
+    static tc::ZTile ztile[kTile];
+    char why[256] = {0};
+    bool ok = true;
+    auto packed_written = [&](const char* what, const std::vector<uint16_t>& v) {
+        for (size_t i = 0; i < v.size(); ++i)
+            if (v[i] == 0xffff) {
+                std::snprintf(why, 256, "%s[%zu] was never written", what, i);
+                return false;
+            }
+        return true;
+    };
+
+    // forward: pack, causal product, unpack
+    tile_grid(
+        tiles(Tp), tiles(C), G,
+        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) { tc::forward_pack_load<bf16>(p, tile, tx, ty, bx, by, bz); },
+        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) { tc::pack_store(p, tile, p.ut, tx, ty, bx, by, bz); });
+    ok = ok && packed_written("ut (forward)", ut);
+    for (int64_t g = 0; g < G; ++g)
+        for (int64_t ch = 0; ch < C; ++ch) conv_block<false>(p, ch, g);
+    ok = ok && all_written("zt (forward)", zt, why);
+    tile_grid(
+        tiles(T_), tiles(C), G,
+        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) { tc::unpack_load(p, ztile, tx, ty, bx, by, bz); },
+        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
+            tc::forward_unpack_store<bf16>(p, ztile, tx, ty, bx, by, bz);
+        });
+
+    // backward: pack (u, e, dgate, dD partials), anti-causal product, unpack, dk
+    std::fill(ut.begin(), ut.end(), 0xffff);
+    std::fill(zt.begin(), zt.end(), nan);
+    tile_grid(
+        tiles(Tp), tiles(C), G,
+        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
+            tc::backward_pack_load<bf16>(p, tile, tile2, red, tx, ty, bx, by, bz);
+        },
+        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
+            tc::backward_pack_store(p, tile, tile2, red, tx, ty, bx, by, bz);
+        });
+    ok = ok && packed_written("ut (backward)", ut) && packed_written("et", et);
+    if (c.skip) ok = ok && all_written("dD partials", dD_part, why);
+    for (int64_t g = 0; g < G; ++g)
+        for (int64_t ch = 0; ch < C; ++ch) conv_block<true>(p, ch, g);
+    ok = ok && all_written("zt (backward)", zt, why);
+    tile_grid(
+        tiles(T_), tiles(C), G,
+        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) { tc::unpack_load(p, ztile, tx, ty, bx, by, bz); },
+        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
+            tc::backward_unpack_store<bf16>(p, ztile, tx, ty, bx, by, bz);
+        });
+    for (int64_t g = 0; g < G; ++g)
+        for (int64_t ch = 0; ch < C; ++ch) dk_block(p, ch, g);
+    ok = ok && all_written("dk partials", dk_part, why);
+
+    Result got;
+    got.y = widen(y);
+    got.du = widen(du);
+    got.dk.assign(C * T_, 0.0);
+    for (int64_t g = 0; g < G; ++g)
+        for (int64_t i = 0; i < C * T_; ++i) got.dk[i] += dk_part[g * C * T_ + i];
+    got.dD.assign(C, 0.0);
+    if (c.skip)
+        for (int64_t r = 0; r < G * tiles(T_); ++r)
+            for (int64_t ch = 0; ch < C; ++ch) got.dD[ch] += dD_part[r * C + ch];
+    // bfloat16 operands (u, e exact or rounded once, the filter rounded once: 2^-9 relative per product),
+    // float32 sums, one rounding of each output: 1e-2 of the largest reference value, as the FFT path's test.
+    const double tol = 1e-2;
+    ok = ok && close("y", got.y, want.y, tol, why) && close("du", got.du, want.du, tol, why) &&
+         close("dk", got.dk, want.dk, tol, why) && close("dD", got.dD, want.dD, 1e-5, why);
+    if (c.gate) {
+        got.w = widen(w);
+        got.dgate = widen(dgate);
+        ok = ok && close("w", got.w, want.w, tol, why) && close("dgate", got.dgate, want.dgate, tol, why);
+    }
+    if (!ok) {
+        std::printf("FAIL bfloat16 B=%lld T=%lld C=%lld gate=%d D=%d strided=%d: %s\n", (long long)B, (long long)T_,
+                    (long long)C, int(c.gate), int(c.skip), int(c.strided), why);
+    }
+    return ok;
+}
+
+}  // namespace
+
+int main() {
+    std::mt19937 rng(8765);
+    // T = 1, T not a multiple of 16 (padding) or of the 32-step pack tile, more tiles than one window (kP = 8
+    // tiles: T > 128) and windows past the warps (T = 300: 19 tiles, 3 windows; 600: 38 tiles, 5 windows, more
+    // than... one per warp of dk's 16 only at larger T), a partial batch group and two groups (B = 3, 9, 17),
+    // channels not a multiple of the 32-wide tile.
+    const int64_t shapes[][3] = {{1, 1, 1}, {3, 1, 2}, {2, 17, 3}, {8, 16, 5}, {9, 37, 4}, {3, 100, 33},
+                                 {17, 129, 2}, {2, 300, 3}, {1, 600, 1}, {1, 2100, 1}};
+    int failures = 0, cases = 0;
+    for (const auto& s : shapes)
+        for (int flags = 0; flags < 8; ++flags) {
+            if (s[1] > 300 && flags != 7 && flags != 0) continue;  // the long cases once with everything, once bare
+            const Case c{s[0], s[1], s[2], (flags & 1) != 0, (flags & 2) != 0, (flags & 4) != 0};
+            failures += run_case(c, rng) ? 0 : 1;
+            ++cases;
+        }
+    // The pair table's words: (k[m], k[m - 1]), halves in mma's order, zero outside the filter.
+    {
+        const float k[3] = {1.0f, 2.0f, 3.0f};
+        uint32_t kp[16 + 32];
+        tc::stage_pairs(kp, k, 3, 16, 0, 1);
+        const uint32_t want_m1 = tc::bf16_bits(2.0f) | tc::bf16_bits(1.0f) << 16;
+        if (kp[1 + tc::kKpOff] != want_m1 || kp[0 + tc::kKpOff] != tc::bf16_bits(1.0f) || kp[-1 + tc::kKpOff] != 0u ||
+            kp[4 + tc::kKpOff] != 0u || kp[3 + tc::kKpOff] != (tc::bf16_bits(3.0f) << 16)) {
+            std::printf("FAIL pair table\n");
+            ++failures;
+        }
+        ++cases;
+    }
+    std::printf("bfloat16 (tensor cores): %d cases, %d failures\n", cases, failures);
+    std::printf(failures == 0 ? "all passed\n" : "%d failures\n", failures);
+    return failures == 0 ? 0 : 1;
+}
