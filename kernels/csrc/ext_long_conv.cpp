@@ -1,5 +1,7 @@
-// The torch side of the FFT long convolution (long_conv.h): the autograd function that runs our pack,
-// spectral and unpack kernels around libtorch's cuFFT transforms (whose plans libtorch caches), and its C
+// The torch side of the long convolution (long_conv.h): the autograd function that runs, for bfloat16 up to
+// kTcMaxT steps, the tensor-core Toeplitz products of long_conv_tc.cu (pack, product, unpack; dk as a GEMM),
+// and otherwise our pack, spectral and unpack kernels around libtorch's cuFFT transforms (whose plans
+// libtorch caches); and its C
 // entry point wb_long_conv, with the conventions of extension.cpp (tensors as at::Tensor*, errors as a
 // malloc'd message, no C++ exception ever crosses into Rust). Kept apart from extension.cpp so that the
 // kernels' glue files stay small.

@@ -46,11 +46,11 @@ __global__ void __launch_bounds__(tc::kConvWarps * 32) tc_conv_kernel(const Para
     extern __shared__ __align__(16) unsigned char smem[];
     const int64_t c = blockIdx.x, g = blockIdx.y, row = (g * p.C + c) * p.Tp;
     uint16_t* xs = reinterpret_cast<uint16_t*>(smem);
-    uint32_t* kp = reinterpret_cast<uint32_t*>(smem + 16 * p.Tp);
+    uint32_t* kp = reinterpret_cast<uint32_t*>(smem + 16 * (p.Tp + tc::kGroupPad));
     const int tid = threadIdx.x, threads = tc::kConvWarps * 32;
     const uint4* src = static_cast<const uint4*>(ANTI ? p.et : p.ut) + row;
-    tc::stage_rows(reinterpret_cast<uint4*>(xs), src, p.Tp, tid, threads);
-    tc::stage_pairs(kp, p.kf + c * p.T, p.T, p.Tp, tid, threads);
+    tc::stage_rows(reinterpret_cast<uint4*>(xs), src, p.Tp, 0, tc::kGroupPad, tid, threads);
+    tc::stage_pairs<ANTI>(kp, p.kf + c * p.T, p.T, p.Tp, tid, threads);
     __syncthreads();
     const int n = int(p.Tp / 16), windows = (n + tc::kP - 1) / tc::kP, warp = tid / 32;
     for (int i = 0;; ++i) {
@@ -60,22 +60,24 @@ __global__ void __launch_bounds__(tc::kConvWarps * 32) tc_conv_kernel(const Para
     }
 }
 
-__global__ void __launch_bounds__(tc::kDkWarps * 32) tc_dk_kernel(const Params p) {
+__global__ void __launch_bounds__(tc::kDkWarps * 32, 2) tc_dk_kernel(const Params p) {
     extern __shared__ __align__(16) unsigned char smem[];
     const int64_t c = blockIdx.x, g = blockIdx.y, row = (g * p.C + c) * p.Tp;
+    const int pad = tc::kGroupPad;
     uint16_t* es = reinterpret_cast<uint16_t*>(smem);
-    uint16_t* us = reinterpret_cast<uint16_t*>(smem + 16 * p.Tp);
-    float* dks = reinterpret_cast<float*>(smem + 32 * p.Tp);
+    uint16_t* us = reinterpret_cast<uint16_t*>(smem + 16 * (p.Tp + pad));
+    float* dks = reinterpret_cast<float*>(smem + 16 * (p.Tp + pad) + 16 * (p.Tp + 2 * pad));
+    float* scratch = dks + p.Tp;  // 16 x 17 floats per warp
     const int tid = threadIdx.x, threads = tc::kDkWarps * 32;
-    tc::stage_rows(reinterpret_cast<uint4*>(es), static_cast<const uint4*>(p.et) + row, p.Tp, tid, threads);
-    tc::stage_rows(reinterpret_cast<uint4*>(us), static_cast<const uint4*>(p.ut) + row, p.Tp, tid, threads);
+    tc::stage_rows(reinterpret_cast<uint4*>(es), static_cast<const uint4*>(p.et) + row, p.Tp, 0, pad, tid, threads);
+    tc::stage_rows(reinterpret_cast<uint4*>(us), static_cast<const uint4*>(p.ut) + row, p.Tp, pad, pad, tid, threads);
     for (int64_t i = tid; i < p.Tp; i += threads) dks[i] = 0.0f;
     __syncthreads();
     const int n = int(p.Tp / 16), windows = (n + tc::kP - 1) / tc::kP, warp = tid / 32;
     for (int i = 0;; ++i) {
         const int w = tc::snake_window(i, warp, tc::kDkWarps, windows);
         if (w == -2) break;
-        if (w >= 0) tc::dk_window<1>(es, us, dks, n, p.T, w * tc::kP, tid % 32);
+        if (w >= 0) tc::dk_window<1>(es, us + 8 * pad, dks, scratch + warp * 16 * 17, n, p.T, w * tc::kP, tid % 32);
     }
     __syncthreads();
     float* out = p.dk_part + (g * p.C + c) * p.T;

@@ -10,17 +10,19 @@
 // that layout (32 steps x 32 channels x 8 rows per block, two phases with a barrier between them).
 //
 // The products (tc_conv, tc_dk): one block per (channel, group), the channel's operands staged whole in
-// shared memory, then each warp takes windows of kP output tiles (snake order, for balance: a window's work
-// grows or shrinks linearly with its position) and keeps their accumulators in registers while it walks the
-// input tiles. The A operand of a Toeplitz tile needs no construction: for lane (g, q) = (lane / 4, lane % 4)
-// the four registers of tile A_D[i][j] = k[16 D + i - j] are
+// shared memory (with zero rows around them), then each warp takes windows of kP output tiles (snake order,
+// for balance: a window's work grows or shrinks linearly with its position), keeps their accumulators in
+// registers and walks the input tiles in groups of kP. The A operand of a Toeplitz tile needs no
+// construction: for lane (g, q) = (lane / 4, lane % 4) the four registers of tile A_D[i][j] = k[16 D + i - j]
+// are
 //     {Q(2D), Q(2D + 1), Q(2D - 1), Q(2D)},   Q(x) = (k[8x + o], k[8x + o - 1]) as bfloat16x2, o = g - 2q,
-// so a window of kP consecutive tiles needs only 2 kP + 1 registers of Q, two of which change per input tile
-// (the pair table `kp` holds (k[m], k[m - 1]) for every m). The transposed tile (du, anti-causal) is
-// {Q'(2D), Q'(2D - 1), Q'(2D + 1), Q'(2D)} with Q'(x) = (k[8x - o], k[8x - o + 1]), the same table's word at
-// 8x - o + 1 with its halves swapped. The B operand (8 rows x 16 steps of u) is one ldmatrix.x2.trans.
+// so the kP x kP products of a group (tiles D0 - kP + 1 .. D0 + kP - 1) need 4 kP - 1 words of the pair table
+// `kp` (which holds (k[m], k[m - 1]) for every m) and kP B operands (ldmatrix.x2.trans each), all loaded
+// before the products, whose register indices are then compile-time. The transposed tile (du, anti-causal)
+// is {Q'(2D), Q'(2D - 1), Q'(2D + 1), Q'(2D)} with Q'(x) = (k[8x - o], k[8x - o + 1]), from a second table.
 // dk is a GEMM too: S_D[i][j] = sum over tiles t and rows b of e[16t + i][b] u[16(t - D) + j][b], K = (2 tiles
-// x 8 rows), then dk[16 D + i - j] += S_D[i][j] (a shared-memory atomic per element, once per window).
+// x 8 rows), then dk[16 D + i - j] += S_D[i][j], summed along the diagonals through a per-warp scratch tile
+// (one shared atomic per diagonal; per element, the first version's atomics took 2/3 of dk's time).
 //
 // Written once for the GPU and the CPU: the warp-level functions take L, the lanes one call holds (1 on the
 // GPU, lane = the thread's; 32 in tests/emulate_long_conv_tc.cu, which emulates mma and ldmatrix for the
@@ -44,7 +46,10 @@ namespace tc {
 constexpr int kP = 8;  // output tiles per warp window (conv) or lag tiles (dk)
 constexpr int kConvWarps = 8;
 constexpr int kDkWarps = 8;
-constexpr int kKpOff = 8;  // kp[m + kKpOff] = (k[m], k[m - 1]), m in [-8, Tp + 24)
+constexpr int kDkPairs = 4;  // dk: pairs of e tiles per group
+constexpr int kKpOff = 128;  // the pair table: kp[m + kKpOff] for m in [-kKpOff, Tp + kKpLen - kKpOff)
+constexpr int kKpLen = 256;
+constexpr int kGroupPad = 128;  // zero rows staged after (and for dk's u, before) a channel's Tp rows
 constexpr int kSteps = kTile / kRows;  // pack: steps per thread
 
 // bfloat16 bits, round to nearest even (cuda_bf16's conversion, on either side).
@@ -122,6 +127,12 @@ WB_TC_HD void load_b(uint32_t (&b)[2], const uint16_t* rows, int lane) {
 #endif
 }
 
+WB_TC_HD void warp_sync() {
+#if defined(__CUDA_ARCH__)
+    __syncwarp();
+#endif
+}
+
 WB_TC_HD void smem_add(float* at, float v) {
 #if defined(__CUDA_ARCH__)
     atomicAdd(at, v);
@@ -137,90 +148,81 @@ WB_TC_HD int snake_window(int i, int warp, int warps, int windows) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Staging: a channel's rows of ut or et, and the filter's pair table.
+// Staging: a channel's rows of ut or et between zero rows, and the filter's pair table.
 
-// Both products' first step, thread `tid` of `threads`: Tp rows of 16 bytes from `src` to `dst`.
-WB_TC_HD void stage_rows(uint4* dst, const uint4* src, int64_t Tp, int tid, int threads) {
-    for (int64_t i = tid; i < Tp; i += threads) dst[i] = src[i];
+// Rows [-before, Tp + after) of a channel to dst: src's Tp rows of 16 bytes, zero outside.
+WB_TC_HD void stage_rows(uint4* dst, const uint4* src, int64_t Tp, int before, int after, int tid, int threads) {
+    for (int64_t i = tid; i < before + Tp + after; i += threads) {
+        const int64_t t = i - before;
+        dst[i] = (t >= 0 && t < Tp) ? src[t] : make_uint4(0u, 0u, 0u, 0u);
+    }
 }
 
-// kp[m + kKpOff] = (k[m], k[m - 1]) for m in [-kKpOff, Tp + 24), k[j] = 0 outside [0, T).
+// Causal: kp[m + kKpOff] = (k[m], k[m - 1]); anti-causal: (k[m], k[m + 1]); for m in [-kKpOff, Tp + kKpLen -
+// kKpOff), k[j] = 0 outside [0, T): every word a group of tiles reads, without bounds checks.
+template <bool ANTI>
 WB_TC_HD void stage_pairs(uint32_t* kp, const float* kc, int64_t T, int64_t Tp, int tid, int threads) {
-    const int64_t len = Tp + 32;
-    for (int64_t i = tid; i < len; i += threads) {
-        const int64_t m = i - kKpOff;
+    for (int64_t i = tid; i < Tp + kKpLen; i += threads) {
+        const int64_t m = i - kKpOff, m2 = ANTI ? m + 1 : m - 1;
         const uint32_t lo = (m >= 0 && m < T) ? bf16_bits(kc[m]) : 0u;
-        const uint32_t hi = (m - 1 >= 0 && m - 1 < T) ? bf16_bits(kc[m - 1]) : 0u;
+        const uint32_t hi = (m2 >= 0 && m2 < T) ? bf16_bits(kc[m2]) : 0u;
         kp[i] = lo | hi << 16;
     }
 }
 
-// Q(x) (causal) or Q'(x) (anti-causal) for a lane with o = g - 2q; zero outside 0 <= x <= xmax, where every
-// tap the products can need lies (x <= 2 n + 1 for n tiles).
-template <bool ANTI>
-WB_TC_HD uint32_t q_word(const uint32_t* kp, int x, int o, int xmax) {
-    if (x < 0 || x > xmax) return 0u;
-    return ANTI ? swap_halves(kp[8 * x - o + 1 + kKpOff]) : kp[8 * x + o + kKpOff];
-}
-
 // ---------------------------------------------------------------------------------------------------------
-// The convolution of one window: output tiles i0 .. i0 + kP - 1 (those < n stored) of one channel and group.
+// The convolution of one window: output tiles i0 .. i0 + kP - 1 (those < n stored) of one channel and group,
 //   causal (ANTI = false): z_i = sum_{s <= i} A_{i - s} x_s      anti-causal: z_i = sum_{s >= i} A_{s - i}^T x_s
-// `xs` the staged input [Tp][8] (bfloat16 bits), `kp` the pair table, `zc` the channel's [Tp][8] output rows.
+// over groups of kP input tiles s0 .. s0 + kP - 1: the group's kP x kP products need tiles D in
+// [D0 - kP + 1, D0 + kP - 1] (D0 = |i0 - s0|), i.e. the 4 kP - 1 words Q(2 (D0 - kP + 1) - 1 + r), and kP B
+// operands, all loaded before the products, whose register indices are then compile-time: no moves.
+// `xs` the staged input (bfloat16 bits, kGroupPad zero rows after Tp), `kp` the pair table, `zc` the channel's
+// [Tp][8] output rows.
 template <int L, bool ANTI>
 WB_TC_HD void conv_window(const uint16_t* xs, const uint32_t* kp, float* zc, int n, int i0, int lane0) {
-    constexpr int R = 2 * kP + 1;
-    uint32_t q[L][R];  // q[r] = Q(x0 + r)
+    constexpr int R = 4 * kP - 1;
     float acc[L][kP][4];
-    uint32_t b[L][2];
-    int o[L];
-    const int xmax = 2 * n + 1;
-    const int s0 = ANTI ? i0 : 0, s1 = ANTI ? n : (i0 + kP < n ? i0 + kP : n);
-    // causal: D_p = i0 + p - s, x0 = 2 (i0 - s) - 1; anti-causal: D_p = s - i0 - p, x0 = 2 (s - i0 - kP + 1) - 1
-    int x0 = ANTI ? 2 * (s0 - i0 - kP + 1) - 1 : 2 * (i0 - s0) - 1;
-    for (int l = 0; l < L; ++l) {
-        const int lane = lane0 + l;
-        o[l] = (lane >> 2) - 2 * (lane & 3);
-#pragma unroll
-        for (int r = 0; r < R; ++r) q[l][r] = q_word<ANTI>(kp, x0 + r, o[l], xmax);
+    for (int l = 0; l < L; ++l)
 #pragma unroll
         for (int p = 0; p < kP; ++p)
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[l][p][e] = 0.0f;
-    }
-    for (int s = s0; s < s1; ++s) {
-        for (int l = 0; l < L; ++l) load_b(b[l], xs + int64_t(s) * 16 * 8, lane0 + l);
+    // causal: groups s0 = 0, kP, ..., i0 (D0 = i0 - s0); anti-causal: s0 = i0, i0 + kP, ... < n (D0 = s0 - i0)
+    const int groups = ANTI ? (n - i0 + kP - 1) / kP : i0 / kP + 1;
+    for (int gi = 0; gi < groups; ++gi) {
+        const int s0 = ANTI ? i0 + gi * kP : gi * kP, D0 = ANTI ? s0 - i0 : i0 - s0;
+        uint32_t q[L][R];
+        uint32_t b[L][kP][2];
+        for (int l = 0; l < L; ++l) {
+            const int lane = lane0 + l, o = (lane >> 2) - 2 * (lane & 3);
+            // Q(x) = kp[8x + o] (causal), Q'(x) = kp[8x - o] (anti-causal; the table holds (k[m], k[m + 1]))
+            const uint32_t* base = kp + kKpOff + 8 * (2 * (D0 - kP + 1) - 1) + (ANTI ? -o : o);
 #pragma unroll
-        for (int p = 0; p < kP; ++p) {
-            uint32_t a[L][4];
-            float* d[L];
-            for (int l = 0; l < L; ++l) {
-                const int c = ANTI ? 2 * (kP - 1 - p) + 1 : 2 * p + 1;  // the index of Q(2 D_p)
-                a[l][0] = q[l][c];
-                a[l][1] = ANTI ? q[l][c - 1] : q[l][c + 1];
-                a[l][2] = ANTI ? q[l][c + 1] : q[l][c - 1];
-                a[l][3] = q[l][c];
-                d[l] = acc[l][p];
-            }
-            mma<L>(d, a, b);
+            for (int r = 0; r < R; ++r) q[l][r] = base[8 * r];
+#pragma unroll
+            for (int j = 0; j < kP; ++j) load_b(b[l][j], xs + int64_t(s0 + j) * 16 * 8, lane);
         }
-        // slide the window of Q by one tile: causal x0 -= 2, anti-causal x0 += 2
-        if (s + 1 < s1) {
-            x0 += ANTI ? 2 : -2;
-            for (int l = 0; l < L; ++l) {
-                if (ANTI) {
 #pragma unroll
-                    for (int r = 0; r + 2 < R; ++r) q[l][r] = q[l][r + 2];
-                    q[l][R - 2] = q_word<ANTI>(kp, x0 + R - 2, o[l], xmax);
-                    q[l][R - 1] = q_word<ANTI>(kp, x0 + R - 1, o[l], xmax);
-                } else {
+        for (int p = 0; p < kP; ++p)
 #pragma unroll
-                    for (int r = R - 1; r >= 2; --r) q[l][r] = q[l][r - 2];
-                    q[l][0] = q_word<ANTI>(kp, x0, o[l], xmax);
-                    q[l][1] = q_word<ANTI>(kp, x0 + 1, o[l], xmax);
+            for (int j = 0; j < kP; ++j) {
+                // tile D = D0 + (p - j) causal, D0 + (j - p) anti-causal; c: the index of Q(2 D)
+                constexpr int zero = 2 * (kP - 1) + 1;
+                const int c = zero + 2 * (ANTI ? j - p : p - j);
+                uint32_t a[L][4];
+                float* d[L];
+                uint32_t bj[L][2];
+                for (int l = 0; l < L; ++l) {
+                    a[l][0] = q[l][c];
+                    a[l][1] = ANTI ? q[l][c - 1] : q[l][c + 1];
+                    a[l][2] = ANTI ? q[l][c + 1] : q[l][c - 1];
+                    a[l][3] = q[l][c];
+                    bj[l][0] = b[l][j][0];
+                    bj[l][1] = b[l][j][1];
+                    d[l] = acc[l][p];
                 }
+                mma<L>(d, a, bj);
             }
-        }
     }
     for (int l = 0; l < L; ++l) {
         const int lane = lane0 + l, g = lane >> 2, qq = lane & 3;
@@ -235,81 +237,83 @@ WB_TC_HD void conv_window(const uint16_t* xs, const uint32_t* kp, float* zc, int
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// dk of one window of lag tiles D0 .. D0 + kP - 1: es, us the staged e and u [Tp][8] (bfloat16 bits), dks the
-// channel's float32 sums [Tp] in shared memory (atomics: every warp adds into them).
+// dk of one window of lag tiles D0 .. D0 + kP - 1: es, us the staged e and u (bfloat16 bits; es with
+// kGroupPad zero rows after Tp, us with kGroupPad zero rows before and after), dks the channel's float32 sums
+// [Tp] in shared memory, `scratch` the warp's 16 x 17 floats. Over groups of kDkPairs pairs of e tiles
+// (tau, tau + 1), tau = D0, D0 + 2, ...: the group's u tiles tau - D for every tau and D of the window, 2
+// kDkPairs + kP - 1 of them (two 8-row halves each), loaded once before the group's products.
 template <int L>
-WB_TC_HD void dk_window(const uint16_t* es, const uint16_t* us, float* dks, int n, int64_t T, int D0, int lane0) {
-    constexpr int W = kP + 1;
+WB_TC_HD void dk_window(const uint16_t* es, const uint16_t* us, float* dks, float* scratch, int n, int64_t T, int D0,
+                        int lane0) {
+    constexpr int NP = kDkPairs, NU = 2 * NP + kP - 1;
     const uint32_t* ew = reinterpret_cast<const uint32_t*>(es);
     const uint32_t* uw = reinterpret_cast<const uint32_t*>(us);
-    // word of step t, rows 2q and 2q + 1; zero outside the n tiles
-    auto word = [n](const uint32_t* w, int64_t t, int qq) { return t >= 0 && t < int64_t(16) * n ? w[t * 4 + qq] : 0u; };
-    uint32_t win[L][W][2];  // win[j][h] = u rows 16 (tau - D0 - kP + 1 + j) + 8 h + g
     float acc[L][kP][2][4];
-    for (int l = 0; l < L; ++l) {
-        const int lane = lane0 + l, g = lane >> 2, qq = lane & 3;
-#pragma unroll
-        for (int j = 0; j < W; ++j)
-#pragma unroll
-            for (int h = 0; h < 2; ++h)
-                win[l][j][h] = word(uw, int64_t(16) * (j - kP + 1) + 8 * h + g, qq);  // tau = D0
+    for (int l = 0; l < L; ++l)
 #pragma unroll
         for (int p = 0; p < kP; ++p)
 #pragma unroll
             for (int h = 0; h < 2; ++h)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) acc[l][p][h][e] = 0.0f;
-    }
-    for (int tau = D0; tau < n; tau += 2) {
-        uint32_t a[L][4];
+    for (int tau0 = D0; tau0 < n; tau0 += 2 * NP) {
+        uint32_t a[L][NP][4];
+        uint32_t u[L][NU][2];  // u[j] = u tile tau0 - D0 - kP + 1 + j
         for (int l = 0; l < L; ++l) {
             const int lane = lane0 + l, g = lane >> 2, qq = lane & 3;
-            const int64_t t = int64_t(16) * tau + g;
-            a[l][0] = word(ew, t, qq);
-            a[l][1] = word(ew, t + 8, qq);
-            a[l][2] = word(ew, t + 16, qq);
-            a[l][3] = word(ew, t + 24, qq);
+            const uint32_t* e0 = ew + (int64_t(16) * tau0 + g) * 4 + qq;
+#pragma unroll
+            for (int m = 0; m < NP; ++m)
+#pragma unroll
+                for (int r = 0; r < 4; ++r) a[l][m][r] = e0[(32 * m + 8 * r) * 4];
+            const uint32_t* u0 = uw + (int64_t(16) * (tau0 - D0 - kP + 1) + g) * 4 + qq;
+#pragma unroll
+            for (int j = 0; j < NU; ++j)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) u[l][j][h] = u0[(16 * j + 8 * h) * 4];
         }
 #pragma unroll
-        for (int p = 0; p < kP; ++p)
+        for (int m = 0; m < NP; ++m)
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                uint32_t b[L][2];
-                float* d[L];
-                for (int l = 0; l < L; ++l) {
-                    b[l][0] = win[l][kP - 1 - p][h];
-                    b[l][1] = win[l][kP - p][h];
-                    d[l] = acc[l][p][h];
-                }
-                mma<L>(d, a, b);
-            }
-        if (tau + 2 < n) {
-            for (int l = 0; l < L; ++l) {
-                const int lane = lane0 + l, g = lane >> 2, qq = lane & 3;
-#pragma unroll
-                for (int j = 0; j + 2 < W; ++j)
-#pragma unroll
-                    for (int h = 0; h < 2; ++h) win[l][j][h] = win[l][j + 2][h];
+            for (int p = 0; p < kP; ++p)
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {
-                    win[l][W - 2][h] = word(uw, int64_t(16) * (tau + 2 - D0) + 8 * h + g, qq);
-                    win[l][W - 1][h] = word(uw, int64_t(16) * (tau + 3 - D0) + 8 * h + g, qq);
-                }
-            }
-        }
-    }
-    for (int l = 0; l < L; ++l) {
-        const int lane = lane0 + l, g = lane >> 2, qq = lane & 3;
+                    // pair (tau0 + 2m, + 1) and lag tile D0 + p: u tiles tau0 + 2m - D0 - p and the next
+                    const int j = 2 * m + kP - 1 - p;
+                    uint32_t am[L][4], bj[L][2];
+                    float* d[L];
+                    for (int l = 0; l < L; ++l) {
 #pragma unroll
-        for (int p = 0; p < kP; ++p)
+                        for (int r = 0; r < 4; ++r) am[l][r] = a[l][m][r];
+                        bj[l][0] = u[l][j][h];
+                        bj[l][1] = u[l][j + 1][h];
+                        d[l] = acc[l][p][h];
+                    }
+                    mma<L>(d, am, bj);
+                }
+    }
+    // S_D[i][j] adds to dk[16 D + i - j]: each tile through the warp's scratch (16 x 17 floats), then lane d < 31
+    // sums diagonal i - j = d - 15 and adds it with one shared atomic (distinct addresses in a warp; a
+    // neighbouring window's warp may add to the same 15 lags at either end).
+    for (int p = 0; p < kP; ++p) {
+        for (int l = 0; l < L; ++l) {
+            const int lane = lane0 + l, g = lane >> 2, qq = lane & 3;
 #pragma unroll
             for (int h = 0; h < 2; ++h)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int i = g + (e >= 2 ? 8 : 0), j = 8 * h + 2 * qq + (e & 1);
-                    const int64_t lag = int64_t(16) * (D0 + p) + i - j;
-                    if (lag >= 0 && lag < T) smem_add(dks + lag, acc[l][p][h][e]);
-                }
+                for (int e = 0; e < 4; ++e)
+                    scratch[(g + (e >= 2 ? 8 : 0)) * 17 + 8 * h + 2 * qq + (e & 1)] = acc[l][p][h][e];
+        }
+        warp_sync();
+        for (int l = 0; l < L; ++l) {
+            const int d = lane0 + l - 15;
+            const int64_t lag = int64_t(16) * (D0 + p) + d;
+            if (d > 15 || lag < 0 || lag >= T) continue;
+            float sum = 0.0f;
+            for (int i = d > 0 ? d : 0; i < 16 && i - d < 16; ++i) sum += scratch[i * 17 + i - d];
+            smem_add(dks + lag, sum);
+        }
+        warp_sync();
     }
 }
 

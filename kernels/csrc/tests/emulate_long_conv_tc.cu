@@ -38,10 +38,10 @@ void tile_grid(int64_t gx, int64_t gy, int64_t gz, Load load, Store store) {
 template <bool ANTI>
 void conv_block(const Params& p, int64_t c, int64_t g) {
     const int64_t row = (g * p.C + c) * p.Tp;
-    std::vector<uint4> xs(p.Tp);
-    std::vector<uint32_t> kp(p.Tp + 32);
-    tc::stage_rows(xs.data(), static_cast<const uint4*>(ANTI ? p.et : p.ut) + row, p.Tp, 0, 1);
-    tc::stage_pairs(kp.data(), p.kf + c * p.T, p.T, p.Tp, 0, 1);
+    std::vector<uint4> xs(p.Tp + tc::kGroupPad);
+    std::vector<uint32_t> kp(p.Tp + tc::kKpLen);
+    tc::stage_rows(xs.data(), static_cast<const uint4*>(ANTI ? p.et : p.ut) + row, p.Tp, 0, tc::kGroupPad, 0, 1);
+    tc::stage_pairs<ANTI>(kp.data(), p.kf + c * p.T, p.T, p.Tp, 0, 1);
     const int n = int(p.Tp / 16), windows = (n + tc::kP - 1) / tc::kP;
     for (int warp = 0; warp < tc::kConvWarps; ++warp)
         for (int i = 0;; ++i) {
@@ -55,10 +55,11 @@ void conv_block(const Params& p, int64_t c, int64_t g) {
 
 void dk_block(const Params& p, int64_t c, int64_t g) {
     const int64_t row = (g * p.C + c) * p.Tp;
-    std::vector<uint4> es(p.Tp), us(p.Tp);
-    std::vector<float> dks(p.Tp, 0.0f);
-    tc::stage_rows(es.data(), static_cast<const uint4*>(p.et) + row, p.Tp, 0, 1);
-    tc::stage_rows(us.data(), static_cast<const uint4*>(p.ut) + row, p.Tp, 0, 1);
+    const int pad = tc::kGroupPad;
+    std::vector<uint4> es(p.Tp + pad), us(p.Tp + 2 * pad);
+    std::vector<float> dks(p.Tp, 0.0f), scratch(16 * 17);
+    tc::stage_rows(es.data(), static_cast<const uint4*>(p.et) + row, p.Tp, 0, pad, 0, 1);
+    tc::stage_rows(us.data(), static_cast<const uint4*>(p.ut) + row, p.Tp, pad, pad, 0, 1);
     const int n = int(p.Tp / 16), windows = (n + tc::kP - 1) / tc::kP;
     std::vector<int> seen(windows, 0);
     for (int warp = 0; warp < tc::kDkWarps; ++warp)
@@ -67,8 +68,9 @@ void dk_block(const Params& p, int64_t c, int64_t g) {
             if (w == -2) break;
             if (w < 0) continue;
             ++seen[w];
-            tc::dk_window<32>(reinterpret_cast<const uint16_t*>(es.data()), reinterpret_cast<const uint16_t*>(us.data()),
-                              dks.data(), n, p.T, w * tc::kP, 0);
+            tc::dk_window<32>(reinterpret_cast<const uint16_t*>(es.data()),
+                              reinterpret_cast<const uint16_t*>(us.data() + pad), dks.data(), scratch.data(), n, p.T,
+                              w * tc::kP, 0);
         }
     for (int w = 0; w < windows; ++w)
         if (seen[w] != 1) std::printf("FAIL window %d of %d taken %d times\n", w, windows, seen[w]);
@@ -237,10 +239,9 @@ bool run_case(const Case& c, std::mt19937& rng) {
 
 int main() {
     std::mt19937 rng(8765);
-    // T = 1, T not a multiple of 16 (padding) or of the 32-step pack tile, more tiles than one window (kP = 8
-    // tiles: T > 128) and windows past the warps (T = 300: 19 tiles, 3 windows; 600: 38 tiles, 5 windows, more
-    // than... one per warp of dk's 16 only at larger T), a partial batch group and two groups (B = 3, 9, 17),
-    // channels not a multiple of the 32-wide tile.
+    // T = 1, T not a multiple of 16 (padding) or of the 32-step pack tile, more tiles than one window or group
+    // (kP = 8 tiles: T > 128), more windows than warps (T = 2100: 132 tiles, 17 windows), a partial batch group
+    // and two or three groups (B = 3, 9, 17), channels not a multiple of the 32-wide tile.
     const int64_t shapes[][3] = {{1, 1, 1}, {3, 1, 2}, {2, 17, 3}, {8, 16, 5}, {9, 37, 4}, {3, 100, 33},
                                  {17, 129, 2}, {2, 300, 3}, {1, 600, 1}, {1, 2100, 1}};
     int failures = 0, cases = 0;
@@ -251,15 +252,19 @@ int main() {
             failures += run_case(c, rng) ? 0 : 1;
             ++cases;
         }
-    // The pair table's words: (k[m], k[m - 1]), halves in mma's order, zero outside the filter.
+    // The pair tables' words: (k[m], k[m - 1]) causal, (k[m], k[m + 1]) anti-causal, halves in mma's order, zero
+    // outside the filter.
     {
         const float k[3] = {1.0f, 2.0f, 3.0f};
-        uint32_t kp[16 + 32];
-        tc::stage_pairs(kp, k, 3, 16, 0, 1);
-        const uint32_t want_m1 = tc::bf16_bits(2.0f) | tc::bf16_bits(1.0f) << 16;
-        if (kp[1 + tc::kKpOff] != want_m1 || kp[0 + tc::kKpOff] != tc::bf16_bits(1.0f) || kp[-1 + tc::kKpOff] != 0u ||
-            kp[4 + tc::kKpOff] != 0u || kp[3 + tc::kKpOff] != (tc::bf16_bits(3.0f) << 16)) {
-            std::printf("FAIL pair table\n");
+        std::vector<uint32_t> kp(16 + tc::kKpLen), kq(16 + tc::kKpLen);
+        tc::stage_pairs<false>(kp.data(), k, 3, 16, 0, 1);
+        tc::stage_pairs<true>(kq.data(), k, 3, 16, 0, 1);
+        const uint32_t* a = kp.data() + tc::kKpOff;
+        const uint32_t* b = kq.data() + tc::kKpOff;
+        auto w = [](float lo, float hi) { return tc::bf16_bits(lo) | tc::bf16_bits(hi) << 16; };
+        if (a[1] != w(2.0f, 1.0f) || a[0] != w(1.0f, 0.0f) || a[-1] != 0u || a[4] != 0u || a[3] != w(0.0f, 3.0f) ||
+            b[0] != w(1.0f, 2.0f) || b[-1] != w(0.0f, 1.0f) || b[2] != w(3.0f, 0.0f) || b[3] != 0u) {
+            std::printf("FAIL pair tables\n");
             ++failures;
         }
         ++cases;
