@@ -33,6 +33,19 @@ pub fn matmul(a: &tch::Tensor, b: &tch::Tensor) -> tch::Tensor {
     out
 }
 
+/// Records the FLOPs of `x.linear(w, b)` (2 * rows * in * out, as [`matmul`]; the bias add is not counted) and
+/// returns it. One op rather than a product and an add: under autocast libtorch runs `linear` in the autocast
+/// dtype, bias included (what torch's `nn.Linear` does), where a bfloat16 product plus a float32 bias would
+/// promote the result to float32.
+pub fn linear(x: &tch::Tensor, w: &tch::Tensor, b: Option<&tch::Tensor>) -> tch::Tensor {
+    let out = x.linear(w, b);
+    if ACTIVE.with(|a| a.get()) {
+        let k = *x.size().last().expect("linear input has no dimensions");
+        record(2.0 * k as f64 * out.numel() as f64);
+    }
+    out
+}
+
 /// Counts FLOPs while alive; nested counters are not supported (the inner one would reset the total).
 pub struct Counter {
     _private: (),
