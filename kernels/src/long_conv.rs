@@ -15,7 +15,7 @@
 //!   loaded, at every length (the FLOPs recorded stay those of the algorithm below): for bfloat16 up to 4096
 //!   steps the causal Toeplitz products on tensor cores (bfloat16 operands, float32 sums; O(T^2) but faster
 //!   there, BENCHMARKS.md), otherwise cuFFT for the transforms (zero-padded to an even 2,3,5,7-smooth length
-//!   >= 2T) with our kernels for the transposes, padding, spectral products, skip and gate around them,
+//!   of at least 2T) with our kernels for the transposes, padding, spectral products, skip and gate around them,
 //!   float32 inside; the result in u's dtype. WORKBENCH_LONG_CONV_FFT=1 forces the cuFFT path.
 //! - `Auto` otherwise: of the two fast algorithms, the one with fewer FLOPs at this length ([`algorithm`]):
 //!   - [`Algorithm::Direct`]: a depthwise `conv1d` with the reversed filter over the input left-padded
