@@ -210,7 +210,7 @@ struct LongConvFunction : public torch::autograd::Function<LongConvFunction> {
         at::Tensor dD_part;
         if (ctx->saved_data["tc"].toBool()) {
             // Every row is written by exactly one block (long_conv_tc.cuh), so no zero fill.
-            dD_part = present(D) ? at::empty({lc::tc_groups(p.B) * lc::tiles(p.T), p.C}, f32) : at::Tensor();
+            dD_part = present(D) ? at::empty({lc::tc_groups(p.B) * lc::tc_time_tiles(p.T), p.C}, f32) : at::Tensor();
             p.dD_part = dD_part.defined() ? dD_part.data_ptr<float>() : nullptr;
             dk = tc_backward(p, u, k, stream);
         } else {

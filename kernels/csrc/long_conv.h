@@ -85,7 +85,7 @@ struct Params {
     float inv_n = 0.0f;  // 1 / N
 
     // The tensor-core path (long_conv_tc.cuh, bfloat16 only): G = ceil(B / 8) groups of 8 batch rows, Tp = T
-    // rounded up to 16; the dD partials are then [G * tiles(T), C].
+    // rounded up to 16; the dD partials are then [G * tc_time_tiles(T), C].
     int64_t G = 0, Tp = 0;
     const float* kf = nullptr;  // the filter's first T taps, [C, T] float32
     void* ut = nullptr;  // [G, C, Tp, 8] bfloat16: u, zero-padded (pack, both passes)
@@ -113,6 +113,9 @@ const char* backward_unpack(const Params& p, DType dt, cudaStream_t stream);
 //             tc_backward_unpack (du), tc_dk (ut, et -> dk_part)
 constexpr int64_t kTcMaxT = 4096;
 WB_LONG_CONV_HD inline int64_t tc_groups(int64_t B) { return (B + 7) / 8; }
+// Time tiles of the tensor-core pack and unpack (8 steps): the backward pack's dD partials are
+// [G * tc_time_tiles(T), C].
+WB_LONG_CONV_HD inline int64_t tc_time_tiles(int64_t T) { return (T + 7) / 8; }
 WB_LONG_CONV_HD inline int64_t tc_padded(int64_t T) { return (T + 15) / 16 * 16; }
 // Dynamic shared memory of tc_conv and tc_dk at padded length Tp (bytes).
 // (long_conv_tc.cuh: 128 zero rows of 16 bytes around the staged rows, a pair table of Tp + 256 words.)

@@ -9,16 +9,16 @@ namespace {
 using bf16 = __nv_bfloat16;
 
 __global__ void __launch_bounds__(kThreads) tc_forward_pack_kernel(const Params p) {
-    __shared__ tc::Row8 tile[kTile];
+    __shared__ __align__(16) tc::PackTile tile;
     tc::forward_pack_load<bf16>(p, tile, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
     __syncthreads();
     tc::pack_store(p, tile, p.ut, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
 }
 
 __global__ void __launch_bounds__(kThreads) tc_backward_pack_kernel(const Params p) {
-    __shared__ tc::Row8 tile_u[kTile];
-    __shared__ tc::Row8 tile_e[kTile];
-    __shared__ float red[kRows * kTile];
+    __shared__ __align__(16) tc::PackTile tile_u;
+    __shared__ __align__(16) tc::PackTile tile_e;
+    __shared__ float red[kRows * tc::kXC];
     tc::backward_pack_load<bf16>(p, tile_u, tile_e, red, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y,
                                  blockIdx.z);
     __syncthreads();
@@ -26,14 +26,14 @@ __global__ void __launch_bounds__(kThreads) tc_backward_pack_kernel(const Params
 }
 
 __global__ void __launch_bounds__(kThreads) tc_forward_unpack_kernel(const Params p) {
-    __shared__ tc::ZTile tile[kTile];
+    __shared__ __align__(16) tc::ZTile tile;
     tc::unpack_load(p, tile, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
     __syncthreads();
     tc::forward_unpack_store<bf16>(p, tile, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
 }
 
 __global__ void __launch_bounds__(kThreads) tc_backward_unpack_kernel(const Params p) {
-    __shared__ tc::ZTile tile[kTile];
+    __shared__ __align__(16) tc::ZTile tile;
     tc::unpack_load(p, tile, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
     __syncthreads();
     tc::backward_unpack_store<bf16>(p, tile, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
@@ -89,15 +89,16 @@ const char* launched() {
     return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
 }
 
-// An earlier asynchronous error would be misattributed to these launches; grids: tiles(C), G <= 65535.
+// An earlier asynchronous error would be misattributed to these launches; grids: channel tiles, G <= 65535.
 const char* check(const Params& p) {
-    if (tiles(p.C) > 65535 || p.G > 65535 || p.G != tc_groups(p.B) || p.Tp != tc_padded(p.T) || p.Tp > kTcMaxT)
+    if (tc::x_tiles_c(p.C) > 65535 || p.G > 65535 || p.G != tc_groups(p.B) || p.Tp != tc_padded(p.T) ||
+        p.Tp > kTcMaxT)
         return "long_conv (tensor cores): bad shape for one launch";
     return launched();
 }
 
 dim3 tile_grid(const Params& p, int64_t time_len) {
-    return dim3(unsigned(tiles(time_len)), unsigned(tiles(p.C)), unsigned(p.G));
+    return dim3(unsigned(tc::x_tiles_t(time_len)), unsigned(tc::x_tiles_c(p.C)), unsigned(p.G));
 }
 
 const dim3 kBlock(kTile, kRows);

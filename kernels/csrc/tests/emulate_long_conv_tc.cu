@@ -126,7 +126,7 @@ bool run_case(const Case& c, std::mt19937& rng) {
     std::vector<float> D(pr.D.begin(), pr.D.end()), kf(pr.k.begin(), pr.k.end());
     // the packed rows as bfloat16 bits, NaN-filled (0xffff)
     std::vector<uint16_t> ut(G * C * Tp * 8, 0xffff), et(G * C * Tp * 8, 0xffff);
-    std::vector<float> zt(G * C * Tp * 8, nan), dk_part(G * C * T_, nan), dD_part(G * tiles(T_) * C, nan);
+    std::vector<float> zt(G * C * Tp * 8, nan), dk_part(G * C * T_, nan), dD_part(G * tc_time_tiles(T_) * C, nan);
 
     Params p;
     p.B = B;
@@ -152,9 +152,9 @@ bool run_case(const Case& c, std::mt19937& rng) {
     p.zt = zt.data();
     p.dk_part = dk_part.data();
     p.dD_part = c.skip ? dD_part.data() : nullptr;
-    tc::Row8 tile[kTile], tile2[kTile];
-    float red[kRows * kTile];
-    static tc::ZTile ztile[kTile];
+    static tc::PackTile tile, tile2;
+    static float red[kRows * tc::kXC];
+    static tc::ZTile ztile;
     char why[256] = {0};
     bool ok = true;
     auto packed_written = [&](const char* what, const std::vector<uint16_t>& v) {
@@ -168,7 +168,7 @@ bool run_case(const Case& c, std::mt19937& rng) {
 
     // forward: pack, causal product, unpack
     tile_grid(
-        tiles(Tp), tiles(C), G,
+        tc::x_tiles_t(Tp), tc::x_tiles_c(C), G,
         [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) { tc::forward_pack_load<bf16>(p, tile, tx, ty, bx, by, bz); },
         [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) { tc::pack_store(p, tile, p.ut, tx, ty, bx, by, bz); });
     ok = ok && packed_written("ut (forward)", ut);
@@ -176,7 +176,7 @@ bool run_case(const Case& c, std::mt19937& rng) {
         for (int64_t ch = 0; ch < C; ++ch) conv_block<false>(p, ch, g);
     ok = ok && all_written("zt (forward)", zt, why);
     tile_grid(
-        tiles(T_), tiles(C), G,
+        tc::x_tiles_t(T_), tc::x_tiles_c(C), G,
         [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) { tc::unpack_load(p, ztile, tx, ty, bx, by, bz); },
         [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
             tc::forward_unpack_store<bf16>(p, ztile, tx, ty, bx, by, bz);
@@ -186,7 +186,7 @@ bool run_case(const Case& c, std::mt19937& rng) {
     std::fill(ut.begin(), ut.end(), 0xffff);
     std::fill(zt.begin(), zt.end(), nan);
     tile_grid(
-        tiles(Tp), tiles(C), G,
+        tc::x_tiles_t(Tp), tc::x_tiles_c(C), G,
         [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
             tc::backward_pack_load<bf16>(p, tile, tile2, red, tx, ty, bx, by, bz);
         },
@@ -199,7 +199,7 @@ bool run_case(const Case& c, std::mt19937& rng) {
         for (int64_t ch = 0; ch < C; ++ch) conv_block<true>(p, ch, g);
     ok = ok && all_written("zt (backward)", zt, why);
     tile_grid(
-        tiles(T_), tiles(C), G,
+        tc::x_tiles_t(T_), tc::x_tiles_c(C), G,
         [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) { tc::unpack_load(p, ztile, tx, ty, bx, by, bz); },
         [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
             tc::backward_unpack_store<bf16>(p, ztile, tx, ty, bx, by, bz);
@@ -216,7 +216,7 @@ bool run_case(const Case& c, std::mt19937& rng) {
         for (int64_t i = 0; i < C * T_; ++i) got.dk[i] += dk_part[g * C * T_ + i];
     got.dD.assign(C, 0.0);
     if (c.skip)
-        for (int64_t r = 0; r < G * tiles(T_); ++r)
+        for (int64_t r = 0; r < G * tc_time_tiles(T_); ++r)
             for (int64_t ch = 0; ch < C; ++ch) got.dD[ch] += dD_part[r * C + ch];
     // bfloat16 operands (u, e exact or rounded once, the filter rounded once: 2^-9 relative per product),
     // float32 sums, one rounding of each output: 1e-2 of the largest reference value, as the FFT path's test.
@@ -241,9 +241,10 @@ int main() {
     std::mt19937 rng(8765);
     // T = 1, T not a multiple of 16 (padding) or of the 32-step pack tile, more tiles than one window or group
     // (kP = 8 tiles: T > 128), more windows than warps (T = 2100: 132 tiles, 17 windows), a partial batch group
-    // and two or three groups (B = 3, 9, 17), channels not a multiple of the 32-wide tile.
+    // and two or three groups (B = 3, 9, 17), channels not a multiple of 4 (scalar accesses) and more than one
+    // 128-channel pack tile with 8-byte accesses (C = 132, 260; strided cases stay scalar: rows C + 3 apart).
     const int64_t shapes[][3] = {{1, 1, 1}, {3, 1, 2}, {2, 17, 3}, {8, 16, 5}, {9, 37, 4}, {3, 100, 33},
-                                 {17, 129, 2}, {2, 300, 3}, {1, 600, 1}, {1, 2100, 1}};
+                                 {17, 129, 2}, {2, 300, 3}, {1, 600, 1}, {1, 2100, 1}, {2, 50, 132}, {9, 20, 260}};
     int failures = 0, cases = 0;
     for (const auto& s : shapes)
         for (int flags = 0; flags < 8; ++flags) {

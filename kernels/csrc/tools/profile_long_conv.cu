@@ -35,7 +35,7 @@ void run(Timer& tm, int64_t B, int64_t T, int64_t C) {
     bf16 *u = alloc<bf16>(n), *gate = alloc<bf16>(n), *dy = alloc<bf16>(n), *y = alloc<bf16>(n), *w = alloc<bf16>(n);
     bf16 *du = alloc<bf16>(n), *dgate = alloc<bf16>(n);
     float *kf = alloc<float>(C * T), *D = alloc<float>(C), *zt = alloc<float>(rows), *dk = alloc<float>(G * C * T);
-    float* dD = alloc<float>(G * tiles(T) * C);
+    float* dD = alloc<float>(G * tc_time_tiles(T) * C);
     bf16 *ut = alloc<bf16>(rows), *et = alloc<bf16>(rows);
     for (bf16* x : {u, gate, dy}) fill<<<1024, 256>>>(x, n, uint32_t(reinterpret_cast<uintptr_t>(x)), -1.0f, 1.0f);
     fill<<<1024, 256>>>(kf, C * T, 7u, -0.02f, 0.02f);
