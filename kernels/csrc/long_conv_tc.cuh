@@ -17,7 +17,7 @@
 // are
 //     {Q(2D), Q(2D + 1), Q(2D - 1), Q(2D)},   Q(x) = (k[8x + o], k[8x + o - 1]) as bfloat16x2, o = g - 2q,
 // so the kP x kP products of a group (tiles D0 - kP + 1 .. D0 + kP - 1) need 4 kP - 1 words of the pair table
-// `kp` (which holds (k[m], k[m - 1]) for every m) and kP B operands (ldmatrix.x2.trans each), all loaded
+// `kp` (which holds (k[m], k[m - 1]) for every m) and kP B operands (ldmatrix.x4.trans, two tiles each), all loaded
 // before the products, whose register indices are then compile-time. The transposed tile (du, anti-causal)
 // is {Q'(2D), Q'(2D - 1), Q'(2D + 1), Q'(2D)} with Q'(x) = (k[8x - o], k[8x - o + 1]), from a second table.
 // dk is a GEMM too: S_D[i][j] = sum over tiles t and rows b of e[16t + i][b] u[16(t - D) + j][b], K = (2 tiles
@@ -49,7 +49,7 @@ constexpr int kDkWarps = 8;
 constexpr int kDkPairs = 4;  // dk: pairs of e tiles per group
 constexpr int kKpOff = 128;  // the pair table: kp[m + kKpOff] for m in [-kKpOff, Tp + kKpLen - kKpOff)
 constexpr int kKpLen = 256;
-constexpr int kGroupPad = 128;  // zero rows staged after (and for dk's u, before) a channel's Tp rows
+constexpr int kGroupPad = int(kTcPad);  // zero rows staged after (and for dk's u, before) a channel's Tp rows
 
 // bfloat16 bits, round to nearest even (cuda_bf16's conversion, on either side).
 WB_TC_HD uint32_t bf16_bits(float v) {
@@ -101,8 +101,8 @@ template <int L>
 WB_TC_HD void mma(float* const* d, const uint32_t (*a)[4], const uint32_t (*b)[2]) {
 #if defined(__CUDA_ARCH__)
     float* c = d[0];
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+    // not volatile: the products only depend on their operands, so the compiler may interleave them
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
         "{%0, %1, %2, %3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0][0]), "r"(a[0][1]), "r"(a[0][2]), "r"(a[0][3]), "r"(b[0][0]), "r"(b[0][1]));
@@ -123,6 +123,52 @@ WB_TC_HD void load_b(uint32_t (&b)[2], const uint16_t* rows, int lane) {
     const int g = lane >> 2, q = lane & 3;
     b[0] = uint32_t(rows[(2 * q) * 8 + g]) | uint32_t(rows[(2 * q + 1) * 8 + g]) << 16;
     b[1] = uint32_t(rows[(2 * q + 8) * 8 + g]) | uint32_t(rows[(2 * q + 9) * 8 + g]) << 16;
+#endif
+}
+
+// The B operands of two consecutive 16-step tiles at `rows` (32 rows of 16 bytes), one ldmatrix.x4.trans:
+// b[0..1] as load_b of rows 0..15, b[2..3] of rows 16..31.
+WB_TC_HD void load_b2(uint32_t (&b)[4], const uint16_t* rows, int lane) {
+#if defined(__CUDA_ARCH__)
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(rows + lane * 8));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+                 : "r"(s));
+#else
+    uint32_t lo[2], hi[2];
+    load_b(lo, rows, lane);
+    load_b(hi, rows + 16 * 8, lane);
+    b[0] = lo[0], b[1] = lo[1], b[2] = hi[0], b[3] = hi[1];
+#endif
+}
+
+// Four 8 x 8 matrices of bfloat16 from 32 consecutive rows of 16 bytes at `rows` (matrix m: rows 8m .. 8m + 7),
+// untransposed: lane (g, q) gets the word of row 8m + g, columns 2q and 2q + 1, of each (ldmatrix.x4). With
+// rows = 16 steps x 8 batch rows it gives mma's A operand of a 16-step row block over two tiles (dk's e).
+WB_TC_HD void load_x4(uint32_t (&r)[4], const uint16_t* rows, int lane) {
+#if defined(__CUDA_ARCH__)
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(rows + lane * 8));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+#else
+    const uint32_t* w = reinterpret_cast<const uint32_t*>(rows);
+    for (int m = 0; m < 4; ++m) r[m] = w[(8 * m + (lane >> 2)) * 4 + (lane & 3)];
+#endif
+}
+
+// 8-row half h of four consecutive 16-step tiles j .. j + 3 at `tiles` (one ldmatrix.x4 whose matrix m is rows
+// 16 (j + m) + 8h .. + 7): lane (g, q) gets the word of row 16 (j + m) + 8h + g, columns 2q, 2q + 1, in r[m].
+WB_TC_HD void load_halves(uint32_t (&r)[4], const uint16_t* tiles, int j, int h, int lane) {
+#if defined(__CUDA_ARCH__)
+    const uint16_t* row = tiles + (16 * (j + lane / 8) + 8 * h + lane % 8) * 8;
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+#else
+    const uint32_t* w = reinterpret_cast<const uint32_t*>(tiles);
+    for (int m = 0; m < 4; ++m) r[m] = w[(16 * (j + m) + 8 * h + (lane >> 2)) * 4 + (lane & 3)];
 #endif
 }
 
@@ -199,12 +245,18 @@ WB_TC_HD void conv_window(const uint16_t* xs, const uint32_t* kp, float* zc, int
 #pragma unroll
             for (int r = 0; r < R; ++r) q[l][r] = base[8 * r];
 #pragma unroll
-            for (int j = 0; j < kP; ++j) load_b(b[l][j], xs + int64_t(s0 + j) * 16 * 8, lane);
+            for (int j = 0; j < kP; j += 2) {
+                uint32_t r[4];
+                load_b2(r, xs + int64_t(s0 + j) * 16 * 8, lane);
+                b[l][j][0] = r[0], b[l][j][1] = r[1], b[l][j + 1][0] = r[2], b[l][j + 1][1] = r[3];
+            }
         }
+        // j outer, p inner: consecutive products go to different accumulators (a chain of products into one
+        // accumulator waits out the mma latency at every step).
 #pragma unroll
-        for (int p = 0; p < kP; ++p)
+        for (int j = 0; j < kP; ++j)
 #pragma unroll
-            for (int j = 0; j < kP; ++j) {
+            for (int p = 0; p < kP; ++p) {
                 // tile D = D0 + (p - j) causal, D0 + (j - p) anti-causal; c: the index of Q(2 D)
                 constexpr int zero = 2 * (kP - 1) + 1;
                 const int c = zero + 2 * (ANTI ? j - p : p - j);
@@ -244,9 +296,8 @@ WB_TC_HD void conv_window(const uint16_t* xs, const uint32_t* kp, float* zc, int
 template <int L>
 WB_TC_HD void dk_window(const uint16_t* es, const uint16_t* us, float* dks, float* scratch, int n, int64_t T, int D0,
                         int lane0) {
-    constexpr int NP = kDkPairs, NU = 2 * NP + kP - 1;
-    const uint32_t* ew = reinterpret_cast<const uint32_t*>(es);
-    const uint32_t* uw = reinterpret_cast<const uint32_t*>(us);
+    constexpr int NP = kDkPairs, NU = 2 * NP + kP - 1, NUL = (NU + 3) / 4 * 4;
+    static_assert(NUL - NU <= kGroupPad / 16 - kP, "the last u tiles loaded must lie in the zero pad");
     float acc[L][kP][2][4];
     for (int l = 0; l < L; ++l)
 #pragma unroll
@@ -257,19 +308,20 @@ WB_TC_HD void dk_window(const uint16_t* es, const uint16_t* us, float* dks, floa
                 for (int e = 0; e < 4; ++e) acc[l][p][h][e] = 0.0f;
     for (int tau0 = D0; tau0 < n; tau0 += 2 * NP) {
         uint32_t a[L][NP][4];
-        uint32_t u[L][NU][2];  // u[j] = u tile tau0 - D0 - kP + 1 + j
+        // u[h][j]: 8-row half h of u tile tau0 - D0 - kP + 1 + j, h-major so that a product's two B registers
+        // (tiles j and j + 1) are neighbours; NU rounded up to whole ldmatrix.x4 loads (the pad covers it)
+        uint32_t u[L][2][NUL];
+        const uint16_t* e0 = es + int64_t(16) * tau0 * 8;
+        const uint16_t* u0 = us + int64_t(16) * (tau0 - D0 - kP + 1) * 8;
         for (int l = 0; l < L; ++l) {
-            const int lane = lane0 + l, g = lane >> 2, qq = lane & 3;
-            const uint32_t* e0 = ew + (int64_t(16) * tau0 + g) * 4 + qq;
+            const int lane = lane0 + l;
+            // pair m: e tiles tau0 + 2m, + 1 (rows 32 m .. 32 m + 31): mma's A operand, one ldmatrix.x4
 #pragma unroll
-            for (int m = 0; m < NP; ++m)
+            for (int m = 0; m < NP; ++m) load_x4(a[l][m], e0 + 32 * m * 8, lane);
 #pragma unroll
-                for (int r = 0; r < 4; ++r) a[l][m][r] = e0[(32 * m + 8 * r) * 4];
-            const uint32_t* u0 = uw + (int64_t(16) * (tau0 - D0 - kP + 1) + g) * 4 + qq;
+            for (int h = 0; h < 2; ++h)
 #pragma unroll
-            for (int j = 0; j < NU; ++j)
-#pragma unroll
-                for (int h = 0; h < 2; ++h) u[l][j][h] = u0[(16 * j + 8 * h) * 4];
+                for (int j = 0; j < NUL; j += 4) load_halves(*reinterpret_cast<uint32_t(*)[4]>(&u[l][h][j]), u0, j, h, lane);
         }
 #pragma unroll
         for (int m = 0; m < NP; ++m)
@@ -284,8 +336,8 @@ WB_TC_HD void dk_window(const uint16_t* es, const uint16_t* us, float* dks, floa
                     for (int l = 0; l < L; ++l) {
 #pragma unroll
                         for (int r = 0; r < 4; ++r) am[l][r] = a[l][m][r];
-                        bj[l][0] = u[l][j][h];
-                        bj[l][1] = u[l][j + 1][h];
+                        bj[l][0] = u[l][h][j];
+                        bj[l][1] = u[l][h][j + 1];
                         d[l] = acc[l][p][h];
                     }
                     mma<L>(d, am, bj);
