@@ -118,12 +118,11 @@ WB_LONG_CONV_HD inline int64_t tc_groups(int64_t B) { return (B + 7) / 8; }
 WB_LONG_CONV_HD inline int64_t tc_time_tiles(int64_t T) { return (T + 7) / 8; }
 WB_LONG_CONV_HD inline int64_t tc_padded(int64_t T) { return (T + 15) / 16 * 16; }
 // Dynamic shared memory of tc_conv and tc_dk at padded length Tp (bytes).
-// (long_conv_tc.cuh: kTcPad zero rows of 16 bytes around the staged rows, a pair table of Tp + 256 words, dk's
-// 8 warps' scratch tiles of 16 x 17 floats.)
+// (long_conv_tc.cuh: kTcPad zero rows of 16 bytes around the staged rows, a pair table of Tp + 256 words.)
 constexpr int64_t kTcPad = 160;
 WB_LONG_CONV_HD inline int64_t tc_conv_smem(int64_t Tp) { return 16 * (Tp + kTcPad) + 4 * (Tp + 256); }
 WB_LONG_CONV_HD inline int64_t tc_dk_smem(int64_t Tp) {
-    return 16 * (Tp + kTcPad) + 16 * (Tp + 2 * kTcPad) + 4 * Tp + 8 * 16 * 17 * 4;
+    return 16 * (Tp + kTcPad) + 16 * (Tp + 2 * kTcPad) + 4 * Tp;
 }
 const char* tc_forward_pack(const Params& p, cudaStream_t stream);
 const char* tc_backward_pack(const Params& p, cudaStream_t stream);

@@ -67,7 +67,6 @@ __global__ void __launch_bounds__(tc::kDkWarps * 32, 2) tc_dk_kernel(const Param
     uint16_t* es = reinterpret_cast<uint16_t*>(smem);
     uint16_t* us = reinterpret_cast<uint16_t*>(smem + 16 * (p.Tp + pad));
     float* dks = reinterpret_cast<float*>(smem + 16 * (p.Tp + pad) + 16 * (p.Tp + 2 * pad));
-    float* scratch = dks + p.Tp;  // 16 x 17 floats per warp
     const int tid = threadIdx.x, threads = tc::kDkWarps * 32;
     tc::stage_rows(reinterpret_cast<uint4*>(es), static_cast<const uint4*>(p.et) + row, p.Tp, 0, pad, tid, threads);
     tc::stage_rows(reinterpret_cast<uint4*>(us), static_cast<const uint4*>(p.ut) + row, p.Tp, pad, pad, tid, threads);
@@ -77,7 +76,7 @@ __global__ void __launch_bounds__(tc::kDkWarps * 32, 2) tc_dk_kernel(const Param
     for (int i = 0;; ++i) {
         const int w = tc::snake_window(i, warp, tc::kDkWarps, windows);
         if (w == -2) break;
-        if (w >= 0) tc::dk_window<1>(es, us + 8 * pad, dks, scratch + warp * 16 * 17, n, p.T, w * tc::kP, tid % 32);
+        if (w >= 0) tc::dk_window<1>(es, us + 8 * pad, dks, n, p.T, w * tc::kP, tid % 32);
     }
     __syncthreads();
     float* out = p.dk_part + (g * p.C + c) * p.T;

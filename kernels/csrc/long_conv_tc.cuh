@@ -21,7 +21,7 @@
 // before the products, whose register indices are then compile-time. The transposed tile (du, anti-causal)
 // is {Q'(2D), Q'(2D - 1), Q'(2D + 1), Q'(2D)} with Q'(x) = (k[8x - o], k[8x - o + 1]), from a second table.
 // dk is a GEMM too: S_D[i][j] = sum over tiles t and rows b of e[16t + i][b] u[16(t - D) + j][b], K = (2 tiles
-// x 8 rows), then dk[16 D + i - j] += S_D[i][j], summed along the diagonals through a per-warp scratch tile
+// x 8 rows), then dk[16 D + i - j] += S_D[i][j], summed along the diagonals by warp shuffles
 // (one shared atomic per diagonal; per element, the first version's atomics took 2/3 of dk's time).
 //
 // Written once for the GPU and the CPU: the warp-level functions take L, the lanes one call holds (1 on the
@@ -172,9 +172,15 @@ WB_TC_HD void load_halves(uint32_t (&r)[4], const uint16_t* tiles, int j, int h,
 #endif
 }
 
-WB_TC_HD void warp_sync() {
+// out[l] = in[l + delta] for every lane whose l + delta < 32, else in[l] (__shfl_down_sync).
+template <int L, int N>
+WB_TC_HD void shfl_down_all(float (&out)[L][N], const float (&in)[L][N], int delta, int lane0) {
 #if defined(__CUDA_ARCH__)
-    __syncwarp();
+#pragma unroll
+    for (int k = 0; k < N; ++k) out[0][k] = __shfl_down_sync(0xffffffffu, in[0][k], delta);
+#else
+    for (int l = 0; l < L; ++l)
+        for (int k = 0; k < N; ++k) out[l][k] = lane0 + l + delta < 32 ? in[l + delta][k] : in[l][k];
 #endif
 }
 
@@ -290,12 +296,11 @@ WB_TC_HD void conv_window(const uint16_t* xs, const uint32_t* kp, float* zc, int
 // ---------------------------------------------------------------------------------------------------------
 // dk of one window of lag tiles D0 .. D0 + kP - 1: es, us the staged e and u (bfloat16 bits; es with
 // kGroupPad zero rows after Tp, us with kGroupPad zero rows before and after), dks the channel's float32 sums
-// [Tp] in shared memory, `scratch` the warp's 16 x 17 floats. Over groups of kDkPairs pairs of e tiles
+// [Tp] in shared memory. Over groups of kDkPairs pairs of e tiles
 // (tau, tau + 1), tau = D0, D0 + 2, ...: the group's u tiles tau - D for every tau and D of the window, 2
 // kDkPairs + kP - 1 of them (two 8-row halves each), loaded once before the group's products.
 template <int L>
-WB_TC_HD void dk_window(const uint16_t* es, const uint16_t* us, float* dks, float* scratch, int n, int64_t T, int D0,
-                        int lane0) {
+WB_TC_HD void dk_window(const uint16_t* es, const uint16_t* us, float* dks, int n, int64_t T, int D0, int lane0) {
     constexpr int NP = kDkPairs, NU = 2 * NP + kP - 1, NUL = (NU + 3) / 4 * 4;
     static_assert(NUL - NU <= kGroupPad / 16 - kP, "the last u tiles loaded must lie in the zero pad");
     float acc[L][kP][2][4];
@@ -343,28 +348,41 @@ WB_TC_HD void dk_window(const uint16_t* es, const uint16_t* us, float* dks, floa
                     mma<L>(d, am, bj);
                 }
     }
-    // S_D[i][j] adds to dk[16 D + i - j]: each tile through the warp's scratch (16 x 17 floats), then lane d < 31
-    // sums diagonal i - j = d - 15 and adds it with one shared atomic (distinct addresses in a warp; a
-    // neighbouring window's warp may add to the same 15 lags at either end).
+    // S_D[i][j] adds to dk[16 D + i - j]. Lane (g, q) holds i = g, g + 8 and j = 8h + 2q + e, i.e. for
+    // s = g - 2q three diagonals per e: s - e (h 0 row g, h 1 row g + 8), s - e + 8 (h 0 row g + 8) and
+    // s - e - 8 (h 1 row g). Lanes with the same s, (g, q), (g + 2, q + 1), ... lie 9 apart: two shuffle
+    // rounds sum each chain into its first lane (q == 0 or g < 2), which adds its 6 sums with shared atomics
+    // (distinct addresses in a warp; a neighbouring window's warp may add to the same lags at either end).
     for (int p = 0; p < kP; ++p) {
+        float v[L][6], r[L][6];
+        for (int l = 0; l < L; ++l)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                v[l][e] = acc[l][p][0][e] + acc[l][p][1][2 + e];  // diagonal s - e
+                v[l][2 + e] = acc[l][p][0][2 + e];  // s - e + 8
+                v[l][4 + e] = acc[l][p][1][e];  // s - e - 8
+            }
+        shfl_down_all<L, 6>(r, v, 9, lane0);
         for (int l = 0; l < L; ++l) {
             const int lane = lane0 + l, g = lane >> 2, qq = lane & 3;
+            if (qq <= 2 && g <= 5)
 #pragma unroll
-            for (int h = 0; h < 2; ++h)
-#pragma unroll
-                for (int e = 0; e < 4; ++e)
-                    scratch[(g + (e >= 2 ? 8 : 0)) * 17 + 8 * h + 2 * qq + (e & 1)] = acc[l][p][h][e];
+                for (int k = 0; k < 6; ++k) v[l][k] += r[l][k];
         }
-        warp_sync();
+        shfl_down_all<L, 6>(r, v, 18, lane0);
         for (int l = 0; l < L; ++l) {
-            const int d = lane0 + l - 15;
-            const int64_t lag = int64_t(16) * (D0 + p) + d;
-            if (d > 15 || lag < 0 || lag >= T) continue;
-            float sum = 0.0f;
-            for (int i = d > 0 ? d : 0; i < 16 && i - d < 16; ++i) sum += scratch[i * 17 + i - d];
-            smem_add(dks + lag, sum);
+            const int lane = lane0 + l, g = lane >> 2, qq = lane & 3;
+            if (qq <= 1 && g <= 3)
+#pragma unroll
+                for (int k = 0; k < 6; ++k) v[l][k] += r[l][k];
+            if (qq != 0 && g >= 2) continue;  // not the first lane of its chain
+            const int64_t base = int64_t(16) * (D0 + p) + g - 2 * qq;
+#pragma unroll
+            for (int k = 0; k < 6; ++k) {
+                const int64_t lag = base - (k & 1) + (k >= 4 ? -8 : k >= 2 ? 8 : 0);
+                if (lag >= 0 && lag < T) smem_add(dks + lag, v[l][k]);
+            }
         }
-        warp_sync();
     }
 }
 

@@ -57,7 +57,7 @@ void dk_block(const Params& p, int64_t c, int64_t g) {
     const int64_t row = (g * p.C + c) * p.Tp;
     const int pad = tc::kGroupPad;
     std::vector<uint4> es(p.Tp + pad), us(p.Tp + 2 * pad);
-    std::vector<float> dks(p.Tp, 0.0f), scratch(16 * 17);
+    std::vector<float> dks(p.Tp, 0.0f);
     tc::stage_rows(es.data(), static_cast<const uint4*>(p.et) + row, p.Tp, 0, pad, 0, 1);
     tc::stage_rows(us.data(), static_cast<const uint4*>(p.ut) + row, p.Tp, pad, pad, 0, 1);
     const int n = int(p.Tp / 16), windows = (n + tc::kP - 1) / tc::kP;
@@ -69,8 +69,7 @@ void dk_block(const Params& p, int64_t c, int64_t g) {
             if (w < 0) continue;
             ++seen[w];
             tc::dk_window<32>(reinterpret_cast<const uint16_t*>(es.data()),
-                              reinterpret_cast<const uint16_t*>(us.data() + pad), dks.data(), scratch.data(), n, p.T,
-                              w * tc::kP, 0);
+                              reinterpret_cast<const uint16_t*>(us.data() + pad), dks.data(), n, p.T, w * tc::kP, 0);
         }
     for (int w = 0; w < windows; ++w)
         if (seen[w] != 1) std::printf("FAIL window %d of %d taken %d times\n", w, windows, seen[w]);
