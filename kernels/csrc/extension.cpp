@@ -172,17 +172,19 @@ void selective_scan_check(const at::Tensor& x, const at::Tensor& dt, const at::T
     TORCH_CHECK(A.defined() && A.dim() == 2 && A.size(0) == D && A.size(1) >= 1 && A.size(1) <= ss::kMaxState,
                 "selective_scan: A must be [D, N] with D = ", D, " and 1 <= N <= 64, got ", A.sizes());
     const int64_t N = A.size(1);
-    auto same = [&](const at::Tensor& t, const char* name, at::IntArrayRef shape) {
+    // A, D and h0 are read as float32 whatever their dtype: x's or float32 (autocast's parameters).
+    auto same = [&](const at::Tensor& t, const char* name, at::IntArrayRef shape, bool f32_ok) {
         TORCH_CHECK(t.sizes() == shape, "selective_scan: ", name, " must be ", shape, ", got ", t.sizes());
-        TORCH_CHECK(t.device() == x.device() && t.scalar_type() == x.scalar_type() && t.is_contiguous(),
-                    "selective_scan: ", name, " must be contiguous, on x's device, with x's dtype");
+        const bool dtype_ok = t.scalar_type() == x.scalar_type() || (f32_ok && t.scalar_type() == at::kFloat);
+        TORCH_CHECK(t.device() == x.device() && dtype_ok && t.is_contiguous(), "selective_scan: ", name,
+                    " must be contiguous, on x's device, with x's dtype", f32_ok ? " or float32" : "");
     };
-    same(dt, "dt", {B, T, D});
-    same(A, "A", {D, N});
-    same(Bm, "B", {B, T, N});
-    same(Cm, "C", {B, T, N});
-    if (present(Dskip)) same(Dskip, "D", {D});
-    if (present(h0)) same(h0, "h0", {B, D, N});
+    same(dt, "dt", {B, T, D}, false);
+    same(A, "A", {D, N}, true);
+    same(Bm, "B", {B, T, N}, false);
+    same(Cm, "C", {B, T, N}, false);
+    if (present(Dskip)) same(Dskip, "D", {D}, true);
+    if (present(h0)) same(h0, "h0", {B, D, N}, true);
 }
 
 ss::Params selective_scan_params(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A32,

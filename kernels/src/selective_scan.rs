@@ -161,13 +161,19 @@ pub fn selective_scan(
     // CUDA tensors on the Auto path: our kernel (csrc/selective_scan.cu) when its library is loaded and the
     // arguments fit it (dtypes, N <= 64); the blocked loop below otherwise.
     if path == KernelPath::Auto && x.device().is_cuda() {
-        // Under bf16 autocast the projections arrive in bf16 while A, D (parameters) and dt (softplus runs in
-        // float32) do not: the kernel computes in float32 whatever it reads, so it reads float32 then (the
-        // casts are differentiable; the scan is bound by its exponentials, not by these bytes).
+        // Under bf16 autocast x, B and C arrive in bf16 (projections) while A, D (parameters) and dt (softplus
+        // runs in float32) do not. The kernel reads A, D and h0 as float32 whatever their dtype, so it runs in
+        // bf16 then with dt rounded to bf16 (the precision mamba-ssm's kernel takes it in): no float32 copies of
+        // x, B, C, and y stays bf16. Any other mix runs in float32 (the casts are differentiable).
         let parts = [x, dt, a, b, c].into_iter().chain(d).chain(initial_state);
         let mixed = parts.clone().any(|t| t.kind() != x.kind());
         let floats = parts.clone().all(|t| matches!(t.kind(), Kind::Float | Kind::BFloat16 | Kind::Half));
-        let r = if mixed && floats {
+        let bf16 = |t: &Tensor| t.kind() == Kind::BFloat16;
+        let param = |t: &Tensor| if bf16(t) { t.shallow_clone() } else { t.to_kind(Kind::Float) };
+        let r = if mixed && floats && bf16(x) && bf16(b) && bf16(c) {
+            let (a, d, h0) = (param(a), d.map(param), initial_state.map(param));
+            crate::cuda_ext::selective_scan_auto(x, &dt.to_kind(Kind::BFloat16), &a, b, c, d.as_ref(), h0.as_ref())
+        } else if mixed && floats {
             let f = |t: &Tensor| t.to_kind(Kind::Float);
             let (d, h0) = (d.map(f), initial_state.map(f));
             crate::cuda_ext::selective_scan_auto(&f(x), &f(dt), &f(a), &f(b), &f(c), d.as_ref(), h0.as_ref())

@@ -113,7 +113,9 @@ pub const SELECTIVE_SCAN_MAX_STATE: i64 = 64;
 
 /// Checks the selective scan's arguments (shapes in [`crate::selective_scan`]'s note): `x` [B, T, D] (CUDA,
 /// float32 or bfloat16, contiguous, B <= 65535), `dt` [B, T, D], `a` [D, N] with 1 <= N <= 64, `b` and `c`
-/// [B, T, N], `d` [D], `h0` [B, D, N]; every one contiguous, on x's device, in x's dtype.
+/// [B, T, N], `d` [D], `h0` [B, D, N]; every one contiguous, on x's device, in x's dtype, except that `a`,
+/// `d` and `h0` may also be float32 (the kernel reads them as float32: autocast's parameters beside bfloat16
+/// activations).
 pub fn check_selective_scan(
     x: &Meta,
     dt: &Meta,
@@ -139,19 +141,20 @@ pub fn check_selective_scan(
         return Err(bad(OP, "A", format!("expected shape [D, N] = [{di}, 1..=64], got {:?}", a.size)));
     }
     let n = a.size[1];
-    let mut args: Vec<Follower> = vec![
+    let args: Vec<Follower> = vec![
         ("dt", dt, vec![bs, t, di], "[B, T, D]"),
-        ("A", a, vec![di, n], "[D, N]"),
         ("B", b, vec![bs, t, n], "[B, T, N]"),
         ("C", c, vec![bs, t, n], "[B, T, N]"),
     ];
+    check_followers(OP, ("x", x), args)?;
+    let mut f32_ok: Vec<Follower> = vec![("A", a, vec![di, n], "[D, N]")];
     if let Some(d) = d {
-        args.push(("D", d, vec![di], "[D]"));
+        f32_ok.push(("D", d, vec![di], "[D]"));
     }
     if let Some(h0) = h0 {
-        args.push(("h0", h0, vec![bs, di, n], "[B, D, N]"));
+        f32_ok.push(("h0", h0, vec![bs, di, n], "[B, D, N]"));
     }
-    check_followers(OP, ("x", x), args)
+    check_followers_or_f32(OP, ("x", x), f32_ok)
 }
 
 /// The largest head dimension (Dk and Dv) the chunked linear-attention kernel takes.
@@ -213,14 +216,21 @@ pub fn check_chunk_linear(
     if let Some(s0) = s0 {
         f32_ok.push(("s0", s0, vec![b, h, dk, dv], "[B, H, Dk, Dv]"));
     }
-    for (arg, m, want, dims) in f32_ok {
-        // q's dtype or float32: checked as a follower of a float32 stand-in for q when it is float32
-        let lead = if m.kind == Kind::Float { Meta { kind: Kind::Float, ..q.clone() } } else { q.clone() };
-        check_followers(OP, ("q", &lead), vec![(arg, m, want, dims)]).map_err(|e| match e {
+    check_followers_or_f32(OP, ("q", q), f32_ok)
+}
+
+/// [`check_followers`] for arguments that may also be float32 whatever the lead's dtype (a float32
+/// parameter or state beside bfloat16 activations, as under autocast).
+fn check_followers_or_f32(op: &'static str, lead: (&str, &Meta), args: Vec<Follower>) -> Result<(), CudaKernelError> {
+    let (name, q) = lead;
+    for (arg, m, want, dims) in args {
+        // the lead's dtype or float32: checked as a follower of a float32 stand-in for the lead when it is float32
+        let stand_in = if m.kind == Kind::Float { Meta { kind: Kind::Float, ..q.clone() } } else { q.clone() };
+        check_followers(op, (name, &stand_in), vec![(arg, m, want, dims)]).map_err(|e| match e {
             CudaKernelError::BadArgument { op, arg, msg }
                 if msg.starts_with("expected dtype") && q.kind != Kind::Float =>
             {
-                let msg = format!("expected dtype {:?} (that of q) or Float, got {:?}", q.kind, m.kind);
+                let msg = format!("expected dtype {:?} (that of {name}) or Float, got {:?}", q.kind, m.kind);
                 CudaKernelError::BadArgument { op, arg, msg }
             }
             other => other,
@@ -291,6 +301,10 @@ mod tests {
         };
         assert_eq!(ok(&x, &x, &a, &bc, &bc, Some(&d), Some(&h0)), Ok(()));
         assert_eq!(ok(&x, &x, &a, &bc, &bc, None, None), Ok(()));
+        // bfloat16 activations with float32 A, D, h0 (autocast's parameters)
+        let (a32, d32, h032) =
+            (meta(gpu, Kind::Float, &[5, 16]), meta(gpu, Kind::Float, &[5]), meta(gpu, Kind::Float, &[2, 5, 16]));
+        assert_eq!(ok(&x, &x, &a32, &bc, &bc, Some(&d32), Some(&h032)), Ok(()));
         type Args = (Meta, Meta, Meta, Meta, Meta, Option<Meta>, Option<Meta>);
         let base: Args = (x.clone(), x.clone(), a.clone(), bc.clone(), bc.clone(), Some(d.clone()), Some(h0.clone()));
         let with = |f: &dyn Fn(&mut Args)| {
@@ -314,7 +328,8 @@ mod tests {
             (with(&|v| v.4 = meta(gpu, k, &[2, 8, 16])), "C", "[B, T, N] = [2, 9, 16]"),
             (with(&|v| v.5 = Some(meta(gpu, k, &[6]))), "D", "[D] = [5]"),
             (with(&|v| v.6 = Some(meta(gpu, k, &[2, 16, 5]))), "h0", "[B, D, N] = [2, 5, 16]"),
-            (with(&|v| v.6 = Some(meta(gpu, Kind::Float, &[2, 5, 16]))), "h0", "dtype"),
+            (with(&|v| v.6 = Some(meta(gpu, Kind::Half, &[2, 5, 16]))), "h0", "(that of x) or Float"),
+            (with(&|v| v.2 = meta(gpu, Kind::Half, &[5, 16])), "A", "(that of x) or Float"),
         ];
         for (v, want_arg, want_text) in cases {
             let e = check_selective_scan(&v.0, &v.1, &v.2, &v.3, &v.4, v.5.as_ref(), v.6.as_ref()).unwrap_err();

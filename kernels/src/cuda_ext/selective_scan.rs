@@ -4,7 +4,7 @@
 use super::SELECTIVE_SCAN_MAX_STATE;
 use super::{check_selective_scan, extension, for_cuda_tensors, supported_kind, CudaKernelError, Extension, Meta, Raw};
 use std::ffi::c_void;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// Mamba's selective scan on the GPU (see [`crate::selective_scan`] for the math): returns `(y [B, T, D],
 /// h_T [B, D, N])` in x's dtype, differentiable in every input. Arguments are checked first
@@ -75,10 +75,13 @@ pub(crate) fn selective_scan_auto(
 ) -> Option<(Tensor, Tensor)> {
     let n = a.size().get(1).copied().unwrap_or(0);
     let fits = |t: &Tensor| t.kind() == x.kind() && t.device() == x.device();
+    // A, D and h0 may also be float32 (read as float32 whatever their dtype; check.rs)
+    let fits_or_f32 = |t: &Tensor| fits(t) || (t.kind() == Kind::Float && t.device() == x.device());
     if !supported_kind(x.kind())
         || !(1..=SELECTIVE_SCAN_MAX_STATE).contains(&n)
         || x.numel() == 0
-        || ![dt, a, b, c].into_iter().chain(d).chain(h0).all(fits)
+        || ![dt, b, c].into_iter().all(fits)
+        || ![a].into_iter().chain(d).chain(h0).all(fits_or_f32)
     {
         return None;
     }

@@ -158,8 +158,39 @@ fn gpu_selective_scan_dispatch() {
         });
         assert_eq!(cuda_ext::selective_scan_calls().unwrap(), before + 1, "Auto must call the kernel");
     }
+    // Autocast's mix: x, B, C in bfloat16, dt, A, D, h0 in float32. The kernel runs in bfloat16 (dt rounded
+    // to it), reads A, D, h0 as float32, and y comes back in bfloat16; against float64 on the same rounded
+    // inputs, within the bfloat16 tolerance.
     let before = cuda_ext::selective_scan_calls().unwrap();
     let v = scan_inputs(case, Kind::Float, dev);
+    let bf = |t: &Tensor| t.to_kind(Kind::BFloat16);
+    let (y, h) = selective_scan(
+        &bf(&v[0]),
+        &v[1],
+        &v[2],
+        &bf(&v[3]),
+        &bf(&v[4]),
+        Some(&v[5]),
+        Some(&v[6]),
+        16,
+        KernelPath::Auto,
+    );
+    assert_eq!(cuda_ext::selective_scan_calls().unwrap(), before + 1, "autocast's mix must call the kernel");
+    assert_eq!((y.kind(), h.kind()), (Kind::BFloat16, Kind::BFloat16));
+    let w: Vec<Tensor> = [bf(&v[0]), bf(&v[1]), v[2].shallow_clone(), bf(&v[3]), bf(&v[4]), v[5].shallow_clone()]
+        .iter()
+        .chain([&v[6]])
+        .map(|t| t.to_kind(Kind::Double))
+        .collect();
+    let (yr, hr) =
+        selective_scan(&w[0], &w[1], &w[2], &w[3], &w[4], Some(&w[5]), Some(&w[6]), 16, KernelPath::Reference);
+    let tol = scan_tolerance(Kind::BFloat16);
+    for (name, a, r) in [("y", &y, &yr), ("h_T", &h, &hr)] {
+        let e = rel_err(a, r);
+        assert!(e <= tol, "autocast mix: {name} error {e:.3e} > {tol:.1e}");
+    }
+
+    let before = cuda_ext::selective_scan_calls().unwrap();
     let _ = selective_scan(&v[0], &v[1], &v[2], &v[3], &v[4], Some(&v[5]), None, 16, KernelPath::Reference);
     let w: Vec<Tensor> = v.iter().map(|t| t.to_kind(Kind::Double)).collect();
     let _ = selective_scan(&w[0], &w[1], &w[2], &w[3], &w[4], Some(&w[5]), None, 16, KernelPath::Auto);
