@@ -126,14 +126,28 @@ WB_TC_HD void load_b(uint32_t (&b)[2], const uint16_t* rows, int lane) {
 #endif
 }
 
+#if defined(__CUDA_ARCH__)
+// ldmatrix.x4 (.trans when TRANS) with this lane's row address `row`.
+template <bool TRANS>
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const uint16_t* row) {
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(row));
+    if (TRANS) {
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(s));
+    } else {
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(s));
+    }
+}
+#endif
+
 // The B operands of two consecutive 16-step tiles at `rows` (32 rows of 16 bytes), one ldmatrix.x4.trans:
 // b[0..1] as load_b of rows 0..15, b[2..3] of rows 16..31.
 WB_TC_HD void load_b2(uint32_t (&b)[4], const uint16_t* rows, int lane) {
 #if defined(__CUDA_ARCH__)
-    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(rows + lane * 8));
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
-                 : "r"(s));
+    ldsm_x4<true>(b, rows + lane * 8);
 #else
     uint32_t lo[2], hi[2];
     load_b(lo, rows, lane);
@@ -147,10 +161,7 @@ WB_TC_HD void load_b2(uint32_t (&b)[4], const uint16_t* rows, int lane) {
 // rows = 16 steps x 8 batch rows it gives mma's A operand of a 16-step row block over two tiles (dk's e).
 WB_TC_HD void load_x4(uint32_t (&r)[4], const uint16_t* rows, int lane) {
 #if defined(__CUDA_ARCH__)
-    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(rows + lane * 8));
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(s));
+    ldsm_x4<false>(r, rows + lane * 8);
 #else
     const uint32_t* w = reinterpret_cast<const uint32_t*>(rows);
     for (int m = 0; m < 4; ++m) r[m] = w[(8 * m + (lane >> 2)) * 4 + (lane & 3)];
@@ -161,11 +172,7 @@ WB_TC_HD void load_x4(uint32_t (&r)[4], const uint16_t* rows, int lane) {
 // 16 (j + m) + 8h .. + 7): lane (g, q) gets the word of row 16 (j + m) + 8h + g, columns 2q, 2q + 1, in r[m].
 WB_TC_HD void load_halves(uint32_t (&r)[4], const uint16_t* tiles, int j, int h, int lane) {
 #if defined(__CUDA_ARCH__)
-    const uint16_t* row = tiles + (16 * (j + lane / 8) + 8 * h + lane % 8) * 8;
-    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(row));
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(s));
+    ldsm_x4<false>(r, tiles + (16 * (j + lane / 8) + 8 * h + lane % 8) * 8);
 #else
     const uint32_t* w = reinterpret_cast<const uint32_t*>(tiles);
     for (int m = 0; m < 4; ++m) r[m] = w[(16 * (j + m) + 8 * h + (lane >> 2)) * 4 + (lane & 3)];

@@ -82,39 +82,16 @@ bool all_written(const char* what, const std::vector<float>& v, char* why) {
 template <typename T>
 bool run_case(const Case& c, std::mt19937& rng, const char* dtype) {
     const int64_t B = c.B, T_ = c.T, C = c.C, N = fft_size(T_), F = bins(N);
-    std::normal_distribution<double> normal(0.0, 1.0);
-    Problem pr;
     const int64_t n = B * T_ * C;
-    for (auto* v : {&pr.u, &pr.gate, &pr.dy}) {
-        v->resize(n);
-        for (auto& x : *v) x = double(to_float(from_float<T>(float(normal(rng)))));
-    }
-    pr.k.resize(C * T_);
-    for (auto& x : pr.k) x = double(float(normal(rng) / std::sqrt(double(T_))));
-    pr.D.resize(C);
-    for (auto& x : pr.D) x = double(float(normal(rng)));
+    const Problem pr = random_problem<T>(c, rng);
     const Result want = reference(c, pr);
 
     const float nan = std::numeric_limits<float>::quiet_NaN();
-    auto cast = [&](const std::vector<double>& v) {
-        std::vector<T> r(v.size());
-        for (size_t i = 0; i < v.size(); ++i) r[i] = from_float<T>(float(v[i]));
-        return r;
-    };
-    std::vector<T> dy = cast(pr.dy);
     // u and gate: contiguous, or rows of C + 3 (gate: + 5) elements and batch rows 7 (gate: 2) elements apart
-    auto layout = [&](const std::vector<double>& v, int64_t pad_t, int64_t pad_b, int64_t& sb, int64_t& st) {
-        st = C + (c.strided ? pad_t : 0);
-        sb = T_ * st + (c.strided ? pad_b : 0);
-        std::vector<T> r(B * sb, from_float<T>(nan));
-        for (int64_t b = 0; b < B; ++b)
-            for (int64_t t = 0; t < T_; ++t)
-                for (int64_t ch = 0; ch < C; ++ch)
-                    r[b * sb + t * st + ch] = from_float<T>(float(v[(b * T_ + t) * C + ch]));
-        return r;
-    };
-    int64_t su_b, su_t, sg_b, sg_t;
-    std::vector<T> u = layout(pr.u, 3, 7, su_b, su_t), gate = layout(pr.gate, 5, 2, sg_b, sg_t);
+    int64_t su_b, su_t, sg_b, sg_t, sd_b, sd_t;
+    std::vector<T> u = laid_out<T>(c, pr.u, 3, 7, su_b, su_t), gate = laid_out<T>(c, pr.gate, 5, 2, sg_b, sg_t);
+    const Case contiguous{c.B, c.T, c.C, c.gate, c.skip, false};
+    std::vector<T> dy = laid_out<T>(contiguous, pr.dy, 0, 0, sd_b, sd_t);
     std::vector<T> y(n, from_float<T>(nan)), w(n, from_float<T>(nan)), du(n, from_float<T>(nan)),
         dgate(n, from_float<T>(nan));
     std::vector<float> D(pr.D.begin(), pr.D.end()), kpad(C * N, 0.0f);

@@ -93,34 +93,17 @@ std::vector<double> widen(const std::vector<bf16>& v) {
 
 bool run_case(const Case& c, std::mt19937& rng) {
     const int64_t B = c.B, T_ = c.T, C = c.C, G = tc_groups(B), Tp = tc_padded(T_);
-    std::normal_distribution<double> normal(0.0, 1.0);
-    Problem pr;
     const int64_t n = B * T_ * C;
-    for (auto* v : {&pr.u, &pr.gate, &pr.dy}) {
-        v->resize(n);
-        for (auto& x : *v) x = double(to_float(from_float<bf16>(float(normal(rng)))));
-    }
-    pr.k.resize(C * T_);
-    for (auto& x : pr.k) x = double(float(normal(rng) / std::sqrt(double(T_))));
-    pr.D.resize(C);
-    for (auto& x : pr.D) x = double(float(normal(rng)));
+    const Problem pr = random_problem<bf16>(c, rng);
     const Result want = reference(c, pr);
 
     const float nan = std::numeric_limits<float>::quiet_NaN();
     const bf16 bnan = from_float<bf16>(nan);
     // u and gate: contiguous, or rows of C + 3 (gate: + 5) elements and batch rows 7 (gate: 2) elements apart
-    auto layout = [&](const std::vector<double>& v, int64_t pad_t, int64_t pad_b, int64_t& sb, int64_t& st) {
-        st = C + (c.strided ? pad_t : 0);
-        sb = T_ * st + (c.strided ? pad_b : 0);
-        std::vector<bf16> r(B * sb, bnan);
-        for (int64_t b = 0; b < B; ++b)
-            for (int64_t t = 0; t < T_; ++t)
-                for (int64_t ch = 0; ch < C; ++ch) r[b * sb + t * st + ch] = from_float<bf16>(float(v[(b * T_ + t) * C + ch]));
-        return r;
-    };
     int64_t su_b, su_t, sg_b, sg_t, sd_b, sd_t;
-    std::vector<bf16> u = layout(pr.u, 3, 7, su_b, su_t), gate = layout(pr.gate, 5, 2, sg_b, sg_t);
-    std::vector<bf16> dy = layout(pr.dy, 0, 0, sd_b, sd_t);
+    std::vector<bf16> u = laid_out<bf16>(c, pr.u, 3, 7, su_b, su_t), gate = laid_out<bf16>(c, pr.gate, 5, 2, sg_b, sg_t);
+    const Case contiguous{c.B, c.T, c.C, c.gate, c.skip, false};
+    std::vector<bf16> dy = laid_out<bf16>(contiguous, pr.dy, 0, 0, sd_b, sd_t);
     std::vector<bf16> y(n, bnan), w(n, bnan), du(n, bnan), dgate(n, bnan);
     std::vector<float> D(pr.D.begin(), pr.D.end()), kf(pr.k.begin(), pr.k.end());
     // the packed rows as bfloat16 bits, NaN-filled (0xffff)

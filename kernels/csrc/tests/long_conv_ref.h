@@ -2,8 +2,13 @@
 // of the FFT path (emulate_long_conv.cu) and the tensor-core path (emulate_long_conv_tc.cu).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
+#include <random>
 #include <vector>
+
+#include "../dtype.cuh"
 
 namespace {
 
@@ -54,6 +59,37 @@ Result reference(const Case& c, const Problem& pr) {
                 if (c.skip) r.dD[ch] += e[i] * pr.u[i];
                 for (int64_t s = 0; s <= t; ++s) r.dk[ch * T + s] += e[i] * pr.u[at(b, t - s, ch)];
             }
+    return r;
+}
+
+// Fresh random inputs: u, gate and dy N(0, 1) rounded to T (so the reference sees exactly the kernel's
+// inputs), k N(0, 1/T) and D N(0, 1) in float32.
+template <typename T>
+Problem random_problem(const Case& c, std::mt19937& rng) {
+    std::normal_distribution<double> normal(0.0, 1.0);
+    Problem pr;
+    for (auto* v : {&pr.u, &pr.gate, &pr.dy}) {
+        v->resize(c.B * c.T * c.C);
+        for (auto& x : *v) x = double(wb::to_float(wb::from_float<T>(float(normal(rng)))));
+    }
+    pr.k.resize(c.C * c.T);
+    for (auto& x : pr.k) x = double(float(normal(rng) / std::sqrt(double(c.T))));
+    pr.D.resize(c.C);
+    for (auto& x : pr.D) x = double(float(normal(rng)));
+    return pr;
+}
+
+// v [B, T, C] in T's dtype, contiguous, or (c.strided) with rows C + pad_t elements and batch rows pad_b
+// elements apart, NaN in between, as Hyena slices u and gate out of one projection; sb, st its strides.
+template <typename T>
+std::vector<T> laid_out(const Case& c, const std::vector<double>& v, int64_t pad_t, int64_t pad_b, int64_t& sb,
+                        int64_t& st) {
+    st = c.C + (c.strided ? pad_t : 0);
+    sb = c.T * st + (c.strided ? pad_b : 0);
+    std::vector<T> r(c.B * sb, wb::from_float<T>(std::numeric_limits<float>::quiet_NaN()));
+    for (int64_t b = 0; b < c.B; ++b)
+        for (int64_t t = 0; t < c.T; ++t)
+            for (int64_t ch = 0; ch < c.C; ++ch) r[b * sb + t * st + ch] = wb::from_float<T>(float(v[(b * c.T + t) * c.C + ch]));
     return r;
 }
 
