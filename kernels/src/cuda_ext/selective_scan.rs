@@ -59,7 +59,8 @@ impl Inputs<'_> {
 }
 
 /// The `Auto` path of [`crate::selective_scan::selective_scan`] for a CUDA `x`: the kernel when it applies
-/// (every tensor float32 or bfloat16 in x's dtype and on x's device, 1 <= N <= 64, non-empty) and the
+/// (every tensor float32 or bfloat16 in x's dtype and on x's device, A, D and h0 also float32 beside bfloat16
+/// x; 1 <= N <= 64, non-empty) and the
 /// library is loaded, else `None` (the caller's libtorch path). Non-contiguous inputs are made contiguous
 /// (the mixer slices B and C out of one projection). Shapes that do not fit together panic with the
 /// validation message, as the reference's own checks do.
