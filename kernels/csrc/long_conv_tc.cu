@@ -1,6 +1,6 @@
 // Hyena's long convolution on tensor cores (bfloat16): the kernels and launchers of long_conv_tc.cuh's
 // per-thread and per-warp code. No torch headers; ext_long_conv.cpp calls the launchers.
-#include "long_conv_tc.cuh"
+#include "long_conv_tc_pack.cuh"
 
 namespace wb {
 namespace long_conv {

@@ -11,7 +11,7 @@
 #include <random>
 #include <vector>
 
-#include "../long_conv_tc.cuh"
+#include "../long_conv_tc_pack.cuh"
 #include "emulate.h"
 #include "long_conv_ref.h"
 

@@ -1,0 +1,253 @@
+// Hyena's long convolution on tensor cores: the pack and unpack kernels' per-thread code, the tiled
+// transposes between [B, T, C] and the products' [G, C, Tp, 8] layout, fused with the skip, the gate, dgate
+// and dD (long_conv_tc.cuh has the products and the layouts). Written once for the GPU and the CPU
+// (tests/emulate_long_conv_tc.cu runs it thread by thread, phase 1 of a block's threads, then phase 2).
+#pragma once
+
+#include "long_conv_tc.cuh"
+
+namespace wb {
+namespace long_conv {
+namespace tc {
+
+// ---------------------------------------------------------------------------------------------------------
+// Pack and unpack: blocks of kTile x kRows threads (tx, ty) over (time tile bx of kXT steps, channel tile by of
+// kXC channels, group bz). Thread (tx, ty) reads and writes [B, T, C] at batch row 8 bz + ty and the 4
+// channels 4 tx .. 4 tx + 3 of the tile (one 8-byte access where aligned): a warp covers 256 contiguous bytes
+// of a row, which DRAM serves far better than the 64 bytes of a 32-channel tile (the first version's packs and
+// unpacks took 1.8-2.7x the time of a copy of their bytes).
+constexpr int kXT = 8;  // steps per pack/unpack block
+constexpr int kXC = 4 * kTile;  // channels per pack/unpack block
+constexpr int kPackRow = 66;  // bfloat16 per channel row of a pack tile: kXT x 8 and a pad (33 words: odd)
+constexpr int kZB = 132, kZT = 8 * kZB + 4;  // unpack tile strides (floats): per row and per step
+
+static_assert(kXT == 8, "tc_time_tiles (long_conv.h) counts 8-step tiles");
+WB_TC_HD int64_t x_tiles_t(int64_t len) { return tc_time_tiles(len); }
+WB_TC_HD int64_t x_tiles_c(int64_t C) { return (C + kXC - 1) / kXC; }
+
+// 4 consecutive channels of a [B, T, C]-strided tensor: one 8-byte access when every offset keeps the
+// alignment, else 4 scalar accesses; channels >= C read as 0 and are not written.
+template <typename T>
+WB_TC_HD bool quad_aligned(const void* base, int64_t sb, int64_t st, int64_t C) {
+    return sizeof(T) == 2 && reinterpret_cast<uintptr_t>(base) % 8 == 0 && sb % 4 == 0 && st % 4 == 0 && C % 4 == 0;
+}
+template <typename T>
+WB_TC_HD void load4(const T* x, int64_t off, int64_t c, int64_t C, bool vec, float (&v)[4]) {
+    if (vec && c + 3 < C) {
+        const uint2 w = *reinterpret_cast<const uint2*>(x + off);
+        v[0] = bits_to_float(w.x & 0xffffu), v[1] = bits_to_float(w.x >> 16);
+        v[2] = bits_to_float(w.y & 0xffffu), v[3] = bits_to_float(w.y >> 16);
+        return;
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) v[i] = c + i < C ? to_float(x[off + i]) : 0.0f;
+}
+template <typename T>
+WB_TC_HD void store4(T* x, int64_t off, int64_t c, int64_t C, bool vec, const float (&v)[4]) {
+    if (vec && c + 3 < C) {
+        *reinterpret_cast<uint2*>(x + off) =
+            make_uint2(bf16_bits(v[0]) | bf16_bits(v[1]) << 16, bf16_bits(v[2]) | bf16_bits(v[3]) << 16);
+        return;
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+        if (c + i < C) x[off + i] = from_float<T>(v[i]);
+}
+
+// A pack tile: per channel kXT steps x 8 rows of bfloat16 bits, kPackRow apart.
+using PackTile = uint16_t[kXC * kPackRow];
+
+// Phase 2 of both packs: the tile's rows to the [G, C, Tp, 8] buffer, 16 bytes per step and channel (4 words
+// from shared memory: the rows are only 4-byte aligned, which keeps phase 1's stores conflict-free).
+WB_TC_HD void pack_store(const Params& p, const PackTile& tile, void* dst, int tx, int ty, int64_t bx, int64_t by,
+                         int64_t bz) {
+    uint4* out = static_cast<uint4*>(dst);
+    const int tid = ty * kTile + tx;
+    const uint32_t* w = reinterpret_cast<const uint32_t*>(tile);
+#pragma unroll
+    for (int k = 0; k < kXC * kXT / kThreads; ++k) {
+        const int id = tid + k * kThreads, cc = id / kXT, tl = id % kXT;
+        const int64_t c = by * kXC + cc, t = bx * kXT + tl;
+        const uint32_t* r = w + (cc * kPackRow + tl * 8) / 2;
+        if (c < p.C && t < p.Tp) out[(bz * p.C + c) * p.Tp + t] = make_uint4(r[0], r[1], r[2], r[3]);
+    }
+}
+
+// Forward pack phase 1: row ty of the group, channels 4 tx.., steps of the tile.
+template <typename T>
+WB_TC_HD void forward_pack_load(const Params& p, PackTile& tile, int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
+    const T* u = static_cast<const T*>(p.u);
+    const int64_t c = by * kXC + 4 * tx, b = bz * 8 + ty;
+    const bool vec = quad_aligned<T>(u, p.su_b, p.su_t, p.C);
+#pragma unroll
+    for (int tl = 0; tl < kXT; ++tl) {
+        const int64_t t = bx * kXT + tl;
+        float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (t < p.T && b < p.B) load4(u, b * p.su_b + t * p.su_t + c, c, p.C, vec, v);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) tile[(4 * tx + i) * kPackRow + tl * 8 + ty] = uint16_t(bf16_bits(v[i]));
+    }
+}
+
+// Backward pack phase 1: u and e = dy * gate into two tiles; dgate = dy * w stored; the thread's sums of
+// e * u per channel into red[ty][4 tx + i] (for dD).
+template <typename T>
+WB_TC_HD void backward_pack_load(const Params& p, PackTile& tile_u, PackTile& tile_e, float* red, int tx, int ty,
+                                 int64_t bx, int64_t by, int64_t bz) {
+    const T* u = static_cast<const T*>(p.u);
+    const T* dy = static_cast<const T*>(p.dy);
+    const T* gate = static_cast<const T*>(p.gate);
+    const int64_t c = by * kXC + 4 * tx, b = bz * 8 + ty;
+    const bool vu = quad_aligned<T>(u, p.su_b, p.su_t, p.C), vd = quad_aligned<T>(dy, p.T * p.C, p.C, p.C);
+    const bool vg = gate != nullptr && quad_aligned<T>(gate, p.sg_b, p.sg_t, p.C);
+    const bool vw = p.w != nullptr && quad_aligned<T>(p.w, p.T * p.C, p.C, p.C);
+    const bool vdg = p.dgate != nullptr && quad_aligned<T>(p.dgate, p.T * p.C, p.C, p.C);
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int tl = 0; tl < kXT; ++tl) {
+        const int64_t t = bx * kXT + tl;
+        float xu[4] = {0.0f, 0.0f, 0.0f, 0.0f}, xe[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (t < p.T && b < p.B) {
+            const int64_t idx = (b * p.T + t) * p.C + c;
+            float g[4];
+            load4(dy, idx, c, p.C, vd, g);
+            load4(u, b * p.su_b + t * p.su_t + c, c, p.C, vu, xu);
+            if (gate != nullptr) {
+                float gt[4], w[4], dg[4];
+                load4(gate, b * p.sg_b + t * p.sg_t + c, c, p.C, vg, gt);
+                load4(static_cast<const T*>(p.w), idx, c, p.C, vw, w);
+#pragma unroll
+                for (int i = 0; i < 4; ++i) xe[i] = g[i] * gt[i], dg[i] = g[i] * w[i];
+                store4(static_cast<T*>(p.dgate), idx, c, p.C, vdg, dg);
+            } else {
+#pragma unroll
+                for (int i = 0; i < 4; ++i) xe[i] = g[i];
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[i] = fmaf(xe[i], xu[i], acc[i]);
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            tile_u[(4 * tx + i) * kPackRow + tl * 8 + ty] = uint16_t(bf16_bits(xu[i]));
+            tile_e[(4 * tx + i) * kPackRow + tl * 8 + ty] = uint16_t(bf16_bits(xe[i]));
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) red[ty * kXC + 4 * tx + i] = acc[i];
+}
+
+// Backward pack phase 2: both tiles stored, and the block's dD partial sums (one row per group and time
+// tile of kXT steps).
+WB_TC_HD void backward_pack_store(const Params& p, const PackTile& tile_u, const PackTile& tile_e, const float* red,
+                                  int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
+    pack_store(p, tile_u, p.ut, tx, ty, bx, by, bz);
+    pack_store(p, tile_e, p.et, tx, ty, bx, by, bz);
+    const int64_t tiles_t = x_tiles_t(p.T);
+    if (p.dD_part == nullptr || bx >= tiles_t) return;
+    for (int cc = ty * kTile + tx; cc < kXC; cc += kThreads) {
+        const int64_t c = by * kXC + cc;
+        if (c >= p.C) continue;
+        float s = 0.0f;
+        for (int j = 0; j < kRows; ++j) s += red[j * kXC + cc];
+        p.dD_part[(bz * tiles_t + bx) * p.C + c] = s;
+    }
+}
+
+// Unpack phase 1: zt's rows of kXC channels x kXT steps into tile[step][row][channel] (strides kZT, kZB), float4
+// loads (16 lanes per channel's 256 bytes).
+using ZTile = float[kXT * kZT];
+
+WB_TC_HD void unpack_load(const Params& p, ZTile& tile, int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
+    const int tid = ty * kTile + tx;
+    const float4* z4 = reinterpret_cast<const float4*>(p.zt);
+#pragma unroll
+    for (int k = 0; k < kXC * kXT * 2 / kThreads; ++k) {
+        const int f = tid + k * kThreads, cc = f / (2 * kXT), rem = f % (2 * kXT), tl = rem / 2, half = rem % 2;
+        const int64_t c = by * kXC + cc, t = bx * kXT + tl;
+        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (c < p.C && t < p.T) v = z4[((bz * p.C + c) * p.Tp + t) * 2 + half];
+        float* o = tile + tl * kZT + 4 * half * kZB + cc;
+        o[0] = v.x;
+        o[kZB] = v.y;
+        o[2 * kZB] = v.z;
+        o[3 * kZB] = v.w;
+    }
+}
+
+// Forward unpack phase 2: thread (channels 4 tx.., row ty of the group): w = z + D u, y = gate * w.
+template <typename T>
+WB_TC_HD void forward_unpack_store(const Params& p, const ZTile& tile, int tx, int ty, int64_t bx, int64_t by,
+                                   int64_t bz) {
+    const int64_t c = by * kXC + 4 * tx, b = bz * 8 + ty;
+    if (c >= p.C || b >= p.B) return;
+    const T* u = static_cast<const T*>(p.u);
+    const T* gate = static_cast<const T*>(p.gate);
+    const bool vu = quad_aligned<T>(u, p.su_b, p.su_t, p.C), vy = quad_aligned<T>(p.y, p.T * p.C, p.C, p.C);
+    const bool vw = p.w != nullptr && quad_aligned<T>(p.w, p.T * p.C, p.C, p.C);
+    const bool vg = gate != nullptr && quad_aligned<T>(gate, p.sg_b, p.sg_t, p.C);
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (p.D != nullptr)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) d[i] = c + i < p.C ? p.D[c + i] : 0.0f;
+#pragma unroll
+    for (int tl = 0; tl < kXT; ++tl) {
+        const int64_t t = bx * kXT + tl;
+        if (t >= p.T) break;
+        const int64_t idx = (b * p.T + t) * p.C + c;
+        const float4 z = *reinterpret_cast<const float4*>(tile + tl * kZT + ty * kZB + 4 * tx);
+        float w[4] = {z.x, z.y, z.z, z.w}, y[4];
+        if (p.D != nullptr) {
+            float uu[4];
+            load4(u, b * p.su_b + t * p.su_t + c, c, p.C, vu, uu);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) w[i] = fmaf(d[i], uu[i], w[i]);
+        }
+        if (p.w != nullptr) store4(static_cast<T*>(p.w), idx, c, p.C, vw, w);
+        if (gate != nullptr) {
+            float g[4];
+            load4(gate, b * p.sg_b + t * p.sg_t + c, c, p.C, vg, g);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) y[i] = g[i] * w[i];
+        } else {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) y[i] = w[i];
+        }
+        store4(static_cast<T*>(p.y), idx, c, p.C, vy, y);
+    }
+}
+
+// Backward unpack phase 2: du = z + D e, e = dy * gate recomputed.
+template <typename T>
+WB_TC_HD void backward_unpack_store(const Params& p, const ZTile& tile, int tx, int ty, int64_t bx, int64_t by,
+                                    int64_t bz) {
+    const int64_t c = by * kXC + 4 * tx, b = bz * 8 + ty;
+    if (c >= p.C || b >= p.B) return;
+    const T* dy = static_cast<const T*>(p.dy);
+    const T* gate = static_cast<const T*>(p.gate);
+    const bool vd = quad_aligned<T>(dy, p.T * p.C, p.C, p.C), vx = quad_aligned<T>(p.du, p.T * p.C, p.C, p.C);
+    const bool vg = gate != nullptr && quad_aligned<T>(gate, p.sg_b, p.sg_t, p.C);
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (p.D != nullptr)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) d[i] = c + i < p.C ? p.D[c + i] : 0.0f;
+#pragma unroll
+    for (int tl = 0; tl < kXT; ++tl) {
+        const int64_t t = bx * kXT + tl;
+        if (t >= p.T) break;
+        const int64_t idx = (b * p.T + t) * p.C + c;
+        const float4 z = *reinterpret_cast<const float4*>(tile + tl * kZT + ty * kZB + 4 * tx);
+        float v[4] = {z.x, z.y, z.z, z.w};
+        if (p.D != nullptr) {
+            float g[4], gt[4] = {1.0f, 1.0f, 1.0f, 1.0f};
+            load4(dy, idx, c, p.C, vd, g);
+            if (gate != nullptr) load4(gate, b * p.sg_b + t * p.sg_t + c, c, p.C, vg, gt);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) v[i] = fmaf(d[i], g[i] * gt[i], v[i]);
+        }
+        store4(static_cast<T*>(p.du), idx, c, p.C, vx, v);
+    }
+}
+
+}  // namespace tc
+}  // namespace long_conv
+}  // namespace wb
