@@ -174,6 +174,19 @@ WB_TC_HD void unpack_load(const Params& p, ZTile& tile, int tx, int ty, int64_t 
     }
 }
 
+// Both unpacks' phase 2 helpers: D for channels c .. c + 3 (0 past C or without D), and the thread's 4
+// channels of row ty at step tl of the tile.
+WB_TC_HD void skip4(const Params& p, int64_t c, float (&d)[4]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) d[i] = 0.0f;
+    if (p.D != nullptr)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) d[i] = c + i < p.C ? p.D[c + i] : 0.0f;
+}
+WB_TC_HD float4 z4_at(const ZTile& tile, int tl, int ty, int tx) {
+    return *reinterpret_cast<const float4*>(tile + tl * kZT + ty * kZB + 4 * tx);
+}
+
 // Forward unpack phase 2: thread (channels 4 tx.., row ty of the group): w = z + D u, y = gate * w.
 template <typename T>
 WB_TC_HD void forward_unpack_store(const Params& p, const ZTile& tile, int tx, int ty, int64_t bx, int64_t by,
@@ -185,16 +198,14 @@ WB_TC_HD void forward_unpack_store(const Params& p, const ZTile& tile, int tx, i
     const bool vu = quad_aligned<T>(u, p.su_b, p.su_t, p.C), vy = quad_aligned<T>(p.y, p.T * p.C, p.C, p.C);
     const bool vw = p.w != nullptr && quad_aligned<T>(p.w, p.T * p.C, p.C, p.C);
     const bool vg = gate != nullptr && quad_aligned<T>(gate, p.sg_b, p.sg_t, p.C);
-    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (p.D != nullptr)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) d[i] = c + i < p.C ? p.D[c + i] : 0.0f;
+    float d[4];
+    skip4(p, c, d);
 #pragma unroll
     for (int tl = 0; tl < kXT; ++tl) {
         const int64_t t = bx * kXT + tl;
         if (t >= p.T) break;
         const int64_t idx = (b * p.T + t) * p.C + c;
-        const float4 z = *reinterpret_cast<const float4*>(tile + tl * kZT + ty * kZB + 4 * tx);
+        const float4 z = z4_at(tile, tl, ty, tx);
         float w[4] = {z.x, z.y, z.z, z.w}, y[4];
         if (p.D != nullptr) {
             float uu[4];
@@ -226,16 +237,14 @@ WB_TC_HD void backward_unpack_store(const Params& p, const ZTile& tile, int tx, 
     const T* gate = static_cast<const T*>(p.gate);
     const bool vd = quad_aligned<T>(dy, p.T * p.C, p.C, p.C), vx = quad_aligned<T>(p.du, p.T * p.C, p.C, p.C);
     const bool vg = gate != nullptr && quad_aligned<T>(gate, p.sg_b, p.sg_t, p.C);
-    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (p.D != nullptr)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) d[i] = c + i < p.C ? p.D[c + i] : 0.0f;
+    float d[4];
+    skip4(p, c, d);
 #pragma unroll
     for (int tl = 0; tl < kXT; ++tl) {
         const int64_t t = bx * kXT + tl;
         if (t >= p.T) break;
         const int64_t idx = (b * p.T + t) * p.C + c;
-        const float4 z = *reinterpret_cast<const float4*>(tile + tl * kZT + ty * kZB + 4 * tx);
+        const float4 z = z4_at(tile, tl, ty, tx);
         float v[4] = {z.x, z.y, z.z, z.w};
         if (p.D != nullptr) {
             float g[4], gt[4] = {1.0f, 1.0f, 1.0f, 1.0f};

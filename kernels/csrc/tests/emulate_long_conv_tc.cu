@@ -76,58 +76,22 @@ void dk_block(const Params& p, int64_t c, int64_t g) {
     for (int64_t l = 0; l < p.T; ++l) p.dk_part[(g * p.C + c) * p.T + l] = dks[l];
 }
 
-bool all_written(const char* what, const std::vector<float>& v, char* why) {
-    for (size_t i = 0; i < v.size(); ++i)
-        if (std::isnan(v[i])) {
-            std::snprintf(why, 256, "%s[%zu] was never written", what, i);
-            return false;
-        }
-    return true;
-}
-
-std::vector<double> widen(const std::vector<bf16>& v) {
-    std::vector<double> r(v.size());
-    for (size_t i = 0; i < v.size(); ++i) r[i] = to_float(v[i]);
-    return r;
-}
-
 bool run_case(const Case& c, std::mt19937& rng) {
     const int64_t B = c.B, T_ = c.T, C = c.C, G = tc_groups(B), Tp = tc_padded(T_);
-    const int64_t n = B * T_ * C;
     const Problem pr = random_problem<bf16>(c, rng);
     const Result want = reference(c, pr);
 
     const float nan = std::numeric_limits<float>::quiet_NaN();
-    const bf16 bnan = from_float<bf16>(nan);
-    // u and gate: contiguous, or rows of C + 3 (gate: + 5) elements and batch rows 7 (gate: 2) elements apart
-    int64_t su_b, su_t, sg_b, sg_t, sd_b, sd_t;
-    std::vector<bf16> u = laid_out<bf16>(c, pr.u, 3, 7, su_b, su_t), gate = laid_out<bf16>(c, pr.gate, 5, 2, sg_b, sg_t);
-    const Case contiguous{c.B, c.T, c.C, c.gate, c.skip, false};
-    std::vector<bf16> dy = laid_out<bf16>(contiguous, pr.dy, 0, 0, sd_b, sd_t);
-    std::vector<bf16> y(n, bnan), w(n, bnan), du(n, bnan), dgate(n, bnan);
-    std::vector<float> D(pr.D.begin(), pr.D.end()), kf(pr.k.begin(), pr.k.end());
+    Tensors<bf16> x(c, pr);
+    std::vector<float> kf(pr.k.begin(), pr.k.end());
     // the packed rows as bfloat16 bits, NaN-filled (0xffff)
     std::vector<uint16_t> ut(G * C * Tp * 8, 0xffff), et(G * C * Tp * 8, 0xffff);
     std::vector<float> zt(G * C * Tp * 8, nan), dk_part(G * C * T_, nan), dD_part(G * tc_time_tiles(T_) * C, nan);
 
     Params p;
-    p.B = B;
-    p.T = T_;
-    p.C = C;
+    x.fill(c, p);
     p.G = G;
     p.Tp = Tp;
-    p.u = u.data();
-    p.gate = c.gate ? gate.data() : nullptr;
-    p.su_b = su_b;
-    p.su_t = su_t;
-    p.sg_b = sg_b;
-    p.sg_t = sg_t;
-    p.dy = dy.data();
-    p.y = y.data();
-    p.w = c.gate ? w.data() : nullptr;
-    p.du = du.data();
-    p.dgate = c.gate ? dgate.data() : nullptr;
-    p.D = c.skip ? D.data() : nullptr;
     p.kf = kf.data();
     p.ut = ut.data();
     p.et = et.data();
@@ -191,8 +155,6 @@ bool run_case(const Case& c, std::mt19937& rng) {
     ok = ok && all_written("dk partials", dk_part, why);
 
     Result got;
-    got.y = widen(y);
-    got.du = widen(du);
     got.dk.assign(C * T_, 0.0);
     for (int64_t g = 0; g < G; ++g)
         for (int64_t i = 0; i < C * T_; ++i) got.dk[i] += dk_part[g * C * T_ + i];
@@ -203,13 +165,8 @@ bool run_case(const Case& c, std::mt19937& rng) {
     // bfloat16 operands (u, e exact or rounded once, the filter rounded once: 2^-9 relative per product),
     // float32 sums, one rounding of each output: 1e-2 of the largest reference value, as the FFT path's test.
     const double tol = 1e-2;
-    ok = ok && close("y", got.y, want.y, tol, why) && close("du", got.du, want.du, tol, why) &&
-         close("dk", got.dk, want.dk, tol, why) && close("dD", got.dD, want.dD, 1e-5, why);
-    if (c.gate) {
-        got.w = widen(w);
-        got.dgate = widen(dgate);
-        ok = ok && close("w", got.w, want.w, tol, why) && close("dgate", got.dgate, want.dgate, tol, why);
-    }
+    ok = ok && outputs_close(c, x, want, tol, why) && close("dk", got.dk, want.dk, tol, why) &&
+         close("dD", got.dD, want.dD, 1e-5, why);
     if (!ok) {
         std::printf("FAIL bfloat16 B=%lld T=%lld C=%lld gate=%d D=%d strided=%d: %s\n", (long long)B, (long long)T_,
                     (long long)C, int(c.gate), int(c.skip), int(c.strided), why);

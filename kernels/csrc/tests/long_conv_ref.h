@@ -4,11 +4,14 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 #include <random>
 #include <vector>
 
 #include "../dtype.cuh"
+#include "../long_conv.h"
+#include "emulate.h"
 
 namespace {
 
@@ -91,6 +94,67 @@ std::vector<T> laid_out(const Case& c, const std::vector<double>& v, int64_t pad
         for (int64_t t = 0; t < c.T; ++t)
             for (int64_t ch = 0; ch < c.C; ++ch) r[b * sb + t * st + ch] = wb::from_float<T>(float(v[(b * c.T + t) * c.C + ch]));
     return r;
+}
+
+// The [B, T, C] tensors both paths read and write, in T's dtype: u and gate laid out as Hyena passes them
+// (contiguous, or rows of C + 3 (gate: + 5) elements and batch rows 7 (gate: 2) elements apart), dy
+// contiguous, the outputs NaN until a kernel writes them; `fill` points the shared Params fields at them.
+template <typename T>
+struct Tensors {
+    std::vector<T> u, gate, dy, y, w, du, dgate;
+    std::vector<float> D;
+    int64_t su_b = 0, su_t = 0, sg_b = 0, sg_t = 0;
+
+    Tensors(const Case& c, const Problem& pr) : D(pr.D.begin(), pr.D.end()) {
+        int64_t sd_b, sd_t;
+        u = laid_out<T>(c, pr.u, 3, 7, su_b, su_t);
+        gate = laid_out<T>(c, pr.gate, 5, 2, sg_b, sg_t);
+        dy = laid_out<T>(Case{c.B, c.T, c.C, c.gate, c.skip, false}, pr.dy, 0, 0, sd_b, sd_t);
+        const T nan = wb::from_float<T>(std::numeric_limits<float>::quiet_NaN());
+        for (auto* v : {&y, &w, &du, &dgate}) v->assign(c.B * c.T * c.C, nan);
+    }
+
+    void fill(const Case& c, wb::long_conv::Params& p) {
+        p.B = c.B;
+        p.T = c.T;
+        p.C = c.C;
+        p.u = u.data();
+        p.gate = c.gate ? gate.data() : nullptr;
+        p.su_b = su_b;
+        p.su_t = su_t;
+        p.sg_b = sg_b;
+        p.sg_t = sg_t;
+        p.dy = dy.data();
+        p.y = y.data();
+        p.w = c.gate ? w.data() : nullptr;
+        p.du = du.data();
+        p.dgate = c.gate ? dgate.data() : nullptr;
+        p.D = c.skip ? D.data() : nullptr;
+    }
+};
+
+template <typename T>
+std::vector<double> widen(const std::vector<T>& v) {
+    std::vector<double> r(v.size());
+    for (size_t i = 0; i < v.size(); ++i) r[i] = wb::to_float(v[i]);
+    return r;
+}
+
+// y and du (and with a gate w and dgate) against the reference, tolerance `tol` (close() in emulate.h).
+template <typename T>
+bool outputs_close(const Case& c, const Tensors<T>& x, const Result& want, double tol, char* why) {
+    bool ok = close("y", widen(x.y), want.y, tol, why) && close("du", widen(x.du), want.du, tol, why);
+    if (c.gate) ok = ok && close("w", widen(x.w), want.w, tol, why) && close("dgate", widen(x.dgate), want.dgate, tol, why);
+    return ok;
+}
+
+bool all_written(const char* what, const std::vector<float>& v, char* why) {
+    for (size_t i = 0; i < v.size(); ++i)
+        if (std::isnan(v[i])) {
+            std::snprintf(why, 256, "%s[%zu] was never written", what, i);
+            return false;
+        }
+    return true;
 }
 
 }  // namespace
