@@ -53,7 +53,8 @@ void conv_block(const Params& p, int64_t c, int64_t g) {
         }
 }
 
-void dk_block(const Params& p, int64_t c, int64_t g) {
+// tc_dk_kernel's block (c, g); false (and why) if the warps' snake order took a window other than once.
+bool dk_block(const Params& p, int64_t c, int64_t g, char* why) {
     const int64_t row = (g * p.C + c) * p.Tp;
     const int pad = tc::kGroupPad;
     std::vector<uint4> es(p.Tp + pad), us(p.Tp + 2 * pad);
@@ -71,9 +72,13 @@ void dk_block(const Params& p, int64_t c, int64_t g) {
             tc::dk_window<32>(reinterpret_cast<const uint16_t*>(es.data()),
                               reinterpret_cast<const uint16_t*>(us.data() + pad), dks.data(), n, p.T, w * tc::kP, 0);
         }
-    for (int w = 0; w < windows; ++w)
-        if (seen[w] != 1) std::printf("FAIL window %d of %d taken %d times\n", w, windows, seen[w]);
     for (int64_t l = 0; l < p.T; ++l) p.dk_part[(g * p.C + c) * p.T + l] = dks[l];
+    for (int w = 0; w < windows; ++w)
+        if (seen[w] != 1) {
+            std::snprintf(why, 256, "dk window %d of %d taken %d times", w, windows, seen[w]);
+            return false;
+        }
+    return true;
 }
 
 bool run_case(const Case& c, std::mt19937& rng) {
@@ -151,7 +156,7 @@ bool run_case(const Case& c, std::mt19937& rng) {
             tc::backward_unpack_store<bf16>(p, ztile, tx, ty, bx, by, bz);
         });
     for (int64_t g = 0; g < G; ++g)
-        for (int64_t ch = 0; ch < C; ++ch) dk_block(p, ch, g);
+        for (int64_t ch = 0; ch < C; ++ch) ok = dk_block(p, ch, g, why) && ok;
     ok = ok && all_written("dk partials", dk_part, why);
 
     Result got;
