@@ -12,7 +12,9 @@
 // What the backward pass needs: u, k, D, gate (inputs) and, when gated, w = conv + D u in u's dtype (for
 // dgate = dy * w). Saving w costs 2 or 4 bytes per element, what libtorch's own autograd keeps for the
 // gate's product; recomputing it would cost a spectral product, an inverse FFT of [B, C, N] and a transpose.
-// The spectrum of u is recomputed (pack + rfft) rather than kept: it would cost 8 bytes per element.
+// The spectrum of u is recomputed (pack + rfft) rather than kept: it would cost 8 bytes per element. The
+// tensor-core path keeps the forward's packed u (ut, bfloat16 [G, C, Tp, 8]) in place of u: as many bytes,
+// and the backward pass need not pack u again.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -114,35 +116,40 @@ at::Tensor tc_setup(lc::Params& p, const at::Tensor& k) {
     return kf;
 }
 
-at::Tensor tc_rows(const lc::Params& p, const at::Tensor& like, at::ScalarType dtype) {
-    return at::empty({p.G, p.C, p.Tp, 8}, like.options().dtype(dtype));
+// A [G, C, Tp, 8] bfloat16 buffer of the tensor-core path on like's device.
+at::Tensor tc_rows(const lc::Params& p, const at::Tensor& like) {
+    return at::empty({p.G, p.C, p.Tp, 8}, like.options().dtype(at::kBFloat16));
 }
 
-// y (and w) by the tensor-core path.
-void tc_forward(lc::Params& p, const at::Tensor& u, const at::Tensor& k, cudaStream_t stream) {
+// y (and w) by the tensor-core path; returns the packed u (ut), which the backward pass reads.
+at::Tensor tc_forward(lc::Params& p, const at::Tensor& u, const at::Tensor& k, cudaStream_t stream) {
     const at::Tensor kf = tc_setup(p, k);
-    const at::Tensor ut = tc_rows(p, u, at::kBFloat16), zt = tc_rows(p, u, at::kFloat);
+    at::Tensor ut = tc_rows(p, u), zt = tc_rows(p, u);
     p.ut = ut.data_ptr();
-    p.zt = zt.data_ptr<float>();
+    p.zt = zt.data_ptr();
     ok(lc::tc_forward_pack(p, stream), "tensor-core forward pack");
     ok(lc::tc_conv(p, false, stream), "tensor-core forward product");
     ok(lc::tc_forward_unpack(p, stream), "tensor-core forward unpack");
+    return ut;
 }
 
-// du, dgate, dD's partial sums and dk [C, T] by the tensor-core path.
-at::Tensor tc_backward(lc::Params& p, const at::Tensor& u, const at::Tensor& k, cudaStream_t stream) {
+// du, dgate and dk [C, T] by the tensor-core path, from the forward's packed u. (dD is dk's lag 0.)
+at::Tensor tc_backward(lc::Params& p, const at::Tensor& ut, const at::Tensor& k, cudaStream_t stream) {
     const at::Tensor kf = tc_setup(p, k);
-    const at::Tensor ut = tc_rows(p, u, at::kBFloat16), et = tc_rows(p, u, at::kBFloat16);
+    TORCH_CHECK(ut.defined() && ut.sizes() == at::IntArrayRef({p.G, p.C, p.Tp, 8}),
+                "long_conv backward: the forward pass's packed u is missing");
+    const at::Tensor et = tc_rows(p, ut);
+    p.u = nullptr;  // read from ut only
     p.ut = ut.data_ptr();
     p.et = et.data_ptr();
     ok(lc::tc_backward_pack(p, stream), "tensor-core backward pack");
     {
-        const at::Tensor zt = tc_rows(p, u, at::kFloat);
-        p.zt = zt.data_ptr<float>();
+        const at::Tensor zt = tc_rows(p, ut);
+        p.zt = zt.data_ptr();
         ok(lc::tc_conv(p, true, stream), "tensor-core backward product");
         ok(lc::tc_backward_unpack(p, stream), "tensor-core backward unpack");
     }
-    at::Tensor dk_part = at::empty({p.G, p.C, p.T}, u.options().dtype(at::kFloat));
+    at::Tensor dk_part = at::empty({p.G, p.C, p.T}, ut.options().dtype(at::kFloat));
     p.dk_part = dk_part.data_ptr<float>();
     ok(lc::tc_dk(p, stream), "tensor-core dk");
     return p.G == 1 ? dk_part.select(0, 0) : dk_part.sum(0);
@@ -161,14 +168,18 @@ struct LongConvFunction : public torch::autograd::Function<LongConvFunction> {
         at::Tensor w = need_grad && present(gate) ? at::empty(u.sizes(), u.options()) : at::Tensor();
         p.y = y.data_ptr();
         p.w = w.defined() ? w.data_ptr() : nullptr;
-        ctx->save_for_backward({u, k, D, gate});
-        // w is an intermediate, not an input or output: kept as saved data; so is the algorithm.
+        // w (and the tensor-core path's ut) are intermediates, not inputs or outputs: kept as saved data; so
+        // is the algorithm. The tensor-core backward pass reads ut, not u: in u's place it keeps a one-element
+        // stand-in with u's shape, dtype and device.
         ctx->saved_data["w"] = w;
         ctx->saved_data["tc"] = tc;
         if (tc) {
-            tc_forward(p, u, k, stream);
+            const at::Tensor ut = tc_forward(p, u, k, stream);
+            ctx->saved_data["ut"] = need_grad ? ut : at::Tensor();
+            ctx->save_for_backward({at::empty({1, 1, 1}, u.options()).expand(u.sizes()), k, D, gate});
             return y;
         }
+        ctx->save_for_backward({u, k, D, gate});
         const at::Tensor K = filter_spectrum(k, p.T, p.N);
         p.K = spectrum(K);
 
@@ -209,10 +220,9 @@ struct LongConvFunction : public torch::autograd::Function<LongConvFunction> {
         at::Tensor dk;
         at::Tensor dD_part;
         if (ctx->saved_data["tc"].toBool()) {
-            // Every row is written by exactly one block (long_conv_tc.cuh), so no zero fill.
-            dD_part = present(D) ? at::empty({lc::tc_groups(p.B) * lc::tc_time_tiles(p.T), p.C}, f32) : at::Tensor();
-            p.dD_part = dD_part.defined() ? dD_part.data_ptr<float>() : nullptr;
-            dk = tc_backward(p, u, k, stream);
+            dk = tc_backward(p, ctx->saved_data["ut"].toTensor(), k, stream);
+            // y = gate (k * u + D u): D is the filter's tap 0 again, so its gradient is dk's lag 0.
+            dD_part = present(D) ? dk.narrow(1, 0, 1).t() : at::Tensor();
         } else {
             dD_part = present(D) ? at::empty({p.B * lc::tiles(p.T), p.C}, f32) : at::Tensor();
             p.dD_part = dD_part.defined() ? dD_part.data_ptr<float>() : nullptr;

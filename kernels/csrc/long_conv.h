@@ -85,12 +85,12 @@ struct Params {
     float inv_n = 0.0f;  // 1 / N
 
     // The tensor-core path (long_conv_tc.cuh, bfloat16 only): G = ceil(B / 8) groups of 8 batch rows, Tp = T
-    // rounded up to 16; the dD partials are then [G * tc_time_tiles(T), C].
+    // rounded up to 16. It has no dD partials: dD is dk's lag 0 (the skip is the filter's tap 0 again).
     int64_t G = 0, Tp = 0;
     const float* kf = nullptr;  // the filter's first T taps, [C, T] float32
-    void* ut = nullptr;  // [G, C, Tp, 8] bfloat16: u, zero-padded (pack, both passes)
+    void* ut = nullptr;  // [G, C, Tp, 8] bfloat16: u, zero-padded (forward pack; kept for the backward pass)
     void* et = nullptr;  // [G, C, Tp, 8] bfloat16: e = dy * gate, zero-padded (backward pack)
-    float* zt = nullptr;  // [G, C, Tp, 8] float32: the convolution (forward) or du's correlation (backward)
+    void* zt = nullptr;  // [G, C, Tp, 8] bfloat16: the convolution (forward) or du's correlation (backward)
     float* dk_part = nullptr;  // [G, C, T] float32: dk per batch group
 };
 
@@ -109,12 +109,11 @@ const char* backward_unpack(const Params& p, DType dt, cudaStream_t stream);
 // convolution as a lower-triangular Toeplitz matrix of the filter times the [T, 8] block of 8 batch rows, on
 // mma.m16n8k16 with float32 accumulators; O(T^2) work, so taken up to kTcMaxT.
 //   forward:  tc_forward_pack (u -> ut), tc_conv (causal: ut -> zt), tc_forward_unpack (w, y)
-//   backward: tc_backward_pack (u -> ut, e -> et, dgate, dD partials), tc_conv (anti-causal: et -> zt),
-//             tc_backward_unpack (du), tc_dk (ut, et -> dk_part)
+//   backward: tc_backward_pack (e -> et, dgate), tc_conv (anti-causal: et -> zt), tc_backward_unpack (du),
+//             tc_dk (the forward's ut, et -> dk_part; dD = dk's lag 0)
 constexpr int64_t kTcMaxT = 4096;
 WB_LONG_CONV_HD inline int64_t tc_groups(int64_t B) { return (B + 7) / 8; }
-// Time tiles of the tensor-core pack and unpack (8 steps): the backward pack's dD partials are
-// [G * tc_time_tiles(T), C].
+// Time tiles of the tensor-core pack and unpack (8 steps).
 WB_LONG_CONV_HD inline int64_t tc_time_tiles(int64_t T) { return (T + 7) / 8; }
 WB_LONG_CONV_HD inline int64_t tc_padded(int64_t T) { return (T + 15) / 16 * 16; }
 // Dynamic shared memory of tc_conv and tc_dk at padded length Tp (bytes).

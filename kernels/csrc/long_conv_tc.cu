@@ -16,13 +16,10 @@ __global__ void __launch_bounds__(kThreads) tc_forward_pack_kernel(const Params 
 }
 
 __global__ void __launch_bounds__(kThreads) tc_backward_pack_kernel(const Params p) {
-    __shared__ __align__(16) tc::PackTile tile_u;
-    __shared__ __align__(16) tc::PackTile tile_e;
-    __shared__ float red[kRows * tc::kXC];
-    tc::backward_pack_load<bf16>(p, tile_u, tile_e, red, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y,
-                                 blockIdx.z);
+    __shared__ __align__(16) tc::PackTile tile;
+    tc::backward_pack_load<bf16>(p, tile, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
     __syncthreads();
-    tc::backward_pack_store(p, tile_u, tile_e, red, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
+    tc::pack_store(p, tile, p.et, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, blockIdx.z);
 }
 
 __global__ void __launch_bounds__(kThreads) tc_forward_unpack_kernel(const Params p) {
@@ -56,7 +53,7 @@ __global__ void __launch_bounds__(tc::kConvWarps * 32) tc_conv_kernel(const Para
     for (int i = 0;; ++i) {
         const int w = tc::snake_window(i, warp, tc::kConvWarps, windows);
         if (w == -2) break;
-        if (w >= 0) tc::conv_window<1, ANTI>(xs, kp, p.zt + row * 8, n, w * tc::kP, tid % 32);
+        if (w >= 0) tc::conv_window<1, ANTI>(xs, kp, static_cast<uint32_t*>(p.zt) + row * 4, n, w * tc::kP, tid % 32);
     }
 }
 

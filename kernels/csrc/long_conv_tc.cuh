@@ -3,10 +3,11 @@
 // of inputs, which is exactly the shape of mma.m16n8k16 (M = 16 output steps, N = 8 batch rows, K = 16 input
 // steps). O(T^2) multiply-adds instead of the FFT's O(T log T), but at tensor-core rates and with no
 // transform, padding or spectrum in memory: up to a few thousand steps it is the faster algorithm
-// (BENCHMARKS.md). The filter and the inputs are rounded to bfloat16, every sum is float32.
+// (BENCHMARKS.md). The filter and the inputs are rounded to bfloat16, every sum is float32, and a product's
+// output is rounded to bfloat16 once (as a bfloat16 matmul's) before the skip and the gate.
 //
-// Layouts (long_conv.h): ut, et [G, C, Tp, 8] bfloat16 (time-major, the 8 batch rows of a group contiguous:
-// 16 bytes per step), zt [G, C, Tp, 8] float32. Pack and unpack are tiled transposes between [B, T, C] and
+// Layouts (long_conv.h): ut, et, zt [G, C, Tp, 8] bfloat16 (time-major, the 8 batch rows of a group
+// contiguous: 16 bytes per step). Pack and unpack are tiled transposes between [B, T, C] and
 // that layout (8 steps x 128 channels x 8 rows per block, two phases with a barrier between them).
 //
 // The products (tc_conv, tc_dk): one block per (channel, group), the channel's operands staged whole in
@@ -236,9 +237,9 @@ WB_TC_HD void stage_pairs(uint32_t* kp, const float* kc, int64_t T, int64_t Tp, 
 // [D0 - kP + 1, D0 + kP - 1] (D0 = |i0 - s0|), i.e. the 4 kP - 1 words Q(2 (D0 - kP + 1) - 1 + r), and kP B
 // operands, all loaded before the products, whose register indices are then compile-time: no moves.
 // `xs` the staged input (bfloat16 bits, kGroupPad zero rows after Tp), `kp` the pair table, `zc` the channel's
-// [Tp][8] output rows.
+// [Tp][8] output rows as bfloat16 pairs (4 words per step; the sums rounded once, as a bfloat16 matmul's).
 template <int L, bool ANTI>
-WB_TC_HD void conv_window(const uint16_t* xs, const uint32_t* kp, float* zc, int n, int i0, int lane0) {
+WB_TC_HD void conv_window(const uint16_t* xs, const uint32_t* kp, uint32_t* zc, int n, int i0, int lane0) {
     constexpr int R = 4 * kP - 1;
     float acc[L][kP][4];
     for (int l = 0; l < L; ++l)
@@ -294,9 +295,10 @@ WB_TC_HD void conv_window(const uint16_t* xs, const uint32_t* kp, float* zc, int
 #pragma unroll
         for (int p = 0; p < kP; ++p) {
             if (i0 + p >= n) break;
-            float* row = zc + (int64_t(16) * (i0 + p) + g) * 8 + 2 * qq;
-            *reinterpret_cast<float2*>(row) = make_float2(acc[l][p][0], acc[l][p][1]);
-            *reinterpret_cast<float2*>(row + 64) = make_float2(acc[l][p][2], acc[l][p][3]);
+            // steps 16 (i0 + p) + g and + 8, rows 2 qq, 2 qq + 1: a warp's stores are 256 contiguous bytes
+            uint32_t* row = zc + (int64_t(16) * (i0 + p) + g) * 4 + qq;
+            row[0] = bf16_bits(acc[l][p][0]) | bf16_bits(acc[l][p][1]) << 16;
+            row[32] = bf16_bits(acc[l][p][2]) | bf16_bits(acc[l][p][3]) << 16;
         }
     }
 }

@@ -89,29 +89,25 @@ WB_TC_HD void forward_pack_load(const Params& p, PackTile& tile, int tx, int ty,
     }
 }
 
-// Backward pack phase 1: u and e = dy * gate into two tiles; dgate = dy * w stored; the thread's sums of
-// e * u per channel into red[ty][4 tx + i] (for dD).
+// Backward pack phase 1: e = dy * gate into the tile (u was packed by the forward pass, which keeps ut); dgate
+// = dy * w stored.
 template <typename T>
-WB_TC_HD void backward_pack_load(const Params& p, PackTile& tile_u, PackTile& tile_e, float* red, int tx, int ty,
-                                 int64_t bx, int64_t by, int64_t bz) {
-    const T* u = static_cast<const T*>(p.u);
+WB_TC_HD void backward_pack_load(const Params& p, PackTile& tile, int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
     const T* dy = static_cast<const T*>(p.dy);
     const T* gate = static_cast<const T*>(p.gate);
     const int64_t c = by * kXC + 4 * tx, b = bz * 8 + ty;
-    const bool vu = quad_aligned<T>(u, p.su_b, p.su_t, p.C), vd = quad_aligned<T>(dy, p.T * p.C, p.C, p.C);
+    const bool vd = quad_aligned<T>(dy, p.T * p.C, p.C, p.C);
     const bool vg = gate != nullptr && quad_aligned<T>(gate, p.sg_b, p.sg_t, p.C);
     const bool vw = p.w != nullptr && quad_aligned<T>(p.w, p.T * p.C, p.C, p.C);
     const bool vdg = p.dgate != nullptr && quad_aligned<T>(p.dgate, p.T * p.C, p.C, p.C);
-    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
     for (int tl = 0; tl < kXT; ++tl) {
         const int64_t t = bx * kXT + tl;
-        float xu[4] = {0.0f, 0.0f, 0.0f, 0.0f}, xe[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        float xe[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         if (t < p.T && b < p.B) {
             const int64_t idx = (b * p.T + t) * p.C + c;
             float g[4];
             load4(dy, idx, c, p.C, vd, g);
-            load4(u, b * p.su_b + t * p.su_t + c, c, p.C, vu, xu);
             if (gate != nullptr) {
                 float gt[4], w[4], dg[4];
                 load4(gate, b * p.sg_b + t * p.sg_t + c, c, p.C, vg, gt);
@@ -123,54 +119,32 @@ WB_TC_HD void backward_pack_load(const Params& p, PackTile& tile_u, PackTile& ti
 #pragma unroll
                 for (int i = 0; i < 4; ++i) xe[i] = g[i];
             }
-#pragma unroll
-            for (int i = 0; i < 4; ++i) acc[i] = fmaf(xe[i], xu[i], acc[i]);
         }
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            tile_u[(4 * tx + i) * kPackRow + tl * 8 + ty] = uint16_t(bf16_bits(xu[i]));
-            tile_e[(4 * tx + i) * kPackRow + tl * 8 + ty] = uint16_t(bf16_bits(xe[i]));
-        }
-    }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) red[ty * kXC + 4 * tx + i] = acc[i];
-}
-
-// Backward pack phase 2: both tiles stored, and the block's dD partial sums (one row per group and time
-// tile of kXT steps).
-WB_TC_HD void backward_pack_store(const Params& p, const PackTile& tile_u, const PackTile& tile_e, const float* red,
-                                  int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
-    pack_store(p, tile_u, p.ut, tx, ty, bx, by, bz);
-    pack_store(p, tile_e, p.et, tx, ty, bx, by, bz);
-    const int64_t tiles_t = x_tiles_t(p.T);
-    if (p.dD_part == nullptr || bx >= tiles_t) return;
-    for (int cc = ty * kTile + tx; cc < kXC; cc += kThreads) {
-        const int64_t c = by * kXC + cc;
-        if (c >= p.C) continue;
-        float s = 0.0f;
-        for (int j = 0; j < kRows; ++j) s += red[j * kXC + cc];
-        p.dD_part[(bz * tiles_t + bx) * p.C + c] = s;
+        for (int i = 0; i < 4; ++i) tile[(4 * tx + i) * kPackRow + tl * 8 + ty] = uint16_t(bf16_bits(xe[i]));
     }
 }
 
-// Unpack phase 1: zt's rows of kXC channels x kXT steps into tile[step][row][channel] (strides kZT, kZB), float4
-// loads (16 lanes per channel's 256 bytes).
+// Unpack phase 1: zt's rows of kXC channels x kXT steps (16 bytes of bfloat16 each, 8 lanes per channel's 128
+// bytes) into tile[step][row][channel] as float32 (strides kZT, kZB).
 using ZTile = float[kXT * kZT];
 
 WB_TC_HD void unpack_load(const Params& p, ZTile& tile, int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
     const int tid = ty * kTile + tx;
-    const float4* z4 = reinterpret_cast<const float4*>(p.zt);
+    const uint4* z = static_cast<const uint4*>(p.zt);
 #pragma unroll
-    for (int k = 0; k < kXC * kXT * 2 / kThreads; ++k) {
-        const int f = tid + k * kThreads, cc = f / (2 * kXT), rem = f % (2 * kXT), tl = rem / 2, half = rem % 2;
+    for (int k = 0; k < kXC * kXT / kThreads; ++k) {
+        const int f = tid + k * kThreads, cc = f / kXT, tl = f % kXT;
         const int64_t c = by * kXC + cc, t = bx * kXT + tl;
-        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (c < p.C && t < p.T) v = z4[((bz * p.C + c) * p.Tp + t) * 2 + half];
-        float* o = tile + tl * kZT + 4 * half * kZB + cc;
-        o[0] = v.x;
-        o[kZB] = v.y;
-        o[2 * kZB] = v.z;
-        o[3 * kZB] = v.w;
+        uint4 v = make_uint4(0u, 0u, 0u, 0u);
+        if (c < p.C && t < p.T) v = z[(bz * p.C + c) * p.Tp + t];
+        const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+        float* o = tile + tl * kZT + cc;
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            o[2 * r * kZB] = bits_to_float(w[r] & 0xffffu);
+            o[(2 * r + 1) * kZB] = bits_to_float(w[r] >> 16);
+        }
     }
 }
 

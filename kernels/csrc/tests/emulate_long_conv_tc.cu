@@ -48,8 +48,8 @@ void conv_block(const Params& p, int64_t c, int64_t g) {
             const int w = tc::snake_window(i, warp, tc::kConvWarps, windows);
             if (w == -2) break;
             if (w >= 0)
-                tc::conv_window<32, ANTI>(reinterpret_cast<const uint16_t*>(xs.data()), kp.data(), p.zt + row * 8, n,
-                                          w * tc::kP, 0);
+                tc::conv_window<32, ANTI>(reinterpret_cast<const uint16_t*>(xs.data()), kp.data(),
+                                          static_cast<uint32_t*>(p.zt) + row * 4, n, w * tc::kP, 0);
         }
 }
 
@@ -90,8 +90,8 @@ bool run_case(const Case& c, std::mt19937& rng) {
     Tensors<bf16> x(c, pr);
     std::vector<float> kf(pr.k.begin(), pr.k.end());
     // the packed rows as bfloat16 bits, NaN-filled (0xffff)
-    std::vector<uint16_t> ut(G * C * Tp * 8, 0xffff), et(G * C * Tp * 8, 0xffff);
-    std::vector<float> zt(G * C * Tp * 8, nan), dk_part(G * C * T_, nan), dD_part(G * tc_time_tiles(T_) * C, nan);
+    std::vector<uint16_t> ut(G * C * Tp * 8, 0xffff), et(G * C * Tp * 8, 0xffff), zt(G * C * Tp * 8, 0xffff);
+    std::vector<float> dk_part(G * C * T_, nan);
 
     Params p;
     x.fill(c, p);
@@ -102,9 +102,7 @@ bool run_case(const Case& c, std::mt19937& rng) {
     p.et = et.data();
     p.zt = zt.data();
     p.dk_part = dk_part.data();
-    p.dD_part = c.skip ? dD_part.data() : nullptr;
-    static tc::PackTile tile, tile2;
-    static float red[kRows * tc::kXC];
+    static tc::PackTile tile;
     static tc::ZTile ztile;
     char why[256] = {0};
     bool ok = true;
@@ -125,7 +123,7 @@ bool run_case(const Case& c, std::mt19937& rng) {
     ok = ok && packed_written("ut (forward)", ut);
     for (int64_t g = 0; g < G; ++g)
         for (int64_t ch = 0; ch < C; ++ch) conv_block<false>(p, ch, g);
-    ok = ok && all_written("zt (forward)", zt, why);
+    ok = ok && packed_written("zt (forward)", zt);
     tile_grid(
         tc::x_tiles_t(T_), tc::x_tiles_c(C), G,
         [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) { tc::unpack_load(p, ztile, tx, ty, bx, by, bz); },
@@ -133,22 +131,18 @@ bool run_case(const Case& c, std::mt19937& rng) {
             tc::forward_unpack_store<bf16>(p, ztile, tx, ty, bx, by, bz);
         });
 
-    // backward: pack (u, e, dgate, dD partials), anti-causal product, unpack, dk
-    std::fill(ut.begin(), ut.end(), 0xffff);
-    std::fill(zt.begin(), zt.end(), nan);
+    // backward (from the forward's ut, as ext_long_conv.cpp: u itself is not read): pack (e, dgate),
+    // anti-causal product, unpack, dk
+    p.u = nullptr;
+    std::fill(zt.begin(), zt.end(), 0xffff);
     tile_grid(
         tc::x_tiles_t(Tp), tc::x_tiles_c(C), G,
-        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
-            tc::backward_pack_load<bf16>(p, tile, tile2, red, tx, ty, bx, by, bz);
-        },
-        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) {
-            tc::backward_pack_store(p, tile, tile2, red, tx, ty, bx, by, bz);
-        });
-    ok = ok && packed_written("ut (backward)", ut) && packed_written("et", et);
-    if (c.skip) ok = ok && all_written("dD partials", dD_part, why);
+        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) { tc::backward_pack_load<bf16>(p, tile, tx, ty, bx, by, bz); },
+        [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) { tc::pack_store(p, tile, p.et, tx, ty, bx, by, bz); });
+    ok = ok && packed_written("et", et);
     for (int64_t g = 0; g < G; ++g)
         for (int64_t ch = 0; ch < C; ++ch) conv_block<true>(p, ch, g);
-    ok = ok && all_written("zt (backward)", zt, why);
+    ok = ok && packed_written("zt (backward)", zt);
     tile_grid(
         tc::x_tiles_t(T_), tc::x_tiles_c(C), G,
         [&](int tx, int ty, int64_t bx, int64_t by, int64_t bz) { tc::unpack_load(p, ztile, tx, ty, bx, by, bz); },
@@ -163,15 +157,16 @@ bool run_case(const Case& c, std::mt19937& rng) {
     got.dk.assign(C * T_, 0.0);
     for (int64_t g = 0; g < G; ++g)
         for (int64_t i = 0; i < C * T_; ++i) got.dk[i] += dk_part[g * C * T_ + i];
+    // dD is dk's lag 0 (ext_long_conv.cpp)
     got.dD.assign(C, 0.0);
     if (c.skip)
-        for (int64_t r = 0; r < G * tc_time_tiles(T_); ++r)
-            for (int64_t ch = 0; ch < C; ++ch) got.dD[ch] += dD_part[r * C + ch];
+        for (int64_t ch = 0; ch < C; ++ch) got.dD[ch] = got.dk[ch * T_];
     // bfloat16 operands (u, e exact or rounded once, the filter rounded once: 2^-9 relative per product),
-    // float32 sums, one rounding of each output: 1e-2 of the largest reference value, as the FFT path's test.
+    // float32 sums, the products' outputs rounded to bfloat16 and each output once more: 1e-2 of the largest
+    // reference value, as the FFT path's test.
     const double tol = 1e-2;
     ok = ok && outputs_close(c, x, want, tol, why) && close("dk", got.dk, want.dk, tol, why) &&
-         close("dD", got.dD, want.dD, 1e-5, why);
+         close("dD", got.dD, want.dD, tol, why);
     if (!ok) {
         std::printf("FAIL bfloat16 B=%lld T=%lld C=%lld gate=%d D=%d strided=%d: %s\n", (long long)B, (long long)T_,
                     (long long)C, int(c.gate), int(c.skip), int(c.strided), why);
