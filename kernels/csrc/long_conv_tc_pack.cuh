@@ -31,16 +31,26 @@ template <typename T>
 WB_TC_HD bool quad_aligned(const void* base, int64_t sb, int64_t st, int64_t C) {
     return sizeof(T) == 2 && reinterpret_cast<uintptr_t>(base) % 8 == 0 && sb % 4 == 0 && st % 4 == 0 && C % 4 == 0;
 }
+// The loads keep the raw bfloat16 bits (two words), so that a thread can hold a whole tile's worth of them and
+// issue them all before its first store: the compiler may not move a load past a store to memory it cannot
+// prove distinct, and one memory round trip per step had kept the unpacks at 1.4-1.6x a copy.
+template <typename T>
+WB_TC_HD uint2 load_quad(const T* x, int64_t off, int64_t c, int64_t C, bool vec) {
+    static_assert(sizeof(T) == 2, "the tensor-core path is bfloat16");
+    if (vec && c + 3 < C) return *reinterpret_cast<const uint2*>(x + off);
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(x + off);
+    uint32_t v[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) v[i] = c + i < C ? h[i] : 0u;
+    return make_uint2(v[0] | v[1] << 16, v[2] | v[3] << 16);
+}
+WB_TC_HD void unquad(uint2 w, float (&v)[4]) {
+    v[0] = bits_to_float(w.x & 0xffffu), v[1] = bits_to_float(w.x >> 16);
+    v[2] = bits_to_float(w.y & 0xffffu), v[3] = bits_to_float(w.y >> 16);
+}
 template <typename T>
 WB_TC_HD void load4(const T* x, int64_t off, int64_t c, int64_t C, bool vec, float (&v)[4]) {
-    if (vec && c + 3 < C) {
-        const uint2 w = *reinterpret_cast<const uint2*>(x + off);
-        v[0] = bits_to_float(w.x & 0xffffu), v[1] = bits_to_float(w.x >> 16);
-        v[2] = bits_to_float(w.y & 0xffffu), v[3] = bits_to_float(w.y >> 16);
-        return;
-    }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) v[i] = c + i < C ? to_float(x[off + i]) : 0.0f;
+    unquad(load_quad(x, off, c, C, vec), v);
 }
 template <typename T>
 WB_TC_HD void store4(T* x, int64_t off, int64_t c, int64_t C, bool vec, const float (&v)[4]) {
@@ -100,25 +110,32 @@ WB_TC_HD void backward_pack_load(const Params& p, PackTile& tile, int tx, int ty
     const bool vg = gate != nullptr && quad_aligned<T>(gate, p.sg_b, p.sg_t, p.C);
     const bool vw = p.w != nullptr && quad_aligned<T>(p.w, p.T * p.C, p.C, p.C);
     const bool vdg = p.dgate != nullptr && quad_aligned<T>(p.dgate, p.T * p.C, p.C, p.C);
+    // every load of the tile first (see load_quad)
+    uint2 dq[kXT], gq[kXT], wq[kXT];
+#pragma unroll
+    for (int tl = 0; tl < kXT; ++tl) {
+        const int64_t t = bx * kXT + tl, idx = (b * p.T + t) * p.C + c;
+        dq[tl] = gq[tl] = wq[tl] = make_uint2(0u, 0u);
+        if (t < p.T && b < p.B) {
+            dq[tl] = load_quad(dy, idx, c, p.C, vd);
+            if (gate != nullptr) {
+                gq[tl] = load_quad(gate, b * p.sg_b + t * p.sg_t + c, c, p.C, vg);
+                wq[tl] = load_quad(static_cast<const T*>(p.w), idx, c, p.C, vw);
+            }
+        }
+    }
 #pragma unroll
     for (int tl = 0; tl < kXT; ++tl) {
         const int64_t t = bx * kXT + tl;
-        float xe[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (t < p.T && b < p.B) {
-            const int64_t idx = (b * p.T + t) * p.C + c;
-            float g[4];
-            load4(dy, idx, c, p.C, vd, g);
-            if (gate != nullptr) {
-                float gt[4], w[4], dg[4];
-                load4(gate, b * p.sg_b + t * p.sg_t + c, c, p.C, vg, gt);
-                load4(static_cast<const T*>(p.w), idx, c, p.C, vw, w);
+        float xe[4];
+        unquad(dq[tl], xe);
+        if (gate != nullptr && t < p.T && b < p.B) {
+            float gt[4], w[4], dg[4];
+            unquad(gq[tl], gt);
+            unquad(wq[tl], w);
 #pragma unroll
-                for (int i = 0; i < 4; ++i) xe[i] = g[i] * gt[i], dg[i] = g[i] * w[i];
-                store4(static_cast<T*>(p.dgate), idx, c, p.C, vdg, dg);
-            } else {
-#pragma unroll
-                for (int i = 0; i < 4; ++i) xe[i] = g[i];
-            }
+            for (int i = 0; i < 4; ++i) dg[i] = xe[i] * w[i], xe[i] *= gt[i];
+            store4(static_cast<T*>(p.dgate), (b * p.T + t) * p.C + c, c, p.C, vdg, dg);
         }
 #pragma unroll
         for (int i = 0; i < 4; ++i) tile[(4 * tx + i) * kPackRow + tl * 8 + ty] = uint16_t(bf16_bits(xe[i]));
@@ -174,6 +191,16 @@ WB_TC_HD void forward_unpack_store(const Params& p, const ZTile& tile, int tx, i
     const bool vg = gate != nullptr && quad_aligned<T>(gate, p.sg_b, p.sg_t, p.C);
     float d[4];
     skip4(p, c, d);
+    // every load of the tile first (see load_quad)
+    uint2 uq[kXT], gq[kXT];
+#pragma unroll
+    for (int tl = 0; tl < kXT; ++tl) {
+        const int64_t t = bx * kXT + tl;
+        uq[tl] = gq[tl] = make_uint2(0u, 0u);
+        if (t >= p.T) continue;
+        if (p.D != nullptr) uq[tl] = load_quad(u, b * p.su_b + t * p.su_t + c, c, p.C, vu);
+        if (gate != nullptr) gq[tl] = load_quad(gate, b * p.sg_b + t * p.sg_t + c, c, p.C, vg);
+    }
 #pragma unroll
     for (int tl = 0; tl < kXT; ++tl) {
         const int64_t t = bx * kXT + tl;
@@ -183,14 +210,14 @@ WB_TC_HD void forward_unpack_store(const Params& p, const ZTile& tile, int tx, i
         float w[4] = {z.x, z.y, z.z, z.w}, y[4];
         if (p.D != nullptr) {
             float uu[4];
-            load4(u, b * p.su_b + t * p.su_t + c, c, p.C, vu, uu);
+            unquad(uq[tl], uu);
 #pragma unroll
             for (int i = 0; i < 4; ++i) w[i] = fmaf(d[i], uu[i], w[i]);
         }
         if (p.w != nullptr) store4(static_cast<T*>(p.w), idx, c, p.C, vw, w);
         if (gate != nullptr) {
             float g[4];
-            load4(gate, b * p.sg_b + t * p.sg_t + c, c, p.C, vg, g);
+            unquad(gq[tl], g);
 #pragma unroll
             for (int i = 0; i < 4; ++i) y[i] = g[i] * w[i];
         } else {
@@ -213,21 +240,30 @@ WB_TC_HD void backward_unpack_store(const Params& p, const ZTile& tile, int tx, 
     const bool vg = gate != nullptr && quad_aligned<T>(gate, p.sg_b, p.sg_t, p.C);
     float d[4];
     skip4(p, c, d);
+    // every load of the tile first (see load_quad)
+    uint2 dq[kXT], gq[kXT];
+#pragma unroll
+    for (int tl = 0; tl < kXT; ++tl) {
+        const int64_t t = bx * kXT + tl;
+        dq[tl] = gq[tl] = make_uint2(0u, 0u);
+        if (t >= p.T || p.D == nullptr) continue;
+        dq[tl] = load_quad(dy, (b * p.T + t) * p.C + c, c, p.C, vd);
+        if (gate != nullptr) gq[tl] = load_quad(gate, b * p.sg_b + t * p.sg_t + c, c, p.C, vg);
+    }
 #pragma unroll
     for (int tl = 0; tl < kXT; ++tl) {
         const int64_t t = bx * kXT + tl;
         if (t >= p.T) break;
-        const int64_t idx = (b * p.T + t) * p.C + c;
         const float4 z = z4_at(tile, tl, ty, tx);
         float v[4] = {z.x, z.y, z.z, z.w};
         if (p.D != nullptr) {
             float g[4], gt[4] = {1.0f, 1.0f, 1.0f, 1.0f};
-            load4(dy, idx, c, p.C, vd, g);
-            if (gate != nullptr) load4(gate, b * p.sg_b + t * p.sg_t + c, c, p.C, vg, gt);
+            unquad(dq[tl], g);
+            if (gate != nullptr) unquad(gq[tl], gt);
 #pragma unroll
             for (int i = 0; i < 4; ++i) v[i] = fmaf(d[i], g[i] * gt[i], v[i]);
         }
-        store4(static_cast<T*>(p.du), idx, c, p.C, vx, v);
+        store4(static_cast<T*>(p.du), (b * p.T + t) * p.C + c, c, p.C, vx, v);
     }
 }
 
