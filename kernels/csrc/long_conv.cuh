@@ -35,6 +35,10 @@ __host__ __device__ __forceinline__ float2 cmul_conj(float2 a, float2 b) {
 constexpr int kPerThread = kTile / kRows;
 using Tile = float[kTile + 1];
 
+// A thread that stores between its loads gets one memory round trip per load: the compiler may not move a load
+// past a store to memory it cannot prove distinct. So every function below issues all of its loads (of a tile,
+// or of a group of batch rows) before its first store.
+
 // ---------------------------------------------------------------------------------------------------------
 // Forward pack: u [B, T, C] -> xu [B, C, N], zero for t >= T. Grid: (tiles(N), tiles(C), B).
 
@@ -85,17 +89,22 @@ __host__ __device__ __forceinline__ void forward_unpack_store(const Params& p, c
     const float d = p.D != nullptr ? p.D[c] : 0.0f;
     const T* u = static_cast<const T*>(p.u);
     const T* gate = static_cast<const T*>(p.gate);
+    float uu[kPerThread], gg[kPerThread];
 #pragma unroll
     for (int i = 0; i < kPerThread; ++i) {
-        const int r = ty + i * kRows;  // time within the tile
+        const int64_t t = bx * kTile + ty + i * kRows;  // time within the tile: ty + i kRows
+        uu[i] = p.D != nullptr && t < p.T ? to_float(u[bz * p.su_b + t * p.su_t + c]) : 0.0f;
+        gg[i] = gate != nullptr && t < p.T ? to_float(gate[bz * p.sg_b + t * p.sg_t + c]) : 1.0f;
+    }
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+        const int r = ty + i * kRows;
         const int64_t t = bx * kTile + r;
         if (t >= p.T) continue;
         const int64_t idx = (bz * p.T + t) * p.C + c;
-        float w = tile[tx][r];
-        if (p.D != nullptr) w = fmaf(d, to_float(u[bz * p.su_b + t * p.su_t + c]), w);
+        const float w = fmaf(d, uu[i], tile[tx][r]);
         if (p.w != nullptr) static_cast<T*>(p.w)[idx] = from_float<T>(w);
-        const float y = gate != nullptr ? to_float(gate[bz * p.sg_b + t * p.sg_t + c]) * w : w;
-        static_cast<T*>(p.y)[idx] = from_float<T>(y);
+        static_cast<T*>(p.y)[idx] = from_float<T>(gg[i] * w);
     }
 }
 
@@ -110,25 +119,27 @@ __host__ __device__ __forceinline__ void backward_pack_load(const Params& p, Til
     const T* dy = static_cast<const T*>(p.dy);
     const T* gate = static_cast<const T*>(p.gate);
     const int64_t c = by * kTile + tx;
+    float g[kPerThread], uu[kPerThread], gt[kPerThread], w[kPerThread];
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+        const int64_t t = bx * kTile + ty + i * kRows;  // time within the tile: ty + i kRows
+        const int64_t idx = (bz * p.T + t) * p.C + c;
+        const bool in = t < p.T && c < p.C;
+        g[i] = in ? to_float(dy[idx]) : 0.0f;
+        uu[i] = in ? to_float(u[bz * p.su_b + t * p.su_t + c]) : 0.0f;
+        gt[i] = in && gate != nullptr ? to_float(gate[bz * p.sg_b + t * p.sg_t + c]) : 1.0f;
+        w[i] = in && gate != nullptr ? to_float(static_cast<const T*>(p.w)[idx]) : 0.0f;
+    }
     float acc = 0.0f;
 #pragma unroll
     for (int i = 0; i < kPerThread; ++i) {
-        const int r = ty + i * kRows;  // time within the tile
+        const int r = ty + i * kRows;
         const int64_t t = bx * kTile + r;
-        float uu = 0.0f, e = 0.0f;
-        if (t < p.T && c < p.C) {
-            const int64_t idx = (bz * p.T + t) * p.C + c;
-            const float g = to_float(dy[idx]);
-            uu = to_float(u[bz * p.su_b + t * p.su_t + c]);
-            if (gate != nullptr) {
-                e = g * to_float(gate[bz * p.sg_b + t * p.sg_t + c]);
-                static_cast<T*>(p.dgate)[idx] = from_float<T>(g * to_float(static_cast<const T*>(p.w)[idx]));
-            } else {
-                e = g;
-            }
-            acc = fmaf(e, uu, acc);
-        }
-        tile_u[r][tx] = uu;
+        const float e = g[i] * gt[i];
+        if (gate != nullptr && t < p.T && c < p.C)
+            static_cast<T*>(p.dgate)[(bz * p.T + t) * p.C + c] = from_float<T>(g[i] * w[i]);
+        acc = fmaf(e, uu[i], acc);
+        tile_u[r][tx] = uu[i];
         tile_e[r][tx] = e;
     }
     red[ty * kTile + tx] = acc;
@@ -169,30 +180,41 @@ __host__ __device__ __forceinline__ void backward_unpack_store(const Params& p, 
     if (c >= p.C) return;
     const T* dy = static_cast<const T*>(p.dy);
     const T* gate = static_cast<const T*>(p.gate);
+    const float d = p.D != nullptr ? p.D[c] : 0.0f;
+    float e[kPerThread];
 #pragma unroll
     for (int i = 0; i < kPerThread; ++i) {
-        const int r = ty + i * kRows;  // time within the tile
+        const int64_t t = bx * kTile + ty + i * kRows;  // time within the tile: ty + i kRows
+        const bool in = p.D != nullptr && t < p.T;
+        const float g = in ? to_float(dy[(bz * p.T + t) * p.C + c]) : 0.0f;
+        e[i] = in && gate != nullptr ? g * to_float(gate[bz * p.sg_b + t * p.sg_t + c]) : g;
+    }
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+        const int r = ty + i * kRows;
         const int64_t t = bx * kTile + r;
         if (t >= p.T) continue;
-        const int64_t idx = (bz * p.T + t) * p.C + c;
-        float v = tile[tx][r];
-        if (p.D != nullptr) {
-            const float g = to_float(dy[idx]);
-            const float e = gate != nullptr ? g * to_float(gate[bz * p.sg_b + t * p.sg_t + c]) : g;
-            v = fmaf(p.D[c], e, v);
-        }
-        static_cast<T*>(p.du)[idx] = from_float<T>(v);
+        static_cast<T*>(p.du)[(bz * p.T + t) * p.C + c] = from_float<T>(fmaf(d, e[i], tile[tx][r]));
     }
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Spectral products: thread i < C * F owns bin (c, f) = (i / F, i % F) of every batch row.
+// Spectral products: thread i < C * F owns bin (c, f) = (i / F, i % F) of every batch row, kBatchGroup rows
+// loaded at a time.
+constexpr int kBatchGroup = 8;
 
 __host__ __device__ __forceinline__ void forward_spectral_thread(const Params& p, int64_t i) {
     const int64_t cf = p.C * bins(p.N);
     if (i >= cf) return;
     const float2 k = p.K[i];
-    for (int64_t b = 0; b < p.B; ++b) p.X[b * cf + i] = cmul(p.X[b * cf + i], k);
+    for (int64_t b0 = 0; b0 < p.B; b0 += kBatchGroup) {
+        float2 x[kBatchGroup];
+#pragma unroll
+        for (int j = 0; j < kBatchGroup; ++j) x[j] = b0 + j < p.B ? p.X[(b0 + j) * cf + i] : make_float2(0.0f, 0.0f);
+#pragma unroll
+        for (int j = 0; j < kBatchGroup; ++j)
+            if (b0 + j < p.B) p.X[(b0 + j) * cf + i] = cmul(x[j], k);
+    }
 }
 
 // E[b] *= conj(K) (the correlation that gives du); dK = sum_b E[b] conj(U[b]) / N (the correlation of e with u
@@ -202,12 +224,21 @@ __host__ __device__ __forceinline__ void backward_spectral_thread(const Params& 
     if (i >= cf) return;
     const float2 k = p.K[i];
     float2 acc = make_float2(0.0f, 0.0f);
-    for (int64_t b = 0; b < p.B; ++b) {
-        const float2 e = p.E[b * cf + i];
-        const float2 prod = cmul_conj(e, p.U[b * cf + i]);
-        acc.x += prod.x;
-        acc.y += prod.y;
-        p.E[b * cf + i] = cmul_conj(e, k);
+    for (int64_t b0 = 0; b0 < p.B; b0 += kBatchGroup) {
+        float2 e[kBatchGroup], u[kBatchGroup];
+#pragma unroll
+        for (int j = 0; j < kBatchGroup; ++j) {
+            const bool in = b0 + j < p.B;
+            e[j] = in ? p.E[(b0 + j) * cf + i] : make_float2(0.0f, 0.0f);
+            u[j] = in ? p.U[(b0 + j) * cf + i] : make_float2(0.0f, 0.0f);
+        }
+#pragma unroll
+        for (int j = 0; j < kBatchGroup; ++j) {
+            const float2 prod = cmul_conj(e[j], u[j]);
+            acc.x += prod.x;
+            acc.y += prod.y;
+            if (b0 + j < p.B) p.E[(b0 + j) * cf + i] = cmul_conj(e[j], k);
+        }
     }
     p.dK[i] = make_float2(acc.x * p.inv_n, acc.y * p.inv_n);
 }

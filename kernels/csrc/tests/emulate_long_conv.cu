@@ -161,8 +161,10 @@ bool run_case(const Case& c, std::mt19937& rng, const char* dtype) {
 template <typename T>
 int run_all(std::mt19937& rng, const char* dtype) {
     // Awkward shapes: T = 1, T and C not multiples of the 32-wide tile (and below it), T whose FFT length is
-    // not 2T (37 -> 2 * 40, 97 -> 2 * 98), several batch rows, channel tiles past the first.
-    const int64_t shapes[][3] = {{1, 1, 1}, {2, 1, 3}, {1, 2, 5}, {2, 7, 3}, {3, 37, 13}, {2, 64, 40}, {1, 97, 33}};
+    // not 2T (37 -> 2 * 40, 97 -> 2 * 98), several batch rows (9 and 17: the spectral products' second and third
+    // group of kBatchGroup rows, the last partial), channel tiles past the first.
+    const int64_t shapes[][3] = {{1, 1, 1}, {2, 1, 3},  {1, 2, 5},  {2, 7, 3},  {3, 37, 13},
+                                 {2, 64, 40}, {1, 97, 33}, {9, 20, 5}, {17, 5, 3}};
     int failures = 0, cases = 0;
     for (const auto& s : shapes)
         for (int flags = 0; flags < 8; ++flags) {
