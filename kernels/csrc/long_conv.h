@@ -123,6 +123,10 @@ WB_LONG_CONV_HD inline int64_t tc_conv_smem(int64_t Tp) { return 16 * (Tp + kTcP
 WB_LONG_CONV_HD inline int64_t tc_dk_smem(int64_t Tp) {
     return 16 * (Tp + kTcPad) + 16 * (Tp + 2 * kTcPad) + 4 * Tp;
 }
+// Warps of a tc_dk block: 8 while two blocks fit on a multiprocessor (228 KiB of shared memory, 1 KiB of it
+// reserved per block), else 16, so that one block's warps still hide each other's latency (Tp > 3000).
+constexpr int64_t kSmemPerSm = 228 * 1024;
+WB_LONG_CONV_HD inline int tc_dk_warps(int64_t Tp) { return 2 * (tc_dk_smem(Tp) + 1024) <= kSmemPerSm ? 8 : 16; }
 const char* tc_forward_pack(const Params& p, cudaStream_t stream);
 const char* tc_backward_pack(const Params& p, cudaStream_t stream);
 // anti = false: zt = causal conv of ut; anti = true: zt = the transposed (anti-causal) product with et.

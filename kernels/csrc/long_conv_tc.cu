@@ -57,21 +57,23 @@ __global__ void __launch_bounds__(tc::kConvWarps * 32) tc_conv_kernel(const Para
     }
 }
 
-__global__ void __launch_bounds__(tc::kDkWarps * 32, 2) tc_dk_kernel(const Params p) {
+// WARPS: tc_dk_warps (long_conv.h), 8 with two blocks per multiprocessor or 16 with one.
+template <int WARPS>
+__global__ void __launch_bounds__(WARPS * 32, 16 / WARPS) tc_dk_kernel(const Params p) {
     extern __shared__ __align__(16) unsigned char smem[];
     const int64_t c = blockIdx.x, g = blockIdx.y, row = (g * p.C + c) * p.Tp;
     const int pad = tc::kGroupPad;
     uint16_t* es = reinterpret_cast<uint16_t*>(smem);
     uint16_t* us = reinterpret_cast<uint16_t*>(smem + 16 * (p.Tp + pad));
     float* dks = reinterpret_cast<float*>(smem + 16 * (p.Tp + pad) + 16 * (p.Tp + 2 * pad));
-    const int tid = threadIdx.x, threads = tc::kDkWarps * 32;
+    const int tid = threadIdx.x, threads = WARPS * 32;
     tc::stage_rows(reinterpret_cast<uint4*>(es), static_cast<const uint4*>(p.et) + row, p.Tp, 0, pad, tid, threads);
     tc::stage_rows(reinterpret_cast<uint4*>(us), static_cast<const uint4*>(p.ut) + row, p.Tp, pad, pad, tid, threads);
     for (int64_t i = tid; i < p.Tp; i += threads) dks[i] = 0.0f;
     __syncthreads();
     const int n = int(p.Tp / 16), windows = (n + tc::kP - 1) / tc::kP, warp = tid / 32;
     for (int i = 0;; ++i) {
-        const int w = tc::snake_window(i, warp, tc::kDkWarps, windows);
+        const int w = tc::snake_window(i, warp, WARPS, windows);
         if (w == -2) break;
         if (w >= 0) tc::dk_window<1>(es, us + 8 * pad, dks, n, p.T, w * tc::kP, tid % 32);
     }
@@ -134,6 +136,15 @@ const char* conv_launch(const Params& p, cudaStream_t s) {
     return launched();
 }
 
+template <int WARPS>
+const char* dk_launch(const Params& p, cudaStream_t s) {
+    const int bytes = int(tc_dk_smem(p.Tp));
+    if (cudaFuncSetAttribute(tc_dk_kernel<WARPS>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess)
+        return launched();
+    tc_dk_kernel<WARPS><<<dim3(unsigned(p.C), unsigned(p.G)), WARPS * 32, bytes, s>>>(p);
+    return launched();
+}
+
 const char* tc_conv(const Params& p, bool anti, cudaStream_t s) {
     if (const char* err = check(p)) return err;
     return anti ? conv_launch<true>(p, s) : conv_launch<false>(p, s);
@@ -141,11 +152,7 @@ const char* tc_conv(const Params& p, bool anti, cudaStream_t s) {
 
 const char* tc_dk(const Params& p, cudaStream_t s) {
     if (const char* err = check(p)) return err;
-    const int bytes = int(tc_dk_smem(p.Tp));
-    if (cudaFuncSetAttribute(tc_dk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess)
-        return launched();
-    tc_dk_kernel<<<dim3(unsigned(p.C), unsigned(p.G)), tc::kDkWarps * 32, bytes, s>>>(p);
-    return launched();
+    return tc_dk_warps(p.Tp) == 8 ? dk_launch<8>(p, s) : dk_launch<16>(p, s);
 }
 
 }  // namespace long_conv

@@ -47,7 +47,6 @@ namespace tc {
 
 constexpr int kP = 8;  // output tiles per warp window (conv) or lag tiles (dk)
 constexpr int kConvWarps = 8;
-constexpr int kDkWarps = 8;
 constexpr int kDkPairs = 4;  // dk: pairs of e tiles per group
 constexpr int kKpOff = 128;  // the pair table: kp[m + kKpOff] for m in [-kKpOff, Tp + kKpLen - kKpOff)
 constexpr int kKpLen = 256;

@@ -61,11 +61,11 @@ bool dk_block(const Params& p, int64_t c, int64_t g, char* why) {
     std::vector<float> dks(p.Tp, 0.0f);
     tc::stage_rows(es.data(), static_cast<const uint4*>(p.et) + row, p.Tp, 0, pad, 0, 1);
     tc::stage_rows(us.data(), static_cast<const uint4*>(p.ut) + row, p.Tp, pad, pad, 0, 1);
-    const int n = int(p.Tp / 16), windows = (n + tc::kP - 1) / tc::kP;
+    const int n = int(p.Tp / 16), windows = (n + tc::kP - 1) / tc::kP, warps = tc_dk_warps(p.Tp);
     std::vector<int> seen(windows, 0);
-    for (int warp = 0; warp < tc::kDkWarps; ++warp)
+    for (int warp = 0; warp < warps; ++warp)
         for (int i = 0;; ++i) {
-            const int w = tc::snake_window(i, warp, tc::kDkWarps, windows);
+            const int w = tc::snake_window(i, warp, warps, windows);
             if (w == -2) break;
             if (w < 0) continue;
             ++seen[w];
@@ -181,9 +181,11 @@ int main() {
     // T = 1, T not a multiple of 16 (padding) or of the 32-step pack tile, more tiles than one window or group
     // (kP = 8 tiles: T > 128), more windows than warps (T = 2100: 132 tiles, 17 windows), a partial batch group
     // and two or three groups (B = 3, 9, 17), channels not a multiple of 4 (scalar accesses) and more than one
-    // 128-channel pack tile with 8-byte accesses (C = 132, 260; strided cases stay scalar: rows C + 3 apart).
-    const int64_t shapes[][3] = {{1, 1, 1}, {3, 1, 2}, {2, 17, 3}, {8, 16, 5}, {9, 37, 4}, {3, 100, 33},
-                                 {17, 129, 2}, {2, 300, 3}, {1, 600, 1}, {1, 2100, 1}, {2, 50, 132}, {9, 20, 260}};
+    // 128-channel pack tile with 8-byte accesses (C = 132, 260; strided cases stay scalar: rows C + 3 apart),
+    // and T = 3001, whose dk blocks take 16 warps (tc_dk_warps).
+    const int64_t shapes[][3] = {{1, 1, 1},    {3, 1, 2},  {2, 17, 3},   {8, 16, 5},  {9, 37, 4},
+                                 {3, 100, 33}, {17, 129, 2}, {2, 300, 3},  {1, 600, 1}, {1, 2100, 1},
+                                 {1, 3001, 1}, {2, 50, 132}, {9, 20, 260}};
     int failures = 0, cases = 0;
     for (const auto& s : shapes)
         for (int flags = 0; flags < 8; ++flags) {
