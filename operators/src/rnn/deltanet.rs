@@ -23,7 +23,7 @@
 //! dt_max], as Mamba-2; A_log and the dt bias never decay.
 
 use crate::mixer::{SequenceMixer, State};
-use crate::nn::{residual_std, Linear, RmsNorm, INIT_STD, NO_DECAY};
+use crate::nn::{residual_std, split_last, Linear, RmsNorm, INIT_STD, NO_DECAY};
 use crate::registry::{BuildCtx, Built, Family, MixerSpec};
 use crate::ssm::mamba::{default_dt_max, default_dt_min};
 use crate::ssm::{check_at_least, check_dt_range, dt_bias, ShortConv};
@@ -410,8 +410,9 @@ impl SequenceMixer for DeltaNet {
     fn forward(&self, x: &Tensor) -> Tensor {
         let w = self.cfg.qkv_width();
         let proj = self.in_proj.forward(x); // [B, T, qkv + H]
-        let qkv = self.conv.forward(&proj.narrow(-1, 0, w), self.path);
-        let (q, k, v, beta) = self.heads(&qkv, &proj.narrow(-1, w, self.cfg.heads));
+        let [qkv, beta] = split_last(&proj, [w, self.cfg.heads]);
+        let qkv = self.conv.forward(&qkv, self.path);
+        let (q, k, v, beta) = self.heads(&qkv, &beta);
         let to_heads = |t: Tensor| t.transpose(1, 2); // [B, T, H, ...] -> [B, H, T, ...]
         let decay = self.log_decay(x).map(to_heads);
         let (o, _) = delta_rule(

@@ -21,7 +21,7 @@
 //! x_proj N(0, 0.02^2) and out_proj N(0, (0.02/sqrt(2 n_blocks))^2), as every projection in this workbench.
 
 use crate::mixer::{SequenceMixer, State};
-use crate::nn::{residual_std, Linear, DECAY, INIT_STD, NO_DECAY};
+use crate::nn::{residual_std, split_last, Linear, DECAY, INIT_STD, NO_DECAY};
 use crate::registry::{BuildCtx, Built, Family, MixerSpec};
 use crate::ssm::{check_at_least, check_dt_range, dt_bias, ShortConv};
 use kernels::selective_scan::{selective_scan, selective_scan_flops, selective_scan_step, SCAN_BLOCK};
@@ -201,15 +201,15 @@ impl Mamba {
     /// The selective parameters from the convolved input `x [..., E]`: `(dt [..., E], B, C [..., N])`.
     fn selection(&self, x: &Tensor) -> (Tensor, Tensor, Tensor) {
         let dbc = self.x_proj.forward(x); // [..., R + 2N]
-        let dt = self.dt_proj.forward(&dbc.narrow(-1, 0, self.r)).softplus(); // [..., E]
-        (dt, dbc.narrow(-1, self.r, self.n), dbc.narrow(-1, self.r + self.n, self.n))
+        let [d, b, c] = split_last(&dbc, [self.r, self.n, self.n]);
+        (self.dt_proj.forward(&d).softplus(), b, c) // dt [..., E]
     }
 }
 
 impl SequenceMixer for Mamba {
     fn forward(&self, u: &Tensor) -> Tensor {
         let xz = self.in_proj.forward(u); // [B, T, 2E]
-        let (x, z) = (xz.narrow(-1, 0, self.e), xz.narrow(-1, self.e, self.e));
+        let [x, z] = split_last(&xz, [self.e, self.e]);
         let x = self.conv.forward(&x, self.path); // [B, T, E]
         let (dt, b, c) = self.selection(&x);
         let a = -self.a_log.exp(); // [E, N]

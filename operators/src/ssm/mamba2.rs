@@ -21,7 +21,7 @@
 //! this workbench (N(0, 0.02^2), out_proj scaled by depth).
 
 use crate::mixer::{SequenceMixer, State};
-use crate::nn::{residual_std, Linear, RmsNorm, INIT_STD, NO_DECAY};
+use crate::nn::{residual_std, split_last, Linear, RmsNorm, INIT_STD, NO_DECAY};
 use crate::registry::{BuildCtx, Built, Family, MixerSpec};
 use crate::ssm::mamba::{default_d_conv, default_dt_max, default_dt_min, default_expand};
 use crate::ssm::{check_at_least, check_dt_range, dt_bias, ShortConv};
@@ -209,8 +209,8 @@ impl Mamba2 {
 
     /// Splits the projection `[..., 2E + 2N + H]` into `(z [..., E], xBC [..., E + 2N], dt [..., H])`.
     fn split(&self, zxbcdt: &Tensor) -> (Tensor, Tensor, Tensor) {
-        let (e, n) = (self.e, self.n);
-        (zxbcdt.narrow(-1, 0, e), zxbcdt.narrow(-1, e, e + 2 * n), zxbcdt.narrow(-1, 2 * e + 2 * n, self.h))
+        let [z, xbc, dt] = split_last(zxbcdt, [self.e, self.e + 2 * self.n, self.h]);
+        (z, xbc, dt)
     }
 
     /// Gate, norm, output projection: `y, z [..., E] -> [..., d]`.
@@ -224,8 +224,8 @@ impl SequenceMixer for Mamba2 {
         let (b, t, _) = u.size3().expect("mamba2 input must be [B, T, d]");
         let (z, xbc, dt) = self.split(&self.in_proj.forward(u));
         let xbc = self.conv.forward(&xbc, self.path); // [B, T, E + 2N]
-        let x = xbc.narrow(-1, 0, self.e).view([b, t, self.h, self.p]); // [B, T, H, P]
-        let (bm, cm) = (xbc.narrow(-1, self.e, self.n), xbc.narrow(-1, self.e + self.n, self.n)); // [B, T, N]
+        let [x, bm, cm] = split_last(&xbc, [self.e, self.n, self.n]); // B, C: [B, T, N]
+        let x = x.view([b, t, self.h, self.p]); // [B, T, H, P]
         let dt = (dt + &self.dt_bias).softplus(); // [B, T, H]
         let log_a = &dt * -self.a_log.exp(); // dt A: [B, T, H]
         let (y, _) = ssd(&(&x * dt.unsqueeze(-1)), &log_a, &bm, &cm, None, self.chunk, self.path);
