@@ -219,16 +219,28 @@ WB_HD void gdot_thread(const Params& p, int64_t idx) {
 
 // The per-key log-decays' gradient, one thread per (batch x head, chunk, key) (chunk_linear_pk.cuh): the
 // within-chunk reverse cumsum of p.qdq - p.kdk = (q * dq - k * dk) down key d's column, plus gdot_thread's
-// sum_e G(n)_de S_end(n)_de.
+// sum_e G(n)_de S_end(n)_de. kDgRows rows of loads go out before their stores (a store between loads had
+// held each next load back: one memory round trip per row).
+constexpr int kDgRows = 8;
 WB_HD void dg_key_thread(const Params& p, int64_t idx) {
     if (idx >= p.B * p.H * p.N * p.Dk) return;
     const int64_t d = idx % p.Dk, rest = idx / p.Dk;
     const Chunk c = chunk_of(p, rest % p.N, rest / p.N);
     float acc = p.gdot[(c.bh * p.N + c.n) * p.Dk + d];
     const int64_t at = (c.bh * p.T + c.t0) * p.Dk + d;
-    for (int r = c.valid - 1; r >= 0; --r) {
-        acc += p.qdq[at + r * p.Dk] - p.kdk[at + r * p.Dk];
-        p.dgk[at + r * p.Dk] = acc;
+    for (int r0 = c.valid - 1; r0 >= 0; r0 -= kDgRows) {
+        float v[kDgRows];
+#pragma unroll
+        for (int j = 0; j < kDgRows; ++j) {
+            const int64_t i = at + int64_t(r0 - j) * p.Dk;
+            v[j] = r0 - j >= 0 ? p.qdq[i] - p.kdk[i] : 0.f;
+        }
+#pragma unroll
+        for (int j = 0; j < kDgRows; ++j) {
+            if (r0 - j < 0) break;
+            acc += v[j];
+            p.dgk[at + int64_t(r0 - j) * p.Dk] = acc;
+        }
     }
 }
 
