@@ -162,7 +162,7 @@ pub fn selective_scan(
     // arguments fit it (dtypes, N <= 64); the blocked loop below otherwise.
     if path == KernelPath::Auto && x.device().is_cuda() {
         // Under bf16 autocast x, B and C arrive in bf16 (projections) while A, D (parameters) and dt (softplus
-        // runs in float32) do not. The kernel reads A, D and h0 as float32 whatever their dtype, so it runs in
+        // runs in float32, unless the mixer keeps it in bf16 as `mamba` does) may not. The kernel reads A, D and h0 as float32 whatever their dtype, so it runs in
         // bf16 then with dt rounded to bf16 (the precision mamba-ssm's kernel takes it in): no float32 copies of
         // x, B, C, and y stays bf16. Any other mix runs in float32 (the casts are differentiable).
         let parts = [x, dt, a, b, c].into_iter().chain(d).chain(initial_state);

@@ -30,6 +30,14 @@ pub fn split_last<const N: usize>(x: &Tensor, widths: [i64; N]) -> [Tensor; N] {
     parts.try_into().unwrap_or_else(|p: Vec<Tensor>| panic!("split_with_sizes gave {} pieces for {N} widths", p.len()))
 }
 
+/// `f` with autocast off: its ops run in their inputs' dtypes. For an elementwise op on a bfloat16
+/// activation that autocast would promote to float32 (softplus): libtorch's bfloat16 kernels compute in
+/// float32 and round once, so the values are those of the float32 op rounded to bfloat16, without the
+/// float32 copies and casts around it. Inside an autocast region only (elsewhere a no-op).
+pub fn without_autocast<T>(f: impl FnOnce() -> T) -> T {
+    tch::autocast(false, f)
+}
+
 /// `y = x W^T (+ b)` with `W: [out, in]`, path `<p>/weight` (decayed) and `<p>/bias` (not decayed).
 #[derive(Debug)]
 pub struct Linear {

@@ -21,7 +21,7 @@
 //! x_proj N(0, 0.02^2) and out_proj N(0, (0.02/sqrt(2 n_blocks))^2), as every projection in this workbench.
 
 use crate::mixer::{SequenceMixer, State};
-use crate::nn::{residual_std, split_last, Linear, DECAY, INIT_STD, NO_DECAY};
+use crate::nn::{residual_std, split_last, without_autocast, Linear, DECAY, INIT_STD, NO_DECAY};
 use crate::registry::{BuildCtx, Built, Family, MixerSpec};
 use crate::ssm::{check_at_least, check_dt_range, dt_bias, ShortConv};
 use kernels::selective_scan::{selective_scan, selective_scan_flops, selective_scan_step, SCAN_BLOCK};
@@ -202,7 +202,10 @@ impl Mamba {
     fn selection(&self, x: &Tensor) -> (Tensor, Tensor, Tensor) {
         let dbc = self.x_proj.forward(x); // [..., R + 2N]
         let [d, b, c] = split_last(&dbc, [self.r, self.n, self.n]);
-        (self.dt_proj.forward(&d).softplus(), b, c) // dt [..., E]
+        // dt [..., E] in the projection's dtype: under bf16 autocast the scan takes dt in bfloat16 (rounded
+        // once, as mamba-ssm's kernel takes it), so a float32 softplus would only add copies and casts.
+        let dt = self.dt_proj.forward(&d);
+        (without_autocast(|| dt.softplus()), b, c)
     }
 }
 
