@@ -122,7 +122,13 @@ pub fn chunk_linear(
 /// ([`crate::cuda_ext::ChunkLinearGate`]; `WORKBENCH_CHUNK_LINEAR_KERNEL=1` always, `=0` never), its library
 /// is loaded and the arguments fit it (dtypes, head dims <= 128; per-key decays with bfloat16 q, k, v only);
 /// `None` otherwise (the chunked libtorch form).
-fn cuda_kernel(q: &Tensor, k: &Tensor, v: &Tensor, decay: Decay, s0: Option<&Tensor>) -> Option<(Tensor, Tensor)> {
+pub(crate) fn cuda_kernel(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    decay: Decay,
+    s0: Option<&Tensor>,
+) -> Option<(Tensor, Tensor)> {
     let g = match decay {
         Decay::None => None,
         Decay::Scalar(g) => Some(g),

@@ -15,13 +15,15 @@
 //! ```
 //! Every exponent is <= 0, so it is stable in any dtype. This is the scalar-decay special case of chunked
 //! gated linear attention (`chunk_linear`, which generalises it to per-channel decays and separate keys
-//! per head); it lives here so that Mamba-2 does not depend on that kernel.
+//! per head). On CUDA the `Auto` path runs that kernel (csrc/chunk_linear.cu) where it applies, with SSD's
+//! tensors as its operands ([`kernel`]); the chunked form below otherwise.
 //!
 //! FLOPs, counted for the chunked form (both paths record the same count, [`ssd_flops`]): per chunk and
 //! head, with L = min(chunk, T), the sequence padded to a multiple of L: `2 L^2 N / H` for `C B^T` (computed
 //! once for all heads), `2 L^2 P` for the dense intra-chunk product (the causal mask is applied, not
 //! skipped), `2 L P N` each for the chunk state and the inter-chunk output, and `2 P N` for the carry.
 
+use crate::chunk_linear::Decay;
 use crate::flop_count;
 use crate::selective_scan::pad_time;
 use crate::KernelPath;
@@ -66,8 +68,37 @@ pub fn ssd(
             }
             (Tensor::stack(&ys, 1), state)
         }
-        KernelPath::Auto => chunked(x, log_a, b, c, initial_state, chunk),
+        KernelPath::Auto => {
+            if crate::cuda_ext::resolve(path) == KernelPath::Auto && x.device().is_cuda() {
+                if let Some(r) = kernel(x, log_a, b, c, initial_state) {
+                    flop_count::record(ssd_flops(bs, t, h, p, n, chunk));
+                    return r;
+                }
+            }
+            chunked(x, log_a, b, c, initial_state, chunk)
+        }
     }
+}
+
+/// SSD on the chunked linear-attention kernel: per head the state h^T [N, P] is its S [Dk, Dv], with keys
+/// B_t and queries C_t (shared by the heads: broadcast, then copied contiguous by the call), values x_t and
+/// the scalar log-decay log_a_t; y_t = C_t S_t. `None` where that kernel does not take the arguments (its
+/// dispatch rules: [`crate::chunk_linear`]'s Auto path, e.g. float32 unless WORKBENCH_CHUNK_LINEAR_KERNEL=1).
+fn kernel(
+    x: &Tensor,
+    log_a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    initial_state: Option<&Tensor>,
+) -> Option<(Tensor, Tensor)> {
+    let (bs, t, h, _) = x.size4().ok()?;
+    let n = b.size()[2];
+    let heads = |m: &Tensor| m.unsqueeze(1).expand([bs, h, t, n], false); // [B, H, T, N]
+    let v = x.permute([0, 2, 1, 3]); // [B, H, T, P]
+    let g = log_a.permute([0, 2, 1]); // [B, H, T]
+    let s0 = initial_state.map(|s| s.transpose(-1, -2)); // [B, H, N, P]
+    let (o, s) = crate::chunk_linear::cuda_kernel(&heads(c), &heads(b), &v, Decay::Scalar(&g), s0.as_ref())?;
+    Some((o.permute([0, 2, 1, 3]), s.transpose(-1, -2)))
 }
 
 /// One token: `x [B, H, P]`, `log_a [B, H]`, `b, c [B, N]`, `state [B, H, P, N]` -> `(y [B, H, P], new state)`.

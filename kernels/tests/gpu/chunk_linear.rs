@@ -266,6 +266,58 @@ fn gpu_chunk_linear_dispatch() {
     );
 }
 
+/// Mamba-2's SSD (`kernels::ssd`, Auto) on CUDA runs the chunked linear-attention kernel (keys B_t, queries
+/// C_t broadcast over the heads, values x_t, the scalar log-decay): y, h_T and the gradients of x, log_a, B,
+/// C and h0 against SSD's own float64 token loop, in float32, bfloat16, and bfloat16 with a float32 log-decay
+/// and state (autocast's mix). The chunk (16) is not the kernel's (64): the results agree up to rounding.
+#[test]
+#[ignore]
+fn gpu_ssd_runs_on_the_chunk_kernel() {
+    use kernels::ssd::ssd;
+    let dev = gpu();
+    tch::manual_seed(13);
+    let (b, t, h, p, n) = (2, 70, 3, 8, 12);
+    let opts = (Kind::Float, dev);
+    for (kind, state) in [(Kind::Float, Kind::Float), (Kind::BFloat16, Kind::BFloat16), (Kind::BFloat16, Kind::Float)] {
+        let label = format!("ssd Auto, {kind:?} x/B/C, {state:?} log_a/h0");
+        let s = (n as f64).powf(-0.25);
+        let ins = [
+            Tensor::randn([b, t, h, p], opts).to_kind(kind),
+            (-(Tensor::rand([b, t, h], opts) * 0.5 + 1e-3)).to_kind(state),
+            (Tensor::randn([b, t, n], opts) * s).to_kind(kind),
+            (Tensor::randn([b, t, n], opts) * s).to_kind(kind),
+            Tensor::randn([b, h, p, n], opts).to_kind(state),
+        ];
+        let gy = Tensor::randn([b, t, h, p], opts).to_kind(kind);
+        let final_kind = if kind == Kind::Float || state == Kind::Float { Kind::Float } else { kind };
+        let gs = Tensor::randn([b, h, p, n], opts).to_kind(final_kind);
+        let vars: Vec<Tensor> = ins.iter().map(|t| t.detach().set_requires_grad(true)).collect();
+        let before = cuda_ext::chunk_linear_calls().expect("library");
+        let (y, hn) = ssd(&vars[0], &vars[1], &vars[2], &vars[3], Some(&vars[4]), 16, KernelPath::Auto);
+        assert_eq!(cuda_ext::chunk_linear_calls().expect("library"), before + 1, "{label}: kernel not reached");
+        assert_eq!((y.kind(), hn.kind()), (kind, final_kind), "{label}: output dtypes");
+        let refs: Vec<&Tensor> = vars.iter().collect();
+        let grads = cuda_ext::grad(&[&y, &hn], &[&gy, &gs], &refs).expect("kernel backward");
+
+        let rv: Vec<Tensor> = ins.iter().map(|t| t.detach().to_kind(Kind::Double).set_requires_grad(true)).collect();
+        let (yr, hr) = ssd(&rv[0], &rv[1], &rv[2], &rv[3], Some(&rv[4]), 16, KernelPath::Reference);
+        let loss =
+            (&yr * gy.to_kind(Kind::Double)).sum(Kind::Double) + (&hr * gs.to_kind(Kind::Double)).sum(Kind::Double);
+        let rrefs: Vec<&Tensor> = rv.iter().collect();
+        let rgrads = Tensor::run_backward(&[loss], &rrefs, false, false);
+        let mut got = vec![y.detach(), hn.detach()];
+        got.extend(grads);
+        let mut want = vec![yr.detach(), hr.detach()];
+        want.extend(rgrads);
+        for ((name, a), r) in ["y", "h_T", "dx", "dlog_a", "dB", "dC", "dh0"].iter().zip(&got).zip(&want) {
+            let e = rel_err(a, r);
+            // dlog_a is chunk_linear's dg: float32 gets its 1e-3
+            let tol = cl_tolerance(kind, if *name == "dlog_a" { "dg" } else { name });
+            assert!(e <= tol, "{label}: {name} relative error {e:.3e} > {tol:.1e}");
+        }
+    }
+}
+
 #[test]
 #[ignore]
 fn gpu_chunk_linear_bad_inputs() {

@@ -228,7 +228,10 @@ impl SequenceMixer for Mamba2 {
         let x = x.view([b, t, self.h, self.p]); // [B, T, H, P]
         let dt = (dt + &self.dt_bias).softplus(); // [B, T, H]
         let log_a = &dt * -self.a_log.exp(); // dt A: [B, T, H]
-        let (y, _) = ssd(&(&x * dt.unsqueeze(-1)), &log_a, &bm, &cm, None, self.chunk, self.path);
+                                             // x dt in x's dtype: under bf16 autocast dt is float32 (a float32 bias), and a float32 product would
+                                             // take SSD's kernel off its bfloat16 operands (float32 q, k, v keep the libtorch form)
+        let xdt = &x * dt.to_kind(x.kind()).unsqueeze(-1);
+        let (y, _) = ssd(&xdt, &log_a, &bm, &cm, None, self.chunk, self.path);
         let y = y + x * self.d.unsqueeze(-1); // D skip: [B, T, H, P]
         self.out(&y.reshape([b, t, self.e]), &z)
     }
