@@ -76,17 +76,24 @@ if want parity; then
       cat /tmp/parity-"$k"/trials/*/stderr.log 2>/dev/null | grep -i "warning" | sort | uniq -c
     done
     python3 - <<'PY'
-import glob, json
+import glob, json, os
 def losses(k):
-    files = glob.glob(f"/tmp/parity-{k}/trials/*/curve.jsonl")
-    if not files:
-        return []
-    return [p.get("eval_loss") for p in map(json.loads, open(files[0])) if p.get("eval_loss") is not None]
+    """Evaluation losses per trial (its spec's label), in curve order."""
+    out = {}
+    for d in sorted(glob.glob(f"/tmp/parity-{k}/trials/*/")):
+        if not os.path.exists(d + "curve.jsonl"):
+            continue
+        label = json.load(open(d + "spec.json")).get("label", d)
+        out[label] = [p["eval_loss"] for p in map(json.loads, open(d + "curve.jsonl")) if p.get("eval_loss") is not None]
+    return out
 a, r = losses("auto"), losses("reference")
-print("eval loss, kernels auto:     ", " ".join(f"{x:.4f}" for x in a))
-print("eval loss, kernels reference:", " ".join(f"{x:.4f}" for x in r))
-if a and len(a) == len(r):
-    print(f"max |auto - reference| = {max(abs(x - y) for x, y in zip(a, r)):.2e}")
+for label in sorted(set(a) | set(r)):
+    x, y = a.get(label, []), r.get(label, [])
+    print(f"{label}")
+    print("  eval loss, kernels auto:     ", " ".join(f"{v:.4f}" for v in x))
+    print("  eval loss, kernels reference:", " ".join(f"{v:.4f}" for v in y))
+    if x and len(x) == len(y):
+        print(f"  max |auto - reference| = {max(abs(u - v) for u, v in zip(x, y)):.2e}")
 PY
     exit $rc
   ) 2>&1 | tee "$OUT/parity.txt"
