@@ -20,7 +20,7 @@
 
 use crate::flops::mean_causal_keys;
 use crate::mixer::{SequenceMixer, State};
-use crate::nn::{residual_std, Linear, INIT_STD};
+use crate::nn::{residual_std, rope, Linear, INIT_STD};
 use crate::registry::{BuildCtx, Built, Family, MixerSpec};
 use kernels::attention::{attention, Mask};
 use kernels::KernelPath;
@@ -213,19 +213,9 @@ impl Attention {
         }
     }
 
-    /// Rotates `x [B, heads, T, D]` at positions `start..start+T` (rotate-half form).
+    /// Rotates `x [B, heads, T, D]` at positions `start..start+T` (rotate-half form, [`rope`]).
     fn rope(&self, x: &Tensor, start: i64) -> Tensor {
-        let t = x.size()[2];
-        let pos = Tensor::arange_start(start, start + t, (x.kind(), x.device())) / self.spec.rope_scale; // [T]
-        let inv = self.inv_freq.to_kind(x.kind());
-        let angles = pos.unsqueeze(1) * inv.unsqueeze(0); // [T, D/2]
-        let angles = Tensor::cat(&[&angles, &angles], -1); // [T, D]
-        let (cos, sin) = (angles.cos(), angles.sin());
-        let half = self.head_dim / 2;
-        let x1 = x.narrow(-1, 0, half);
-        let x2 = x.narrow(-1, half, half);
-        let rotated = Tensor::cat(&[&x2.neg(), &x1], -1); // [B, heads, T, D]
-        x * cos + rotated * sin
+        rope(x, start, self.spec.rope_scale, &self.inv_freq)
     }
 
     /// `x [B, T, d] -> q [B, H, T, D], k, v [B, KV, T, D]` at positions starting at `start`.

@@ -32,13 +32,13 @@
 
 use crate::linear_attention::{check_chunk, check_heads, default_chunk, default_heads};
 use crate::mixer::{SequenceMixer, State};
-use crate::nn::{residual_std, Linear, RmsNorm, INIT_STD};
+use crate::nn::{self, residual_std, Linear, RmsNorm, INIT_STD};
 use crate::registry::{BuildCtx, Built, Family, MixerSpec};
 use kernels::chunk_linear::{chunk_linear, chunk_linear_flops, linear_step, Decay};
 use kernels::KernelPath;
 use serde::{Deserialize, Serialize};
 use tch::nn::Path;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// `retnet` parameters (YAML: `retnet: {heads: 4}`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -359,14 +359,10 @@ impl GatedLinear {
 
 /// Rotary embedding (rotate-half, theta 10000) of `x [B, H, T, D]` at positions `start..start+T`.
 fn rope(x: &Tensor, start: i64) -> Tensor {
-    let (_, _, t, d) = x.size4().expect("rope input must be [B, H, T, D]");
-    let opts = (x.kind(), x.device());
-    let inv_freq = (Tensor::arange_start_step(0, d, 2, opts) * (-(10000f64.ln()) / d as f64)).exp(); // [D/2]
-    let angles = Tensor::arange_start(start, start + t, opts).unsqueeze(1) * inv_freq.unsqueeze(0); // [T, D/2]
-    let angles = Tensor::cat(&[&angles, &angles], -1); // [T, D]
-    let half = d / 2;
-    let rotated = Tensor::cat(&[x.narrow(-1, half, half).neg(), x.narrow(-1, 0, half)], -1);
-    x * angles.cos() + rotated * angles.sin()
+    let d = x.size4().expect("rope input must be [B, H, T, D]").3;
+    let inv_freq =
+        (Tensor::arange_start_step(0, d, 2, (Kind::Double, x.device())) * (-(10000f64.ln()) / d as f64)).exp();
+    nn::rope(x, start, 1.0, &inv_freq) // [D/2] inverse frequencies, theta 10000
 }
 
 fn decay_of<'a>(kind: &GateKind, g: &'a Tensor) -> Decay<'a> {
