@@ -80,10 +80,9 @@ pub fn ssd(
     }
 }
 
-/// SSD on the chunked linear-attention kernel: per head the state h^T [N, P] is its S [Dk, Dv], with keys
-/// B_t and queries C_t (shared by the heads: broadcast, then copied contiguous by the call), values x_t and
-/// the scalar log-decay log_a_t; y_t = C_t S_t. `None` where that kernel does not take the arguments (its
-/// dispatch rules: [`crate::chunk_linear`]'s Auto path, e.g. float32 unless WORKBENCH_CHUNK_LINEAR_KERNEL=1).
+/// SSD on the chunked linear-attention kernel (see [`as_linear_attention`]); `None` where that kernel does
+/// not take the arguments (its dispatch rules: [`crate::chunk_linear`]'s Auto path, e.g. float32 unless
+/// WORKBENCH_CHUNK_LINEAR_KERNEL=1).
 fn kernel(
     x: &Tensor,
     log_a: &Tensor,
@@ -91,13 +90,30 @@ fn kernel(
     c: &Tensor,
     initial_state: Option<&Tensor>,
 ) -> Option<(Tensor, Tensor)> {
+    as_linear_attention(x, log_a, b, c, initial_state, |q, k, v, g, s0| {
+        crate::chunk_linear::cuda_kernel(q, k, v, Decay::Scalar(g), s0)
+    })
+}
+
+/// SSD as chunked linear attention with a scalar decay: per head the state h^T [N, P] is its S [Dk, Dv],
+/// with keys B_t and queries C_t (shared by the heads: broadcast [B, H, T, N]), values x_t [B, H, T, P] and
+/// the log-decay log_a_t [B, H, T]; its o_t = C_t S_t is y_t. `run(q, k, v, g, s0) -> (o, S_T)` computes
+/// the linear attention; the result is mapped back to `(y [B, T, H, P], h_T [B, H, P, N])`.
+fn as_linear_attention(
+    x: &Tensor,
+    log_a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    initial_state: Option<&Tensor>,
+    run: impl FnOnce(&Tensor, &Tensor, &Tensor, &Tensor, Option<&Tensor>) -> Option<(Tensor, Tensor)>,
+) -> Option<(Tensor, Tensor)> {
     let (bs, t, h, _) = x.size4().ok()?;
     let n = b.size()[2];
     let heads = |m: &Tensor| m.unsqueeze(1).expand([bs, h, t, n], false); // [B, H, T, N]
     let v = x.permute([0, 2, 1, 3]); // [B, H, T, P]
     let g = log_a.permute([0, 2, 1]); // [B, H, T]
     let s0 = initial_state.map(|s| s.transpose(-1, -2)); // [B, H, N, P]
-    let (o, s) = crate::chunk_linear::cuda_kernel(&heads(c), &heads(b), &v, Decay::Scalar(&g), s0.as_ref())?;
+    let (o, s) = run(&heads(c), &heads(b), &v, &g, s0.as_ref())?;
     Some((o.permute([0, 2, 1, 3]), s.transpose(-1, -2)))
 }
 
@@ -171,6 +187,32 @@ mod tests {
         let (y, s) = ssd(&v[0], &v[1], &v[2], &v[3], Some(&v[4]), chunk, path);
         let w = Tensor::arange(y.numel() as i64, (Kind::Double, Device::Cpu)).view(y.size().as_slice()).cos();
         (y * w).sum(Kind::Double) + s.square().sum(Kind::Double)
+    }
+
+    /// The mapping the CUDA path uses (SSD as chunked linear attention), run here on chunk_linear's float64
+    /// libtorch form: outputs, final state and every gradient equal SSD's own recurrence.
+    #[test]
+    fn as_linear_attention_matches_the_recurrence() {
+        tch::manual_seed(1);
+        for (t, h, p, n) in [(1, 2, 3, 4), (9, 3, 5, 2), (70, 2, 4, 6)] {
+            let v = inputs(t, h, p, n);
+            let run = |q: &Tensor, k: &Tensor, x: &Tensor, g: &Tensor, s0: Option<&Tensor>| {
+                let chunk_linear = crate::chunk_linear::chunk_linear;
+                Some(chunk_linear(q, k, x, Decay::Scalar(g), s0, 16, KernelPath::Auto))
+            };
+            let (ya, sa) = as_linear_attention(&v[0], &v[1], &v[2], &v[3], Some(&v[4]), run).expect("a [B, T, H, P] x");
+            let (yr, sr) = ssd(&v[0], &v[1], &v[2], &v[3], Some(&v[4]), 16, KernelPath::Reference);
+            assert!(max_err(&ya, &yr) < 1e-10, "t={t}: outputs");
+            assert!(max_err(&sa, &sr) < 1e-10, "t={t}: final state");
+            let w = Tensor::randn(ya.size(), (Kind::Double, Device::Cpu));
+            let ga =
+                Tensor::run_backward(&[(&ya * &w).sum(Kind::Double) + sa.square().sum(Kind::Double)], &v, false, false);
+            let gr =
+                Tensor::run_backward(&[(&yr * &w).sum(Kind::Double) + sr.square().sum(Kind::Double)], &v, false, false);
+            for (i, (a, r)) in ga.iter().zip(&gr).enumerate() {
+                assert!(max_err(a, r) < 1e-9, "t={t}: gradient of input {i}");
+            }
+        }
     }
 
     #[test]
