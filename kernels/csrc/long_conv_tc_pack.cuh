@@ -52,6 +52,18 @@ template <typename T>
 WB_TC_HD void load4(const T* x, int64_t off, int64_t c, int64_t C, bool vec, float (&v)[4]) {
     unquad(load_quad(x, off, c, C, vec), v);
 }
+// q[tl] = channels c .. c + 3 of batch row b of x (strides sb, st) at step bx kXT + tl of a tile, for every
+// step before T; zeros past T, or everywhere when !on (the tensor is absent or not needed).
+template <typename T>
+WB_TC_HD void tile_quads(const Params& p, const T* x, int64_t sb, int64_t st, int64_t b, int64_t c, int64_t bx, bool on,
+                         uint2 (&q)[kXT]) {
+    const bool vec = on && quad_aligned<T>(x, sb, st, p.C);
+#pragma unroll
+    for (int tl = 0; tl < kXT; ++tl) {
+        const int64_t t = bx * kXT + tl;
+        q[tl] = on && t < p.T && b < p.B ? load_quad(x, b * sb + t * st + c, c, p.C, vec) : make_uint2(0u, 0u);
+    }
+}
 template <typename T>
 WB_TC_HD void store4(T* x, int64_t off, int64_t c, int64_t C, bool vec, const float (&v)[4]) {
     if (vec && c + 3 < C) {
@@ -106,24 +118,12 @@ WB_TC_HD void backward_pack_load(const Params& p, PackTile& tile, int tx, int ty
     const T* dy = static_cast<const T*>(p.dy);
     const T* gate = static_cast<const T*>(p.gate);
     const int64_t c = by * kXC + 4 * tx, b = bz * 8 + ty;
-    const bool vd = quad_aligned<T>(dy, p.T * p.C, p.C, p.C);
-    const bool vg = gate != nullptr && quad_aligned<T>(gate, p.sg_b, p.sg_t, p.C);
-    const bool vw = p.w != nullptr && quad_aligned<T>(p.w, p.T * p.C, p.C, p.C);
     const bool vdg = p.dgate != nullptr && quad_aligned<T>(p.dgate, p.T * p.C, p.C, p.C);
     // every load of the tile first (see load_quad)
     uint2 dq[kXT], gq[kXT], wq[kXT];
-#pragma unroll
-    for (int tl = 0; tl < kXT; ++tl) {
-        const int64_t t = bx * kXT + tl, idx = (b * p.T + t) * p.C + c;
-        dq[tl] = gq[tl] = wq[tl] = make_uint2(0u, 0u);
-        if (t < p.T && b < p.B) {
-            dq[tl] = load_quad(dy, idx, c, p.C, vd);
-            if (gate != nullptr) {
-                gq[tl] = load_quad(gate, b * p.sg_b + t * p.sg_t + c, c, p.C, vg);
-                wq[tl] = load_quad(static_cast<const T*>(p.w), idx, c, p.C, vw);
-            }
-        }
-    }
+    tile_quads(p, dy, p.T * p.C, p.C, b, c, bx, true, dq);
+    tile_quads(p, gate, p.sg_b, p.sg_t, b, c, bx, gate != nullptr, gq);
+    tile_quads(p, static_cast<const T*>(p.w), p.T * p.C, p.C, b, c, bx, gate != nullptr, wq);
 #pragma unroll
     for (int tl = 0; tl < kXT; ++tl) {
         const int64_t t = bx * kXT + tl;
@@ -186,21 +186,14 @@ WB_TC_HD void forward_unpack_store(const Params& p, const ZTile& tile, int tx, i
     if (c >= p.C || b >= p.B) return;
     const T* u = static_cast<const T*>(p.u);
     const T* gate = static_cast<const T*>(p.gate);
-    const bool vu = quad_aligned<T>(u, p.su_b, p.su_t, p.C), vy = quad_aligned<T>(p.y, p.T * p.C, p.C, p.C);
+    const bool vy = quad_aligned<T>(p.y, p.T * p.C, p.C, p.C);
     const bool vw = p.w != nullptr && quad_aligned<T>(p.w, p.T * p.C, p.C, p.C);
-    const bool vg = gate != nullptr && quad_aligned<T>(gate, p.sg_b, p.sg_t, p.C);
     float d[4];
     skip4(p, c, d);
     // every load of the tile first (see load_quad)
     uint2 uq[kXT], gq[kXT];
-#pragma unroll
-    for (int tl = 0; tl < kXT; ++tl) {
-        const int64_t t = bx * kXT + tl;
-        uq[tl] = gq[tl] = make_uint2(0u, 0u);
-        if (t >= p.T) continue;
-        if (p.D != nullptr) uq[tl] = load_quad(u, b * p.su_b + t * p.su_t + c, c, p.C, vu);
-        if (gate != nullptr) gq[tl] = load_quad(gate, b * p.sg_b + t * p.sg_t + c, c, p.C, vg);
-    }
+    tile_quads(p, u, p.su_b, p.su_t, b, c, bx, p.D != nullptr, uq);
+    tile_quads(p, gate, p.sg_b, p.sg_t, b, c, bx, gate != nullptr, gq);
 #pragma unroll
     for (int tl = 0; tl < kXT; ++tl) {
         const int64_t t = bx * kXT + tl;
@@ -236,20 +229,13 @@ WB_TC_HD void backward_unpack_store(const Params& p, const ZTile& tile, int tx, 
     if (c >= p.C || b >= p.B) return;
     const T* dy = static_cast<const T*>(p.dy);
     const T* gate = static_cast<const T*>(p.gate);
-    const bool vd = quad_aligned<T>(dy, p.T * p.C, p.C, p.C), vx = quad_aligned<T>(p.du, p.T * p.C, p.C, p.C);
-    const bool vg = gate != nullptr && quad_aligned<T>(gate, p.sg_b, p.sg_t, p.C);
+    const bool vx = quad_aligned<T>(p.du, p.T * p.C, p.C, p.C);
     float d[4];
     skip4(p, c, d);
-    // every load of the tile first (see load_quad)
+    // every load of the tile first (see load_quad); dy and gate only for the skip
     uint2 dq[kXT], gq[kXT];
-#pragma unroll
-    for (int tl = 0; tl < kXT; ++tl) {
-        const int64_t t = bx * kXT + tl;
-        dq[tl] = gq[tl] = make_uint2(0u, 0u);
-        if (t >= p.T || p.D == nullptr) continue;
-        dq[tl] = load_quad(dy, (b * p.T + t) * p.C + c, c, p.C, vd);
-        if (gate != nullptr) gq[tl] = load_quad(gate, b * p.sg_b + t * p.sg_t + c, c, p.C, vg);
-    }
+    tile_quads(p, dy, p.T * p.C, p.C, b, c, bx, p.D != nullptr, dq);
+    tile_quads(p, gate, p.sg_b, p.sg_t, b, c, bx, p.D != nullptr && gate != nullptr, gq);
 #pragma unroll
     for (int tl = 0; tl < kXT; ++tl) {
         const int64_t t = bx * kXT + tl;

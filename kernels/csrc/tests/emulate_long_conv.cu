@@ -50,19 +50,6 @@ void irfft(const float2* X, float* x, int64_t rows, int64_t N) {
         }
 }
 
-// Runs phase 1 of every thread of each block of a tile grid, then phase 2.
-template <typename Load, typename Store>
-void tile_grid(int64_t gx, int64_t gy, int64_t gz, Load load, Store store) {
-    for (int64_t bz = 0; bz < gz; ++bz)
-        for (int64_t by = 0; by < gy; ++by)
-            for (int64_t bx = 0; bx < gx; ++bx) {
-                for (int ty = 0; ty < kRows; ++ty)
-                    for (int tx = 0; tx < kTile; ++tx) load(tx, ty, bx, by, bz);
-                for (int ty = 0; ty < kRows; ++ty)
-                    for (int tx = 0; tx < kTile; ++tx) store(tx, ty, bx, by, bz);
-            }
-}
-
 template <typename T>
 bool run_case(const Case& c, std::mt19937& rng, const char* dtype) {
     const int64_t B = c.B, T_ = c.T, C = c.C, N = fft_size(T_), F = bins(N);

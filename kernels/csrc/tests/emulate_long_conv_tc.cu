@@ -22,18 +22,6 @@ using wb::to_float;
 
 namespace {
 
-template <typename Load, typename Store>
-void tile_grid(int64_t gx, int64_t gy, int64_t gz, Load load, Store store) {
-    for (int64_t bz = 0; bz < gz; ++bz)
-        for (int64_t by = 0; by < gy; ++by)
-            for (int64_t bx = 0; bx < gx; ++bx) {
-                for (int ty = 0; ty < kRows; ++ty)
-                    for (int tx = 0; tx < kTile; ++tx) load(tx, ty, bx, by, bz);
-                for (int ty = 0; ty < kRows; ++ty)
-                    for (int tx = 0; tx < kTile; ++tx) store(tx, ty, bx, by, bz);
-            }
-}
-
 // tc_conv_kernel's block (c, g), its warps one after another (they only share read-only staging).
 template <bool ANTI>
 void conv_block(const Params& p, int64_t c, int64_t g) {

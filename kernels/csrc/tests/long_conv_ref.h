@@ -157,4 +157,20 @@ bool all_written(const char* what, const std::vector<float>& v, char* why) {
     return true;
 }
 
+// Runs phase 1 of every thread (kTile x kRows) of each block of a pack/unpack grid, then phase 2: the
+// barrier between them.
+template <typename Load, typename Store>
+void tile_grid(int64_t gx, int64_t gy, int64_t gz, Load load, Store store) {
+    using wb::long_conv::kRows;
+    using wb::long_conv::kTile;
+    for (int64_t bz = 0; bz < gz; ++bz)
+        for (int64_t by = 0; by < gy; ++by)
+            for (int64_t bx = 0; bx < gx; ++bx) {
+                for (int ty = 0; ty < kRows; ++ty)
+                    for (int tx = 0; tx < kTile; ++tx) load(tx, ty, bx, by, bz);
+                for (int ty = 0; ty < kRows; ++ty)
+                    for (int tx = 0; tx < kTile; ++tx) store(tx, ty, bx, by, bz);
+            }
+}
+
 }  // namespace
