@@ -20,6 +20,9 @@
 #   fla_bench.py            fla-core's Triton kernels timed with the same protocol (gpu-run.sh fla), with
 #                           .whl/fla_core-0.6.0-py3-none-any.whl when present (`pip download --no-deps
 #                           fla-core==0.6.0 -d .whl`; its one need, einops, is on the GPU image)
+#   mamba_ssm/              with MAMBA_SSM=1: mamba-ssm's selective scan kernels, the public baseline for ours
+#                           (scripts/mamba-ssm-objects.sh: fetches its pinned sdist, compiles two kernel
+#                           objects; gpu-run.sh mamba links and times them there)
 #   gpu-run.sh              what to run there: `bash scripts/gpu-run.sh .carry/gpu` (or the copy here)
 #   base-profile-*          with BASELINE=REV (a commit): the three profilers built from REV's kernels/csrc,
 #                           which gpu-run.sh's scanprof, convprof and steps run beside the current ones, so
@@ -55,6 +58,9 @@ cp target/release/libworkbench_kernels.so target/release/workbench "$DEST/"
 cp scripts/gpu-run.sh experiments/kernel-parity.yaml kernels/benches/fla_bench.py "$DEST/"
 # fla-core's wheel for the public comparison (gpu-run.sh fla), when it was downloaded into .whl
 cp .whl/fla_core-0.6.0-py3-none-any.whl "$DEST/" 2>/dev/null || true
+if [ "${MAMBA_SSM:-0}" = 1 ]; then
+  bash scripts/mamba-ssm-objects.sh "$DEST/mamba_ssm"
+fi
 if [ -n "${BASELINE:-}" ]; then
   CUDA_HOME=${WORKBENCH_CUDA_HOME:-.deps/py/nvidia/cu13}
   NVCC=${WORKBENCH_NVCC:-$CUDA_HOME/bin/nvcc}

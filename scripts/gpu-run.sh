@@ -10,7 +10,9 @@
 # benchmark), `bench` (all four benchmarks), `parity` (experiments/kernel-parity.yaml trained with
 # --kernels auto and --kernels reference, evaluation losses side by side), `all` (all of them), and, only
 # when named, `fla` (kernels/benches/fla_bench.py: fla-core's Triton kernels with the same protocol; needs
-# BUNDLE_DIR/fla_core-0.6.0-py3-none-any.whl and minutes of Triton autotuning) and `steps` (chunked linear
+# BUNDLE_DIR/fla_core-0.6.0-py3-none-any.whl and minutes of Triton autotuning), `mamba` (kernels/benches/mamba_ssm/bench.py: mamba-ssm's selective-scan CUDA kernels,
+# linked here with torch's cpp_extension, checked against float64 and timed with the same protocol; needs a
+# bundle built with MAMBA_SSM=1) and `steps` (chunked linear
 # attention's launches and block steps in clock cycles, kernels/csrc/tools/profile_chunk_linear.cu, at
 # STEPS_SHAPES="T:Dk[:Dv[:B:H]] ...", default "2048:128 2048:64 2048:96:192:8:4" (the last: GLA's training
 # shape, 4 heads at d_model 768), and `convprof` (the short convolution's kernels alone over launch shapes,
@@ -21,7 +23,7 @@
 #
 # The binaries were linked against the torch 2.11.0 wheel here; there they use that machine's own torch
 # 2.11.0+cu130 through LD_LIBRARY_PATH. Logs go to $OUT (the device tool's output folder) or BUNDLE_DIR/out:
-# machine.txt, gpu-tests.log, bench.md, convprof.md, scanprof.md, scan-bench.md, parity.txt, chunk-bench.md, longconv-bench.md, fla.md, steps.txt. Exit status: non-zero if any test failed or the benchmark failed.
+# machine.txt, gpu-tests.log, bench.md, convprof.md, scanprof.md, scan-bench.md, parity.txt, chunk-bench.md, longconv-bench.md, fla.md, mamba-ssm.md, steps.txt. Exit status: non-zero if any test failed or the benchmark failed.
 set -uo pipefail
 BUNDLE=$(cd "${1:-.carry/gpu}" && pwd) || { echo "gpu-run: no bundle at ${1:-.carry/gpu} (make gpu-bundle)" >&2; exit 2; }
 shift || true
@@ -137,5 +139,14 @@ if [[ "$WHAT" == *" fla "* ]]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla-site "$BUNDLE"/fla_core-*.whl &&
     PYTHONPATH=/tmp/fla-site PYTHONUNBUFFERED=1 python3 "$BUNDLE/fla_bench.py" ${FLA_OPS:-} 2>&1 | tee "$OUT/fla.md"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+if [[ "$WHAT" == *" mamba "* ]]; then
+  if [ -f "$BUNDLE/mamba_ssm/bench.py" ]; then
+    PYTHONUNBUFFERED=1 python3 "$BUNDLE/mamba_ssm/bench.py" 2>&1 | tee "$OUT/mamba-ssm.md"
+    [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  else
+    echo "gpu-run: no $BUNDLE/mamba_ssm (build the bundle with MAMBA_SSM=1 make gpu-bundle)" >&2
+    status=1
+  fi
 fi
 exit $status
