@@ -44,19 +44,15 @@ void launch_backward(const Params& p, dim3 grid, cudaStream_t s) {
     }
 }
 
-// The channel-per-thread passes of selective_scan_twopass.cuh, one thread per (segment, channel).
-enum class Pass { Local, Output, BwdLocal };
-
+// The channel-per-thread passes of selective_scan_twopass.cuh, one thread per (segment, channel): the block
+// stages its segment in shared memory, then each thread walks it.
 template <typename T, bool VEC, Pass PASS>
 __global__ void __launch_bounds__(kTwoPassThreads) segment_kernel(Params p) {
-    const int64_t b = blockIdx.z, seg = blockIdx.y, d = int64_t(blockIdx.x) * kTwoPassThreads + threadIdx.x;
-    if constexpr (PASS == Pass::Local) {
-        local_thread<T, VEC>(p, b, seg, d);
-    } else if constexpr (PASS == Pass::Output) {
-        output_thread<T, VEC>(p, b, seg, d);
-    } else {
-        bwd_local_thread<T, VEC>(p, b, seg, d);
-    }
+    __shared__ SegStage<T> st;
+    const int64_t b = blockIdx.z, seg = blockIdx.y, d0 = int64_t(blockIdx.x) * kTwoPassThreads;
+    stage_thread<T>(p, sources<T, PASS>(p), b, seg, d0, int(threadIdx.x), st);
+    __syncthreads();
+    walk_thread<T, VEC, PASS>(p, st, b, seg, d0, int(threadIdx.x));
 }
 
 // Grid (channel blocks, segments, batch rows); VEC where rows_vec allows.

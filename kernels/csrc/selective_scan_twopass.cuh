@@ -17,6 +17,8 @@
 // Each state-step is done twice (local and output), two exp2 where the one-pass forward does one, yet both
 // passes together issue a fraction of its instructions: kernels alone (profile-selective-scan, H200, B 8,
 // T 2048, N 16), D 1024 0.632 -> 0.403 ms in bf16 and 0.50 -> 0.403 in f32; D 1536 bf16 0.886 -> 0.566.
+// A block stages its segment's inputs in shared memory first (SegStage below): D 1024 bf16 0.323 -> 0.247 ms,
+// f32 0.356 -> 0.283.
 #pragma once
 
 #include "selective_scan.cuh"
@@ -26,29 +28,20 @@ namespace selective_scan {
 
 __host__ __device__ inline int64_t segments(int64_t T) { return (T + kChunk - 1) / kChunk; }  // = nchunks(T)
 
-// Whether B_t and C_t are read as 16-byte vectors (VEC below): N == 16 and both bases 16-byte aligned (rows
-// of 16 elements then are too). Else one load per state, past N none.
-__host__ __device__ inline bool rows_vec(const Params& p) {
-    auto al = [](const void* x) { return reinterpret_cast<uintptr_t>(x) % 16 == 0; };
-    return p.N == kTwoPassStates && al(p.Bm) && al(p.Cm);
-}
+// Whether the walks read B_t and C_t as 16-byte vectors (VEC below): rows of N == 16 states (staged rows
+// are 16-byte aligned). Else one load per state, past N none.
+__host__ __device__ inline bool rows_vec(const Params& p) { return p.N == kTwoPassStates; }
 
-// v = the row of N states at ptr, as floats (0 past N). VEC: 16-byte loads (4 for float32, 2 for bfloat16,
-// whose 8 values a word holds are unpacked by a shift or a mask), where one load per state had issued 16
-// loads per row and step.
+// v = the row of N states at ptr (a staged row, SegStage), as floats (0 past N). VEC: 16-byte loads (4 for
+// float32, 2 for bfloat16, whose 8 values a word holds are unpacked by a shift or a mask), where one load per
+// state had issued 16 loads per row and step.
 template <typename T, bool VEC>
 __host__ __device__ __forceinline__ void load_row(const T* ptr, int64_t N, float (&v)[kTwoPassStates]) {
     if constexpr (VEC) {
         constexpr int kWords = kTwoPassStates * int(sizeof(T)) / 16;
         uint4 w[kWords];
 #pragma unroll
-        for (int i = 0; i < kWords; ++i) {
-#if defined(__CUDA_ARCH__)
-            w[i] = __ldg(reinterpret_cast<const uint4*>(ptr) + i);
-#else
-            memcpy(&w[i], reinterpret_cast<const uint4*>(ptr) + i, sizeof(uint4));
-#endif
-        }
+        for (int i = 0; i < kWords; ++i) w[i] = reinterpret_cast<const uint4*>(ptr)[i];
 #pragma unroll
         for (int i = 0; i < kWords; ++i) {
             const unsigned c[4] = {w[i].x, w[i].y, w[i].z, w[i].w};
@@ -64,28 +57,105 @@ __host__ __device__ __forceinline__ void load_row(const T* ptr, int64_t N, float
         }
     } else {
 #pragma unroll
-        for (int n = 0; n < kTwoPassStates; ++n) v[n] = ld<true>(ptr + n, n < N);
+        for (int n = 0; n < kTwoPassStates; ++n) v[n] = ld<false>(ptr + n, n < N);
     }
 }
 
-// Runs the recurrence through segment `seg` of channel d from h (in/out); Y: also write y.
-template <typename T, bool Y, bool VEC>
-__host__ __device__ __forceinline__ void segment_walk(const Params& p, int64_t b, int64_t seg, int64_t d,
-                                                      const float (&A2)[kTwoPassStates],
-                                                      float (&h)[kTwoPassStates], float& sdt) {
+// A block's segment staged in shared memory before its walks: a walk is a chain of kChunk dependent steps,
+// and each step's loads from global memory (x, dt, B_t, C_t) had cost a thread a full memory round trip
+// per step (2-2.5x the issue time of the passes; the exponentials were not the limit: a build without
+// them ran as fast). The block now loads its whole segment at once, one round trip, and the walks read
+// shared memory. Two per-channel inputs (ch: x and dt, or dt and dy) for the block's kTwoPassThreads
+// channels and two per-step rows of B or C (row, kTwoPassStates apart, 16-byte aligned: VEC reads them as
+// vectors whatever the global alignment), for the segment's steps (fewer in a last, short segment).
+template <typename T>
+struct alignas(16) SegStage {
+    T ch[2][kChunk][kTwoPassThreads];
+    T row[2][kChunk][kTwoPassStates];
+};
+
+// Which inputs a pass stages: per-channel arrays c0, c1 ([B, T, D]) and rows r0, r1 ([B, T, N]; r1 may be
+// null).
+template <typename T>
+struct SegSources {
+    const T *c0, *c1, *r0, *r1;
+};
+
+// Thread `tid`'s share of staging segment `seg` of batch row b for channels d0 .. d0 + kTwoPassThreads: its
+// loads all go out before its first store. Whole 16-byte words where the tile is full and aligned, else one
+// element at a time; channels past D and states past N are 0.
+template <typename T>
+__host__ __device__ __forceinline__ void stage_thread(const Params& p, const SegSources<T>& src, int64_t b,
+                                                      int64_t seg, int64_t d0, int tid, SegStage<T>& st) {
     const int64_t D = p.D, N = p.N, T_ = p.T;
-    const int64_t t0 = seg * kChunk, t1 = t0 + kChunk < T_ ? t0 + kChunk : T_;
-    const T* xp = static_cast<const T*>(p.x) + (b * T_ + t0) * D + d;
-    const T* dtp = static_cast<const T*>(p.dt) + (b * T_ + t0) * D + d;
-    const T* bp = static_cast<const T*>(p.Bm) + (b * T_ + t0) * N;
-    const T* cp = static_cast<const T*>(p.Cm) + (b * T_ + t0) * N;
+    const int64_t t0 = seg * kChunk, steps = (t0 + kChunk < T_ ? t0 + kChunk : T_) - t0;
+    auto al = [](const void* x) { return reinterpret_cast<uintptr_t>(x) % 16 == 0; };
+    constexpr int kPer = 16 / int(sizeof(T));  // elements per word
+    const bool words = d0 + kTwoPassThreads <= D && D % kPer == 0 && al(src.c0) && al(src.c1);
+    if (words) {
+        // words in flight per round: 4 for bfloat16 (8 words a thread, 2 rounds), 8 for float32 (16, 2
+        // rounds); 8 for bfloat16 took 86 registers (20 warps an SM, not 36) and measured 5% slower
+        constexpr int kRowWords = kTwoPassThreads / kPer, kBatch = sizeof(T) == 2 ? 4 : 8;
+        const int64_t total = 2 * steps * kRowWords;  // words of both arrays
+        for (int64_t w0 = tid; w0 < total; w0 += int64_t(kBatch) * kTwoPassThreads) {
+            uint4 v[kBatch];
+#pragma unroll
+            for (int j = 0; j < kBatch; ++j) {
+                const int64_t w = w0 + int64_t(j) * kTwoPassThreads;
+                const int64_t a = w / (steps * kRowWords), r = w % (steps * kRowWords);
+                const int64_t s = r / kRowWords, k = r % kRowWords;
+                const T* g = (a == 0 ? src.c0 : src.c1) + (b * T_ + t0 + s) * D + d0 + k * kPer;
+                if (w < total) {
+#if defined(__CUDA_ARCH__)
+                    v[j] = __ldg(reinterpret_cast<const uint4*>(g));
+#else
+                    memcpy(&v[j], g, sizeof(uint4));
+#endif
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < kBatch; ++j) {
+                const int64_t w = w0 + int64_t(j) * kTwoPassThreads;
+                const int64_t a = w / (steps * kRowWords), r = w % (steps * kRowWords);
+                if (w < total)
+                    reinterpret_cast<uint4*>(&st.ch[a][r / kRowWords][0])[r % kRowWords] = v[j];
+            }
+        }
+    } else {
+        for (int64_t s = 0; s < steps; ++s) {
+            const int64_t d = d0 + tid, at = (b * T_ + t0 + s) * D + d;
+            const bool in = d < D;
+            st.ch[0][s][tid] = in ? src.c0[at] : from_float<T>(0.0f);
+            st.ch[1][s][tid] = in ? src.c1[at] : from_float<T>(0.0f);
+        }
+    }
+    // rows: steps x N elements, contiguous in [B, T, N]
+    for (int64_t e = tid; e < steps * kTwoPassStates; e += kTwoPassThreads) {
+        const int64_t s = e / kTwoPassStates, n = e % kTwoPassStates, at = (b * T_ + t0 + s) * N + n;
+        const bool in = n < N;
+        const T z = from_float<T>(0.0f);
+        const T v0 = in ? src.r0[at] : z, v1 = (in && src.r1 != nullptr) ? src.r1[at] : z;
+        st.row[0][s][n] = v0;
+        st.row[1][s][n] = v1;
+    }
+}
+
+// Runs the recurrence through segment `seg` of channel d (the block's thread `tid`, inputs staged in st:
+// x, dt; B, C) from h (in/out); Y: also write y.
+template <typename T, bool Y, bool VEC>
+__host__ __device__ __forceinline__ void segment_walk(const Params& p, const SegStage<T>& st, int64_t b,
+                                                      int64_t seg, int64_t d, int tid,
+                                                      const float (&A2)[kTwoPassStates], float (&h)[kTwoPassStates],
+                                                      float& sdt) {
+    const int64_t D = p.D, N = p.N, T_ = p.T;
+    const int64_t t0 = seg * kChunk, steps = (t0 + kChunk < T_ ? t0 + kChunk : T_) - t0;
     T* yp = Y ? static_cast<T*>(p.y) + (b * T_ + t0) * D + d : nullptr;
     const float Dl = (Y && p.Dskip != nullptr) ? p.Dskip[d] : 0.0f;
-    for (int64_t t = t0; t < t1; ++t) {
-        const float xv = ld<true>(xp, true), dv = ld<true>(dtp, true);
+    for (int64_t s = 0; s < steps; ++s) {
+        const float xv = ld<false>(&st.ch[0][s][tid], true), dv = ld<false>(&st.ch[1][s][tid], true);
         float bv[kTwoPassStates], cv[kTwoPassStates];
-        load_row<T, VEC>(bp, N, bv);
-        if (Y) load_row<T, VEC>(cp, N, cv);
+        load_row<T, VEC>(&st.row[0][s][0], N, bv);
+        if (Y) load_row<T, VEC>(&st.row[1][s][0], N, cv);
         const float u = dv * xv;
         sdt += dv;
         float acc = Dl * xv;
@@ -98,10 +168,6 @@ __host__ __device__ __forceinline__ void segment_walk(const Params& p, int64_t b
             *yp = from_float<T>(acc);
             yp += D;
         }
-        xp += D;
-        dtp += D;
-        bp += N;
-        cp += N;
     }
 }
 
@@ -112,14 +178,16 @@ __host__ __device__ __forceinline__ void load_a2(const Params& p, int64_t d, flo
 
 // Pass 1: the segment's end state from zero, and its sum of dt.
 template <typename T, bool VEC = false>
-__host__ __device__ __forceinline__ void local_thread(const Params& p, int64_t b, int64_t seg, int64_t d) {
+__host__ __device__ __forceinline__ void local_thread(const Params& p, const SegStage<T>& st, int64_t b, int64_t seg,
+                                                      int64_t d0, int tid) {
+    const int64_t d = d0 + tid;
     if (d >= p.D) return;
     float A2[kTwoPassStates], h[kTwoPassStates];
     load_a2(p, d, A2);
 #pragma unroll
     for (int n = 0; n < kTwoPassStates; ++n) h[n] = 0.0f;
     float sdt = 0.0f;
-    segment_walk<T, false, VEC>(p, b, seg, d, A2, h, sdt);
+    segment_walk<T, false, VEC>(p, st, b, seg, d, tid, A2, h, sdt);
     const int64_t P = segments(p.T);
     float* out = p.seg_h + ((b * P + seg) * p.D + d) * p.N;
 #pragma unroll
@@ -173,7 +241,9 @@ __host__ __device__ __forceinline__ void combine_thread(const Params& p, int64_t
 
 // Pass 2: y through the segment from its start.
 template <typename T, bool VEC = false>
-__host__ __device__ __forceinline__ void output_thread(const Params& p, int64_t b, int64_t seg, int64_t d) {
+__host__ __device__ __forceinline__ void output_thread(const Params& p, const SegStage<T>& st, int64_t b, int64_t seg,
+                                                       int64_t d0, int tid) {
+    const int64_t d = d0 + tid;
     if (d >= p.D) return;
     float A2[kTwoPassStates], h[kTwoPassStates];
     load_a2(p, d, A2);
@@ -182,7 +252,7 @@ __host__ __device__ __forceinline__ void output_thread(const Params& p, int64_t 
 #pragma unroll
     for (int n = 0; n < kTwoPassStates; ++n) h[n] = n < p.N ? start[n] : 0.0f;
     float sdt = 0.0f;
-    segment_walk<T, true, VEC>(p, b, seg, d, A2, h, sdt);
+    segment_walk<T, true, VEC>(p, st, b, seg, d, tid, A2, h, sdt);
 }
 
 // The segmented backward's first two passes (selective_scan.h; the third is backward_thread with SEG).
@@ -192,30 +262,26 @@ __host__ __device__ __forceinline__ void output_thread(const Params& p, int64_t 
 //   bwd_combine (B, D, N): from dL/dh_T backwards over segments, the g entering each segment's last step
 //               (written over g_local), and dL/dh0 = the g after step 0
 
-// Pass 1: g_local of segment `seg` of channel d, and its sum of dt.
+// Pass 1: g_local of segment `seg` of channel d, and its sum of dt (inputs staged in st: dt, dy; C).
 template <typename T, bool VEC = false>
-__host__ __device__ __forceinline__ void bwd_local_thread(const Params& p, int64_t b, int64_t seg, int64_t d) {
+__host__ __device__ __forceinline__ void bwd_local_thread(const Params& p, const SegStage<T>& st, int64_t b,
+                                                          int64_t seg, int64_t d0, int tid) {
+    const int64_t d = d0 + tid;
     if (d >= p.D) return;
     const int64_t D = p.D, N = p.N, T_ = p.T;
-    const int64_t t0 = seg * kChunk, t1 = t0 + kChunk < T_ ? t0 + kChunk : T_;
+    const int64_t t0 = seg * kChunk, steps = (t0 + kChunk < T_ ? t0 + kChunk : T_) - t0;
     float A2[kTwoPassStates], g[kTwoPassStates];
     load_a2(p, d, A2);
 #pragma unroll
     for (int n = 0; n < kTwoPassStates; ++n) g[n] = 0.0f;
     float sdt = 0.0f;
-    const T* dtp = static_cast<const T*>(p.dt) + (b * T_ + t1 - 1) * D + d;
-    const T* gyp = static_cast<const T*>(p.gy) + (b * T_ + t1 - 1) * D + d;
-    const T* cp = static_cast<const T*>(p.Cm) + (b * T_ + t1 - 1) * N;
-    for (int64_t t = t1 - 1; t >= t0; --t) {
-        const float dv = ld<true>(dtp, true), gv = ld<true>(gyp, true);
+    for (int64_t s = steps - 1; s >= 0; --s) {
+        const float dv = ld<false>(&st.ch[0][s][tid], true), gv = ld<false>(&st.ch[1][s][tid], true);
         float cv[kTwoPassStates];
-        load_row<T, VEC>(cp, N, cv);
+        load_row<T, VEC>(&st.row[0][s][0], N, cv);
         sdt += dv;
 #pragma unroll
         for (int n = 0; n < kTwoPassStates; ++n) g[n] = exp2_fast(dv * A2[n]) * fmaf(gv, cv[n], g[n]);
-        dtp -= D;
-        gyp -= D;
-        cp -= N;
     }
     const int64_t P = segments(T_);
     float* out = p.seg_g + ((b * P + seg) * D + d) * N;
@@ -223,6 +289,31 @@ __host__ __device__ __forceinline__ void bwd_local_thread(const Params& p, int64
     for (int n = 0; n < kTwoPassStates; ++n)
         if (n < N) out[n] = g[n];
     p.seg_dt[(b * P + seg) * D + d] = sdt;
+}
+
+// The three channel-per-thread passes, and what each stages.
+enum class Pass { Local, Output, BwdLocal };
+
+template <typename T, Pass PASS>
+__host__ __device__ __forceinline__ SegSources<T> sources(const Params& p) {
+    const T *x = static_cast<const T*>(p.x), *dt = static_cast<const T*>(p.dt), *gy = static_cast<const T*>(p.gy);
+    const T *bm = static_cast<const T*>(p.Bm), *cm = static_cast<const T*>(p.Cm);
+    if constexpr (PASS == Pass::Local) return {x, dt, bm, nullptr};
+    if constexpr (PASS == Pass::Output) return {x, dt, bm, cm};
+    return {dt, gy, cm, nullptr};
+}
+
+// A thread's walk of pass PASS once the block has staged its segment.
+template <typename T, bool VEC, Pass PASS>
+__host__ __device__ __forceinline__ void walk_thread(const Params& p, const SegStage<T>& st, int64_t b, int64_t seg,
+                                                     int64_t d0, int tid) {
+    if constexpr (PASS == Pass::Local) {
+        local_thread<T, VEC>(p, st, b, seg, d0, tid);
+    } else if constexpr (PASS == Pass::Output) {
+        output_thread<T, VEC>(p, st, b, seg, d0, tid);
+    } else {
+        bwd_local_thread<T, VEC>(p, st, b, seg, d0, tid);
+    }
 }
 
 // Pass 2, per state: the g entering each segment (over its g_local) and dL/dh0.
