@@ -21,8 +21,9 @@ struct DeviceCtx {
 // registers (4 blocks, 32 warps); four states, or the backward pass, need up to 128 (2 blocks).
 template <typename T, int G, int NPL>
 __global__ void __launch_bounds__(kThreads, NPL == 1 ? 4 : 2) forward_kernel(Params p) {
+    __shared__ __align__(16) T stage[FwdStage<G, NPL, kThreads>::total];
     DeviceCtx ctx;
-    forward_thread<T, G, NPL, kThreads>(p, ctx, threadIdx.x, blockIdx.x, blockIdx.y);
+    forward_thread<T, G, NPL, kThreads>(p, ctx, stage, threadIdx.x, blockIdx.x, blockIdx.y);
 }
 
 // SEG: grid (tiles, B, nchunks), one chunk per block (the segmented backward, selective_scan.h). VEC: B and

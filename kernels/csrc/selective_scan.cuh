@@ -241,20 +241,97 @@ __host__ __device__ inline bool states_vec(const Params& p, int NPL) {
     return NPL == 4 && p.N % 4 == 0 && al(p.Bm) && al(p.Cm);
 }
 
+// Staging chunk `seg` (kChunk steps, fewer at the end) of batch row b in shared memory, for a chain of
+// dependent steps that would otherwise wait a global-memory round trip per step (the two-pass passes, the
+// one-pass forward): two per-channel arrays c0, c1 ([B, T, D]) for the C channels from d0, as ch[a][s][c]
+// ([2][kChunk][C]), and two rows r0, r1 ([B, T, N]; r1 may be null) as row[a][s][n] ([2][kChunk][NP]). Thread
+// tid of THREADS copies its share, its loads before its stores: whole 16-byte words where the C channels are
+// whole and aligned, else one element at a time; channels past D and states past N are 0.
+template <typename T, int C, int NP, int THREADS, int KB = sizeof(T) == 2 ? 4 : 8>
+__host__ __device__ __forceinline__ void stage_chunk(const Params& p, const T* c0, const T* c1, const T* r0,
+                                                     const T* r1, int64_t b, int64_t seg, int64_t d0, int tid, T* ch,
+                                                     T* row) {
+    const int64_t D = p.D, N = p.N, T_ = p.T;
+    const int64_t t0 = seg * kChunk, steps = (t0 + kChunk < T_ ? t0 + kChunk : T_) - t0;
+    auto al = [](const void* x) { return reinterpret_cast<uintptr_t>(x) % 16 == 0; };
+    constexpr int kPer = 16 / int(sizeof(T));  // elements per word
+    const bool words = C % kPer == 0 && d0 + C <= D && D % kPer == 0 && al(c0) && al(c1);
+    if (words) {
+        // KB words in flight per round: by default 4 for bfloat16, 8 for float32 (the two-pass passes: 8 words
+        // a thread in bfloat16, 16 in float32, 2 rounds; 8 for bfloat16 took 86 registers, 20 warps an SM, not
+        // 36, and measured 5% slower)
+        constexpr int kRowWords = C / kPer > 0 ? C / kPer : 1, kBatch = KB;
+        const int64_t total = 2 * steps * kRowWords;  // words of both arrays
+        for (int64_t w0 = tid; w0 < total; w0 += int64_t(kBatch) * THREADS) {
+            uint4 v[kBatch];
+#pragma unroll
+            for (int j = 0; j < kBatch; ++j) {
+                const int64_t w = w0 + int64_t(j) * THREADS;
+                const int64_t a = w / (steps * kRowWords), r = w % (steps * kRowWords);
+                const int64_t s = r / kRowWords, k = r % kRowWords;
+                const T* g = (a == 0 ? c0 : c1) + (b * T_ + t0 + s) * D + d0 + k * kPer;
+                if (w < total) {
+#if defined(__CUDA_ARCH__)
+                    v[j] = __ldg(reinterpret_cast<const uint4*>(g));
+#else
+                    memcpy(&v[j], g, sizeof(uint4));
+#endif
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < kBatch; ++j) {
+                const int64_t w = w0 + int64_t(j) * THREADS;
+                const int64_t a = w / (steps * kRowWords), r = w % (steps * kRowWords);
+                if (w < total)
+                    reinterpret_cast<uint4*>(ch + (a * kChunk + r / kRowWords) * C)[r % kRowWords] = v[j];
+            }
+        }
+    } else {
+        for (int64_t e = tid; e < steps * C; e += THREADS) {
+            const int64_t s = e / C, c = e % C, d = d0 + c, at = (b * T_ + t0 + s) * D + d;
+            const bool in = d < D;
+            ch[s * C + c] = in ? c0[at] : from_float<T>(0.0f);
+            ch[(kChunk + s) * C + c] = in ? c1[at] : from_float<T>(0.0f);
+        }
+    }
+    // rows: steps x N elements, contiguous in [B, T, N]
+    for (int64_t e = tid; e < steps * NP; e += THREADS) {
+        const int64_t s = e / NP, n = e % NP, at = (b * T_ + t0 + s) * N + n;
+        const bool in = n < N;
+        const T z = from_float<T>(0.0f);
+        const T v0 = in ? r0[at] : z, v1 = (in && r1 != nullptr) ? r1[at] : z;
+        row[s * NP + n] = v0;
+        row[(kChunk + s) * NP + n] = v1;
+    }
+}
+
 // Every loop walks pointers forward or back by one step (D elements for x, dt, dy; N for B, C) instead of
 // forming `t * D + d` products: the first version spent about 5 of every 6 instructions of its inner loop on
 // 64-bit index arithmetic and re-read parameters, and ran 30x above its floor.
 
+// The one-pass forward's staging of one chunk (stage_chunk), in T elements: x, dt of the block's THREADS / G
+// channels ([2][kChunk][C]), then B and C rows ([2][kChunk][NP]).
+template <int G, int NPL, int THREADS>
+struct FwdStage {
+    static constexpr int C = THREADS / G;
+    static constexpr int NP = G * NPL;
+    static constexpr int rows = 2 * kChunk * C;  // offset of the rows
+    static constexpr int total = rows + 2 * kChunk * NP;
+};
+
 template <typename T, int G, int NPL, int THREADS, class Ctx>
-__host__ __device__ __forceinline__ void forward_thread(const Params& p, Ctx& ctx, int tid, int64_t tile,
+__host__ __device__ __forceinline__ void forward_thread(const Params& p, Ctx& ctx, T* stage, int tid, int64_t tile,
                                                         int64_t b) {
     constexpr int kSub = Len<NPL>::sub;
+    using SG = FwdStage<G, NPL, THREADS>;
+    constexpr int CS = SG::C, NP = SG::NP;
     const Owner<G, NPL, THREADS> o(p, tid, tile);
     const int64_t D = p.D, N = p.N, T_ = p.T;
-    const T* xp = static_cast<const T*>(p.x) + b * T_ * D + o.d;
-    const T* dtp = static_cast<const T*>(p.dt) + b * T_ * D + o.d;
-    const T* bp = static_cast<const T*>(p.Bm) + b * T_ * N + o.n[0];  // state lane * NPL + k at bp[k]
-    const T* cp = static_cast<const T*>(p.Cm) + b * T_ * N + o.n[0];
+    // the inputs are read from the chunk's staging (stage_chunk: x, dt; B, C rows), pointers walked per step
+    const T* xp = stage + tid / G;
+    const T* dtp = xp + kChunk * CS;
+    const T* bp = stage + SG::rows + o.n[0];  // state lane * NPL + k at bp[k]
+    const T* cp = bp + kChunk * NP;
     T* yp = static_cast<T*>(p.y) + b * T_ * D + o.d;
     // advances by D * N per chunk; null when no gradient will be asked for (inference writes no checkpoints)
     float* ck = p.ckpt != nullptr ? p.ckpt + (b * p.nchunks * D + o.d) * N + o.n[0] : nullptr;
@@ -271,11 +348,24 @@ __host__ __device__ __forceinline__ void forward_thread(const Params& p, Ctx& ct
 
     for (int64_t t0 = 0; t0 < T_; t0 += kSub) {
         const int steps = T_ - t0 < kSub ? int(T_ - t0) : kSub;
-        if (ck != nullptr && t0 % kChunk == 0) {
+        if (t0 % kChunk == 0) {
+            if (ck != nullptr) {
 #pragma unroll
-            for (int k = 0; k < NPL; ++k)
-                if (o.nv[k]) ck[k] = h[k];
-            ck += D * N;
+                for (int k = 0; k < NPL; ++k)
+                    if (o.nv[k]) ck[k] = h[k];
+                ck += D * N;
+            }
+            // stage the chunk (the barrier before: every read of the previous one is done)
+            ctx.sync();
+            // (2 words in flight for one state per thread: its 64-register budget spilled with 8)
+            stage_chunk<T, CS, NP, THREADS, NPL == 1 ? 2 : (sizeof(T) == 2 ? 4 : 8)>(p, static_cast<const T*>(p.x), static_cast<const T*>(p.dt),
+                                            static_cast<const T*>(p.Bm), static_cast<const T*>(p.Cm), b,
+                                            t0 / kChunk, tile * CS, tid, stage, stage + SG::rows);
+            ctx.sync();
+            xp = stage + tid / G;
+            dtp = xp + kChunk * CS;
+            bp = stage + SG::rows + o.n[0];
+            cp = bp + kChunk * NP;
         }
         // Loads of the whole sub-chunk first (x and dt; B and C too for several states per thread), kept as
         // Raw and converted where used. Preloading B and C made four states per thread 1.1x (float32) and
@@ -286,18 +376,18 @@ __host__ __device__ __forceinline__ void forward_thread(const Params& p, Ctx& ct
         typename R::type xr[kSub], dr[kSub], br[kPreSteps][NPL], cr[kPreSteps][NPL];
 #pragma unroll
         for (int i = 0; i < kSub; ++i) {
-            xr[i] = R::load(xp, o.dv && i < steps);
-            dr[i] = R::load(dtp, o.dv && i < steps);
-            xp += D;
-            dtp += D;
+            xr[i] = R::template load<false>(xp, o.dv && i < steps);
+            dr[i] = R::template load<false>(dtp, o.dv && i < steps);
+            xp += CS;
+            dtp += CS;
             if constexpr (kPre) {
 #pragma unroll
                 for (int k = 0; k < NPL; ++k) {
-                    br[i][k] = R::load(bp + k, o.nv[k] && i < steps);
-                    cr[i][k] = R::load(cp + k, o.nv[k] && i < steps);
+                    br[i][k] = R::template load<false>(bp + k, o.nv[k] && i < steps);
+                    cr[i][k] = R::template load<false>(cp + k, o.nv[k] && i < steps);
                 }
-                bp += N;
-                cp += N;
+                bp += NP;
+                cp += NP;
             }
         }
         // Steps past T have x = dt = 0: the decay is 1 and the input 0, so the state does not change.
@@ -309,14 +399,14 @@ __host__ __device__ __forceinline__ void forward_thread(const Params& p, Ctx& ct
             float acc = Dl * xs;
 #pragma unroll
             for (int k = 0; k < NPL; ++k) {
-                const float bn = kPre ? R::value(br[kPre ? i : 0][k]) : ld<true>(bp + k, o.nv[k] && i < steps);
-                const float cn = kPre ? R::value(cr[kPre ? i : 0][k]) : ld<true>(cp + k, o.nv[k] && i < steps);
+                const float bn = kPre ? R::value(br[kPre ? i : 0][k]) : ld<false>(bp + k, o.nv[k] && i < steps);
+                const float cn = kPre ? R::value(cr[kPre ? i : 0][k]) : ld<false>(cp + k, o.nv[k] && i < steps);
                 h[k] = fmaf(exp2_fast(dts * A2[k]), h[k], u * bn);
                 acc = fmaf(h[k], cn, acc);
             }
             if constexpr (!kPre) {
-                bp += N;
-                cp += N;
+                bp += NP;
+                cp += NP;
             }
             part[i] = acc;
         }

@@ -81,63 +81,13 @@ struct SegSources {
     const T *c0, *c1, *r0, *r1;
 };
 
-// Thread `tid`'s share of staging segment `seg` of batch row b for channels d0 .. d0 + kTwoPassThreads: its
-// loads all go out before its first store. Whole 16-byte words where the tile is full and aligned, else one
-// element at a time; channels past D and states past N are 0.
+// Thread `tid`'s share of staging segment `seg` of batch row b for channels d0 .. d0 + kTwoPassThreads
+// (stage_chunk).
 template <typename T>
 __host__ __device__ __forceinline__ void stage_thread(const Params& p, const SegSources<T>& src, int64_t b,
                                                       int64_t seg, int64_t d0, int tid, SegStage<T>& st) {
-    const int64_t D = p.D, N = p.N, T_ = p.T;
-    const int64_t t0 = seg * kChunk, steps = (t0 + kChunk < T_ ? t0 + kChunk : T_) - t0;
-    auto al = [](const void* x) { return reinterpret_cast<uintptr_t>(x) % 16 == 0; };
-    constexpr int kPer = 16 / int(sizeof(T));  // elements per word
-    const bool words = d0 + kTwoPassThreads <= D && D % kPer == 0 && al(src.c0) && al(src.c1);
-    if (words) {
-        // words in flight per round: 4 for bfloat16 (8 words a thread, 2 rounds), 8 for float32 (16, 2
-        // rounds); 8 for bfloat16 took 86 registers (20 warps an SM, not 36) and measured 5% slower
-        constexpr int kRowWords = kTwoPassThreads / kPer, kBatch = sizeof(T) == 2 ? 4 : 8;
-        const int64_t total = 2 * steps * kRowWords;  // words of both arrays
-        for (int64_t w0 = tid; w0 < total; w0 += int64_t(kBatch) * kTwoPassThreads) {
-            uint4 v[kBatch];
-#pragma unroll
-            for (int j = 0; j < kBatch; ++j) {
-                const int64_t w = w0 + int64_t(j) * kTwoPassThreads;
-                const int64_t a = w / (steps * kRowWords), r = w % (steps * kRowWords);
-                const int64_t s = r / kRowWords, k = r % kRowWords;
-                const T* g = (a == 0 ? src.c0 : src.c1) + (b * T_ + t0 + s) * D + d0 + k * kPer;
-                if (w < total) {
-#if defined(__CUDA_ARCH__)
-                    v[j] = __ldg(reinterpret_cast<const uint4*>(g));
-#else
-                    memcpy(&v[j], g, sizeof(uint4));
-#endif
-                }
-            }
-#pragma unroll
-            for (int j = 0; j < kBatch; ++j) {
-                const int64_t w = w0 + int64_t(j) * kTwoPassThreads;
-                const int64_t a = w / (steps * kRowWords), r = w % (steps * kRowWords);
-                if (w < total)
-                    reinterpret_cast<uint4*>(&st.ch[a][r / kRowWords][0])[r % kRowWords] = v[j];
-            }
-        }
-    } else {
-        for (int64_t s = 0; s < steps; ++s) {
-            const int64_t d = d0 + tid, at = (b * T_ + t0 + s) * D + d;
-            const bool in = d < D;
-            st.ch[0][s][tid] = in ? src.c0[at] : from_float<T>(0.0f);
-            st.ch[1][s][tid] = in ? src.c1[at] : from_float<T>(0.0f);
-        }
-    }
-    // rows: steps x N elements, contiguous in [B, T, N]
-    for (int64_t e = tid; e < steps * kTwoPassStates; e += kTwoPassThreads) {
-        const int64_t s = e / kTwoPassStates, n = e % kTwoPassStates, at = (b * T_ + t0 + s) * N + n;
-        const bool in = n < N;
-        const T z = from_float<T>(0.0f);
-        const T v0 = in ? src.r0[at] : z, v1 = (in && src.r1 != nullptr) ? src.r1[at] : z;
-        st.row[0][s][n] = v0;
-        st.row[1][s][n] = v1;
-    }
+    stage_chunk<T, kTwoPassThreads, kTwoPassStates, kTwoPassThreads>(p, src.c0, src.c1, src.r0, src.r1, b, seg, d0, tid,
+                                                                      &st.ch[0][0][0], &st.row[0][0][0]);
 }
 
 // Runs the recurrence through segment `seg` of channel d (the block's thread `tid`, inputs staged in st:

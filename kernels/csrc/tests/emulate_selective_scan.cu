@@ -177,11 +177,12 @@ void run_forward(const Params& p, bool two_pass = true) {
     for (int64_t b = 0; b < p.B; ++b)
         for (int64_t tile = 0; tile < p.tiles; ++tile) {
             BlockEmu blk(THREADS);
+            std::vector<T> stage(FwdStage<G, NPL, THREADS>::total, from_float<T>(NAN));
             std::vector<std::thread> threads;
             for (int tid = 0; tid < THREADS; ++tid)
                 threads.emplace_back([&, tid] {
                     HostCtx ctx{&blk, tid};
-                    forward_thread<T, G, NPL, THREADS>(p, ctx, tid, tile, b);
+                    forward_thread<T, G, NPL, THREADS>(p, ctx, stage.data(), tid, tile, b);
                 });
             for (auto& t : threads) t.join();
         }
