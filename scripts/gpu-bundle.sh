@@ -17,7 +17,7 @@
 #   libworkbench_kernels.so the CUDA kernels (sm_90)
 #   workbench               the CLI, built with the kernels (for training runs with --device cuda)
 #   kernel-parity.yaml      the training parity check (gpu-run.sh parity)
-#   fla_bench.py            fla-core's Triton kernels timed with the same protocol (gpu-run.sh fla), with
+#   fla_bench.py, gpu_timing.py fla-core's Triton kernels timed with the same protocol (gpu-run.sh fla), with
 #                           .whl/fla_core-0.6.0-py3-none-any.whl when present (`pip download --no-deps
 #                           fla-core==0.6.0 -d .whl`; its one need, einops, is on the GPU image)
 #   mamba_ssm/              with MAMBA_SSM=1: mamba-ssm's selective scan kernels, the public baseline for ours
@@ -55,7 +55,7 @@ cp "$LONGCONV_BENCH" "$DEST/kernels-gpu-longconv-bench"
 cp target/release/libworkbench_kernels.so target/release/profile-chunk-linear target/release/profile-short-conv \
   target/release/profile-selective-scan target/release/profile-long-conv "$DEST/"
 cp target/release/libworkbench_kernels.so target/release/workbench "$DEST/"
-cp scripts/gpu-run.sh experiments/kernel-parity.yaml kernels/benches/fla_bench.py "$DEST/"
+cp scripts/gpu-run.sh experiments/kernel-parity.yaml kernels/benches/fla_bench.py kernels/benches/gpu_timing.py "$DEST/"
 # fla-core's wheel for the public comparison (gpu-run.sh fla), when it was downloaded into .whl
 cp .whl/fla_core-0.6.0-py3-none-any.whl "$DEST/" 2>/dev/null || true
 if [ "${MAMBA_SSM:-0}" = 1 ]; then

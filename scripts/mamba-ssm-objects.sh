@@ -42,5 +42,5 @@ for f in selective_scan_fwd_bf16 selective_scan_bwd_bf16_real; do
   cp "$cache" "$DIR/$f.o"
 done
 cp "$S/selective_scan.cpp" "$S/selective_scan.h" "$DIR/"
-cp kernels/benches/mamba_ssm/stubs.cpp kernels/benches/mamba_ssm/bench.py "$DIR/"
+cp kernels/benches/mamba_ssm/stubs.cpp kernels/benches/mamba_ssm/bench.py kernels/benches/gpu_timing.py "$DIR/"
 echo "mamba-ssm-objects: mamba-ssm $VERSION's bfloat16 selective scan kernels in $DIR"

@@ -19,33 +19,9 @@ import sys
 
 import torch
 
-RUNS = 50
-WARMUP = 5
+from gpu_timing import RUNS, flush_buffer, timed
+
 B, H = 8, 16
-
-
-# GPU clock cycles of the spin before a queued timing (about 1 ms at 1.98 GHz), as kernels/benches/common.
-QUEUE_CYCLES = 2_000_000
-
-
-def timed(fn, flush, queued=False):
-    """Median ms of fn. queued: a GPU spin between the flush and the start event, so the host has queued the
-    whole call when the GPU reaches it (GPU time without host dispatch); else timed as called."""
-    for _ in range(WARMUP):
-        fn()
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    ms = []
-    for _ in range(RUNS):
-        flush.fill_(1)
-        if queued:
-            torch.cuda._sleep(QUEUE_CYCLES)
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        ms.append(start.elapsed_time(stop))
-    ms.sort()
-    return ms[len(ms) // 2]
 
 
 def inputs(op, t, d):
@@ -123,7 +99,7 @@ def causal_conv1d(flush):
 
 def main():
     ops = sys.argv[1:] or ["simple_gla", "gla", "linear_attn", "retention"]
-    flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+    flush = flush_buffer()
     print(f"fla {__import__('fla').__version__}, torch {torch.__version__}, triton {__import__('triton').__version__}, "
           f"{torch.cuda.get_device_name()}\n")
     if "causal_conv1d" in ops:

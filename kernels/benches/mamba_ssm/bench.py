@@ -21,8 +21,8 @@ import time
 import torch
 from torch.utils.cpp_extension import load
 
-RUNS = 50
-WARMUP = 5
+from gpu_timing import RUNS, flush_buffer, timed
+
 B = 8
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -103,27 +103,11 @@ def check(module):
     print()
 
 
-def timed(fn, flush):
-    for _ in range(WARMUP):
-        fn()
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    ms = []
-    for _ in range(RUNS):
-        flush.fill_(1)
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        ms.append(start.elapsed_time(stop))
-    ms.sort()
-    return ms[len(ms) // 2]
-
-
 def main():
     print(f"mamba-ssm 2.3.2.post1 selective scan, torch {torch.__version__}, {torch.cuda.get_device_name()}\n")
     module = build()
     check(module)
-    flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+    flush = flush_buffer()
     print(f"## mamba-ssm selective_scan (bfloat16, with D), B = {B}; median of {RUNS} runs, ms\n")
     print("| T | D | N | fwd | fwd+bwd |")
     print("|---|---|---|---|---|")
