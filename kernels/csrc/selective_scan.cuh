@@ -355,12 +355,13 @@ __host__ __device__ __forceinline__ void forward_thread(const Params& p, Ctx& ct
                     if (o.nv[k]) ck[k] = h[k];
                 ck += D * N;
             }
-            // stage the chunk (the barrier before: every read of the previous one is done)
+            // stage the chunk (the barrier before: every read of the previous one is done); 2 words in flight
+            // for one state per thread (its 64-register budget spilled with 8)
+            constexpr int kWords = NPL == 1 ? 2 : (sizeof(T) == 2 ? 4 : 8);
             ctx.sync();
-            // (2 words in flight for one state per thread: its 64-register budget spilled with 8)
-            stage_chunk<T, CS, NP, THREADS, NPL == 1 ? 2 : (sizeof(T) == 2 ? 4 : 8)>(p, static_cast<const T*>(p.x), static_cast<const T*>(p.dt),
-                                            static_cast<const T*>(p.Bm), static_cast<const T*>(p.Cm), b,
-                                            t0 / kChunk, tile * CS, tid, stage, stage + SG::rows);
+            stage_chunk<T, CS, NP, THREADS, kWords>(p, static_cast<const T*>(p.x), static_cast<const T*>(p.dt),
+                                                    static_cast<const T*>(p.Bm), static_cast<const T*>(p.Cm), b,
+                                                    t0 / kChunk, tile * CS, tid, stage, stage + SG::rows);
             ctx.sync();
             xp = stage + tid / G;
             dtp = xp + kChunk * CS;
