@@ -29,7 +29,9 @@ struct ScanCase {
 
 /// Awkward shapes: T = 1, T not a multiple of the 8-step sub-chunk or the 32-step checkpoint interval,
 /// T exactly one chunk, odd D that leaves most of a 256-thread block idle, N from 1 to 64 (odd N leaves
-/// lanes idle; N <= 4, <= 16 and <= 64 take the three kernel shapes), and training-like shapes.
+/// lanes idle; N <= 4, <= 16 and <= 64 take the three kernel shapes), and training-like shapes. The staging
+/// (`stage_chunk`) copies 16-byte words only for whole, aligned channel tiles (128 channels in the two-pass
+/// passes, D a multiple of 8): D 264 has two such tiles and a partial third, T 300 a short last chunk.
 const SCAN_CASES: &[ScanCase] = &[
     ScanCase { b: 1, t: 1, d: 1, n: 1 },
     ScanCase { b: 2, t: 1, d: 3, n: 5 },
@@ -41,6 +43,7 @@ const SCAN_CASES: &[ScanCase] = &[
     ScanCase { b: 1, t: 257, d: 40, n: 16 },
     ScanCase { b: 2, t: 1000, d: 64, n: 64 },
     ScanCase { b: 2, t: 2049, d: 130, n: 16 },
+    ScanCase { b: 2, t: 300, d: 264, n: 16 },
 ];
 
 /// Fresh random x, dt (> 0, as after softplus), A (< 0), B, C, D, h0 and the output gradients for y and
